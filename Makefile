@@ -1,0 +1,20 @@
+# The two commands a new user needs are `make run` and `make test`.
+.PHONY: run test bench sqlc fmt vet
+
+run: ## start API, workers, scheduler, dashboard and simulators, with demo data
+	scripts/dev.sh
+
+test: ## vet, sqlc check and every test against real PostgreSQL and Redis
+	scripts/test.sh
+
+bench: ## the API's job-creating endpoint against bare asynq enqueue
+	scripts/bench.sh
+
+sqlc: ## regenerate queries/ from queries/*.sql
+	scripts/sqlc.sh generate
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	go vet ./...

@@ -1,0 +1,324 @@
+// Package proxmox carries out operations on Proxmox VE virtual machines
+// through github.com/luthermonson/go-proxmox, and classifies every failure
+// (see package failure) so that jobs know whether to retry.
+package proxmox
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	pve "github.com/luthermonson/go-proxmox"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+)
+
+// Provider is the provider name used in errors, logs and metrics.
+const Provider = "proxmox"
+
+// Config says how to reach one Proxmox VE cluster.
+type Config struct {
+	// URL is the API base, ending in /api2/json.
+	URL string
+	// TokenID is "user@realm!tokenid"; TokenSecret its secret.
+	TokenID     string
+	TokenSecret string
+	// CAFile is a PEM bundle to trust for the cluster's self-signed
+	// certificate. Empty means the system roots.
+	CAFile string
+	// RequestTimeout bounds one HTTP request.
+	RequestTimeout time.Duration
+	// PollInterval is how often a running task's status is read.
+	PollInterval time.Duration
+}
+
+// Observer records provider calls; *metrics.Metrics implements it.
+type Observer interface {
+	ObserveProviderCall(provider, op string, err error, d time.Duration)
+}
+
+// Client talks to one Proxmox VE cluster.
+type Client struct {
+	api  *pve.Client
+	poll time.Duration
+	obs  Observer
+}
+
+// VMRef names a virtual machine on a node.
+type VMRef struct {
+	Node string `json:"node"`
+	VMID int    `json:"vmid"`
+}
+
+// New returns a Client for cfg. obs may be nil.
+func New(cfg Config, obs Observer) (*Client, error) {
+	if cfg.URL == "" || cfg.TokenID == "" || cfg.TokenSecret == "" {
+		return nil, errors.New("proxmox: URL, token id and token secret are required")
+	}
+	if _, err := url.Parse(cfg.URL); err != nil {
+		return nil, fmt.Errorf("proxmox: bad URL: %w", err)
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 32
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("proxmox: read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("proxmox: %s holds no PEM certificate", cfg.CAFile)
+		}
+		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	timeout := cfg.RequestTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	poll := cfg.PollInterval
+	if poll <= 0 {
+		poll = time.Second
+	}
+	hc := &http.Client{Transport: statusTransport{next: base}, Timeout: timeout}
+	api := pve.NewClient(strings.TrimRight(cfg.URL, "/"),
+		pve.WithHTTPClient(hc),
+		pve.WithAPIToken(cfg.TokenID, cfg.TokenSecret),
+		pve.WithUserAgent("provisiond"),
+	)
+	return &Client{api: api, poll: poll, obs: obs}, nil
+}
+
+// State is a VM's power state as Proxmox reports it.
+type State struct {
+	Status    string // "running" or "stopped"
+	QMPStatus string // "running", "paused", "prelaunch", ...
+	Lock      string
+	Uptime    uint64
+}
+
+// Running reports whether the guest is running and not paused.
+func (s State) Running() bool { return s.Status == "running" && s.QMPStatus != "paused" }
+
+// Paused reports whether the guest is suspended to memory.
+func (s State) Paused() bool { return s.Status == "running" && s.QMPStatus == "paused" }
+
+// Stopped reports whether the guest is off.
+func (s State) Stopped() bool { return s.Status == "stopped" }
+
+// PowerState names the state the way services record it: running, paused or stopped.
+func (s State) PowerState() string {
+	switch {
+	case s.Paused():
+		return "paused"
+	case s.Running():
+		return "running"
+	default:
+		return "stopped"
+	}
+}
+
+// State reads the VM's current status.
+func (c *Client) State(ctx context.Context, ref VMRef) (State, error) {
+	var vm pve.VirtualMachine
+	err := c.call(ctx, "status.current", func(ctx context.Context) error {
+		return c.api.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/current", url.PathEscape(ref.Node), ref.VMID), &vm)
+	})
+	if err != nil {
+		return State{}, err
+	}
+	return State{Status: vm.Status, QMPStatus: vm.QMPStatus, Lock: vm.Lock, Uptime: vm.Uptime}, nil
+}
+
+// PowerOp is a power operation Proxmox runs as a task.
+type PowerOp string
+
+// The power operations and the Proxmox task type each starts.
+const (
+	OpStart    PowerOp = "start"    // qmstart
+	OpStop     PowerOp = "stop"     // qmstop: hard power-off
+	OpShutdown PowerOp = "shutdown" // qmshutdown: ACPI, fails after its timeout
+	OpReset    PowerOp = "reset"    // qmreset
+	OpSuspend  PowerOp = "suspend"  // qmsuspend: pause to memory
+	OpResume   PowerOp = "resume"   // qmresume
+)
+
+// TaskType returns the Proxmox task type the operation starts.
+func (op PowerOp) TaskType() string { return "qm" + string(op) }
+
+// PowerOptions tune a power operation.
+type PowerOptions struct {
+	// ShutdownTimeout is how long Proxmox waits for the guest on OpShutdown
+	// before the task fails.
+	ShutdownTimeout time.Duration
+}
+
+// Power starts a power task and returns its UPID without waiting for it.
+func (c *Client) Power(ctx context.Context, ref VMRef, op PowerOp, opts PowerOptions) (string, error) {
+	var body map[string]any
+	if op == OpShutdown && opts.ShutdownTimeout > 0 {
+		body = map[string]any{"timeout": int(opts.ShutdownTimeout.Seconds())}
+	}
+	var upid pve.UPID
+	err := c.call(ctx, string(op), func(ctx context.Context) error {
+		return c.api.Post(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/%s", url.PathEscape(ref.Node), ref.VMID, op), body, &upid)
+	})
+	if err != nil {
+		return "", err
+	}
+	if !upidRE.MatchString(string(upid)) {
+		return "", &failure.Error{Class: failure.Transient, Provider: Provider, Op: string(op),
+			Message: fmt.Sprintf("unexpected task id %q", upid)}
+	}
+	return string(upid), nil
+}
+
+// FindTask returns the UPID of a task of the given type on the VM, so that a
+// retried step waits on the task an earlier attempt started instead of
+// starting a second one. With a zero since it looks only at running tasks;
+// otherwise also at tasks that started since then and have ended.
+func (c *Client) FindTask(ctx context.Context, ref VMRef, taskType string, since time.Time) (string, bool, error) {
+	opts := &pve.NodeTasksOptions{Source: "active", VMID: ref.VMID, TypeFilter: taskType}
+	if !since.IsZero() {
+		opts.Source, opts.Since = "all", since.Unix()
+	}
+	var tasks []*pve.Task
+	err := c.call(ctx, "tasks.list", func(ctx context.Context) error {
+		var err error
+		tasks, err = (&pve.Node{}).New(c.api, ref.Node).Tasks(ctx, opts)
+		return err
+	})
+	if err != nil {
+		return "", false, err
+	}
+	for _, t := range tasks {
+		if t.Type == taskType && t.ID == strconv.Itoa(ref.VMID) && upidRE.MatchString(string(t.UPID)) {
+			return string(t.UPID), true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// upidRE is the shape of a UPID; go-proxmox panics on a shorter one, so every
+// UPID is checked before it is handed to it.
+var upidRE = regexp.MustCompile(`^UPID:[^:]+:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8}:[^:]+:[^:]*:[^:]+:$`)
+
+// ErrTaskFailed is wrapped by WaitTask's error when the task ended with an
+// exit status other than OK.
+var ErrTaskFailed = errors.New("proxmox task failed")
+
+// WaitTask polls the task until it stops. It returns nil when the task ended
+// OK, and a classified error wrapping ErrTaskFailed with the task's exit
+// status otherwise. go-proxmox's own Task.Wait is not used: it ignores the
+// context while sleeping and returns nil for failed tasks.
+func (c *Client) WaitTask(ctx context.Context, upid string) error {
+	if !upidRE.MatchString(upid) {
+		return &failure.Error{Class: failure.Permanent, Provider: Provider, Op: "task.status",
+			Message: fmt.Sprintf("malformed task id %q", upid)}
+	}
+	tick := time.NewTicker(c.poll)
+	defer tick.Stop()
+	for {
+		task := pve.NewTask(pve.UPID(upid), c.api)
+		if err := c.call(ctx, "task.status", task.Ping); err != nil {
+			return err
+		}
+		if task.IsCompleted {
+			if task.IsSuccessful {
+				return nil
+			}
+			return taskError(task)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// taskError classifies a task's failing exit status. A lock held by another
+// task clears by itself; anything else is the provider's verdict.
+func taskError(t *pve.Task) error {
+	class := failure.Permanent
+	if strings.Contains(t.ExitStatus, "is locked") || strings.Contains(t.ExitStatus, "got timeout") {
+		class = failure.Transient
+	}
+	return &failure.Error{Class: class, Provider: Provider, Op: t.Type,
+		Message: t.ExitStatus, Err: ErrTaskFailed}
+}
+
+// call runs one API request, records it and classifies its error.
+func (c *Client) call(ctx context.Context, op string, fn func(context.Context) error) error {
+	start := time.Now()
+	err := classify(op, fn(ctx))
+	if c.obs != nil {
+		c.obs.ObserveProviderCall(Provider, op, err, time.Since(start))
+	}
+	return err
+}
+
+// classify turns a go-proxmox or transport error into a *failure.Error.
+// Context errors are returned as they are: they say the job stopped, not the
+// provider.
+func classify(op string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	fe := &failure.Error{Class: failure.Transient, Provider: Provider, Op: op, Err: err}
+	var he *httpError
+	var ne net.Error
+	switch {
+	case errors.As(err, &he):
+		fe.Status, fe.RetryAfter, fe.Message = he.Status, he.RetryAfter, he.Reason
+		if len(he.Params) > 0 {
+			fe.Message = paramMessage(he)
+		}
+		fe.Class = statusClass(he.Status, he.Reason)
+	case errors.Is(err, pve.ErrNotAuthorized):
+		fe.Class, fe.Status, fe.Message = failure.Permanent, http.StatusUnauthorized, "Proxmox rejected the API token"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne):
+		fe.Message = "Proxmox did not answer in time or the connection failed"
+	default:
+		// A malformed body or a dropped connection mid-answer: worth another try.
+		fe.Message = "unreadable answer from Proxmox"
+	}
+	return fe
+}
+
+func statusClass(status int, reason string) failure.Class {
+	switch {
+	case status == http.StatusTooManyRequests, status == http.StatusRequestTimeout:
+		return failure.Transient
+	case status == http.StatusInternalServerError:
+		// PVE answers 500 for its own refusals too; those that name a missing
+		// object will not go away by themselves.
+		if strings.Contains(reason, "does not exist") || strings.Contains(reason, "no such") {
+			return failure.Permanent
+		}
+		return failure.Transient
+	case status >= 500 && status != http.StatusNotImplemented:
+		return failure.Transient
+	default:
+		return failure.Permanent
+	}
+}
+
+func paramMessage(he *httpError) string {
+	parts := make([]string, 0, len(he.Params))
+	for _, k := range slices.Sorted(maps.Keys(he.Params)) {
+		parts = append(parts, k+": "+strings.TrimSpace(he.Params[k]))
+	}
+	return strings.TrimSpace(he.Reason + " " + strings.Join(parts, "; "))
+}

@@ -1,0 +1,46 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+)
+
+// RetryPolicy is the wait before a failed attempt is tried again.
+type RetryPolicy struct {
+	// Base is the wait after the first failure; it doubles with each retry.
+	Base time.Duration
+	// Max caps the wait, Retry-After included.
+	Max time.Duration
+}
+
+// Delay returns the wait before retry number n+1 (n retries done so far).
+// It grows exponentially with "equal jitter" (half fixed, half random) so
+// that a provider outage does not bring every job back at the same instant.
+// When the provider said how long to wait (429 Retry-After), the wait is at
+// least that long. A cancelled attempt comes back at once: its next
+// delivery only notices that the job has ended.
+func (p RetryPolicy) Delay(n int, err error) time.Duration {
+	if errors.Is(err, context.Canceled) {
+		return 0
+	}
+	d := p.Base << min(n, 30)
+	if d <= 0 || d > p.Max {
+		d = p.Max
+	}
+	d = d/2 + rand.N(d/2+1)
+	if ra := failure.RetryAfter(err); ra > 0 {
+		d = max(d, ra+rand.N(ra/10+time.Millisecond))
+	}
+	return min(d, p.Max)
+}
+
+// RetryDelayFunc adapts the policy to asynq.
+func (p RetryPolicy) RetryDelayFunc() asynq.RetryDelayFunc {
+	return func(n int, err error, _ *asynq.Task) time.Duration { return p.Delay(n, err) }
+}

@@ -1,0 +1,152 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// Checkpoint is what a job has done so far, stored in jobs.checkpoint.
+type Checkpoint struct {
+	// Done lists the finished steps in order.
+	Done []string `json:"done,omitempty"`
+	// Data holds what steps remembered (a provider task id, a new VM id) by
+	// "step/key", for a later attempt of the same step or for later steps.
+	Data map[string]json.RawMessage `json:"data,omitempty"`
+}
+
+// Step is one named, resumable piece of a job. Do must be safe to run again
+// after it was interrupted: look before creating, and reuse a provider task
+// that was already started (see Run.Remember).
+type Step struct {
+	Name string
+	Do   func(ctx context.Context) error
+}
+
+// Run carries a job attempt's steps and checkpoint.
+type Run struct {
+	q       *queries.Queries
+	jobID   uuid.UUID
+	attempt int32
+	log     *slog.Logger
+
+	cp       Checkpoint
+	step     string
+	progress int16
+	result   any
+}
+
+// errSuperseded says that a newer attempt owns the job, or that the job
+// ended meanwhile; this attempt must stop without touching anything.
+var errSuperseded = errors.New("job attempt superseded")
+
+func newRun(q *queries.Queries, row queries.Job, log *slog.Logger) (*Run, error) {
+	r := &Run{q: q, jobID: row.ID, attempt: row.Attempts, log: log, step: row.Step, progress: row.Progress}
+	if len(row.Checkpoint) > 0 {
+		if err := json.Unmarshal(row.Checkpoint, &r.cp); err != nil {
+			return nil, fmt.Errorf("decode checkpoint: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Steps runs the steps in order, skipping those a previous attempt finished.
+// Before each step it checks whether the job was asked to stop and returns
+// ErrCancelled if so. After each step it records the checkpoint and progress.
+func (r *Run) Steps(ctx context.Context, steps ...Step) error {
+	for i, s := range steps {
+		if slices.Contains(r.cp.Done, s.Name) {
+			continue
+		}
+		cancel, err := r.q.JobCancelRequested(ctx, r.jobID)
+		if err != nil {
+			return fmt.Errorf("check cancellation: %w", err)
+		}
+		if cancel {
+			return ErrCancelled
+		}
+		r.step = s.Name
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+		r.log.Info("step started", "step", s.Name)
+		if err := s.Do(ctx); err != nil {
+			return fmt.Errorf("step %s: %w", s.Name, err)
+		}
+		r.cp.Done = append(r.cp.Done, s.Name)
+		r.progress = int16((i + 1) * 100 / len(steps))
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+		r.log.Info("step finished", "step", s.Name, "progress", r.progress)
+	}
+	return nil
+}
+
+// Step returns the name of the step that runs now, or ran last.
+func (r *Run) Step() string { return r.step }
+
+// Remember stores v under key for the current step and saves it at once,
+// so that a later attempt of the step can Recall it: typically the id of a
+// provider task the step just started.
+func (r *Run) Remember(ctx context.Context, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("remember %s: %w", key, err)
+	}
+	if r.cp.Data == nil {
+		r.cp.Data = map[string]json.RawMessage{}
+	}
+	r.cp.Data[r.step+"/"+key] = b
+	return r.save(ctx)
+}
+
+// Recall loads into v what the current step remembered under key and reports
+// whether there was anything.
+func (r *Run) Recall(key string, v any) (bool, error) {
+	b, ok := r.cp.Data[r.step+"/"+key]
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("recall %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// Forget drops what the current step remembered under key, e.g. a provider
+// task that failed and must not be waited on again.
+func (r *Run) Forget(ctx context.Context, key string) error {
+	if _, ok := r.cp.Data[r.step+"/"+key]; !ok {
+		return nil
+	}
+	delete(r.cp.Data, r.step+"/"+key)
+	return r.save(ctx)
+}
+
+// SetResult sets what the job reports when it succeeds.
+func (r *Run) SetResult(v any) { r.result = v }
+
+func (r *Run) save(ctx context.Context) error {
+	b, err := json.Marshal(r.cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	n, err := r.q.SaveJobCheckpoint(ctx, queries.SaveJobCheckpointParams{
+		ID: r.jobID, Attempts: r.attempt, Step: r.step, Progress: r.progress, Checkpoint: b,
+	})
+	if err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	if n == 0 {
+		return errSuperseded
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// Sweeper keeps job rows and their tasks from drifting apart. A job left
+// queued without a task (the API stopped between the insert and the enqueue)
+// is enqueued again; a job whose task is gone or was archived while the row
+// still says it runs is marked failed, so no job waits forever.
+type Sweeper struct {
+	Queries   *queries.Queries
+	Inspector *asynq.Inspector
+	Client    *Client
+	// Grace is how long a job may stay unchanged before it is checked; it
+	// must cover the time between the insert and the enqueue.
+	Grace time.Duration
+	// Batch bounds how many jobs one sweep checks.
+	Batch int
+	Log   *slog.Logger
+}
+
+// SweepResult counts what one sweep did.
+type SweepResult struct {
+	Checked, Enqueued, Failed int
+}
+
+// Sweep checks the jobs that have not changed for Grace once.
+func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
+	var res SweepResult
+	batch := s.Batch
+	if batch <= 0 {
+		batch = 500
+	}
+	rows, err := s.Queries.ListUnfinishedJobs(ctx, queries.ListUnfinishedJobsParams{
+		UnchangedSince: time.Now().Add(-s.Grace), MaxJobs: int32(batch),
+	})
+	if err != nil {
+		return res, fmt.Errorf("list unfinished jobs: %w", err)
+	}
+	for _, job := range rows {
+		res.Checked++
+		outcome, err := s.check(ctx, job)
+		if err != nil {
+			return res, err
+		}
+		switch outcome {
+		case "enqueued":
+			res.Enqueued++
+		case "failed":
+			res.Failed++
+		}
+		if err := s.Queries.MarkJobSwept(ctx, job.ID); err != nil {
+			return res, fmt.Errorf("mark job swept: %w", err)
+		}
+	}
+	return res, nil
+}
+
+func (s *Sweeper) check(ctx context.Context, job queries.Job) (string, error) {
+	log := s.Log.With("job_id", job.ID, "kind", job.Kind, "service_id", job.ServiceID.UUID, "status", job.Status)
+	info, err := s.Inspector.GetTaskInfo(job.Queue, job.ID.String())
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		if job.Status == StatusQueued {
+			if err := s.Client.Enqueue(ctx, job); err != nil {
+				return "", fmt.Errorf("re-enqueue job %s: %w", job.ID, err)
+			}
+			log.Warn("queued job had no task; enqueued again")
+			return "enqueued", nil
+		}
+		return s.fail(ctx, log, job, "the job's task was lost from the queue")
+	case err != nil:
+		return "", fmt.Errorf("inspect task of job %s: %w", job.ID, err)
+	case info.State == asynq.TaskStateArchived:
+		msg := "the job's task was archived"
+		if info.LastErr != "" {
+			msg += ": " + info.LastErr
+		}
+		return s.fail(ctx, log, job, msg)
+	}
+	return "", nil
+}
+
+func (s *Sweeper) fail(ctx context.Context, log *slog.Logger, job queries.Job, msg string) (string, error) {
+	_, err := s.Queries.FailUnfinishedJob(ctx, queries.FailUnfinishedJobParams{ID: job.ID, Error: msg})
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("fail job %s: %w", job.ID, err)
+	}
+	log.Error("job failed by the sweeper", "reason", msg)
+	return "failed", nil
+}
+
+// Run sweeps every interval until ctx ends.
+func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		res, err := s.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.Log.Error("sweep failed", "err", err)
+		} else if res.Enqueued+res.Failed > 0 {
+			s.Log.Info("sweep done", "checked", res.Checked, "enqueued", res.Enqueued, "failed", res.Failed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,282 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+	"github.com/hostfleet/provisiond/monitoring/metrics"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// Workers routes tasks to the Worker of their kind and keeps the job row in
+// step with every attempt.
+type Workers struct {
+	q       *queries.Queries
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	mux     *asynq.ServeMux
+}
+
+// NewWorkers returns an empty set of workers.
+func NewWorkers(q *queries.Queries, m *metrics.Metrics, log *slog.Logger) *Workers {
+	return &Workers{q: q, metrics: m, log: log, mux: asynq.NewServeMux()}
+}
+
+// Handler is the asynq handler that serves every added kind.
+func (ws *Workers) Handler() asynq.Handler { return ws.mux }
+
+// AddWorker registers w as the worker of T's kind. T must be a value type
+// (not a pointer) whose zero value answers Kind.
+func AddWorker[T Args](ws *Workers, w Worker[T]) {
+	var zero T
+	kind := zero.Kind()
+	ws.mux.HandleFunc(kind, func(ctx context.Context, t *asynq.Task) error {
+		return ws.process(ctx, t, func(ctx context.Context, a *attempt) error {
+			var args T
+			if err := json.Unmarshal(t.Payload(), &args); err != nil {
+				return &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: kind,
+					Message: "malformed job arguments", Err: err}
+			}
+			return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run})
+		})
+	})
+}
+
+// attempt is what process hands to a kind's worker.
+type attempt struct {
+	row     queries.Job
+	service *queries.Service
+	log     *slog.Logger
+	run     *Run
+}
+
+// process runs one delivery of a task: it moves the job to running, runs the
+// worker, and records the outcome. The return value tells asynq whether to
+// retry: nil when the job ended (or must not run), the error for a retry, and
+// an error wrapping asynq.SkipRetry when retrying cannot help.
+func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context.Context, *attempt) error) error {
+	taskID, _ := asynq.GetTaskID(ctx)
+	log := ws.log.With("job_id", taskID, "kind", t.Type())
+	id, err := uuid.Parse(taskID)
+	if err != nil {
+		log.Warn("task id is not a job id; dropped")
+		return nil
+	}
+	row, err := ws.q.StartJobAttempt(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ws.drop(ctx, id, log)
+	}
+	if err != nil {
+		return fmt.Errorf("start job %s: %w", id, err)
+	}
+	a := &attempt{row: row, log: log}
+	if row.ServiceID.Valid {
+		svc, err := ws.q.GetService(ctx, row.ServiceID.UUID)
+		if err != nil {
+			return ws.finish(ctx, a, time.Now(), fmt.Errorf("load service %s: %w", row.ServiceID.UUID, err))
+		}
+		a.service = &svc
+		a.log = log.With("service_id", svc.ID, "provider", svc.Provider)
+	}
+	a.log = a.log.With("attempt", row.Attempts)
+	ws.metrics.JobStarted(row.Kind)
+	start := time.Now()
+	if row.CancelRequestedAt != nil {
+		return ws.finish(ctx, a, start, ErrCancelled)
+	}
+	a.run, err = newRun(ws.q, row, a.log)
+	if err == nil {
+		a.log.Info("job attempt started", "step", row.Step)
+		err = work(ctx, a)
+	}
+	return ws.finish(ctx, a, start, err)
+}
+
+// drop handles a delivery whose job may not run: it has ended, or its row is
+// gone.
+func (ws *Workers) drop(ctx context.Context, id uuid.UUID, log *slog.Logger) error {
+	job, err := ws.q.GetJob(ctx, id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		log.Warn("task has no job row; dropped")
+		return nil
+	case err != nil:
+		return fmt.Errorf("load job %s: %w", id, err)
+	}
+	log.Info("job has ended already; delivery dropped", "status", job.Status)
+	return nil
+}
+
+// finish records the attempt's outcome in the job row.
+func (ws *Workers) finish(ctx context.Context, a *attempt, start time.Time, err error) error {
+	// The attempt's context may be cancelled already; the record must still
+	// be written.
+	db, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	row := a.row
+	outcome, ret := ws.outcome(db, ctx, a, err)
+	ws.metrics.JobFinished(row.Kind, outcome, time.Since(start))
+	log := a.log.With("outcome", outcome, "duration", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		log = log.With("err", err)
+	}
+	switch outcome {
+	case StatusSucceeded:
+		log.Info("job succeeded")
+	case StatusFailed:
+		log.Error("job failed")
+	default:
+		log.Warn("job attempt ended", "step", a.stepName())
+	}
+	return ret
+}
+
+func (a *attempt) stepName() string {
+	if a.run == nil {
+		return a.row.Step
+	}
+	return a.run.Step()
+}
+
+// outcome decides what the attempt's end means, writes it, and returns the
+// outcome label and the error for asynq.
+func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (string, error) {
+	row := a.row
+	finish := func(status, msg string, result any) error {
+		var res []byte
+		if result != nil {
+			var mErr error
+			if res, mErr = json.Marshal(result); mErr != nil {
+				return mErr
+			}
+		}
+		_, fErr := ws.q.FinishJobAttempt(db, queries.FinishJobAttemptParams{
+			ID: row.ID, Attempts: row.Attempts, Status: status, Error: msg, Result: res,
+		})
+		if errors.Is(fErr, pgx.ErrNoRows) {
+			return errSuperseded
+		}
+		return fErr
+	}
+	retrying := func(msg string) error {
+		_, rErr := ws.q.RetryJobAttempt(db, queries.RetryJobAttemptParams{ID: row.ID, Attempts: row.Attempts, Error: msg})
+		return rErr
+	}
+
+	if err == nil {
+		var result any
+		if a.run != nil {
+			result = a.run.result
+		}
+		if fErr := finish(StatusSucceeded, "", result); fErr != nil {
+			// The provider work is done; a retry resumes after the last
+			// checkpoint and only has to record the end.
+			return "retrying", fmt.Errorf("record success: %w", fErr)
+		}
+		return StatusSucceeded, nil
+	}
+	if errors.Is(err, errSuperseded) {
+		return "superseded", nil
+	}
+	if errors.Is(err, ErrCancelled) || (ctx.Err() != nil && ws.cancelRequested(db, row.ID)) {
+		msg := "cancelled before it started"
+		if s := a.stepName(); s != "" {
+			msg = "cancelled at step " + s
+		}
+		if fErr := finish(StatusCancelled, msg, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+			return StatusCancelled, fmt.Errorf("record cancellation: %w", fErr)
+		}
+		return StatusCancelled, nil
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The worker is shutting down (or lost its lease); asynq requeues the
+		// task and the next attempt resumes from the checkpoint.
+		_ = retrying("interrupted at step " + a.stepName() + "; it will resume")
+		return "interrupted", err
+	}
+	msg := failure.UserMessage(err)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		msg = fmt.Sprintf("attempt timed out after %ds at step %s", row.TimeoutSeconds, a.stepName())
+	}
+	if failure.IsPermanent(err) {
+		if fErr := finish(StatusFailed, msg, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
+		}
+		return StatusFailed, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried >= maxRetry {
+		if fErr := finish(StatusFailed, msg, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
+		}
+		return StatusFailed, err
+	}
+	if rErr := retrying(msg); rErr != nil {
+		return "retrying", fmt.Errorf("%w (and recording the retry failed: %w)", err, rErr)
+	}
+	return "retrying", err
+}
+
+func (ws *Workers) cancelRequested(ctx context.Context, id uuid.UUID) bool {
+	yes, err := ws.q.JobCancelRequested(ctx, id)
+	return err == nil && yes
+}
+
+// ServerConfig configures a worker process.
+type ServerConfig struct {
+	// Concurrency is how many jobs one process runs at once. Waiting on a
+	// provider is a goroutine, so this can be in the thousands.
+	Concurrency int
+	// Queues maps queue names to weights.
+	Queues map[string]int
+	Retry  RetryPolicy
+	// ShutdownTimeout is how long running jobs get to finish on SIGTERM
+	// before their tasks are put back for another worker.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultQueues weighs critical work six times and default work three times
+// as often as low-priority work.
+var DefaultQueues = map[string]int{QueueCritical: 6, QueueDefault: 3, QueueLow: 1}
+
+// NewServer returns an asynq server for the config.
+func NewServer(redis asynq.RedisConnOpt, cfg ServerConfig, log *slog.Logger) *asynq.Server {
+	queues := cfg.Queues
+	if len(queues) == 0 {
+		queues = DefaultQueues
+	}
+	return asynq.NewServer(redis, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          queues,
+		RetryDelayFunc:  cfg.Retry.RetryDelayFunc(),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          asynqLogger{log.With("component", "asynq")},
+		LogLevel:        asynq.WarnLevel,
+		// A permanent failure is archived at once; it is no sign of an
+		// unhealthy queue, but it is a failure for the stats all the same.
+		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) },
+	})
+}
+
+// asynqLogger sends asynq's own log lines through slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...))
+	os.Exit(1)
+}

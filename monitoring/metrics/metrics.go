@@ -1,0 +1,115 @@
+// Package metrics defines the fleet's Prometheus metrics. One *Metrics is
+// made per process and handed to the API, the workers and the adapters; there
+// are no package-level collectors.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+)
+
+// Metrics holds every collector the fleet exports.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	httpRequests  *prometheus.CounterVec
+	httpDuration  *prometheus.HistogramVec
+	jobsStarted   *prometheus.CounterVec
+	jobsFinished  *prometheus.CounterVec
+	jobDuration   *prometheus.HistogramVec
+	providerCalls *prometheus.CounterVec
+	providerTime  *prometheus.HistogramVec
+}
+
+// New registers the fleet's collectors, plus the Go runtime and process
+// collectors, on a fresh registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_http_requests_total",
+			Help: "API requests by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provisiond_http_request_duration_seconds",
+			Help:    "API request latency by route pattern and method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "method"}),
+		jobsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_jobs_started_total",
+			Help: "Job attempts started by kind.",
+		}, []string{"kind"}),
+		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_jobs_finished_total",
+			Help: "Job attempts finished by kind and outcome (succeeded, retrying, failed, cancelled, interrupted).",
+		}, []string{"kind", "outcome"}),
+		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provisiond_job_attempt_duration_seconds",
+			Help:    "Duration of one job attempt by kind and outcome.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600},
+		}, []string{"kind", "outcome"}),
+		providerCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_provider_calls_total",
+			Help: "Calls to providers by provider, operation and outcome (ok, transient, permanent, canceled).",
+		}, []string{"provider", "operation", "outcome"}),
+		providerTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provisiond_provider_call_duration_seconds",
+			Help:    "Latency of provider calls by provider and operation.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"provider", "operation"}),
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.httpRequests, m.httpDuration,
+		m.jobsStarted, m.jobsFinished, m.jobDuration,
+		m.providerCalls, m.providerTime,
+	)
+	return m
+}
+
+// ObserveHTTP records one API request.
+func (m *Metrics) ObserveHTTP(route, method string, code int, d time.Duration) {
+	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// JobStarted records the start of a job attempt.
+func (m *Metrics) JobStarted(kind string) { m.jobsStarted.WithLabelValues(kind).Inc() }
+
+// JobFinished records the end of a job attempt.
+func (m *Metrics) JobFinished(kind, outcome string, d time.Duration) {
+	m.jobsFinished.WithLabelValues(kind, outcome).Inc()
+	m.jobDuration.WithLabelValues(kind, outcome).Observe(d.Seconds())
+}
+
+// ObserveProviderCall records one call to a provider. It is safe to call on a
+// nil *Metrics so that adapters can be used without metrics in tools.
+func (m *Metrics) ObserveProviderCall(provider, op string, err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.providerCalls.WithLabelValues(provider, op, outcome(err)).Inc()
+	m.providerTime.WithLabelValues(provider, op).Observe(d.Seconds())
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case failure.IsPermanent(err):
+		return "permanent"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	default:
+		return "transient"
+	}
+}

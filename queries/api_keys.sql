@@ -1,0 +1,22 @@
+-- name: CreateAPIKey :one
+INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING *;
+
+-- name: GetAPIKeyByHash :one
+SELECT * FROM api_keys WHERE key_hash = $1;
+
+-- name: ListAPIKeys :many
+SELECT api_keys.*, teams.name AS team_name
+FROM api_keys JOIN teams ON teams.id = api_keys.team_id
+WHERE sqlc.narg(team_id)::uuid IS NULL OR api_keys.team_id = sqlc.narg(team_id)
+ORDER BY teams.name, api_keys.created_at;
+
+-- name: RevokeAPIKey :execrows
+UPDATE api_keys SET revoked_at = now()
+WHERE (id::text = sqlc.arg(key)::text OR prefix = sqlc.arg(key)::text) AND revoked_at IS NULL;
+
+-- name: CountActiveAPIKeysNamed :one
+SELECT count(*) FROM api_keys
+WHERE team_id = $1 AND name = $2 AND revoked_at IS NULL
+  AND (expires_at IS NULL OR expires_at > now());

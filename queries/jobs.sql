@@ -1,0 +1,103 @@
+-- name: InsertJob :one
+INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
+                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+RETURNING *;
+
+-- name: GetJob :one
+SELECT * FROM jobs WHERE id = $1;
+
+-- name: GetTeamJob :one
+SELECT * FROM jobs WHERE id = $1 AND team_id = $2;
+
+-- name: GetJobByIdempotencyKey :one
+SELECT * FROM jobs WHERE team_id = $1 AND idempotency_key = $2;
+
+-- name: GetActiveServiceJob :one
+SELECT * FROM jobs
+WHERE service_id = $1 AND mutating AND status IN ('queued', 'scheduled', 'running', 'retrying')
+LIMIT 1;
+
+-- name: ListTeamJobs :many
+SELECT * FROM jobs
+WHERE team_id = $1
+  AND (sqlc.narg(service_id)::uuid IS NULL OR service_id = sqlc.narg(service_id))
+  AND (sqlc.narg(status)::text IS NULL OR status = sqlc.narg(status))
+  AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind))
+ORDER BY created_at DESC, id
+LIMIT $2 OFFSET $3;
+
+-- name: CountTeamJobs :one
+SELECT count(*) FROM jobs
+WHERE team_id = $1
+  AND (sqlc.narg(service_id)::uuid IS NULL OR service_id = sqlc.narg(service_id))
+  AND (sqlc.narg(status)::text IS NULL OR status = sqlc.narg(status))
+  AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind));
+
+-- StartJobAttempt moves a job that may run into running and counts the
+-- attempt; the new count fences the attempt's later writes. It returns no row
+-- when the job has already ended or was cancelled, so a late or duplicate
+-- task delivery does nothing.
+-- name: StartJobAttempt :one
+UPDATE jobs
+SET status = 'running', attempts = attempts + 1, error = '',
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+RETURNING *;
+
+-- The worker-side writes below are fenced by the attempt number: once a newer
+-- attempt has started (after a crash, a timeout or a redelivery), a late write
+-- from an older one changes nothing.
+
+-- name: SaveJobCheckpoint :execrows
+UPDATE jobs
+SET step = $3, progress = $4, checkpoint = $5, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running';
+
+-- name: RetryJobAttempt :execrows
+UPDATE jobs SET status = 'retrying', error = $3, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running';
+
+-- name: FinishJobAttempt :one
+UPDATE jobs
+SET status = $3, error = $4, result = $5,
+    progress = CASE WHEN $3::text = 'succeeded' THEN 100 ELSE progress END,
+    sealed_secrets = NULL, finished_at = now(), updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running'
+RETURNING *;
+
+-- CancelWaitingJob ends a job that is not running now.
+-- name: CancelWaitingJob :one
+UPDATE jobs
+SET status = 'cancelled', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
+RETURNING *;
+
+-- FailUnfinishedJob ends a job whose task is gone (for the sweeper).
+-- name: FailUnfinishedJob :one
+UPDATE jobs
+SET status = 'failed', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
+RETURNING *;
+
+-- name: RequestJobCancel :one
+UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
+WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+RETURNING *;
+
+-- name: JobCancelRequested :one
+SELECT (cancel_requested_at IS NOT NULL)::boolean AS requested FROM jobs WHERE id = $1;
+
+-- ListUnfinishedJobs returns jobs that have not changed for a while and are
+-- not finished, for the sweeper to compare with their tasks.
+-- name: ListUnfinishedJobs :many
+SELECT * FROM jobs
+WHERE status IN ('queued', 'running', 'retrying') AND coalesce(swept_at, updated_at) < sqlc.arg(unchanged_since)::timestamptz
+ORDER BY coalesce(swept_at, updated_at)
+LIMIT sqlc.arg(max_jobs);
+
+-- name: MarkJobSwept :exec
+UPDATE jobs SET swept_at = now() WHERE id = $1;
+
+-- name: ListJobEvents :many
+SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id;

@@ -1,0 +1,211 @@
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web/apikey"
+)
+
+type ctxKey int
+
+const callerKey ctxKey = iota
+
+// caller is the authenticated key behind a request.
+type caller struct {
+	key queries.ApiKey
+}
+
+func callerOf(r *http.Request) *caller {
+	c, _ := r.Context().Value(callerKey).(*caller)
+	return c
+}
+
+// logger returns the server's logger with the caller's team and key.
+func (s *Server) logger(r *http.Request) *slog.Logger {
+	if c := callerOf(r); c != nil {
+		return s.Log.With("team_id", c.key.TeamID, "key", c.key.Prefix)
+	}
+	return s.Log
+}
+
+var (
+	errNoKey      = &apiError{Status: http.StatusUnauthorized, Message: "Authentication required"}
+	errBadKey     = &apiError{Status: http.StatusUnauthorized, Message: "Invalid API key"}
+	errExpiredKey = &apiError{Status: http.StatusUnauthorized, Message: "API key expired"}
+	errKeyIP      = &apiError{Status: http.StatusUnauthorized, Message: "API key not allowed from this IP address"}
+	errScope      = &apiError{Status: http.StatusForbidden, Message: "Insufficient API key permissions"}
+)
+
+// presentedKey reads the key from `x-api-key` (seed 000) or
+// `Authorization: Bearer sk_...` (seed 002).
+func presentedKey(r *http.Request) string {
+	if k := strings.TrimSpace(r.Header.Get("X-Api-Key")); k != "" {
+		return k
+	}
+	scheme, token, found := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	if found && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(token)
+	}
+	return ""
+}
+
+// authenticate finds the request's key and refuses the request when there is
+// none, it is unknown, revoked or expired, or the client's address is not on
+// its allowlist.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		raw := presentedKey(r)
+		if raw == "" {
+			return errNoKey
+		}
+		if !apikey.WellFormed(raw) {
+			return errBadKey
+		}
+		key, err := s.Queries.GetAPIKeyByHash(r.Context(), apikey.Hash(raw))
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return errBadKey
+		case err != nil:
+			return err
+		case key.RevokedAt != nil:
+			return errBadKey
+		case key.ExpiresAt != nil && !key.ExpiresAt.After(time.Now()):
+			return errExpiredKey
+		case len(key.IpAllowlist) > 0 && !allowed(key.IpAllowlist, s.clientIP(r)):
+			return errKeyIP
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey, &caller{key: key})))
+		return nil
+	})
+}
+
+func allowed(list []netip.Prefix, ip netip.Addr) bool {
+	return ip.IsValid() && slices.ContainsFunc(list, func(p netip.Prefix) bool { return p.Contains(ip) })
+}
+
+// clientIP is the peer's address, or the last untrusted hop of
+// X-Forwarded-For when the peer is a trusted proxy.
+func (s *Server) clientIP(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	ip = ip.Unmap()
+	if !allowed(s.Config.TrustedProxies, ip) {
+		return ip
+	}
+	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return ip
+		}
+		ip = hop.Unmap()
+		if !allowed(s.Config.TrustedProxies, ip) {
+			return ip
+		}
+	}
+	return ip
+}
+
+// requiredScope maps a request to the scope it needs, after seed 002's
+// table: read scopes for GET and HEAD, write scopes for the rest. Jobs are
+// the work done on services and take the services scopes.
+func requiredScope(method, path string) string {
+	resource := "services"
+	switch {
+	case strings.HasPrefix(path, "/api/zones"):
+		resource = "dns"
+	case strings.HasPrefix(path, "/api/domains"):
+		resource = "domains"
+	case strings.HasPrefix(path, "/api/billing"):
+		resource = "billing"
+	case strings.HasPrefix(path, "/api/tickets"):
+		resource = "tickets"
+	case strings.HasPrefix(path, "/api/teams"):
+		resource = "teams"
+		if strings.Contains(path, "/backup") {
+			resource = "backups"
+		}
+	}
+	if method == http.MethodGet || method == http.MethodHead {
+		return resource + ".read"
+	}
+	return resource + ".write"
+}
+
+// authorize refuses a key whose scopes do not cover the request. A key
+// without scopes has full access.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		c := callerOf(r)
+		if len(c.key.Scopes) > 0 && !slices.Contains(c.key.Scopes, requiredScope(r.Method, r.URL.Path)) {
+			return errScope
+		}
+		next.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+// rateLimit allows each key its requests per minute (GCRA in Redis, shared
+// by every API process) and reports the budget in X-RateLimit-* headers.
+func (s *Server) rateLimit(next http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		c := callerOf(r)
+		limit := int(c.key.RateLimit)
+		if limit <= 0 {
+			limit = s.Config.RateLimit
+		}
+		res, err := s.Limiter.Allow(r.Context(), "ratelimit:key:"+c.key.ID.String(), redis_rate.PerMinute(limit))
+		if err != nil {
+			// Redis being away must not take the API down with it.
+			s.logger(r).Warn("rate limiter unavailable; request let through", "err", err)
+			next.ServeHTTP(w, r)
+			return nil
+		}
+		h := w.Header()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(res.ResetAfter).UnixMilli(), 10))
+		if res.Allowed == 0 {
+			secs := retryAfterSeconds(res.RetryAfter.Seconds())
+			h.Set("Retry-After", secs)
+			n, _ := strconv.Atoi(secs)
+			return &apiError{Status: http.StatusTooManyRequests, Message: "Rate limit exceeded", Extra: envelope{"retryAfter": n}}
+		}
+		next.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+// operatorOnly guards operator pages with HTTP basic auth.
+func (s *Server) operatorOnly(next http.Handler) http.Handler {
+	want := []byte(s.Config.OperatorUser + ":" + s.Config.OperatorPassword)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, _ := r.BasicAuth()
+		if subtle.ConstantTimeCompare([]byte(user+":"+pass), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="provisiond operators", charset="UTF-8"`)
+			http.Error(w, "operator credentials required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,79 @@
+package web
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+)
+
+// envelope is the seeds' response shape: {"success": bool, <entity>: ...}.
+type envelope map[string]any
+
+// writeJSON writes v with status. Encoding errors can only come from our own
+// types, so they are logged, not answered.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Default().Error("encode response", "err", err)
+	}
+}
+
+// ok answers {"success": true, key: v, ...}.
+func ok(w http.ResponseWriter, status int, kv ...any) {
+	body := envelope{"success": true}
+	for i := 0; i+1 < len(kv); i += 2 {
+		body[kv[i].(string)] = kv[i+1]
+	}
+	writeJSON(w, status, body)
+}
+
+// apiError is an error answer in the seeds' shape.
+type apiError struct {
+	Status           int
+	Message          string
+	ValidationErrors []string
+	ErrorKey         string
+	// Extra fields beside "error", e.g. retryAfter or jobId.
+	Extra envelope
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func (e *apiError) write(w http.ResponseWriter) {
+	body := envelope{"success": false, "error": e.Message}
+	if len(e.ValidationErrors) > 0 {
+		body["validationErrors"] = e.ValidationErrors
+	}
+	if e.ErrorKey != "" {
+		body["errorKey"] = e.ErrorKey
+	}
+	for k, v := range e.Extra {
+		body[k] = v
+	}
+	writeJSON(w, e.Status, body)
+}
+
+func fail(w http.ResponseWriter, status int, msg string) {
+	(&apiError{Status: status, Message: msg}).write(w)
+}
+
+func invalid(errs ...string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Message: "Validation failed", ValidationErrors: errs}
+}
+
+func notFound(what string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Message: what + " not found"}
+}
+
+var errInternal = &apiError{Status: http.StatusInternalServerError, Message: "Internal server error"}
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least one.
+func retryAfterSeconds(secs float64) string {
+	n := int(secs)
+	if float64(n) < secs {
+		n++
+	}
+	return strconv.Itoa(max(n, 1))
+}

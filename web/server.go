@@ -1,0 +1,185 @@
+// Package web is the fleet's HTTP API: authentication by API key, scopes,
+// per-key rate limits, the seeds' response envelope, job event streams, and
+// the operators' dashboard and metrics.
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/monitoring/metrics"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// Config tunes the API.
+type Config struct {
+	// RateLimit is the default number of requests per minute per key; a key
+	// may carry its own.
+	RateLimit int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// matching a key's IP allowlist.
+	TrustedProxies []netip.Prefix
+	// OperatorUser and OperatorPassword guard the queue dashboard. Without a
+	// password the dashboard is off.
+	OperatorUser, OperatorPassword string
+	// KeepAlive is how often an idle event stream sends a comment line.
+	KeepAlive time.Duration
+}
+
+// Server serves the API. Its fields are its dependencies.
+type Server struct {
+	Config    Config
+	Queries   *queries.Queries
+	Jobs      *jobs.Client
+	Events    *jobs.EventHub
+	Inspector *asynq.Inspector
+	Limiter   *redis_rate.Limiter
+	Metrics   *metrics.Metrics
+	// Dashboard is the asynqmon handler, mounted at /monitoring/queues/.
+	Dashboard http.Handler
+	Log       *slog.Logger
+}
+
+// Handler returns the routed, instrumented API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	api := func(h handlerFunc) http.Handler {
+		return s.authenticate(s.rateLimit(s.authorize(s.handle(h))))
+	}
+	mux.Handle("GET /api/ping", s.handle(s.ping))
+	mux.Handle("GET /api/services", api(s.listServices))
+	mux.Handle("POST /api/services", api(s.createService))
+	mux.Handle("GET /api/services/{id}", api(s.getService))
+	mux.Handle("POST /api/services/{id}/action", api(s.serviceAction))
+	mux.Handle("GET /api/jobs", api(s.listJobs))
+	mux.Handle("GET /api/jobs/{id}", api(s.getJob))
+	mux.Handle("GET /api/jobs/{id}/events", api(s.jobEvents))
+	mux.Handle("POST /api/jobs/{id}/cancel", api(s.cancelJob))
+	mux.Handle("/api/", s.handle(s.unknownRoute(mux)))
+
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
+	if s.Dashboard != nil && s.Config.OperatorPassword != "" {
+		mux.Handle("/monitoring/queues/", s.operatorOnly(s.Dashboard))
+	} else {
+		mux.HandleFunc("/monitoring/queues/", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "The queue dashboard is off: set OPERATOR_PASSWORD to turn it on.", http.StatusServiceUnavailable)
+		})
+	}
+	mux.Handle("GET /monitoring/queues", http.RedirectHandler("/monitoring/queues/", http.StatusMovedPermanently))
+	return s.instrument(s.recoverPanics(mux))
+}
+
+// handlerFunc is an API handler; an error it returns is answered in the
+// envelope (an *apiError as it is, anything else as a logged 500).
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the client left
+		}
+		s.logger(r).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		ae = errInternal
+	}
+	ae.write(w)
+}
+
+func (s *Server) ping(w http.ResponseWriter, r *http.Request) error {
+	ok(w, http.StatusOK, "message", "pong", "time", time.Now().UTC())
+	return nil
+}
+
+// unknownRoute answers paths under /api/ that match no route: 405 when the
+// path exists for another method, 404 otherwise, both in the envelope.
+func (s *Server) unknownRoute(mux *http.ServeMux) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/api/" && pattern != "" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			return &apiError{Status: http.StatusMethodNotAllowed, Message: fmt.Sprintf("Method %s is not allowed here", r.Method)}
+		}
+		return &apiError{Status: http.StatusNotFound, Message: "Not found"}
+	}
+}
+
+// statusWriter remembers the status code for metrics and logs. It passes
+// Flush through so that event streams work.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	if sw.code == 0 {
+		sw.code = code
+	}
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+func (sw *statusWriter) Write(b []byte) (int, error) {
+	if sw.code == 0 {
+		sw.code = http.StatusOK
+	}
+	return sw.ResponseWriter.Write(b)
+}
+
+func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.code == 0 {
+			sw.code = http.StatusOK
+		}
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		s.Metrics.ObserveHTTP(route, r.Method, sw.code, time.Since(start))
+	})
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				errInternal.write(w)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

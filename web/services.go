@@ -1,0 +1,310 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// serviceJSON is a service as the API shows it.
+type serviceJSON struct {
+	ID               uuid.UUID       `json:"id"`
+	Name             string          `json:"name"`
+	Provider         string          `json:"provider"`
+	Location         string          `json:"location"`
+	Status           string          `json:"status"`
+	PowerState       string          `json:"powerState"`
+	Plan             json.RawMessage `json:"plan"`
+	ProviderRef      json.RawMessage `json:"providerRef"`
+	BillingPeriodEnd *time.Time      `json:"billingPeriodEnd"`
+	CreatedAt        time.Time       `json:"createdAt"`
+	UpdatedAt        time.Time       `json:"updatedAt"`
+}
+
+func toServiceJSON(s queries.Service) serviceJSON {
+	return serviceJSON{
+		ID: s.ID, Name: s.Name, Provider: s.Provider, Location: s.Location, Status: s.Status,
+		PowerState: s.PowerState, Plan: s.Plan, ProviderRef: s.ProviderRef,
+		BillingPeriodEnd: s.BillingPeriodEnd, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+	}
+}
+
+// pagination reads page and limit as seed 000 defines them.
+type pagination struct {
+	Page  int   `json:"page"`
+	Limit int   `json:"limit"`
+	Total int64 `json:"total"`
+	Pages int64 `json:"pages"`
+}
+
+func readPagination(r *http.Request) (pagination, []string) {
+	p := pagination{Page: 1, Limit: 10}
+	var errs []string
+	if v := r.URL.Query().Get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, "page must be a whole number of 1 or more")
+		}
+		p.Page = n
+	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			errs = append(errs, "limit must be a whole number from 1 to 100")
+		}
+		p.Limit = n
+	}
+	return p, errs
+}
+
+func (p *pagination) setTotal(total int64) {
+	p.Total = total
+	p.Pages = (total + int64(p.Limit) - 1) / int64(p.Limit)
+}
+
+func (p pagination) offset() int32 { return int32((p.Page - 1) * p.Limit) }
+
+func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
+	p, errs := readPagination(r)
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	team := callerOf(r).key.TeamID
+	total, err := s.Queries.CountTeamServices(r.Context(), team)
+	if err != nil {
+		return err
+	}
+	rows, err := s.Queries.ListTeamServices(r.Context(), queries.ListTeamServicesParams{
+		TeamID: team, Limit: int32(p.Limit), Offset: p.offset(),
+	})
+	if err != nil {
+		return err
+	}
+	out := make([]serviceJSON, len(rows))
+	for i, row := range rows {
+		out[i] = toServiceJSON(row)
+	}
+	p.setTotal(total)
+	ok(w, http.StatusOK, "services", out, "pagination", p)
+	return nil
+}
+
+// teamService loads the {id} service if it belongs to the caller's team. A
+// service of another team is not found, so that its existence is not told.
+func (s *Server) teamService(r *http.Request) (queries.Service, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return queries.Service{}, notFound("Service")
+	}
+	svc, err := s.Queries.GetTeamService(r.Context(), queries.GetTeamServiceParams{ID: id, TeamID: callerOf(r).key.TeamID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return queries.Service{}, notFound("Service")
+	}
+	return svc, err
+}
+
+func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusOK, "service", toServiceJSON(svc))
+	return nil
+}
+
+// Providers whose services can be registered. The others join with their
+// adapters.
+var supportedProviders = []string{"proxmox"}
+
+// createServiceRequest registers a service the panel has sold.
+type createServiceRequest struct {
+	Name             string `json:"name"`
+	Provider         string `json:"provider"`
+	Location         string `json:"location"`
+	BillingPeriodEnd string `json:"billingPeriodEnd"`
+	Plan             *struct {
+		Cores    int `json:"cores"`
+		MemoryMB int `json:"memoryMb"`
+		DiskGB   int `json:"diskGb"`
+	} `json:"plan"`
+	ProviderRef *struct {
+		Node string `json:"node"`
+		VMID int    `json:"vmid"`
+	} `json:"providerRef"`
+}
+
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$`)
+
+// validate checks the request and returns the period end it names.
+func (req *createServiceRequest) validate() (*time.Time, []string) {
+	var errs []string
+	if req.Name == "" || len(req.Name) > 100 {
+		errs = append(errs, "name is required and must be at most 100 characters")
+	}
+	if !slices.Contains(supportedProviders, req.Provider) {
+		errs = append(errs, oneOf("provider", supportedProviders))
+	}
+	if len(req.Location) > 64 {
+		errs = append(errs, "location must be at most 64 characters")
+	}
+	if req.Plan == nil {
+		errs = append(errs, "plan is required")
+	} else {
+		if req.Plan.Cores < 1 || req.Plan.Cores > 512 {
+			errs = append(errs, "plan.cores must be from 1 to 512")
+		}
+		if req.Plan.MemoryMB < 128 || req.Plan.MemoryMB > 4<<20 {
+			errs = append(errs, "plan.memoryMb must be from 128 to 4194304")
+		}
+		if req.Plan.DiskGB < 1 || req.Plan.DiskGB > 65536 {
+			errs = append(errs, "plan.diskGb must be from 1 to 65536")
+		}
+	}
+	if ref := req.ProviderRef; ref != nil {
+		if !nodeName.MatchString(ref.Node) {
+			errs = append(errs, "providerRef.node must be a Proxmox node name")
+		}
+		if ref.VMID < 100 || ref.VMID > 999999999 {
+			errs = append(errs, "providerRef.vmid must be from 100 to 999999999")
+		}
+	}
+	var end *time.Time
+	if req.BillingPeriodEnd != "" {
+		t, err := time.Parse(time.RFC3339, req.BillingPeriodEnd)
+		if err != nil {
+			errs = append(errs, "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
+		} else {
+			end = &t
+		}
+	}
+	return end, errs
+}
+
+func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req createServiceRequest
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return aerr
+	}
+	end, errs := req.validate()
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	plan, _ := json.Marshal(req.Plan)
+	ref := []byte("{}")
+	status := "pending" // its provisioning job comes with the provider's issue
+	if req.ProviderRef != nil {
+		ref, _ = json.Marshal(req.ProviderRef)
+		status = "active"
+	}
+	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
+		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
+		ProviderRef: ref, Plan: plan, Status: status, BillingPeriodEnd: end,
+	})
+	if err != nil {
+		return err
+	}
+	s.logger(r).Info("service registered", "service_id", svc.ID, "provider", svc.Provider)
+	ok(w, http.StatusCreated, "service", toServiceJSON(svc))
+	return nil
+}
+
+type actionRequest struct {
+	Action string `json:"action"`
+}
+
+func (req actionRequest) validate() []string {
+	if req.Action == "" {
+		return []string{"action is required"}
+	}
+	if !slices.Contains(jobs.PowerActions, req.Action) {
+		return []string{oneOf("action", jobs.PowerActions)}
+	}
+	return nil
+}
+
+// decodeAction reads an action request body.
+func decodeAction(body []byte) (actionRequest, *apiError) {
+	var req actionRequest
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return req, aerr
+	}
+	if errs := req.validate(); len(errs) > 0 {
+		return req, invalid(errs...)
+	}
+	return req, nil
+}
+
+func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	req, aerr := decodeAction(body)
+	if aerr != nil {
+		return aerr
+	}
+	switch svc.Status {
+	case "terminated":
+		return &apiError{Status: http.StatusConflict, Message: "Service is terminated", ErrorKey: "service_terminated"}
+	case "pending":
+		return &apiError{Status: http.StatusConflict, Message: "Service is not provisioned yet", ErrorKey: "service_pending"}
+	}
+	return s.insertJob(w, r, svc.ID, jobs.PowerArgs{ServiceID: svc.ID, Action: req.Action})
+}
+
+// insertJob records and enqueues a job for the caller and answers 202 with
+// it, or with the first job again for a repeated Idempotency-Key.
+func (s *Server) insertJob(w http.ResponseWriter, r *http.Request, service uuid.UUID, args jobs.Args) error {
+	c := callerOf(r)
+	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		return invalid("Idempotency-Key must be at most 255 characters")
+	}
+	canonical, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	job, replayed, err := s.Jobs.Insert(r.Context(), args, jobs.Request{
+		TeamID: c.key.TeamID, ServiceID: service, APIKeyID: c.key.ID,
+		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
+		RequestHash: requestHash(r.Method, r.URL.Path, canonical),
+	})
+	var busy *jobs.BusyError
+	switch {
+	case errors.As(err, &busy):
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_busy",
+			Message: fmt.Sprintf("Service already has job %s %s", busy.Job.ID, busy.Job.Status),
+			Extra:   envelope{"jobId": busy.Job.ID}}
+	case errors.Is(err, jobs.ErrIdempotencyKeyReused):
+		return &apiError{Status: http.StatusConflict, ErrorKey: "idempotency_key_reused",
+			Message: "Idempotency-Key was already used for a different request"}
+	case err != nil:
+		return err
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	} else {
+		s.logger(r).Info("job created", "job_id", job.ID, "kind", job.Kind, "service_id", service)
+	}
+	ok(w, http.StatusAccepted, "job", toJobJSON(job))
+	return nil
+}

@@ -1,0 +1,415 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
+	"github.com/hostfleet/provisiond/monitoring/metrics"
+	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web"
+	"github.com/hostfleet/provisiond/web/apikey"
+)
+
+// env is an API on real PostgreSQL and Redis with no workers: jobs stay
+// queued, which is what these tests want.
+type env struct {
+	t         *testing.T
+	url       string
+	q         *queries.Queries
+	inspector *asynq.Inspector
+	team      queries.Team
+	key       string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	pool, _ := jobtest.DB(t)
+	ropt := jobtest.Redis(t)
+	log := jobtest.Logger(t)
+	q := queries.New(pool)
+	tasks := asynq.NewClient(ropt)
+	t.Cleanup(func() { tasks.Close() })
+	inspector := asynq.NewInspector(ropt)
+	t.Cleanup(func() { inspector.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	hub := jobs.NewEventHub(pool, log)
+	go hub.Run(ctx)
+	srv := &web.Server{
+		Config:    web.Config{RateLimit: 1000, KeepAlive: 50 * time.Millisecond},
+		Queries:   q,
+		Jobs:      jobs.NewClient(q, tasks, time.Hour, log),
+		Events:    hub,
+		Inspector: inspector,
+		Limiter:   redis_rate.NewLimiter(jobtest.RedisClient(t, ropt)),
+		Metrics:   metrics.New(),
+		Log:       log,
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	e := &env{t: t, url: ts.URL, q: q, inspector: inspector}
+	e.team = e.newTeam("acme")
+	e.key = e.newKey(apikey.Spec{TeamID: e.team.ID})
+	return e
+}
+
+func (e *env) newTeam(name string) queries.Team {
+	e.t.Helper()
+	team, err := e.q.CreateTeam(context.Background(), name)
+	if err != nil {
+		e.t.Fatalf("create team: %v", err)
+	}
+	return team
+}
+
+func (e *env) newKey(spec apikey.Spec) string {
+	e.t.Helper()
+	key, _, err := apikey.Create(context.Background(), e.q, spec)
+	if err != nil {
+		e.t.Fatalf("create key: %v", err)
+	}
+	return key
+}
+
+func (e *env) newService(team uuid.UUID) queries.Service {
+	e.t.Helper()
+	svc, err := e.q.CreateService(context.Background(), queries.CreateServiceParams{
+		TeamID: team, Name: "vps", Provider: "proxmox", ProviderRef: []byte(`{"node":"pve1","vmid":100}`),
+		Plan: []byte(`{"cores":1,"memoryMb":1024,"diskGb":10}`), Status: "active",
+	})
+	if err != nil {
+		e.t.Fatalf("create service: %v", err)
+	}
+	return svc
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+// do sends a request with the given key header ("x-api-key" or
+// "Authorization") unless key is empty.
+func (e *env) do(method, path, key, body string, header ...string) response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("x-api-key", key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if err := json.Unmarshal(raw, &out.body); err != nil {
+		e.t.Fatalf("%s %s: answer is not JSON (%d): %q", method, path, res.StatusCode, raw)
+	}
+	return out
+}
+
+func (r response) check(t *testing.T, status int, errText string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.raw)
+	}
+	wantSuccess := status < 400
+	if r.body["success"] != wantSuccess {
+		t.Fatalf("success = %v, want %v; body %s", r.body["success"], wantSuccess, r.raw)
+	}
+	if errText != "" && r.body["error"] != errText {
+		t.Fatalf("error = %q, want %q", r.body["error"], errText)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	svc := e.newService(e.team.ID)
+	other := e.newTeam("other")
+	otherSvc := e.newService(other.ID)
+	past := time.Now().Add(-time.Hour)
+	future := time.Now().Add(time.Hour)
+	revoked := e.newKey(apikey.Spec{TeamID: e.team.ID})
+	if _, err := e.q.RevokeAPIKey(ctx, revoked[:11]); err != nil {
+		t.Fatal(err)
+	}
+	unknown, _, _ := apikey.New()
+
+	tests := []struct {
+		name    string
+		key     string
+		header  string // "" = x-api-key
+		path    string
+		status  int
+		errText string
+	}{
+		{"no key is refused", "", "", "/api/services", 401, "Authentication required"},
+		{"malformed key is refused", "sk_nope", "", "/api/services", 401, "Invalid API key"},
+		{"unknown key is refused", unknown, "", "/api/services", 401, "Invalid API key"},
+		{"revoked key is refused", revoked, "", "/api/services", 401, "Invalid API key"},
+		{"expired key is refused", e.newKey(apikey.Spec{TeamID: e.team.ID, ExpiresAt: &past}), "", "/api/services", 401, "API key expired"},
+		{"key from a disallowed IP is refused", e.newKey(apikey.Spec{TeamID: e.team.ID, IPs: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}}), "", "/api/services", 401, "API key not allowed from this IP address"},
+		{"key from an allowed IP is let in", e.newKey(apikey.Spec{TeamID: e.team.ID, IPs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}), "", "/api/services", 200, ""},
+		{"key without the read scope is forbidden", e.newKey(apikey.Spec{TeamID: e.team.ID, Scopes: []string{"dns.read"}}), "", "/api/services", 403, "Insufficient API key permissions"},
+		{"key with the read scope may read", e.newKey(apikey.Spec{TeamID: e.team.ID, Scopes: []string{"services.read"}, ExpiresAt: &future}), "", "/api/services/" + svc.ID.String(), 200, ""},
+		{"another team's service is not found", e.key, "", "/api/services/" + otherSvc.ID.String(), 404, "Service not found"},
+		{"good key in x-api-key", e.key, "", "/api/services/" + svc.ID.String(), 200, ""},
+		{"good key as a bearer token", e.key, "Authorization", "/api/services/" + svc.ID.String(), 200, ""},
+		{"ping needs no key", "", "", "/api/ping", 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var res response
+			if tt.header == "Authorization" {
+				res = e.do("GET", tt.path, "", "", "Authorization", "Bearer "+tt.key)
+			} else {
+				res = e.do("GET", tt.path, tt.key, "")
+			}
+			res.check(t, tt.status, tt.errText)
+		})
+	}
+}
+
+func TestWriteScopeNeededToMutate(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	readOnly := e.newKey(apikey.Spec{TeamID: e.team.ID, Scopes: []string{"services.read"}})
+	e.do("POST", "/api/services/"+svc.ID.String()+"/action", readOnly, `{"action":"start"}`).
+		check(t, 403, "Insufficient API key permissions")
+	writer := e.newKey(apikey.Spec{TeamID: e.team.ID, Scopes: []string{"services.write"}})
+	e.do("POST", "/api/services/"+svc.ID.String()+"/action", writer, `{"action":"start"}`).check(t, 202, "")
+}
+
+func TestRateLimit(t *testing.T) {
+	e := newEnv(t)
+	key := e.newKey(apikey.Spec{TeamID: e.team.ID, RateLimit: 3})
+	for i := range 3 {
+		res := e.do("GET", "/api/services", key, "")
+		res.check(t, 200, "")
+		if got := res.header.Get("X-RateLimit-Limit"); got != "3" {
+			t.Fatalf("X-RateLimit-Limit = %q, want 3", got)
+		}
+		if got, want := res.header.Get("X-RateLimit-Remaining"), []string{"2", "1", "0"}[i]; got != want {
+			t.Fatalf("request %d: X-RateLimit-Remaining = %q, want %s", i+1, got, want)
+		}
+		if res.header.Get("X-RateLimit-Reset") == "" {
+			t.Fatal("X-RateLimit-Reset missing")
+		}
+	}
+	res := e.do("GET", "/api/services", key, "")
+	res.check(t, 429, "Rate limit exceeded")
+	if n, ok := res.body["retryAfter"].(float64); !ok || n < 1 || n > 60 {
+		t.Fatalf("retryAfter = %v, want 1..60 seconds", res.body["retryAfter"])
+	}
+	if res.header.Get("Retry-After") == "" || res.header.Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("429 headers: Retry-After %q, Remaining %q", res.header.Get("Retry-After"), res.header.Get("X-RateLimit-Remaining"))
+	}
+	reset := res.header.Get("X-RateLimit-Reset")
+	if len(reset) != 13 { // milliseconds since the epoch
+		t.Fatalf("X-RateLimit-Reset = %q, want ms epoch", reset)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	action := "/api/services/" + svc.ID.String() + "/action"
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		errText                  string
+		validation               string
+	}{
+		{"unknown action", "POST", action, `{"action":"explode"}`, 400, "Validation failed", "action must be one of: start, stop, restart, reset, suspend, resume"},
+		{"missing action", "POST", action, `{}`, 400, "Validation failed", "action is required"},
+		{"action of the wrong type", "POST", action, `{"action":5}`, 400, "Validation failed", "action must be a string"},
+		{"malformed JSON", "POST", action, `{"action":`, 400, "Malformed JSON body", ""},
+		{"body that is not an object", "POST", action, `["start"]`, 400, "Request body must be a JSON object", ""},
+		{"two JSON values", "POST", action, `{"action":"start"}{}`, 400, "Malformed JSON body: more than one value", ""},
+		{"empty body", "POST", action, ``, 400, "Request body is required", ""},
+		{"unknown service", "POST", "/api/services/" + uuid.NewString() + "/action", `{"action":"start"}`, 404, "Service not found", ""},
+		{"service id that is no id", "GET", "/api/services/not-an-id", ``, 404, "Service not found", ""},
+		{"unknown job", "GET", "/api/jobs/" + uuid.NewString(), ``, 404, "Job not found", ""},
+		{"unknown route", "GET", "/api/nothing-here", ``, 404, "Not found", ""},
+		{"wrong method", "DELETE", "/api/services", ``, 405, "Method DELETE is not allowed here", ""},
+		{"page that is no number", "GET", "/api/services?page=x", ``, 400, "Validation failed", "page must be a whole number of 1 or more"},
+		{"limit out of range", "GET", "/api/jobs?limit=1000", ``, 400, "Validation failed", "limit must be a whole number from 1 to 100"},
+		{"unknown job status filter", "GET", "/api/jobs?status=done", ``, 400, "Validation failed", "status must be one of: queued, scheduled, running, retrying, succeeded, failed, cancelled"},
+		{"service with a bad plan", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":0,"memoryMb":1,"diskGb":1}}`, 400, "Validation failed", "plan.cores must be from 1 to 512"},
+		{"service of an unknown provider", "POST", "/api/services", `{"name":"x","provider":"aws","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "provider must be one of: proxmox"},
+		{"service with a bad period end", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":1},"billingPeriodEnd":"tomorrow"}`, 400, "Validation failed", "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z"},
+		{"service plan of the wrong type", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":"two"}}`, 400, "Validation failed", "plan.cores must be an integer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := e.do(tt.method, tt.path, e.key, tt.body)
+			res.check(t, tt.status, tt.errText)
+			if tt.validation == "" {
+				return
+			}
+			errs, _ := res.body["validationErrors"].([]any)
+			for _, v := range errs {
+				if v == tt.validation {
+					return
+				}
+			}
+			t.Fatalf("validationErrors = %v, want it to hold %q", errs, tt.validation)
+		})
+	}
+}
+
+func TestCreateServiceAnswersCreated(t *testing.T) {
+	e := newEnv(t)
+	res := e.do("POST", "/api/services", e.key,
+		`{"name":"web-1","provider":"proxmox","location":"fsn1","plan":{"cores":2,"memoryMb":2048,"diskGb":20},"providerRef":{"node":"pve1","vmid":101},"billingPeriodEnd":"2026-12-24T00:00:00Z"}`)
+	res.check(t, 201, "")
+	svc := res.body["service"].(map[string]any)
+	if svc["status"] != "active" || svc["name"] != "web-1" || svc["billingPeriodEnd"] != "2026-12-24T00:00:00Z" {
+		t.Fatalf("service = %v", svc)
+	}
+	list := e.do("GET", "/api/services?page=1&limit=10", e.key, "")
+	list.check(t, 200, "")
+	p := list.body["pagination"].(map[string]any)
+	if p["total"] != 1.0 || p["pages"] != 1.0 || len(list.body["services"].([]any)) != 1 {
+		t.Fatalf("list = %s", list.raw)
+	}
+}
+
+func TestIdempotencyKeyReturnsTheFirstJob(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	path := "/api/services/" + svc.ID.String() + "/action"
+	first := e.do("POST", path, e.key, `{"action":"restart"}`, "Idempotency-Key", "abc-1")
+	first.check(t, 202, "")
+	again := e.do("POST", path, e.key, `{ "action": "restart" }`, "Idempotency-Key", "abc-1")
+	again.check(t, 202, "")
+	id1 := first.body["job"].(map[string]any)["id"]
+	id2 := again.body["job"].(map[string]any)["id"]
+	if id1 != id2 {
+		t.Fatalf("second request made job %v, want the first job %v", id2, id1)
+	}
+	if again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatal("replayed answer lacks Idempotent-Replayed: true")
+	}
+	e.do("POST", path, e.key, `{"action":"stop"}`, "Idempotency-Key", "abc-1").
+		check(t, 409, "Idempotency-Key was already used for a different request")
+}
+
+func TestSecondMutatingJobOnAServiceConflicts(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	path := "/api/services/" + svc.ID.String() + "/action"
+	first := e.do("POST", path, e.key, `{"action":"stop"}`)
+	first.check(t, 202, "")
+	id := first.body["job"].(map[string]any)["id"].(string)
+	second := e.do("POST", path, e.key, `{"action":"start"}`)
+	second.check(t, 409, "Service already has job "+id+" queued")
+	if second.body["jobId"] != id || second.body["errorKey"] != "service_busy" {
+		t.Fatalf("409 body = %s", second.raw)
+	}
+}
+
+func TestCancelQueuedJobRemovesItsTask(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	res := e.do("POST", "/api/services/"+svc.ID.String()+"/action", e.key, `{"action":"stop"}`)
+	res.check(t, 202, "")
+	job := res.body["job"].(map[string]any)
+	if _, err := e.inspector.GetTaskInfo(jobs.QueueCritical, job["id"].(string)); err != nil {
+		t.Fatalf("task of the new job: %v", err)
+	}
+	cancel := e.do("POST", "/api/jobs/"+job["id"].(string)+"/cancel", e.key, "")
+	cancel.check(t, 200, "")
+	if got := cancel.body["job"].(map[string]any)["status"]; got != "cancelled" {
+		t.Fatalf("status after cancel = %v", got)
+	}
+	if _, err := e.inspector.GetTaskInfo(jobs.QueueCritical, job["id"].(string)); err == nil {
+		t.Fatal("task still queued after the job was cancelled")
+	}
+	e.do("POST", "/api/jobs/"+job["id"].(string)+"/cancel", e.key, "").check(t, 409, "Job has already ended (cancelled)")
+	// The service is free again.
+	e.do("POST", "/api/services/"+svc.ID.String()+"/action", e.key, `{"action":"start"}`).check(t, 202, "")
+}
+
+func TestListJobsFilters(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.newService(e.team.ID), e.newService(e.team.ID)
+	e.do("POST", "/api/services/"+a.ID.String()+"/action", e.key, `{"action":"stop"}`).check(t, 202, "")
+	e.do("POST", "/api/services/"+b.ID.String()+"/action", e.key, `{"action":"start"}`).check(t, 202, "")
+	res := e.do("GET", "/api/jobs?service="+a.ID.String()+"&status=queued&kind=service.power", e.key, "")
+	res.check(t, 200, "")
+	list := res.body["jobs"].([]any)
+	if len(list) != 1 || list[0].(map[string]any)["serviceId"] != a.ID.String() {
+		t.Fatalf("filtered jobs = %s", res.raw)
+	}
+}
+
+func TestJobEventsStreamUntilTheJobEnds(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	res := e.do("POST", "/api/services/"+svc.ID.String()+"/action", e.key, `{"action":"stop"}`)
+	res.check(t, 202, "")
+	id := uuid.MustParse(res.body["job"].(map[string]any)["id"].(string))
+
+	req, _ := http.NewRequest("GET", e.url+"/api/jobs/"+id.String()+"/events", nil)
+	req.Header.Set("x-api-key", e.key)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if ct := stream.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	// Drive the job the way a worker does.
+	ctx := context.Background()
+	go func() {
+		row, err := e.q.StartJobAttempt(ctx, id)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		e.q.SaveJobCheckpoint(ctx, queries.SaveJobCheckpointParams{ID: id, Attempts: row.Attempts, Step: "stop", Progress: 0, Checkpoint: []byte(`{}`)})
+		e.q.FinishJobAttempt(ctx, queries.FinishJobAttemptParams{ID: id, Attempts: row.Attempts, Status: "succeeded"})
+	}()
+	done := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(stream.Body)
+		done <- b
+	}()
+	var body []byte
+	select {
+	case body = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("event stream did not end after the job ended")
+	}
+	for _, want := range []string{`"status":"queued"`, `"status":"running"`, "event: step", `"step":"stop"`, `"status":"succeeded"`, "event: end"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Fatalf("stream lacks %s:\n%s", want, body)
+		}
+	}
+}
