@@ -1,0 +1,103 @@
+package jobs
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/hostfleet/provisiond/jobs/jobtest"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+func TestSweeper(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// prepare leaves a job in some state and returns it.
+		prepare    func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job
+		wantStatus string
+		wantError  string
+		wantTask   bool
+	}{
+		{
+			name: "queued job without a task is enqueued again",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				job := f.insert(t)
+				if err := in.DeleteTask(job.Queue, job.ID.String()); err != nil {
+					t.Fatal(err)
+				}
+				return job
+			},
+			wantStatus: StatusQueued, wantTask: true,
+		},
+		{
+			name: "running job whose task is gone fails",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				job := f.insert(t)
+				f.q.StartJobAttempt(ctx, job.ID)
+				in.DeleteTask(job.Queue, job.ID.String())
+				return job
+			},
+			wantStatus: StatusFailed, wantError: "the job's task was lost from the queue",
+		},
+		{
+			name: "job whose task was archived fails",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				job := f.insert(t)
+				f.q.StartJobAttempt(ctx, job.ID)
+				if err := in.ArchiveTask(job.Queue, job.ID.String()); err != nil {
+					t.Fatal(err)
+				}
+				return job
+			},
+			// The archived task stays for operators to look at.
+			wantStatus: StatusFailed, wantError: "the job's task was archived", wantTask: true,
+		},
+		{
+			name: "queued job with its task is left alone",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				return f.insert(t)
+			},
+			wantStatus: StatusQueued, wantTask: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			in := asynq.NewInspector(f.redis)
+			defer in.Close()
+			job := tt.prepare(t, f, in)
+			s := &Sweeper{Queries: f.q, Inspector: in, Client: f.client, Grace: -time.Second, Log: jobtest.Logger(t)}
+			if _, err := s.Sweep(ctx); err != nil {
+				t.Fatalf("Sweep: %v", err)
+			}
+			row, err := f.q.GetJob(ctx, job.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if row.Status != tt.wantStatus || !strings.HasPrefix(row.Error, tt.wantError) {
+				t.Fatalf("job is %s (%q), want %s (%q)", row.Status, row.Error, tt.wantStatus, tt.wantError)
+			}
+			_, err = in.GetTaskInfo(job.Queue, job.ID.String())
+			if hasTask := err == nil; hasTask != tt.wantTask {
+				t.Fatalf("task exists: %v, want %v", hasTask, tt.wantTask)
+			}
+		})
+	}
+}
+
+func TestSweeperWaitsForTheGracePeriod(t *testing.T) {
+	f := newFixture(t)
+	in := asynq.NewInspector(f.redis)
+	defer in.Close()
+	job := f.insert(t)
+	in.DeleteTask(job.Queue, job.ID.String())
+	s := &Sweeper{Queries: f.q, Inspector: in, Client: f.client, Grace: time.Hour, Log: jobtest.Logger(t)}
+	res, err := s.Sweep(context.Background())
+	if err != nil || res.Checked != 0 {
+		t.Fatalf("Sweep = %+v, %v; want nothing checked within the grace period", res, err)
+	}
+}
