@@ -4,10 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hostfleet/provisiond/sql/listen"
 )
 
 // EventHub tells waiting readers that a job has new events. One connection
@@ -69,46 +70,18 @@ func signal(set map[chan struct{}]struct{}) {
 	}
 }
 
-// Run listens until ctx ends. When the connection breaks it wakes every
-// reader, since notifications may have been missed, and listens again.
+// Run delivers notifications until ctx ends.
 func (h *EventHub) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := h.listen(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		h.wake(uuid.Nil)
-		h.log.Warn("job event listener lost its connection; listening again", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
+	listen.Run(ctx, h.pool, "job_events", h, h.log)
+}
+
+// Notify implements listen.Handler: the payload is a job id.
+func (h *EventHub) Notify(payload string) {
+	if id, err := uuid.Parse(payload); err == nil {
+		h.wake(id)
 	}
 }
 
-func (h *EventHub) listen(ctx context.Context) error {
-	pooled, err := h.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// A connection that has LISTENed must not go back to the pool.
-	conn := pooled.Hijack()
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN job_events"); err != nil {
-		return err
-	}
-	// Anything that happened while no one listened must be re-read.
-	h.wake(uuid.Nil)
-	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			return err
-		}
-		if id, err := uuid.Parse(n.Payload); err == nil {
-			h.wake(id)
-		}
-	}
-}
+// Reset implements listen.Handler: every reader re-reads, since
+// notifications may have been missed.
+func (h *EventHub) Reset() { h.wake(uuid.Nil) }

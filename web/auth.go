@@ -75,7 +75,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if !apikey.WellFormed(raw) {
 			return errBadKey
 		}
-		key, err := s.Queries.GetAPIKeyByHash(r.Context(), apikey.Hash(raw))
+		key, err := s.Keys.Lookup(r.Context(), apikey.Hash(raw))
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return errBadKey

@@ -21,6 +21,7 @@ import (
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web/apikey"
 )
 
 // Config tunes the API.
@@ -42,6 +43,7 @@ type Config struct {
 type Server struct {
 	Config    Config
 	Queries   *queries.Queries
+	Keys      *apikey.Cache
 	Jobs      *jobs.Client
 	Events    *jobs.EventHub
 	Inspector *asynq.Inspector

@@ -49,7 +49,10 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(cancel)
 	hub := jobs.NewEventHub(pool, log)
 	go hub.Run(ctx)
+	keys := apikey.NewCache(q, time.Minute)
+	go keys.Run(ctx, pool, log)
 	srv := &web.Server{
+		Keys:      keys,
 		Config:    web.Config{RateLimit: 1000, KeepAlive: 50 * time.Millisecond},
 		Queries:   q,
 		Jobs:      jobs.NewClient(q, tasks, time.Hour, log),
@@ -192,6 +195,18 @@ func TestAuthentication(t *testing.T) {
 			res.check(t, tt.status, tt.errText)
 		})
 	}
+}
+
+func TestKeyRevokedAfterUseIsRefusedAtOnce(t *testing.T) {
+	e := newEnv(t)
+	key := e.newKey(apikey.Spec{TeamID: e.team.ID})
+	e.do("GET", "/api/services", key, "").check(t, 200, "") // now cached
+	if _, err := e.q.RevokeAPIKey(context.Background(), key[:11]); err != nil {
+		t.Fatal(err)
+	}
+	jobtest.Eventually(t, 2*time.Second, "revoked key still accepted", func() bool {
+		return e.do("GET", "/api/services", key, "").status == http.StatusUnauthorized
+	})
 }
 
 func TestWriteScopeNeededToMutate(t *testing.T) {

@@ -24,6 +24,18 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_team ON api_keys (team_id, created_at);
 
+-- API processes cache keys; a changed key must leave every cache at once.
+-- +goose StatementBegin
+CREATE FUNCTION api_keys_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('api_keys', encode(OLD.key_hash, 'hex'));
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER api_keys_notify AFTER UPDATE OR DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION api_keys_notify();
+
 CREATE TABLE services (
     id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     team_id            uuid        NOT NULL REFERENCES teams (id),
@@ -101,13 +113,18 @@ CREATE TABLE job_events (
 CREATE INDEX job_events_job ON job_events (job_id, id);
 
 -- Events are written by triggers so that no code path (API, worker, sweeper,
--- an operator's UPDATE) can change a job without leaving its trace.
+-- an operator's UPDATE) can change a job without leaving its trace. Readers
+-- (the API's event streams) LISTEN on job_events. A job's creation notifies
+-- nobody: no one can be listening for a job that did not exist yet, and
+-- NOTIFY serialises committing transactions, which would make every job
+-- insert wait for the one before it.
 -- +goose StatementBegin
 CREATE FUNCTION jobs_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO job_events (job_id, type, status, step, progress)
         VALUES (NEW.id, 'status', NEW.status, NEW.step, NEW.progress);
+        RETURN NULL;
     ELSIF NEW.status IS DISTINCT FROM OLD.status THEN
         INSERT INTO job_events (job_id, type, status, step, progress, message)
         VALUES (NEW.id, 'status', NEW.status, NEW.step, NEW.progress, NEW.error);
@@ -117,7 +134,10 @@ BEGIN
     ELSIF NEW.progress IS DISTINCT FROM OLD.progress THEN
         INSERT INTO job_events (job_id, type, status, step, progress)
         VALUES (NEW.id, 'progress', NEW.status, NEW.step, NEW.progress);
+    ELSE
+        RETURN NULL;
     END IF;
+    PERFORM pg_notify('job_events', NEW.id::text);
     RETURN NULL;
 END;
 $$;
@@ -125,23 +145,25 @@ $$;
 CREATE TRIGGER jobs_record_event AFTER INSERT OR UPDATE ON jobs
     FOR EACH ROW EXECUTE FUNCTION jobs_record_event();
 
--- Listeners (the API's event streams) learn of new events without polling.
+-- Log lines (install output and the like) are inserted directly.
 -- +goose StatementBegin
-CREATE FUNCTION job_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION job_log_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('job_events', NEW.job_id::text);
     RETURN NULL;
 END;
 $$;
 -- +goose StatementEnd
-CREATE TRIGGER job_events_notify AFTER INSERT ON job_events
-    FOR EACH ROW EXECUTE FUNCTION job_events_notify();
+CREATE TRIGGER job_log_notify AFTER INSERT ON job_events
+    FOR EACH ROW WHEN (NEW.type = 'log')
+    EXECUTE FUNCTION job_log_notify();
 
 -- +goose Down
 DROP TABLE job_events;
 DROP TABLE jobs;
-DROP FUNCTION job_events_notify();
+DROP FUNCTION job_log_notify();
 DROP FUNCTION jobs_record_event();
 DROP TABLE services;
 DROP TABLE api_keys;
+DROP FUNCTION api_keys_notify();
 DROP TABLE teams;

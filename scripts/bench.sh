@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make bench`: private PostgreSQL and Redis (thrown away afterwards), a
+# `provisiond api` process, and cmd/loadgen measuring the API against bare
+# asynq enqueue on the same Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pg_port=${BENCH_PG_PORT:-55434}
+redis_port=${BENCH_REDIS_PORT:-56381}
+api_addr=127.0.0.1:${BENCH_API_PORT:-18080}
+api_pid=
+cleanup() {
+	[ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
+	scripts/services.sh stop bench --purge
+}
+trap cleanup EXIT
+scripts/services.sh stop bench --purge
+scripts/services.sh start bench "$pg_port" "$redis_port"
+export DATABASE_URL="postgres://provisiond@127.0.0.1:$pg_port/provisiond?sslmode=disable"
+export REDIS_ADDR="127.0.0.1:$redis_port"
+
+go build -o .run/provisiond ./cmd/provisiond
+go build -o .run/loadgen ./cmd/loadgen
+.run/provisiond migrate
+HTTP_ADDR=$api_addr .run/provisiond api 2>.run/bench-api.log &
+api_pid=$!
+for _ in $(seq 100); do curl -fs "http://$api_addr/api/ping" >/dev/null && break; sleep 0.1; done
+.run/loadgen -api "http://$api_addr" "$@"
