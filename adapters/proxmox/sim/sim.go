@@ -1,0 +1,301 @@
+// Package sim is a Proxmox VE API simulator: an http.Handler that speaks the
+// /api2/json wire protocol closely enough for github.com/luthermonson/go-proxmox
+// to work against it unchanged, keeps VMs and tasks in memory, runs power
+// operations as tasks that take real time, and lets tests inject faults and
+// read the log of calls that arrived.
+//
+// Control endpoints under /_sim/ (no token) expose the same controls over
+// HTTP for `provisiond dev` and staging: GET/DELETE /_sim/calls, GET/POST
+// /_sim/vms, POST/DELETE /_sim/faults and POST /_sim/random.
+package sim
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Nodes are the cluster's node names; default pve1 and pve2.
+	Nodes []string
+	// TokenID ("user@realm!name") and TokenSecret are the one API token
+	// the server accepts.
+	TokenID     string
+	TokenSecret string
+	// TaskDuration is how long a power task runs; default 100ms.
+	TaskDuration time.Duration
+	// Seed seeds random faults, so that a failing run reproduces.
+	Seed uint64
+}
+
+// Server is a simulated Proxmox VE cluster. Its methods are safe for
+// concurrent use.
+type Server struct {
+	cfg  Config
+	mux  *http.ServeMux
+	done chan struct{}
+
+	mu     sync.Mutex
+	closed bool
+	vms    map[vmKey]*vmState
+	tasks  []*task
+	calls  []Call
+	faults []*Fault
+	random RandomFaults
+	rng    *rand.Rand
+	pid    uint32
+}
+
+type vmKey struct {
+	node string
+	vmid int
+}
+
+// New returns a Server for cfg with no VMs.
+func New(cfg Config) *Server {
+	if len(cfg.Nodes) == 0 {
+		cfg.Nodes = []string{"pve1", "pve2"}
+	}
+	if cfg.TaskDuration <= 0 {
+		cfg.TaskDuration = 100 * time.Millisecond
+	}
+	s := &Server{
+		cfg:  cfg,
+		mux:  http.NewServeMux(),
+		done: make(chan struct{}),
+		vms:  map[vmKey]*vmState{},
+		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		pid:  0x1000,
+	}
+	s.routes()
+	return s
+}
+
+// Close stops running tasks' timers and releases hung requests.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.done)
+	for _, t := range s.tasks {
+		if t.timer != nil {
+			t.timer.Stop()
+		}
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+const prefix = "/api2/json"
+
+// handler answers one API request with the value for "data" or an error.
+type handler func(r *http.Request, c *call) (any, error)
+
+// call is what a handler knows about the request beyond *http.Request.
+type call struct {
+	node string
+	vmid int
+	// taskError, when set by a fault, is the exit status of the task the
+	// request starts.
+	taskError string
+}
+
+func (s *Server) routes() {
+	s.api("GET /version", "version", s.version)
+	s.api("GET /nodes", "nodes", s.nodes)
+	s.api("GET /nodes/{node}/status", "node.status", s.nodeStatus)
+	s.api("GET /nodes/{node}/qemu", "qemu.list", s.qemuList)
+	s.api("GET /nodes/{node}/qemu/{vmid}/status/current", "status.current", s.statusCurrent)
+	s.api("GET /nodes/{node}/qemu/{vmid}/config", "config.get", s.configGet)
+	for _, op := range powerOps {
+		s.api("POST /nodes/{node}/qemu/{vmid}/status/"+op, op, s.power(op))
+	}
+	s.api("GET /nodes/{node}/tasks", "tasks.list", s.tasksList)
+	s.api("GET /nodes/{node}/tasks/{upid}/status", "task.status", s.taskStatus)
+	s.api("GET /nodes/{node}/tasks/{upid}/log", "task.log", s.taskLog)
+	s.api("DELETE /nodes/{node}/tasks/{upid}", "task.stop", s.taskStop)
+	s.api("GET /cluster/nextid", "nextid", s.nextID)
+	s.mux.HandleFunc(prefix+"/", func(w http.ResponseWriter, r *http.Request) {
+		path := strings.TrimPrefix(r.URL.Path, prefix)
+		writeError(w, &apiError{Status: http.StatusNotImplemented,
+			Reason: fmt.Sprintf("Method '%s %s' not implemented", r.Method, path)})
+	})
+	s.control()
+}
+
+// api registers an authenticated API endpoint under /api2/json, logs each
+// call and applies injected faults before the handler runs.
+func (s *Server) api(pattern, op string, h handler) {
+	method, path, _ := strings.Cut(pattern, " ")
+	s.mux.HandleFunc(method+" "+prefix+path, func(w http.ResponseWriter, r *http.Request) {
+		c := &call{node: r.PathValue("node")}
+		idx := s.logCall(r, op, c.node)
+		status := s.serve(w, r, op, idx, c, h)
+		s.mu.Lock()
+		s.calls[idx].Status = status
+		s.mu.Unlock()
+	})
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string, idx int, c *call, h handler) int {
+	if !s.authorized(r) {
+		return writeError(w, &apiError{Status: http.StatusUnauthorized, Reason: "permission denied - invalid PVEAPIToken"})
+	}
+	if v := r.PathValue("vmid"); v != "" {
+		id, err := strconv.Atoi(v)
+		if err != nil || id < 100 || id > 999999999 {
+			return writeError(w, paramError("vmid", fmt.Sprintf("type check ('integer') failed - got '%s'", v)))
+		}
+		c.vmid = id
+		s.mu.Lock()
+		s.calls[idx].VMID = id
+		s.mu.Unlock()
+	}
+	f := s.fault(op, c.vmid)
+	if f.Latency > 0 {
+		select {
+		case <-time.After(f.Latency):
+		case <-r.Context().Done():
+			return 0
+		case <-s.done:
+		}
+	}
+	switch {
+	case f.Hang:
+		select {
+		case <-r.Context().Done():
+		case <-s.done:
+		}
+		return 0
+	case f.Status >= 400:
+		msg := f.Message
+		if msg == "" {
+			msg = http.StatusText(f.Status)
+		}
+		return writeError(w, &apiError{Status: f.Status, Reason: msg, RetryAfter: f.RetryAfter})
+	}
+	c.taskError = f.TaskError
+	data, err := h(r, c)
+	if err != nil {
+		return writeError(w, err)
+	}
+	body, merr := json.Marshal(map[string]any{"data": data})
+	if merr != nil {
+		return writeError(w, &apiError{Status: http.StatusInternalServerError, Reason: merr.Error()})
+	}
+	if f.Drop {
+		// The request was carried out; the client never learns of it.
+		dropMidResponse(w, body)
+		return http.StatusOK
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+	return http.StatusOK
+}
+
+// authorized checks the "PVEAPIToken=user@realm!name=secret" header.
+func (s *Server) authorized(r *http.Request) bool {
+	v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "PVEAPIToken=")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndexByte(v, '=')
+	return i > 0 && v[:i] == s.cfg.TokenID && v[i+1:] == s.cfg.TokenSecret
+}
+
+// apiError is an error answer. PVE puts the message of a 500 in the status
+// line's reason phrase and the per-parameter messages of a 400 in
+// {"errors":{...}}.
+type apiError struct {
+	Status     int
+	Reason     string
+	Params     map[string]string
+	RetryAfter time.Duration
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Reason) }
+
+func paramError(param, msg string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Reason: "Parameter verification failed.",
+		Params: map[string]string{param: msg}}
+}
+
+func serverError(format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Reason: fmt.Sprintf(format, args...)}
+}
+
+// writeError writes err the way pveproxy does, with the message as the
+// reason phrase, and returns the status written.
+func writeError(w http.ResponseWriter, err error) int {
+	e, ok := err.(*apiError)
+	if !ok {
+		e = serverError("%s", err.Error())
+	}
+	body := map[string]any{"data": nil, "message": e.Reason + "\n"}
+	if len(e.Params) > 0 {
+		body["errors"] = e.Params
+	}
+	b, _ := json.Marshal(body)
+	hdr := http.Header{}
+	hdr.Set("Content-Type", "application/json;charset=UTF-8")
+	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	if e.RetryAfter > 0 {
+		hdr.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		for k, v := range hdr {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(e.Status)
+		w.Write(b)
+		return e.Status
+	}
+	conn, buf, herr := hj.Hijack()
+	if herr != nil {
+		return e.Status
+	}
+	defer conn.Close()
+	hdr.Set("Connection", "close")
+	writeRaw(buf.Writer, e.Status, strings.ReplaceAll(e.Reason, "\n", " "), hdr, b)
+	return e.Status
+}
+
+// dropMidResponse sends the headers and half the body, then closes the
+// connection.
+func dropMidResponse(w http.ResponseWriter, body []byte) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	hdr := http.Header{}
+	hdr.Set("Content-Type", "application/json;charset=UTF-8")
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	writeRaw(buf.Writer, http.StatusOK, "OK", hdr, body[:len(body)/2])
+}
+
+func writeRaw(bw *bufio.Writer, status int, reason string, hdr http.Header, body []byte) {
+	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", status, reason)
+	hdr.Write(bw)
+	bw.WriteString("\r\n")
+	bw.Write(body)
+	bw.Flush()
+}

@@ -1,0 +1,216 @@
+package sim
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// task is a worker task as PVE runs it: it has a UPID from the moment it
+// starts and an exit status once it stops.
+type task struct {
+	upid   string
+	node   string
+	typ    string
+	id     string
+	user   string
+	pid    uint32
+	pstart uint32
+	start  time.Time
+	end    time.Time // zero while running
+	exit   string
+	timer  *time.Timer
+	log    []string
+	onOK   func()
+}
+
+// startTask starts a task that ends after d with exit status exit ("" for
+// OK), calling onOK under the lock when it ends well. The lock must be held.
+func (s *Server) startTask(node, typ string, vmid int, d time.Duration, exit string, onOK func()) *task {
+	s.pid++
+	now := time.Now()
+	t := &task{
+		node: node, typ: typ, id: strconv.Itoa(vmid), user: s.cfg.TokenID,
+		pid: s.pid, pstart: uint32(now.UnixMilli() / 10), start: now, onOK: onOK,
+	}
+	t.upid = fmt.Sprintf("UPID:%s:%08X:%08X:%08X:%s:%s:%s:", node, t.pid, t.pstart, uint32(now.Unix()), typ, t.id, t.user)
+	s.tasks = append(s.tasks, t)
+	if !s.closed {
+		t.timer = time.AfterFunc(d, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.finish(t, exit)
+		})
+	}
+	return t
+}
+
+// finish ends a running task; the lock must be held.
+func (s *Server) finish(t *task, exit string) {
+	if !t.end.IsZero() {
+		return
+	}
+	t.end = time.Now()
+	if exit == "" {
+		t.exit = "OK"
+		if t.onOK != nil {
+			t.onOK()
+		}
+		t.log = append(t.log, "TASK OK")
+		return
+	}
+	t.exit = exit
+	t.log = append(t.log, "TASK ERROR: "+exit)
+}
+
+// CountTasks counts the tasks of a type ("qmstart", "qmshutdown", ...) that
+// were started on vmid (any VM when zero): how often an action was actually
+// carried out, however many calls asked for it.
+func (s *Server) CountTasks(typ string, vmid int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, t := range s.tasks {
+		if t.typ == typ && (vmid == 0 || t.id == strconv.Itoa(vmid)) {
+			n++
+		}
+	}
+	return n
+}
+
+var upidRE = regexp.MustCompile(`^UPID:([^:]+):[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[^:]+:[^:]*:[^:]+:$`)
+
+// task finds the call's task by the UPID in the path; the lock must be held.
+func (s *Server) task(r *http.Request, c *call) (*task, error) {
+	upid := r.PathValue("upid")
+	m := upidRE.FindStringSubmatch(upid)
+	if m == nil {
+		return nil, paramError("upid", fmt.Sprintf("unable to parse worker upid '%s'", upid))
+	}
+	if err := s.knownNode(c.node); err != nil {
+		return nil, err
+	}
+	for _, t := range s.tasks {
+		if t.upid == upid && t.node == c.node {
+			return t, nil
+		}
+	}
+	return nil, serverError("no such task: unable to open file '/var/log/pve/tasks/%s' - No such file or directory", upid)
+}
+
+// taskInfo is the task as /tasks and /tasks/{upid}/status show it.
+func (t *task) info(listing bool) map[string]any {
+	m := map[string]any{
+		"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+		"starttime": t.start.Unix(), "type": t.typ, "id": t.id, "user": t.user,
+	}
+	switch {
+	case listing && !t.end.IsZero():
+		m["endtime"], m["status"] = t.end.Unix(), t.exit
+	case listing:
+	case t.end.IsZero():
+		m["status"] = "running"
+	default:
+		m["status"], m["exitstatus"] = "stopped", t.exit
+	}
+	return m
+}
+
+func (s *Server) taskStatus(r *http.Request, c *call) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.task(r, c)
+	if err != nil {
+		return nil, err
+	}
+	return t.info(false), nil
+}
+
+func (s *Server) taskLog(r *http.Request, c *call) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.task(r, c)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	start, _ := strconv.Atoi(q.Get("start"))
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit <= 0 {
+		limit = 50
+	}
+	lines := []map[string]any{}
+	for i := start; i < len(t.log) && len(lines) < limit; i++ {
+		lines = append(lines, map[string]any{"n": i + 1, "t": t.log[i]})
+	}
+	if len(lines) == 0 {
+		lines = append(lines, map[string]any{"n": 1, "t": "no content"})
+	}
+	return lines, nil
+}
+
+func (s *Server) taskStop(r *http.Request, c *call) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.task(r, c)
+	if err != nil {
+		return nil, err
+	}
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	s.finish(t, "interrupted by signal")
+	return nil, nil
+}
+
+// tasksList answers GET /nodes/{node}/tasks with PVE's filters: source
+// (archive, the default, active or all), vmid, typefilter, since, until,
+// errors, start and limit. Newest first.
+func (s *Server) tasksList(r *http.Request, c *call) (any, error) {
+	if err := s.knownNode(c.node); err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	source := q.Get("source")
+	if source == "" {
+		source = "archive"
+	}
+	if !slices.Contains([]string{"archive", "active", "all"}, source) {
+		return nil, paramError("source", fmt.Sprintf("value '%s' does not have a value in the enumeration 'archive, active, all'", source))
+	}
+	ints := map[string]int64{"vmid": 0, "since": 0, "until": 0, "start": 0, "limit": 50}
+	for name := range ints {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, paramError(name, fmt.Sprintf("type check ('integer') failed - got '%s'", v))
+			}
+			ints[name] = n
+		}
+	}
+	typ, onlyErrors := q.Get("typefilter"), q.Get("errors") == "1"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []map[string]any{}
+	for i := len(s.tasks) - 1; i >= 0; i-- {
+		t := s.tasks[i]
+		running := t.end.IsZero()
+		switch {
+		case t.node != c.node,
+			source == "active" && !running,
+			source == "archive" && running,
+			ints["vmid"] != 0 && t.id != strconv.FormatInt(ints["vmid"], 10),
+			typ != "" && t.typ != typ,
+			ints["since"] != 0 && t.start.Unix() < ints["since"],
+			ints["until"] != 0 && t.start.Unix() > ints["until"],
+			onlyErrors && (running || t.exit == "OK"):
+			continue
+		}
+		out = append(out, t.info(true))
+	}
+	from := min(int(ints["start"]), len(out))
+	return out[from:min(len(out), from+int(ints["limit"]))], nil
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/hibiken/asynq"
+	queuemetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/hibiken/asynqmon"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/monitoring/metrics"
+	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web"
+	"github.com/hostfleet/provisiond/web/apikey"
+)
+
+// app holds what every part of the process shares.
+type app struct {
+	cfg     Config
+	log     *slog.Logger
+	pool    *pgxpool.Pool
+	q       *queries.Queries
+	redis   asynq.RedisClientOpt
+	metrics *metrics.Metrics
+	closers []func()
+}
+
+func newApp(ctx context.Context, cfg Config, log *slog.Logger) (*app, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	// pgxpool's default (the number of CPUs, at least 4) starves an API
+	// whose every request waits on the database.
+	pcfg.MaxConns = int32(cfg.DatabaseMaxConns)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	a := &app{
+		cfg: cfg, log: log, pool: pool, q: queries.New(pool), metrics: metrics.New(),
+		redis: asynq.RedisClientOpt{Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB},
+	}
+	a.closers = append(a.closers, pool.Close)
+	return a, nil
+}
+
+// close releases everything in reverse order of acquisition.
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+func (a *app) jobClient() *jobs.Client {
+	c := asynq.NewClient(a.redis)
+	a.closers = append(a.closers, func() { c.Close() })
+	return jobs.NewClient(a.q, c, a.cfg.JobRetention, a.log)
+}
+
+func (a *app) inspector() *asynq.Inspector {
+	in := asynq.NewInspector(a.redis)
+	a.closers = append(a.closers, func() { in.Close() })
+	return in
+}
+
+// apiHandler builds the API. The event hub runs until ctx ends.
+func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
+	proxies, err := a.cfg.trustedProxies()
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: a.cfg.RedisAddr, Password: a.cfg.RedisPassword, DB: a.cfg.RedisDB})
+	a.closers = append(a.closers, func() { rdb.Close() })
+	inspector := a.inspector()
+	a.metrics.Registry.MustRegister(queuemetrics.NewQueueMetricsCollector(inspector))
+	hub := jobs.NewEventHub(a.pool, a.log.With("component", "events"))
+	go hub.Run(ctx)
+	keys := apikey.NewCache(a.q, time.Minute)
+	go keys.Run(ctx, a.pool, a.log.With("component", "keys"))
+	dash := asynqmon.New(asynqmon.Options{
+		RootPath: "/monitoring/queues", RedisConnOpt: a.redis, ReadOnly: a.cfg.DashboardReadOnly,
+	})
+	a.closers = append(a.closers, func() { dash.Close() })
+	s := &web.Server{
+		Config: web.Config{
+			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
+			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
+		},
+		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
+		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash,
+		Log: a.log.With("component", "api"),
+	}
+	return s.Handler(), nil
+}
+
+// workers builds the worker server and the handler of every job kind.
+func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
+	queues, err := a.cfg.queues()
+	if err != nil {
+		return nil, nil, err
+	}
+	if a.cfg.ProxmoxTokenSecret == "" {
+		return nil, nil, errors.New("PROXMOX_TOKEN_SECRET is not set")
+	}
+	pve, err := proxmox.New(proxmox.Config{
+		URL: a.cfg.ProxmoxURL, TokenID: a.cfg.ProxmoxTokenID, TokenSecret: a.cfg.ProxmoxTokenSecret,
+		CAFile: a.cfg.ProxmoxCAFile, RequestTimeout: a.cfg.ProxmoxRequestTimeout, PollInterval: a.cfg.ProxmoxPollInterval,
+	}, a.metrics)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := a.log.With("component", "worker")
+	ws := jobs.NewWorkers(a.q, a.metrics, log)
+	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
+	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
+		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
+		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},
+		ShutdownTimeout: a.cfg.ShutdownTimeout,
+	}, log)
+	return srv, ws.Handler(), nil
+}
+
+func (a *app) sweeper() *jobs.Sweeper {
+	return &jobs.Sweeper{
+		Queries: a.q, Inspector: a.inspector(), Client: a.jobClient(),
+		Grace: a.cfg.SweepGrace, Log: a.log.With("component", "sweeper"),
+	}
+}
+
+// serveHTTP serves h on addr until ctx ends, then shuts down gracefully.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return serveListener(ctx, ln, h, log)
+}
+
+func serveListener(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	// Event streams end with their requests' contexts; Shutdown does not
+	// wait for hijacked or streaming connections beyond the timeout.
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+	}
+	return nil
+}
+
+// metricsHandler serves /metrics for the worker and scheduler processes.
+func (a *app) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/sql/migrations"
+	"github.com/hostfleet/provisiond/web/apikey"
+)
+
+// demoTeam owns the demo services and key that `dev` seeds.
+const demoTeam = "demo"
+
+// applyDevDefaults fills in what `dev` needs and production must set
+// itself: readable logs, the simulator's token secret, an operator password.
+func applyDevDefaults(c *Config) {
+	if os.Getenv("LOG_FORMAT") == "" {
+		c.LogFormat = "text"
+	}
+	if c.ProxmoxTokenSecret == "" {
+		c.ProxmoxTokenSecret = "devsecret"
+	}
+	if c.OperatorPassword == "" {
+		c.OperatorPassword = rand.Text()[:16]
+	}
+	if os.Getenv("PROXMOX_URL") == "" {
+		c.ProxmoxURL = "http://" + c.SimAddr + "/api2/json"
+	}
+}
+
+// runDev runs everything in one process: the Proxmox simulator, API,
+// workers and scheduler, on a migrated database with demo data.
+func runDev(ctx context.Context, a *app, out io.Writer) error {
+	if err := migrations.Up(ctx, a.pool, a.log); err != nil {
+		return err
+	}
+	pve := sim.New(sim.Config{TokenID: a.cfg.ProxmoxTokenID, TokenSecret: a.cfg.ProxmoxTokenSecret, TaskDuration: a.cfg.SimTaskDuration})
+	defer pve.Close()
+	demo := sim.DemoVMs()
+	for _, vm := range demo {
+		pve.AddVM(vm)
+	}
+	simLn, err := net.Listen("tcp", a.cfg.SimAddr)
+	if err != nil {
+		return fmt.Errorf("proxmox simulator: %w", err)
+	}
+	apiLn, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	key, services, err := seedDemo(ctx, a.q, demo)
+	if err != nil {
+		return err
+	}
+
+	api, err := a.apiHandler(ctx)
+	if err != nil {
+		return err
+	}
+	workers, handler, err := a.workers()
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveListener(ctx, simLn, pve, a.log.With("component", "proxmox-sim")) })
+	g.Go(func() error { return serveListener(ctx, apiLn, api, a.log) })
+	g.Go(func() error { return runAsynq(ctx, workers, handler, a.log) })
+	g.Go(func() error { a.sweeper().Run(ctx, a.cfg.SweepInterval); return nil })
+
+	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), "http://"+simLn.Addr().String(), key, services)
+	return g.Wait()
+}
+
+// seedDemo makes the demo team and a service for each demo VM, once, and a
+// demo key when the team has no usable one. It returns the new key ("" when
+// one existed) and the demo services.
+func seedDemo(ctx context.Context, q *queries.Queries, vms []sim.VM) (string, []queries.Service, error) {
+	team, err := q.GetTeamByName(ctx, demoTeam)
+	if errors.Is(err, pgx.ErrNoRows) {
+		team, err = q.CreateTeam(ctx, demoTeam)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("demo team: %w", err)
+	}
+	services, err := q.ListTeamServices(ctx, queries.ListTeamServicesParams{TeamID: team.ID, Limit: 100})
+	if err != nil {
+		return "", nil, err
+	}
+	if len(services) == 0 {
+		for _, vm := range vms {
+			if vm.Template {
+				continue
+			}
+			ref, _ := json.Marshal(map[string]any{"node": vm.Node, "vmid": vm.VMID})
+			plan, _ := json.Marshal(map[string]int{"cores": vm.Cores, "memoryMb": vm.MemoryMB, "diskGb": vm.DiskGB})
+			svc, err := q.CreateService(ctx, queries.CreateServiceParams{
+				TeamID: team.ID, Name: vm.Name, Provider: "proxmox", Location: "dev",
+				ProviderRef: ref, Plan: plan, Status: "active",
+			})
+			if err != nil {
+				return "", nil, fmt.Errorf("demo service: %w", err)
+			}
+			services = append(services, svc)
+		}
+	}
+	// The simulator starts afresh each time; the services follow it.
+	for i, svc := range services {
+		for _, vm := range vms {
+			var ref struct{ VMID int }
+			if json.Unmarshal(svc.ProviderRef, &ref) == nil && ref.VMID == vm.VMID {
+				state := vm.Status
+				if vm.Paused {
+					state = "paused"
+				}
+				if err := q.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: svc.ID, PowerState: state}); err != nil {
+					return "", nil, err
+				}
+				services[i].PowerState = state
+			}
+		}
+	}
+	n, err := q.CountActiveAPIKeysNamed(ctx, queries.CountActiveAPIKeysNamedParams{TeamID: team.ID, Name: "demo"})
+	if err != nil || n > 0 {
+		return "", services, err
+	}
+	key, _, err := apikey.Create(ctx, q, apikey.Spec{TeamID: team.ID, Name: "demo"})
+	return key, services, err
+}
+
+func printBanner(out io.Writer, cfg Config, api, simURL, key string, services []queries.Service) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nprovisiond dev is running\n\n")
+	fmt.Fprintf(&b, "  API                 %s/api/ping\n", api)
+	fmt.Fprintf(&b, "  queue dashboard     %s/monitoring/queues/  (user %q, password %q)\n", api, cfg.OperatorUser, cfg.OperatorPassword)
+	fmt.Fprintf(&b, "  metrics             %s/metrics\n", api)
+	fmt.Fprintf(&b, "  Proxmox simulator   %s/api2/json  (calls: %s/_sim/calls)\n", simURL, simURL)
+	fmt.Fprintf(&b, "  database            %s\n\n", redactURL(cfg.DatabaseURL))
+	if key != "" {
+		fmt.Fprintf(&b, "  demo API key (shown once; only its hash is kept):\n\n    %s\n\n", key)
+	} else {
+		fmt.Fprintf(&b, "  the demo API key was shown when it was made; make another with\n")
+		fmt.Fprintf(&b, "    DATABASE_URL='%s' .run/provisiond keys create --team %s\n\n", redactURL(cfg.DatabaseURL), demoTeam)
+	}
+	fmt.Fprintf(&b, "  demo services:\n")
+	for _, s := range services {
+		fmt.Fprintf(&b, "    %s  %-14s %s\n", s.ID, s.Name, s.PowerState)
+	}
+	if len(services) > 0 {
+		k := key
+		if k == "" {
+			k = "$KEY"
+		}
+		fmt.Fprintf(&b, "\n  try:\n    curl -s -X POST -H 'x-api-key: %s' %s/api/services/%s/action -d '{\"action\":\"restart\"}'\n", k, api, services[0].ID)
+		fmt.Fprintf(&b, "    curl -s -H 'x-api-key: %s' %s/api/jobs/<job id>\n", k, api)
+	}
+	fmt.Fprintln(out, b.String())
+}
+
+// redactURL hides a password in a database URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable DATABASE_URL)"
+	}
+	return u.Redacted()
+}
