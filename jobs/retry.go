@@ -35,7 +35,7 @@ func (p RetryPolicy) Delay(n int, err error) time.Duration {
 	}
 	d = d/2 + rand.N(d/2+1)
 	if ra := failure.RetryAfter(err); ra > 0 {
-		d = max(d, ra+rand.N(ra/10+time.Millisecond))
+		d = max(d, ra+rand.N(ra/10+1)) // up to a tenth more, spread
 	}
 	return min(d, p.Max)
 }

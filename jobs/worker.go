@@ -261,8 +261,11 @@ func NewServer(redis asynq.RedisConnOpt, cfg ServerConfig, log *slog.Logger) *as
 		Queues:          queues,
 		RetryDelayFunc:  cfg.Retry.RetryDelayFunc(),
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          asynqLogger{log.With("component", "asynq")},
-		LogLevel:        asynq.WarnLevel,
+		// asynq's default of 5 s would start a retry due in 2 s up to 5 s
+		// late; the check is one cheap Redis script per second.
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   asynqLogger{log.With("component", "asynq")},
+		LogLevel:                 asynq.WarnLevel,
 		// A permanent failure is archived at once; it is no sign of an
 		// unhealthy queue, but it is a failure for the stats all the same.
 		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) },

@@ -50,7 +50,7 @@ type Config struct {
 	SweepInterval time.Duration `env:"SWEEP_INTERVAL" envDefault:"30s"`
 	SweepGrace    time.Duration `env:"SWEEP_GRACE" envDefault:"2m"`
 
-	SimAddr         string        `env:"SIM_ADDR" envDefault:"127.0.0.1:8006"`
+	SimAddr         string        `env:"PROXMOX_SIM_ADDR" envDefault:"127.0.0.1:8006"`
 	SimTaskDuration time.Duration `env:"SIM_TASK_DURATION" envDefault:"2s"`
 }
 

@@ -116,15 +116,15 @@ func (s *Server) routes() {
 	s.api("GET /nodes", "nodes", s.nodes)
 	s.api("GET /nodes/{node}/status", "node.status", s.nodeStatus)
 	s.api("GET /nodes/{node}/qemu", "qemu.list", s.qemuList)
-	s.api("GET /nodes/{node}/qemu/{vmid}/status/current", "status.current", s.statusCurrent)
-	s.api("GET /nodes/{node}/qemu/{vmid}/config", "config.get", s.configGet)
+	s.api("GET /nodes/{node}/qemu/{vmid}/status/current", "status.current", s.onVM(statusCurrent))
+	s.api("GET /nodes/{node}/qemu/{vmid}/config", "config.get", s.onVM(configGet))
 	for _, op := range powerOps {
 		s.api("POST /nodes/{node}/qemu/{vmid}/status/"+op, op, s.power(op))
 	}
 	s.api("GET /nodes/{node}/tasks", "tasks.list", s.tasksList)
-	s.api("GET /nodes/{node}/tasks/{upid}/status", "task.status", s.taskStatus)
-	s.api("GET /nodes/{node}/tasks/{upid}/log", "task.log", s.taskLog)
-	s.api("DELETE /nodes/{node}/tasks/{upid}", "task.stop", s.taskStop)
+	s.api("GET /nodes/{node}/tasks/{upid}/status", "task.status", s.onTask(s.taskStatus))
+	s.api("GET /nodes/{node}/tasks/{upid}/log", "task.log", s.onTask(s.taskLog))
+	s.api("DELETE /nodes/{node}/tasks/{upid}", "task.stop", s.onTask(s.taskStop))
 	s.api("GET /cluster/nextid", "nextid", s.nextID)
 	s.mux.HandleFunc(prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		path := strings.TrimPrefix(r.URL.Path, prefix)

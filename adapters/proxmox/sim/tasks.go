@@ -119,23 +119,23 @@ func (t *task) info(listing bool) map[string]any {
 	return m
 }
 
-func (s *Server) taskStatus(r *http.Request, c *call) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.task(r, c)
-	if err != nil {
-		return nil, err
+// onTask returns a handler that runs fn, under the lock, on the task the
+// path names.
+func (s *Server) onTask(fn func(*http.Request, *task) any) handler {
+	return func(r *http.Request, c *call) (any, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t, err := s.task(r, c)
+		if err != nil {
+			return nil, err
+		}
+		return fn(r, t), nil
 	}
-	return t.info(false), nil
 }
 
-func (s *Server) taskLog(r *http.Request, c *call) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.task(r, c)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) taskStatus(_ *http.Request, t *task) any { return t.info(false) }
+
+func (s *Server) taskLog(r *http.Request, t *task) any {
 	q := r.URL.Query()
 	start, _ := strconv.Atoi(q.Get("start"))
 	limit, err := strconv.Atoi(q.Get("limit"))
@@ -149,21 +149,15 @@ func (s *Server) taskLog(r *http.Request, c *call) (any, error) {
 	if len(lines) == 0 {
 		lines = append(lines, map[string]any{"n": 1, "t": "no content"})
 	}
-	return lines, nil
+	return lines
 }
 
-func (s *Server) taskStop(r *http.Request, c *call) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.task(r, c)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) taskStop(_ *http.Request, t *task) any {
 	if t.timer != nil {
 		t.timer.Stop()
 	}
 	s.finish(t, "interrupted by signal")
-	return nil, nil
+	return nil
 }
 
 // tasksList answers GET /nodes/{node}/tasks with PVE's filters: source

@@ -210,13 +210,21 @@ func (s *Server) vm(c *call) (*vmState, error) {
 	return st, nil
 }
 
-func (s *Server) statusCurrent(_ *http.Request, c *call) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.vm(c)
-	if err != nil {
-		return nil, err
+// onVM returns a handler that runs fn, under the lock, on the VM the path
+// names.
+func (s *Server) onVM(fn func(*vmState) any) handler {
+	return func(_ *http.Request, c *call) (any, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		st, err := s.vm(c)
+		if err != nil {
+			return nil, err
+		}
+		return fn(st), nil
 	}
+}
+
+func statusCurrent(st *vmState) any {
 	m := vmSummary(st)
 	m["qmpstatus"] = st.Status
 	if st.Paused {
@@ -224,16 +232,10 @@ func (s *Server) statusCurrent(_ *http.Request, c *call) (any, error) {
 	}
 	m["ha"] = map[string]any{"managed": 0}
 	m["agent"] = 1
-	return m, nil
+	return m
 }
 
-func (s *Server) configGet(_ *http.Request, c *call) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.vm(c)
-	if err != nil {
-		return nil, err
-	}
+func configGet(st *vmState) any {
 	cfg := map[string]any{
 		"name": st.Name, "cores": st.Cores, "sockets": 1, "memory": strconv.Itoa(st.MemoryMB),
 		"scsi0":  fmt.Sprintf("local-lvm:vm-%d-disk-0,size=%dG", st.VMID, st.DiskGB),
@@ -251,7 +253,7 @@ func (s *Server) configGet(_ *http.Request, c *call) (any, error) {
 	if st.Lock != "" {
 		cfg["lock"] = st.Lock
 	}
-	return cfg, nil
+	return cfg
 }
 
 func (s *Server) nextID(*http.Request, *call) (any, error) {

@@ -1,0 +1,429 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// TestMain lets a test start this binary as the real provisiond, for tests
+// that kill a worker process.
+func TestMain(m *testing.M) {
+	if os.Getenv("PROVISIOND_RUN_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// system is the whole fleet on real PostgreSQL and Redis: the API on a test
+// server, workers, and the Proxmox simulator seeded with the demo VMs.
+type system struct {
+	t        *testing.T
+	sim      *sim.Server
+	env      map[string]string // the configuration, as environment variables
+	api      string
+	q        *queries.Queries
+	key      string
+	services map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
+	stop     func()
+}
+
+type systemOpts struct {
+	taskDuration time.Duration
+	// noWorker leaves job processing to the test.
+	noWorker bool
+}
+
+func newSystem(t *testing.T, opts systemOpts) *system {
+	t.Helper()
+	_, dbURL := jobtest.DB(t)
+	ropt := jobtest.Redis(t)
+	if opts.taskDuration == 0 {
+		opts.taskDuration = 50 * time.Millisecond
+	}
+	pve := sim.New(sim.Config{TokenID: "root@pam!test", TokenSecret: "s3cret", TaskDuration: opts.taskDuration, Seed: 7})
+	for _, vm := range sim.DemoVMs() {
+		pve.AddVM(vm)
+	}
+	simSrv := httptest.NewServer(pve)
+	s := &system{t: t, sim: pve, env: map[string]string{
+		"DATABASE_URL": dbURL, "DATABASE_MAX_CONNS": "8",
+		"REDIS_ADDR": ropt.Addr, "REDIS_DB": fmt.Sprint(ropt.DB),
+		"HTTP_ADDR": "127.0.0.1:0", "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "text", "LOG_LEVEL": "debug",
+		"API_RATE_LIMIT": "10000", "OPERATOR_PASSWORD": "op",
+		"PROXMOX_URL": simSrv.URL + "/api2/json", "PROXMOX_TOKEN_ID": "root@pam!test", "PROXMOX_TOKEN_SECRET": "s3cret",
+		"PROXMOX_REQUEST_TIMEOUT": "3s", "PROXMOX_POLL_INTERVAL": "20ms",
+		"WORKER_CONCURRENCY": "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
+		"SHUTDOWN_TIMEOUT": "2s", "POWER_SHUTDOWN_TIMEOUT": "5s",
+	}}
+	var cfg Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: s.env}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := newApp(ctx, cfg, jobtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.q = a.q
+	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.key, s.services = key, map[string]queries.Service{}
+	for _, svc := range services {
+		s.services[svc.Name] = svc
+	}
+	h, err := a.apiHandler(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiSrv := httptest.NewServer(h)
+	s.api = apiSrv.URL
+	var wg sync.WaitGroup
+	if !opts.noWorker {
+		srv, handler, err := a.workers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := runAsynq(ctx, srv, handler, a.log); err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		})
+	}
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			apiSrv.Close()
+			simSrv.Close()
+			pve.Close()
+			a.close()
+		})
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+// startWorker runs a worker in this process until the test ends.
+func (s *system) startWorker() {
+	s.t.Helper()
+	var cfg Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: s.env}); err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := newApp(ctx, cfg, jobtest.Logger(s.t).With("worker", 2))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	srv, handler, err := a.workers()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { runAsynq(ctx, srv, handler, a.log) })
+	s.t.Cleanup(func() { cancel(); wg.Wait(); a.close() })
+}
+
+// do calls the API with the demo key and decodes the answer.
+func (s *system) do(method, path, body string) (int, map[string]any) {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.api+path, strings.NewReader(body))
+	req.Header.Set("x-api-key", s.key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		s.t.Fatalf("%s %s: answer is not JSON (%d): %q", method, path, res.StatusCode, raw)
+	}
+	return res.StatusCode, out
+}
+
+// action asks for a power action and returns the job's id.
+func (s *system) action(service, action string) string {
+	s.t.Helper()
+	status, body := s.do("POST", "/api/services/"+s.services[service].ID.String()+"/action", `{"action":"`+action+`"}`)
+	if status != http.StatusAccepted {
+		s.t.Fatalf("%s on %s: status %d, want 202: %v", action, service, status, body)
+	}
+	return body["job"].(map[string]any)["id"].(string)
+}
+
+// job reads a job through the API.
+func (s *system) job(id string) map[string]any {
+	s.t.Helper()
+	status, body := s.do("GET", "/api/jobs/"+id, "")
+	if status != http.StatusOK {
+		s.t.Fatalf("GET job: status %d: %v", status, body)
+	}
+	return body["job"].(map[string]any)
+}
+
+// waitJob waits until the job has ended and returns it.
+func (s *system) waitJob(id string, timeout time.Duration) map[string]any {
+	s.t.Helper()
+	var job map[string]any
+	jobtest.Eventually(s.t, timeout, "job "+id+" to end", func() bool {
+		job = s.job(id)
+		switch job["status"] {
+		case "succeeded", "failed", "cancelled":
+			return true
+		}
+		return false
+	})
+	return job
+}
+
+// vm returns the simulated VM behind a demo service.
+func (s *system) vm(service string) sim.VM {
+	s.t.Helper()
+	var ref struct {
+		Node string
+		VMID int
+	}
+	json.Unmarshal(s.services[service].ProviderRef, &ref)
+	vm, ok := s.sim.VM(ref.Node, ref.VMID)
+	if !ok {
+		s.t.Fatalf("no VM behind %s", service)
+	}
+	return vm
+}
+
+// statuses lists the job's status changes as its events recorded them.
+func (s *system) statuses(id string) string {
+	s.t.Helper()
+	events, err := s.q.ListJobEvents(context.Background(), queries.ListJobEventsParams{JobID: uuid.MustParse(id)})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range events {
+		if len(out) == 0 || out[len(out)-1] != e.Status {
+			out = append(out, e.Status)
+		}
+	}
+	return strings.Join(out, " → ")
+}
+
+func TestPowerActionsGoFromAPIToTheVM(t *testing.T) {
+	tests := []struct {
+		service, action string
+		setup           func(*system)
+		tasks           []string // tasks the simulator must have run once each
+		vmStatus        string
+		paused          bool
+		powerState      string
+		serviceStatus   string
+	}{
+		{service: "db-1", action: "start", tasks: []string{"qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
+		{service: "web-1", action: "stop", tasks: []string{"qmstop"}, vmStatus: "stopped", powerState: "stopped", serviceStatus: "active"},
+		{service: "web-1", action: "restart", tasks: []string{"qmshutdown", "qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
+		{service: "web-1", action: "reset", tasks: []string{"qmreset"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
+		{service: "db-1", action: "reset", tasks: []string{"qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
+		{service: "web-1", action: "suspend", tasks: []string{"qmsuspend"}, vmStatus: "running", paused: true, powerState: "paused", serviceStatus: "suspended"},
+		{service: "web-1", action: "resume", tasks: []string{"qmresume"}, vmStatus: "running", powerState: "running", serviceStatus: "active",
+			setup: func(s *system) { vm := s.vm("web-1"); vm.Paused = true; s.sim.AddVM(vm) }},
+		{service: "web-1", action: "restart", tasks: []string{"qmshutdown", "qmstop", "qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active",
+			setup: func(s *system) { vm := s.vm("web-1"); vm.IgnoresShutdown = true; s.sim.AddVM(vm) }},
+	}
+	for _, tt := range tests {
+		name := tt.action + " " + tt.service
+		if tt.setup != nil {
+			name += " (special)"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{})
+			if tt.setup != nil {
+				tt.setup(s)
+			}
+			id := s.action(tt.service, tt.action)
+			job := s.waitJob(id, 20*time.Second)
+			if job["status"] != "succeeded" {
+				t.Fatalf("job ended %s: %v", job["status"], job["error"])
+			}
+			if got := s.statuses(id); got != "queued → running → succeeded" {
+				t.Errorf("job went %s", got)
+			}
+			if r, _ := job["result"].(map[string]any); r["powerState"] != tt.powerState {
+				t.Errorf("result %v, want powerState %s", job["result"], tt.powerState)
+			}
+			for _, typ := range tt.tasks {
+				if n := s.sim.CountTasks(typ, 0); n != 1 {
+					t.Errorf("%s ran %d times, want once", typ, n)
+				}
+			}
+			if vm := s.vm(tt.service); vm.Status != tt.vmStatus || vm.Paused != tt.paused {
+				t.Errorf("VM is %s (paused %v), want %s (paused %v)", vm.Status, vm.Paused, tt.vmStatus, tt.paused)
+			}
+			_, body := s.do("GET", "/api/services/"+s.services[tt.service].ID.String(), "")
+			svc := body["service"].(map[string]any)
+			if svc["powerState"] != tt.powerState || svc["status"] != tt.serviceStatus {
+				t.Errorf("service is %v/%v, want %s/%s", svc["status"], svc["powerState"], tt.serviceStatus, tt.powerState)
+			}
+		})
+	}
+}
+
+func TestProviderOutageIsRetriedWithoutRepeatingTheAction(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	s.sim.Inject(sim.Fault{Op: "start", Times: 2, Status: 500, Message: "proxy loop detected"})
+	id := s.action("db-1", "start")
+	job := s.waitJob(id, 20*time.Second)
+	if job["status"] != "succeeded" || job["attempts"] != 3.0 {
+		t.Fatalf("job %s after %v attempts, want succeeded after 3: %v", job["status"], job["attempts"], job["error"])
+	}
+	if calls, tasks := s.sim.CountCalls("start", 101), s.sim.CountTasks("qmstart", 101); calls != 3 || tasks != 1 {
+		t.Errorf("start calls %d, tasks %d; want 3 calls and one task", calls, tasks)
+	}
+	if got := s.statuses(id); got != "queued → running → retrying → running → retrying → running → succeeded" {
+		t.Errorf("job went %s", got)
+	}
+}
+
+func TestLostAnswerDoesNotRepeatTheAction(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	// The stop happens but its answer never arrives; the retry must find
+	// the task instead of stopping again.
+	s.sim.Inject(sim.Fault{Op: "stop", Times: 1, Drop: true})
+	id := s.action("web-1", "stop")
+	job := s.waitJob(id, 20*time.Second)
+	if job["status"] != "succeeded" || job["attempts"] != 2.0 {
+		t.Fatalf("job %s after %v attempts, want succeeded after 2: %v", job["status"], job["attempts"], job["error"])
+	}
+	if n := s.sim.CountTasks("qmstop", 100); n != 1 {
+		t.Errorf("qmstop ran %d times, want once", n)
+	}
+}
+
+func TestProviderRefusalFailsTheJobAtOnce(t *testing.T) {
+	tests := []struct {
+		name    string
+		fault   sim.Fault
+		wantErr string
+	}{
+		{"400 from the API", sim.Fault{Op: "start", Status: 400, Message: "Parameter verification failed."},
+			"Parameter verification failed."},
+		{"task ends in error", sim.Fault{Op: "start", TaskError: "start failed: QEMU exited with code 1"},
+			"start failed: QEMU exited with code 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{})
+			s.sim.Inject(tt.fault)
+			id := s.action("db-1", "start")
+			job := s.waitJob(id, 20*time.Second)
+			if job["status"] != "failed" || job["attempts"] != 1.0 {
+				t.Fatalf("job %s after %v attempts, want failed after 1", job["status"], job["attempts"])
+			}
+			if msg, _ := job["error"].(string); !strings.Contains(msg, tt.wantErr) {
+				t.Errorf("error %q, want it to say %q", msg, tt.wantErr)
+			}
+			if n := s.sim.CountCalls("start", 101); n != 1 {
+				t.Errorf("start was called %d times, want once", n)
+			}
+		})
+	}
+}
+
+func TestCancelRunningJobStopsAtTheStep(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: time.Second})
+	vm := s.vm("web-1")
+	vm.IgnoresShutdown = true // the shutdown task runs for ten task durations
+	s.sim.AddVM(vm)
+	id := s.action("web-1", "restart")
+	jobtest.Eventually(t, 10*time.Second, "the shutdown task to start", func() bool {
+		return s.sim.CountTasks("qmshutdown", 100) == 1
+	})
+	status, body := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+	if status != http.StatusAccepted && status != http.StatusOK {
+		t.Fatalf("cancel: status %d: %v", status, body)
+	}
+	job := s.waitJob(id, 10*time.Second)
+	if job["status"] != "cancelled" || job["step"] != "shutdown" || !strings.Contains(fmt.Sprint(job["error"]), "shutdown") {
+		t.Fatalf("job %s at step %v (%v), want cancelled at shutdown", job["status"], job["step"], job["error"])
+	}
+	if n := s.sim.CountTasks("qmstart", 100); n != 0 {
+		t.Errorf("the cancelled restart started the VM %d times", n)
+	}
+}
+
+// TestCrashedWorkerResumesWithoutRepeatingTheAction kills a worker process
+// with SIGKILL in the middle of a restart's shutdown and lets another
+// worker take the job over once asynq finds its lease expired (about a
+// minute: the 30 s lease plus asynq's 30 s allowance for clock skew).
+func TestCrashedWorkerResumesWithoutRepeatingTheAction(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{noWorker: true, taskDuration: 2 * time.Second})
+	var out bytes.Buffer
+	child := exec.Command(os.Args[0], "worker")
+	child.Env = append(os.Environ(), "PROVISIOND_RUN_MAIN=1")
+	for k, v := range s.env {
+		child.Env = append(child.Env, k+"="+v)
+	}
+	child.Stdout, child.Stderr = &out, &out
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		child.Process.Kill()
+		child.Wait()
+		if t.Failed() {
+			t.Logf("first worker's output:\n%s", out.String())
+		}
+	})
+	id := s.action("web-1", "restart")
+	jobtest.Eventually(t, 20*time.Second, "the shutdown task to start", func() bool {
+		return s.sim.CountTasks("qmshutdown", 100) == 1
+	})
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+	killed := time.Now()
+	if job := s.job(id); job["status"] != "running" || job["step"] != "shutdown" {
+		t.Fatalf("after the crash the job is %v at %v, want running at shutdown", job["status"], job["step"])
+	}
+	time.Sleep(time.Until(killed.Add(61 * time.Second)))
+	s.startWorker()
+	job := s.waitJob(id, 30*time.Second)
+	if job["status"] != "succeeded" || job["attempts"] != 2.0 {
+		t.Fatalf("job %s after %v attempts, want succeeded after 2: %v", job["status"], job["attempts"], job["error"])
+	}
+	for _, typ := range []string{"qmshutdown", "qmstart"} {
+		if n := s.sim.CountTasks(typ, 100); n != 1 {
+			t.Errorf("%s ran %d times, want once", typ, n)
+		}
+	}
+	if vm := s.vm("web-1"); vm.Status != "running" {
+		t.Errorf("VM is %s, want running", vm.Status)
+	}
+}
