@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -292,13 +293,13 @@ func TestPowerActionsGoFromAPIToTheVM(t *testing.T) {
 func TestProviderOutageIsRetriedWithoutRepeatingTheAction(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, systemOpts{})
-	s.sim.Inject(sim.Fault{Op: "start", Times: 2, Status: 500, Message: "proxy loop detected"})
+	s.sim.Inject(simkit.Fault{Op: "start", Times: 2, Status: 500, Message: "proxy loop detected"})
 	id := s.action("db-1", "start")
 	job := s.waitJob(id, 20*time.Second)
 	if job["status"] != "succeeded" || job["attempts"] != 3.0 {
 		t.Fatalf("job %s after %v attempts, want succeeded after 3: %v", job["status"], job["attempts"], job["error"])
 	}
-	if calls, tasks := s.sim.CountCalls("start", 101), s.sim.CountTasks("qmstart", 101); calls != 3 || tasks != 1 {
+	if calls, tasks := s.sim.CountCalls("start", "101"), s.sim.CountTasks("qmstart", 101); calls != 3 || tasks != 1 {
 		t.Errorf("start calls %d, tasks %d; want 3 calls and one task", calls, tasks)
 	}
 	if got := s.statuses(id); got != "queued → running → retrying → running → retrying → running → succeeded" {
@@ -311,7 +312,7 @@ func TestLostAnswerDoesNotRepeatTheAction(t *testing.T) {
 	s := newSystem(t, systemOpts{})
 	// The stop happens but its answer never arrives; the retry must find
 	// the task instead of stopping again.
-	s.sim.Inject(sim.Fault{Op: "stop", Times: 1, Drop: true})
+	s.sim.Inject(simkit.Fault{Op: "stop", Times: 1, Drop: true})
 	id := s.action("web-1", "stop")
 	job := s.waitJob(id, 20*time.Second)
 	if job["status"] != "succeeded" || job["attempts"] != 2.0 {
@@ -325,12 +326,12 @@ func TestLostAnswerDoesNotRepeatTheAction(t *testing.T) {
 func TestProviderRefusalFailsTheJobAtOnce(t *testing.T) {
 	tests := []struct {
 		name    string
-		fault   sim.Fault
+		fault   simkit.Fault
 		wantErr string
 	}{
-		{"400 from the API", sim.Fault{Op: "start", Status: 400, Message: "Parameter verification failed."},
+		{"400 from the API", simkit.Fault{Op: "start", Status: 400, Message: "Parameter verification failed."},
 			"Parameter verification failed."},
-		{"task ends in error", sim.Fault{Op: "start", TaskError: "start failed: QEMU exited with code 1"},
+		{"task ends in error", simkit.Fault{Op: "start", TaskError: "start failed: QEMU exited with code 1"},
 			"start failed: QEMU exited with code 1"},
 	}
 	for _, tt := range tests {
@@ -346,7 +347,7 @@ func TestProviderRefusalFailsTheJobAtOnce(t *testing.T) {
 			if msg, _ := job["error"].(string); !strings.Contains(msg, tt.wantErr) {
 				t.Errorf("error %q, want it to say %q", msg, tt.wantErr)
 			}
-			if n := s.sim.CountCalls("start", 101); n != 1 {
+			if n := s.sim.CountCalls("start", "101"); n != 1 {
 				t.Errorf("start was called %d times, want once", n)
 			}
 		})
@@ -377,53 +378,81 @@ func TestCancelRunningJobStopsAtTheStep(t *testing.T) {
 }
 
 // TestCrashedWorkerResumesWithoutRepeatingTheAction kills a worker process
-// with SIGKILL in the middle of a restart's shutdown and lets another
-// worker take the job over once asynq finds its lease expired (about a
-// minute: the 30 s lease plus asynq's 30 s allowance for clock skew).
+// with SIGKILL in the middle of a restart and lets another worker take the
+// job over once asynq finds its lease expired (about a minute: the 30 s
+// lease plus asynq's 30 s allowance for clock skew). The cases run in
+// parallel, so the minute is spent once.
 func TestCrashedWorkerResumesWithoutRepeatingTheAction(t *testing.T) {
-	t.Parallel()
-	s := newSystem(t, systemOpts{noWorker: true, taskDuration: 2 * time.Second})
-	var out bytes.Buffer
-	child := exec.Command(os.Args[0], "worker")
-	child.Env = append(os.Environ(), "PROVISIOND_RUN_MAIN=1")
-	for k, v := range s.env {
-		child.Env = append(child.Env, k+"="+v)
+	tests := []struct {
+		name  string
+		fault simkit.Fault
+		// killWhen is true once the worker should die.
+		killWhen func(*sim.Server) bool
+		step     string // where the job stands after the crash
+	}{
+		{
+			name:     "while the shutdown task runs",
+			killWhen: func(p *sim.Server) bool { return p.CountTasks("qmshutdown", 100) == 1 },
+			step:     "shutdown",
+		},
+		{
+			name:     "between shutdown and start",
+			fault:    simkit.Fault{Op: "start", Target: "100", Times: 1, Hang: true},
+			killWhen: func(p *sim.Server) bool { return p.CountCalls("start", "100") == 1 },
+			step:     "start",
+		},
 	}
-	child.Stdout, child.Stderr = &out, &out
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		child.Process.Kill()
-		child.Wait()
-		if t.Failed() {
-			t.Logf("first worker's output:\n%s", out.String())
-		}
-	})
-	id := s.action("web-1", "restart")
-	jobtest.Eventually(t, 20*time.Second, "the shutdown task to start", func() bool {
-		return s.sim.CountTasks("qmshutdown", 100) == 1
-	})
-	if err := child.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	child.Wait()
-	killed := time.Now()
-	if job := s.job(id); job["status"] != "running" || job["step"] != "shutdown" {
-		t.Fatalf("after the crash the job is %v at %v, want running at shutdown", job["status"], job["step"])
-	}
-	time.Sleep(time.Until(killed.Add(61 * time.Second)))
-	s.startWorker()
-	job := s.waitJob(id, 30*time.Second)
-	if job["status"] != "succeeded" || job["attempts"] != 2.0 {
-		t.Fatalf("job %s after %v attempts, want succeeded after 2: %v", job["status"], job["attempts"], job["error"])
-	}
-	for _, typ := range []string{"qmshutdown", "qmstart"} {
-		if n := s.sim.CountTasks(typ, 100); n != 1 {
-			t.Errorf("%s ran %d times, want once", typ, n)
-		}
-	}
-	if vm := s.vm("web-1"); vm.Status != "running" {
-		t.Errorf("VM is %s, want running", vm.Status)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{noWorker: true, taskDuration: 2 * time.Second})
+			if tt.fault.Op != "" {
+				s.sim.Inject(tt.fault)
+			}
+			var out bytes.Buffer
+			child := exec.Command(os.Args[0], "worker")
+			child.Env = append(os.Environ(), "PROVISIOND_RUN_MAIN=1")
+			for k, v := range s.env {
+				child.Env = append(child.Env, k+"="+v)
+			}
+			child.Stdout, child.Stderr = &out, &out
+			if err := child.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				child.Process.Kill()
+				child.Wait()
+				if t.Failed() {
+					t.Logf("first worker's output:\n%s", out.String())
+				}
+			})
+			id := s.action("web-1", "restart")
+			jobtest.Eventually(t, 20*time.Second, "the moment to kill the worker", func() bool { return tt.killWhen(s.sim) })
+			if err := child.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			child.Wait()
+			killed := time.Now()
+			if job := s.job(id); job["status"] != "running" || job["step"] != tt.step {
+				t.Fatalf("after the crash the job is %v at %v, want running at %s", job["status"], job["step"], tt.step)
+			}
+			time.Sleep(time.Until(killed.Add(61 * time.Second)))
+			s.startWorker()
+			job := s.waitJob(id, 30*time.Second)
+			if job["status"] != "succeeded" || job["attempts"] != 2.0 {
+				t.Fatalf("job %s after %v attempts, want succeeded after 2: %v", job["status"], job["attempts"], job["error"])
+			}
+			if n := s.sim.CountCalls("shutdown", "100"); n != 1 {
+				t.Errorf("shutdown was asked for %d times, want once", n)
+			}
+			for _, typ := range []string{"qmshutdown", "qmstart"} {
+				if n := s.sim.CountTasks(typ, 100); n != 1 {
+					t.Errorf("%s ran %d times, want once", typ, n)
+				}
+			}
+			if vm := s.vm("web-1"); vm.Status != "running" {
+				t.Errorf("VM is %s, want running", vm.Status)
+			}
+		})
 	}
 }

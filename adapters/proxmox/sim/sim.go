@@ -5,20 +5,20 @@
 // read the log of calls that arrived.
 //
 // Control endpoints under /_sim/ (no token) expose the same controls over
-// HTTP for `provisiond dev` and staging: GET/DELETE /_sim/calls, GET/POST
-// /_sim/vms, POST/DELETE /_sim/faults and POST /_sim/random.
+// HTTP for `provisiond dev` and staging: simkit's calls and faults, and
+// GET/POST /_sim/vms.
 package sim
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hostfleet/provisiond/adapters/simkit"
 )
 
 // Config configures a Server.
@@ -36,20 +36,17 @@ type Config struct {
 }
 
 // Server is a simulated Proxmox VE cluster. Its methods are safe for
-// concurrent use.
+// concurrent use. Faults and the call log are the embedded Kit's; a call's
+// Target is its VMID.
 type Server struct {
-	cfg  Config
-	mux  *http.ServeMux
-	done chan struct{}
+	*simkit.Kit
+	cfg Config
+	mux *http.ServeMux
 
 	mu     sync.Mutex
 	closed bool
 	vms    map[vmKey]*vmState
 	tasks  []*task
-	calls  []Call
-	faults []*Fault
-	random RandomFaults
-	rng    *rand.Rand
 	pid    uint32
 }
 
@@ -67,12 +64,11 @@ func New(cfg Config) *Server {
 		cfg.TaskDuration = 100 * time.Millisecond
 	}
 	s := &Server{
-		cfg:  cfg,
-		mux:  http.NewServeMux(),
-		done: make(chan struct{}),
-		vms:  map[vmKey]*vmState{},
-		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		pid:  0x1000,
+		Kit: simkit.New(cfg.Seed),
+		cfg: cfg,
+		mux: http.NewServeMux(),
+		vms: map[vmKey]*vmState{},
+		pid: 0x1000,
 	}
 	s.routes()
 	return s
@@ -86,7 +82,7 @@ func (s *Server) Close() {
 		return
 	}
 	s.closed = true
-	close(s.done)
+	s.Kit.Close()
 	for _, t := range s.tasks {
 		if t.timer != nil {
 			t.timer.Stop()
@@ -140,11 +136,8 @@ func (s *Server) api(pattern, op string, h handler) {
 	method, path, _ := strings.Cut(pattern, " ")
 	s.mux.HandleFunc(method+" "+prefix+path, func(w http.ResponseWriter, r *http.Request) {
 		c := &call{node: r.PathValue("node")}
-		idx := s.logCall(r, op, c.node)
-		status := s.serve(w, r, op, idx, c, h)
-		s.mu.Lock()
-		s.calls[idx].Status = status
-		s.mu.Unlock()
+		idx := s.Begin(r, op, "")
+		s.Finish(idx, s.serve(w, r, op, idx, c, h))
 	})
 }
 
@@ -158,27 +151,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string, idx in
 			return writeError(w, paramError("vmid", fmt.Sprintf("type check ('integer') failed - got '%s'", v)))
 		}
 		c.vmid = id
-		s.mu.Lock()
-		s.calls[idx].VMID = id
-		s.mu.Unlock()
+		s.SetTarget(idx, v)
 	}
-	f := s.fault(op, c.vmid)
-	if f.Latency > 0 {
-		select {
-		case <-time.After(f.Latency):
-		case <-r.Context().Done():
-			return 0
-		case <-s.done:
-		}
-	}
-	switch {
-	case f.Hang:
-		select {
-		case <-r.Context().Done():
-		case <-s.done:
-		}
+	f := s.Next(op, r.PathValue("vmid"))
+	if !s.Wait(r.Context(), f) {
 		return 0
-	case f.Status >= 400:
+	}
+	if f.Status >= 400 {
 		msg := f.Message
 		if msg == "" {
 			msg = http.StatusText(f.Status)
@@ -196,7 +175,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op string, idx in
 	}
 	if f.Drop {
 		// The request was carried out; the client never learns of it.
-		dropMidResponse(w, body)
+		simkit.DropMidResponse(w, http.Header{"Content-Type": {"application/json;charset=UTF-8"}}, body)
 		return http.StatusOK
 	}
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
@@ -249,53 +228,10 @@ func writeError(w http.ResponseWriter, err error) int {
 		body["errors"] = e.Params
 	}
 	b, _ := json.Marshal(body)
-	hdr := http.Header{}
-	hdr.Set("Content-Type", "application/json;charset=UTF-8")
-	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	hdr := http.Header{"Content-Type": {"application/json;charset=UTF-8"}}
 	if e.RetryAfter > 0 {
-		hdr.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+		hdr.Set("Retry-After", simkit.RetryAfterSeconds(e.RetryAfter))
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		for k, v := range hdr {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(e.Status)
-		w.Write(b)
-		return e.Status
-	}
-	conn, buf, herr := hj.Hijack()
-	if herr != nil {
-		return e.Status
-	}
-	defer conn.Close()
-	hdr.Set("Connection", "close")
-	writeRaw(buf.Writer, e.Status, strings.ReplaceAll(e.Reason, "\n", " "), hdr, b)
+	simkit.WriteStatusLine(w, e.Status, strings.ReplaceAll(e.Reason, "\n", " "), hdr, b)
 	return e.Status
-}
-
-// dropMidResponse sends the headers and half the body, then closes the
-// connection.
-func dropMidResponse(w http.ResponseWriter, body []byte) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, buf, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	hdr := http.Header{}
-	hdr.Set("Content-Type", "application/json;charset=UTF-8")
-	hdr.Set("Content-Length", strconv.Itoa(len(body)))
-	writeRaw(buf.Writer, http.StatusOK, "OK", hdr, body[:len(body)/2])
-}
-
-func writeRaw(bw *bufio.Writer, status int, reason string, hdr http.Header, body []byte) {
-	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", status, reason)
-	hdr.Write(bw)
-	bw.WriteString("\r\n")
-	bw.Write(body)
-	bw.Flush()
 }

@@ -14,6 +14,7 @@ import (
 	pve "github.com/luthermonson/go-proxmox"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/adapters/simkit"
 )
 
 const (
@@ -172,7 +173,7 @@ func TestBadTokenIsUnauthorized(t *testing.T) {
 
 func TestScriptedStatusFaultHitsTheNextCallsOnly(t *testing.T) {
 	s, c, _ := newSim(t)
-	s.Inject(sim.Fault{Op: "start", VMID: 101, Times: 2, Status: 500, Message: "got timeout"})
+	s.Inject(simkit.Fault{Op: "start", Target: "101", Times: 2, Status: 500, Message: "got timeout"})
 	ctx := context.Background()
 	var upid pve.UPID
 	for i := range 2 {
@@ -184,14 +185,14 @@ func TestScriptedStatusFaultHitsTheNextCallsOnly(t *testing.T) {
 	if err := c.Post(ctx, "/nodes/pve1/qemu/101/status/start", nil, &upid); err != nil {
 		t.Fatalf("third call: %v", err)
 	}
-	if got, want := [2]int{s.CountCalls("start", 101), s.CountTasks("qmstart", 101)}, [2]int{3, 1}; got != want {
+	if got, want := [2]int{s.CountCalls("start", "101"), s.CountTasks("qmstart", 101)}, [2]int{3, 1}; got != want {
 		t.Errorf("calls, tasks = %v, want %v", got, want)
 	}
 }
 
 func TestTaskErrorFaultEndsTheTaskWithoutItsEffect(t *testing.T) {
 	s, c, _ := newSim(t)
-	s.Inject(sim.Fault{Op: "start", Times: 1, TaskError: "start failed: QEMU exited with code 1"})
+	s.Inject(simkit.Fault{Op: "start", Times: 1, TaskError: "start failed: QEMU exited with code 1"})
 	var upid pve.UPID
 	if err := c.Post(context.Background(), "/nodes/pve1/qemu/101/status/start", nil, &upid); err != nil {
 		t.Fatal(err)
@@ -207,7 +208,7 @@ func TestTaskErrorFaultEndsTheTaskWithoutItsEffect(t *testing.T) {
 
 func TestDropCarriesTheCallOutButLosesTheAnswer(t *testing.T) {
 	s, c, _ := newSim(t)
-	s.Inject(sim.Fault{Op: "stop", Times: 1, Drop: true})
+	s.Inject(simkit.Fault{Op: "stop", Times: 1, Drop: true})
 	var upid pve.UPID
 	if err := c.Post(context.Background(), "/nodes/pve1/qemu/100/status/stop", nil, &upid); err == nil {
 		t.Fatal("the dropped call succeeded")
@@ -223,7 +224,7 @@ func TestDropCarriesTheCallOutButLosesTheAnswer(t *testing.T) {
 
 func TestHangLastsUntilTheClientGivesUp(t *testing.T) {
 	s, c, _ := newSim(t)
-	s.Inject(sim.Fault{Op: "version", Hang: true})
+	s.Inject(simkit.Fault{Op: "version", Hang: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if _, err := c.Version(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -233,7 +234,7 @@ func TestHangLastsUntilTheClientGivesUp(t *testing.T) {
 
 func TestRetryAfterHeaderIsSent(t *testing.T) {
 	s, _, url := newSim(t)
-	s.Inject(sim.Fault{Op: "nodes", Status: 429, RetryAfter: 3 * time.Second})
+	s.Inject(simkit.Fault{Op: "nodes", Status: 429, RetryAfter: 3 * time.Second})
 	req, _ := http.NewRequest("GET", url+"/api2/json/nodes", nil)
 	req.Header.Set("Authorization", "PVEAPIToken="+tokenID+"="+tokenSecret)
 	res, err := http.DefaultClient.Do(req)
@@ -249,7 +250,7 @@ func TestRetryAfterHeaderIsSent(t *testing.T) {
 func TestRandomFaultsRepeatWithTheSameSeed(t *testing.T) {
 	outcomes := func() string {
 		s, _, url := newSim(t)
-		s.SetRandomFaults(sim.RandomFaults{Rate: 0.3})
+		s.SetRandomFaults(simkit.RandomFaults{Rate: 0.3})
 		var b strings.Builder
 		for range 40 {
 			// go-proxmox takes a 503 for success, so the status line is read.
