@@ -6,9 +6,11 @@ package simkit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -179,8 +181,22 @@ func (k *Kit) Wait(ctx context.Context, f Fault) bool {
 	return true
 }
 
-// Begin logs a call as it arrives and returns its index for Finish.
+// maxBody bounds the request body Begin buffers.
+const maxBody = 8 << 20
+
+// Begin logs a call as it arrives and returns its index for Finish. It
+// reads the request body into memory first: net/http only notices a client
+// that hung up once the body has been read, and a hung or delayed call must
+// end when its client gives up.
 func (k *Kit) Begin(r *http.Request, op, target string) int {
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if err != nil {
+			r.Body = io.NopCloser(errReader{err})
+		}
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.calls = append(k.calls, Call{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Op: op, Target: target})
@@ -195,6 +211,11 @@ func (k *Kit) SetTarget(idx int, target string) {
 		k.calls[idx].Target = target
 	}
 }
+
+// errReader hands a failed body read on to the handler.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // Finish records the status a logged call was answered with.
 func (k *Kit) Finish(idx, status int) {

@@ -116,8 +116,8 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 			cancel()
 			wg.Wait()
 			apiSrv.Close()
+			pve.Close() // first: it releases hung calls
 			simSrv.Close()
-			pve.Close()
 			a.close()
 		})
 	}
