@@ -131,14 +131,8 @@ func (s State) PowerState() string {
 
 // State reads the VM's current status.
 func (c *Client) State(ctx context.Context, ref VMRef) (State, error) {
-	var vm pve.VirtualMachine
-	err := c.call(ctx, "status.current", func(ctx context.Context) error {
-		return c.api.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/current", url.PathEscape(ref.Node), ref.VMID), &vm)
-	})
-	if err != nil {
-		return State{}, err
-	}
-	return State{Status: vm.Status, QMPStatus: vm.QMPStatus, Lock: vm.Lock, Uptime: vm.Uptime}, nil
+	u, err := c.Usage(ctx, ref)
+	return u.State, err
 }
 
 // PowerOp is a power operation Proxmox runs as a task.
@@ -286,6 +280,9 @@ func classify(op string, err error) error {
 			fe.Message = paramMessage(he)
 		}
 		fe.Class = statusClass(he.Status, he.Reason)
+		if missing(he.Reason) {
+			fe.Err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
 	case errors.Is(err, pve.ErrNotAuthorized):
 		fe.Class, fe.Status, fe.Message = failure.Permanent, http.StatusUnauthorized, "Proxmox rejected the API token"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne):
@@ -304,7 +301,7 @@ func statusClass(status int, reason string) failure.Class {
 	case status == http.StatusInternalServerError:
 		// PVE answers 500 for its own refusals too; those that name a missing
 		// object will not go away by themselves.
-		if strings.Contains(reason, "does not exist") || strings.Contains(reason, "no such") {
+		if missing(reason) {
 			return failure.Permanent
 		}
 		return failure.Transient
@@ -313,6 +310,11 @@ func statusClass(status int, reason string) failure.Class {
 	default:
 		return failure.Permanent
 	}
+}
+
+// missing reports whether a PVE refusal says the object does not exist.
+func missing(reason string) bool {
+	return strings.Contains(reason, "does not exist") || strings.Contains(reason, "no such")
 }
 
 func paramMessage(he *httpError) string {
