@@ -67,7 +67,7 @@ func (w *PowerWorker) proxmox(ctx context.Context, job *Job[PowerArgs]) error {
 	if err != nil {
 		return err
 	}
-	vm := &pvePower{c: w.Proxmox, ref: ref, run: job.Run, log: job.Log, shutdownTimeout: w.ShutdownTimeout}
+	vm := &pvePower{c: w.Proxmox, tasks: &pveTasks{c: w.Proxmox, run: job.Run, log: job.Log}, ref: ref, run: job.Run, log: job.Log, shutdownTimeout: w.ShutdownTimeout}
 	var steps []Step
 	switch job.Args.Action {
 	case "start":
@@ -133,113 +133,59 @@ func permanent(op, msg string) error {
 // pvePower drives one VM to a power state through resumable steps.
 type pvePower struct {
 	c               *proxmox.Client
+	tasks           *pveTasks
 	ref             proxmox.VMRef
 	run             *Run
 	log             *slog.Logger
 	shutdownTimeout time.Duration
 }
 
-// clockSlack widens the search for a task an earlier attempt may have
-// started, for clock skew between us and the Proxmox node.
-const clockSlack = 2 * time.Minute
-
-// intent is remembered just before a power call, so that an attempt which
-// stopped between the call and recording its UPID can find the task.
-type intent struct {
-	At time.Time       `json:"at"`
-	Op proxmox.PowerOp `json:"op"`
-}
-
 // ensure returns a step that brings the VM to the state op leads to: it does
 // nothing when the VM is there already, waits on a task an earlier attempt
 // started, and otherwise starts the task and waits for it.
 func (p *pvePower) ensure(op proxmox.PowerOp) func(context.Context) error {
-	upidKey := string(op) + ".upid"
 	return func(ctx context.Context) error {
-		var upid string
-		ok, err := p.run.Recall(upidKey, &upid)
-		if err != nil {
+		err := p.tasks.do(ctx, pveOp{Key: string(op), VM: p.ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+			return p.plan(ctx, op)
+		}})
+		if err == nil || !errors.Is(err, proxmox.ErrTaskFailed) {
 			return err
 		}
-		if !ok {
-			if upid, err = p.begin(ctx, op); err != nil || upid == "" {
-				return err
-			}
-		}
-		werr := p.c.WaitTask(ctx, upid)
-		if werr == nil {
-			return nil
-		}
-		if !errors.Is(werr, proxmox.ErrTaskFailed) {
-			return werr // keep the UPID: the next attempt waits on the same task
-		}
-		// The task ended badly: the next attempt must look afresh.
-		if err := p.run.Forget(ctx, upidKey); err != nil {
-			return err
-		}
-		if err := p.run.Forget(ctx, string(op)+".intent"); err != nil {
-			return err
-		}
-		if st, err := p.c.State(ctx, p.ref); err == nil && reached(op, st) {
+		if st, serr := p.c.State(ctx, p.ref); serr == nil && reached(op, st) {
 			return nil // e.g. "already running": someone else got it there
 		}
-		return werr
+		return err
 	}
 }
 
-// begin starts the task for op unless nothing needs doing, in which case it
-// returns "".
-func (p *pvePower) begin(ctx context.Context, op proxmox.PowerOp) (string, error) {
-	upidKey, intentKey := string(op)+".upid", string(op)+".intent"
-	var in intent
-	hadIntent, err := p.run.Recall(intentKey, &in)
-	if err != nil {
-		return "", err
-	}
-	if hadIntent {
-		upid, found, err := p.c.FindTask(ctx, p.ref, in.Op.TaskType(), in.At.Add(-clockSlack))
-		if err != nil {
-			return "", err
-		}
-		if found {
-			p.log.Info("found the task an earlier attempt started", "upid", upid)
-			return upid, p.run.Remember(ctx, upidKey, upid)
-		}
-	}
+// plan decides what op needs given the VM's state.
+func (p *pvePower) plan(ctx context.Context, op proxmox.PowerOp) (string, func(context.Context) (string, error), error) {
 	st, err := p.c.State(ctx, p.ref)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if reached(op, st) {
 		p.log.Info("VM is in the wanted state already", "op", op, "state", st.PowerState())
-		return "", nil
+		return "", nil, nil
 	}
 	if st.Lock != "" {
-		return "", &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: string(op),
+		return "", nil, &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: string(op),
 			Message: fmt.Sprintf("VM is locked (%s)", st.Lock)}
 	}
 	eff := effective(op, st)
 	if eff == "" {
-		return "", nil
+		return "", nil, nil
 	}
-	if upid, found, err := p.c.FindTask(ctx, p.ref, eff.TaskType(), time.Time{}); err != nil {
-		return "", err
-	} else if found {
-		p.log.Info("waiting on a task already running on the VM", "upid", upid)
-		return upid, p.run.Remember(ctx, upidKey, upid)
-	}
-	if err := p.run.Remember(ctx, intentKey, intent{At: time.Now(), Op: eff}); err != nil {
-		return "", err
-	}
-	upid, err := p.c.Power(ctx, p.ref, eff, proxmox.PowerOptions{ShutdownTimeout: p.shutdownTimeout})
-	if err != nil {
-		if st, serr := p.c.State(ctx, p.ref); serr == nil && reached(op, st) {
-			return "", nil
+	return eff.TaskType(), func(ctx context.Context) (string, error) {
+		upid, err := p.c.Power(ctx, p.ref, eff, proxmox.PowerOptions{ShutdownTimeout: p.shutdownTimeout})
+		if err != nil {
+			if st, serr := p.c.State(ctx, p.ref); serr == nil && reached(op, st) {
+				return "", nil
+			}
+			return "", err
 		}
-		return "", err
-	}
-	p.log.Info("proxmox task started", "op", eff, "upid", upid)
-	return upid, p.run.Remember(ctx, upidKey, upid)
+		return upid, nil
+	}, nil
 }
 
 // shutdown asks the guest to shut down and powers it off hard when it does

@@ -17,8 +17,9 @@ import (
 type Checkpoint struct {
 	// Done lists the finished steps in order.
 	Done []string `json:"done,omitempty"`
-	// Data holds what steps remembered (a provider task id, a new VM id) by
-	// "step/key", for a later attempt of the same step or for later steps.
+	// Data holds what steps remembered (a provider task id) by "step/key",
+	// for a later attempt of the same step, and what the job Set for later
+	// steps (a new VM's id) by "/key".
 	Data map[string]json.RawMessage `json:"data,omitempty"`
 }
 
@@ -97,6 +98,28 @@ func (r *Run) Step() string { return r.step }
 // so that a later attempt of the step can Recall it: typically the id of a
 // provider task the step just started.
 func (r *Run) Remember(ctx context.Context, key string, v any) error {
+	return r.put(ctx, r.step+"/"+key, v)
+}
+
+// Recall loads into v what the current step remembered under key and reports
+// whether there was anything.
+func (r *Run) Recall(key string, v any) (bool, error) {
+	return r.get(r.step+"/"+key, v)
+}
+
+// Set stores v under key for the whole job and saves it at once: what later
+// steps need from an earlier one, such as the VMID a provision chose.
+func (r *Run) Set(ctx context.Context, key string, v any) error {
+	return r.put(ctx, "/"+key, v)
+}
+
+// Get loads into v what the job Set under key and reports whether there
+// was anything.
+func (r *Run) Get(key string, v any) (bool, error) {
+	return r.get("/"+key, v)
+}
+
+func (r *Run) put(ctx context.Context, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("remember %s: %w", key, err)
@@ -104,14 +127,12 @@ func (r *Run) Remember(ctx context.Context, key string, v any) error {
 	if r.cp.Data == nil {
 		r.cp.Data = map[string]json.RawMessage{}
 	}
-	r.cp.Data[r.step+"/"+key] = b
+	r.cp.Data[key] = b
 	return r.save(ctx)
 }
 
-// Recall loads into v what the current step remembered under key and reports
-// whether there was anything.
-func (r *Run) Recall(key string, v any) (bool, error) {
-	b, ok := r.cp.Data[r.step+"/"+key]
+func (r *Run) get(key string, v any) (bool, error) {
+	b, ok := r.cp.Data[key]
 	if !ok {
 		return false, nil
 	}

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -118,6 +119,31 @@ func TestRememberedValuesReachTheNextAttempt(t *testing.T) {
 	}})
 	if err != nil || got != "UPID:x" {
 		t.Fatalf("second attempt recalled %q (%v), want UPID:x", got, err)
+	}
+}
+
+func TestJobValuesReachLaterStepsAndAttempts(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	job := f.insert(t)
+	first := f.attempt(t, job.ID)
+	err := first.Steps(ctx, Step{"place", func(ctx context.Context) error { return first.Set(ctx, "vmid", 123) }},
+		Step{"clone", func(context.Context) error { return errors.New("interrupted") }})
+	if err == nil {
+		t.Fatal("the interrupted attempt succeeded")
+	}
+	second := f.attempt(t, job.ID)
+	var got int
+	err = second.Steps(ctx, Step{"place", func(context.Context) error { t.Error("finished step ran again"); return nil }},
+		Step{"clone", func(context.Context) error {
+			ok, err := second.Get("vmid", &got)
+			if !ok || err != nil {
+				return fmt.Errorf("Get = %v, %v", ok, err)
+			}
+			return nil
+		}})
+	if err != nil || got != 123 {
+		t.Fatalf("second attempt got %d (%v), want 123", got, err)
 	}
 }
 

@@ -197,9 +197,15 @@ func (k *Kit) Begin(r *http.Request, op, target string) int {
 			r.Body = io.NopCloser(errReader{err})
 		}
 	}
+	return k.Record(r.Method, r.URL.Path, op, target)
+}
+
+// Record logs a call that did not come over HTTP (a command over SSH) and
+// returns its index for Finish.
+func (k *Kit) Record(method, path, op, target string) int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.calls = append(k.calls, Call{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Op: op, Target: target})
+	k.calls = append(k.calls, Call{Time: time.Now(), Method: method, Path: path, Op: op, Target: target})
 	return len(k.calls) - 1
 }
 
