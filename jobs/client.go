@@ -23,12 +23,15 @@ type Client struct {
 	tasks     *asynq.Client
 	retention time.Duration
 	log       *slog.Logger
+	// Sealer seals Request.Secrets; without one, a job with secrets is
+	// refused.
+	Sealer *Sealer
 }
 
 // NewClient returns a Client. retention is how long asynq keeps a finished
 // task, so that operators can still see it on the dashboard.
 func NewClient(q *queries.Queries, tasks *asynq.Client, retention time.Duration, log *slog.Logger) *Client {
-	return &Client{q: q, tasks: tasks, retention: retention, log: log}
+	return &Client{q: q, tasks: tasks, retention: retention, log: log, Sealer: &Sealer{}}
 }
 
 // Request says who asks for a job and on what.
@@ -43,6 +46,9 @@ type Request struct {
 	// RequestHash fingerprints the request, so that an idempotency key reused
 	// for a different request is refused rather than answered wrongly.
 	RequestHash []byte
+	// Secrets (a root password) are sealed into the job row; the worker
+	// opens them with Job.OpenSecrets. Nil for none.
+	Secrets any
 }
 
 // BusyError is returned when the service already has a mutating job queued
@@ -97,6 +103,11 @@ func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Jo
 	}
 	if req.IdempotencyKey != "" {
 		params.IdempotencyKey = &req.IdempotencyKey
+	}
+	if req.Secrets != nil {
+		if params.SealedSecrets, err = c.Sealer.Seal(params.ID, req.Secrets); err != nil {
+			return queries.Job{}, false, err
+		}
 	}
 	job, err := c.q.InsertJob(ctx, params)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -101,6 +102,20 @@ type Job[T Args] struct {
 	// Log carries the job id, kind, service id and provider on every line.
 	Log *slog.Logger
 	*Run
+	sealer *Sealer
+}
+
+// OpenSecrets decodes the job's sealed secrets into v. It reports false when
+// the job has none: they are dropped once the job ends.
+func (j *Job[T]) OpenSecrets(v any) (bool, error) {
+	if len(j.Row.SealedSecrets) == 0 {
+		return false, nil
+	}
+	if err := j.sealer.Open(j.Row.ID, j.Row.SealedSecrets, v); err != nil {
+		return false, &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: "secrets",
+			Message: "the job's secrets cannot be opened", Err: err}
+	}
+	return true, nil
 }
 
 // Worker carries out one kind of job.

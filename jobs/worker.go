@@ -25,11 +25,13 @@ type Workers struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	mux     *asynq.ServeMux
+	// Sealer opens jobs' sealed secrets.
+	Sealer *Sealer
 }
 
 // NewWorkers returns an empty set of workers.
 func NewWorkers(q *queries.Queries, m *metrics.Metrics, log *slog.Logger) *Workers {
-	return &Workers{q: q, metrics: m, log: log, mux: asynq.NewServeMux()}
+	return &Workers{q: q, metrics: m, log: log, mux: asynq.NewServeMux(), Sealer: &Sealer{}}
 }
 
 // Handler is the asynq handler that serves every added kind.
@@ -47,7 +49,7 @@ func AddWorker[T Args](ws *Workers, w Worker[T]) {
 				return &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: kind,
 					Message: "malformed job arguments", Err: err}
 			}
-			return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run})
+			return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run, sealer: ws.Sealer})
 		})
 	})
 }

@@ -1,7 +1,8 @@
 -- name: InsertJob :one
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
-                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
+                  sealed_secrets)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING *;
 
 -- name: GetJob :one

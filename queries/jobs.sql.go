@@ -370,8 +370,9 @@ func (q *Queries) GetTeamJob(ctx context.Context, arg GetTeamJobParams) (Job, er
 
 const insertJob = `-- name: InsertJob :one
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
-                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
+                  sealed_secrets)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
 `
 
@@ -391,6 +392,7 @@ type InsertJobParams struct {
 	ApiKeyID       uuid.NullUUID
 	RequestedBy    string
 	RunAt          *time.Time
+	SealedSecrets  []byte
 }
 
 func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, error) {
@@ -410,6 +412,7 @@ func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, erro
 		arg.ApiKeyID,
 		arg.RequestedBy,
 		arg.RunAt,
+		arg.SealedSecrets,
 	)
 	var i Job
 	err := row.Scan(

@@ -33,10 +33,15 @@ type app struct {
 	q       *queries.Queries
 	redis   asynq.RedisClientOpt
 	metrics *metrics.Metrics
+	sealer  *jobs.Sealer
 	closers []func()
 }
 
 func newApp(ctx context.Context, cfg Config, log *slog.Logger) (*app, error) {
+	sealer, err := jobs.NewSealer(cfg.SecretsKey)
+	if err != nil {
+		return nil, err
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
@@ -55,7 +60,7 @@ func newApp(ctx context.Context, cfg Config, log *slog.Logger) (*app, error) {
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	a := &app{
-		cfg: cfg, log: log, pool: pool, q: queries.New(pool), metrics: metrics.New(),
+		cfg: cfg, log: log, pool: pool, q: queries.New(pool), metrics: metrics.New(), sealer: sealer,
 		redis: asynq.RedisClientOpt{Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB},
 	}
 	a.closers = append(a.closers, pool.Close)
@@ -72,7 +77,9 @@ func (a *app) close() {
 func (a *app) jobClient() *jobs.Client {
 	c := asynq.NewClient(a.redis)
 	a.closers = append(a.closers, func() { c.Close() })
-	return jobs.NewClient(a.q, c, a.cfg.JobRetention, a.log)
+	jc := jobs.NewClient(a.q, c, a.cfg.JobRetention, a.log)
+	jc.Sealer = a.sealer
+	return jc
 }
 
 func (a *app) inspector() *asynq.Inspector {
@@ -129,6 +136,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	}
 	log := a.log.With("component", "worker")
 	ws := jobs.NewWorkers(a.q, a.metrics, log)
+	ws.Sealer = a.sealer
 	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,

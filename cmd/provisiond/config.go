@@ -28,6 +28,7 @@ type Config struct {
 
 	RateLimit         int      `env:"API_RATE_LIMIT" envDefault:"100"`
 	TrustedProxies    []string `env:"TRUSTED_PROXIES" envSeparator:","`
+	SecretsKey        string   `env:"SECRETS_KEY"`
 	OperatorUser      string   `env:"OPERATOR_USER" envDefault:"operator"`
 	OperatorPassword  string   `env:"OPERATOR_PASSWORD"`
 	DashboardReadOnly bool     `env:"DASHBOARD_READ_ONLY" envDefault:"false"`

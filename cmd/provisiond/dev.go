@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +34,11 @@ func applyDevDefaults(c *Config) {
 	}
 	if c.ProxmoxTokenSecret == "" {
 		c.ProxmoxTokenSecret = "devsecret"
+	}
+	if c.SecretsKey == "" {
+		// Known to everyone, so fit only for demo data.
+		sum := sha256.Sum256([]byte("provisiond dev secrets key"))
+		c.SecretsKey = base64.StdEncoding.EncodeToString(sum[:])
 	}
 	if c.OperatorPassword == "" {
 		c.OperatorPassword = rand.Text()[:16]
