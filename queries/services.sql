@@ -22,3 +22,17 @@ UPDATE services SET power_state = $2, updated_at = now() WHERE id = $1;
 
 -- name: SetServiceStatus :exec
 UPDATE services SET status = $2, updated_at = now() WHERE id = $1;
+
+-- name: SetServiceProvisioned :exec
+UPDATE services
+SET provider_ref = $2, status = 'active', power_state = 'running', updated_at = now()
+WHERE id = $1;
+
+-- name: SetServicePlan :exec
+UPDATE services SET plan = $2, updated_at = now() WHERE id = $1;
+
+-- name: DeletePendingService :exec
+-- A pending service whose provision job could not be recorded.
+DELETE FROM services s
+WHERE s.id = $1 AND s.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id);

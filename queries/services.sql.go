@@ -69,6 +69,18 @@ func (q *Queries) CreateService(ctx context.Context, arg CreateServiceParams) (S
 	return i, err
 }
 
+const deletePendingService = `-- name: DeletePendingService :exec
+DELETE FROM services s
+WHERE s.id = $1 AND s.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id)
+`
+
+// A pending service whose provision job could not be recorded.
+func (q *Queries) DeletePendingService(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, deletePendingService, id)
+	return err
+}
+
 const getService = `-- name: GetService :one
 SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at FROM services WHERE id = $1
 `
@@ -167,6 +179,20 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 	return items, nil
 }
 
+const setServicePlan = `-- name: SetServicePlan :exec
+UPDATE services SET plan = $2, updated_at = now() WHERE id = $1
+`
+
+type SetServicePlanParams struct {
+	ID   uuid.UUID
+	Plan []byte
+}
+
+func (q *Queries) SetServicePlan(ctx context.Context, arg SetServicePlanParams) error {
+	_, err := q.db.Exec(ctx, setServicePlan, arg.ID, arg.Plan)
+	return err
+}
+
 const setServicePowerState = `-- name: SetServicePowerState :exec
 UPDATE services SET power_state = $2, updated_at = now() WHERE id = $1
 `
@@ -178,6 +204,22 @@ type SetServicePowerStateParams struct {
 
 func (q *Queries) SetServicePowerState(ctx context.Context, arg SetServicePowerStateParams) error {
 	_, err := q.db.Exec(ctx, setServicePowerState, arg.ID, arg.PowerState)
+	return err
+}
+
+const setServiceProvisioned = `-- name: SetServiceProvisioned :exec
+UPDATE services
+SET provider_ref = $2, status = 'active', power_state = 'running', updated_at = now()
+WHERE id = $1
+`
+
+type SetServiceProvisionedParams struct {
+	ID          uuid.UUID
+	ProviderRef []byte
+}
+
+func (q *Queries) SetServiceProvisioned(ctx context.Context, arg SetServiceProvisionedParams) error {
+	_, err := q.db.Exec(ctx, setServiceProvisioned, arg.ID, arg.ProviderRef)
 	return err
 }
 

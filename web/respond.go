@@ -2,9 +2,13 @@ package web
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+	"github.com/hostfleet/provisiond/adapters/proxmox"
 )
 
 // envelope is the seeds' response shape: {"success": bool, <entity>: ...}.
@@ -76,4 +80,25 @@ func retryAfterSeconds(secs float64) string {
 		n++
 	}
 	return strconv.Itoa(max(n, 1))
+}
+
+// providerMissing answers a request that needs a provider this process has
+// no configuration for.
+func providerMissing(provider string) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "provider_unavailable",
+		Message: provider + " is not configured on this server"}
+}
+
+// providerError answers a live read from a provider that failed: 404 for
+// an object the provider does not have, 502 with the provider's message
+// otherwise.
+func providerError(err error) error {
+	var fe *failure.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	if errors.Is(err, proxmox.ErrNotFound) {
+		return &apiError{Status: http.StatusNotFound, ErrorKey: "provider_not_found", Message: failure.UserMessage(err)}
+	}
+	return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: failure.UserMessage(err)}
 }

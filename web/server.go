@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
@@ -51,7 +52,10 @@ type Server struct {
 	Metrics   *metrics.Metrics
 	// Dashboard is the asynqmon handler, mounted at /monitoring/queues/.
 	Dashboard http.Handler
-	Log       *slog.Logger
+	// Proxmox answers live reads (templates, status, traffic); nil when
+	// this process has no Proxmox configuration.
+	Proxmox *proxmox.Client
+	Log     *slog.Logger
 }
 
 // Handler returns the routed, instrumented API.
@@ -65,6 +69,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/services", api(s.createService))
 	mux.Handle("GET /api/services/{id}", api(s.getService))
 	mux.Handle("POST /api/services/{id}/action", api(s.serviceAction))
+	mux.Handle("GET /api/services/{id}/templates", api(s.templates))
 	mux.Handle("GET /api/jobs", api(s.listJobs))
 	mux.Handle("GET /api/jobs/{id}", api(s.getJob))
 	mux.Handle("GET /api/jobs/{id}/events", api(s.jobEvents))

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,6 +144,8 @@ type createServiceRequest struct {
 		Node string `json:"node"`
 		VMID int    `json:"vmid"`
 	} `json:"providerRef"`
+	// Without providerRef, a Proxmox service is provisioned from a template.
+	installRequest
 }
 
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$`)
@@ -178,6 +182,8 @@ func (req *createServiceRequest) validate() (*time.Time, []string) {
 		if ref.VMID < 100 || ref.VMID > 999999999 {
 			errs = append(errs, "providerRef.vmid must be from 100 to 999999999")
 		}
+	} else {
+		errs = append(errs, req.installRequest.validate()...)
 	}
 	var end *time.Time
 	if req.BillingPeriodEnd != "" {
@@ -205,21 +211,53 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 		return invalid(errs...)
 	}
 	plan, _ := json.Marshal(req.Plan)
-	ref := []byte("{}")
-	status := "pending" // its provisioning job comes with the provider's issue
-	if req.ProviderRef != nil {
-		ref, _ = json.Marshal(req.ProviderRef)
-		status = "active"
+	if req.ProviderRef == nil {
+		return s.provision(w, r, req, plan, end)
 	}
+	ref, _ := json.Marshal(req.ProviderRef)
 	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
 		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
-		ProviderRef: ref, Plan: plan, Status: status, BillingPeriodEnd: end,
+		ProviderRef: ref, Plan: plan, Status: "active", BillingPeriodEnd: end,
 	})
 	if err != nil {
 		return err
 	}
 	s.logger(r).Info("service registered", "service_id", svc.ID, "provider", svc.Provider)
 	ok(w, http.StatusCreated, "service", toServiceJSON(svc))
+	return nil
+}
+
+// provision creates a pending service and its provision job, and answers
+// 202 with both. A repeated Idempotency-Key answers with the first ones.
+func (s *Server) provision(w http.ResponseWriter, r *http.Request, req createServiceRequest, plan []byte, end *time.Time) error {
+	ctx := r.Context()
+	svc, err := s.Queries.CreateService(ctx, queries.CreateServiceParams{
+		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
+		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
+	})
+	if err != nil {
+		return err
+	}
+	in, secrets := req.installRequest.install()
+	job, replayed, err := s.recordJob(r, svc.ID, jobs.ProvisionArgs{ServiceID: svc.ID, Install: in}, secrets)
+	if err != nil || replayed {
+		// The service is only worth keeping with its job.
+		if derr := s.Queries.DeletePendingService(context.WithoutCancel(ctx), svc.ID); derr != nil {
+			s.logger(r).Error("could not remove a service left without its job", "service_id", svc.ID, "err", derr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+		if svc, err = s.Queries.GetService(ctx, job.ServiceID.UUID); err != nil {
+			return err
+		}
+	} else {
+		s.logger(r).Info("service provisioning", "service_id", svc.ID, "provider", svc.Provider, "job_id", job.ID)
+	}
+	ok(w, http.StatusAccepted, "service", toServiceJSON(svc), "job", toJobJSON(job))
 	return nil
 }
 
@@ -274,30 +312,8 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 // insertJob records and enqueues a job for the caller and answers 202 with
 // it, or with the first job again for a repeated Idempotency-Key.
 func (s *Server) insertJob(w http.ResponseWriter, r *http.Request, service uuid.UUID, args jobs.Args) error {
-	c := callerOf(r)
-	idem := r.Header.Get("Idempotency-Key")
-	if len(idem) > 255 {
-		return invalid("Idempotency-Key must be at most 255 characters")
-	}
-	canonical, err := json.Marshal(args)
+	job, replayed, err := s.recordJob(r, service, args, nil)
 	if err != nil {
-		return err
-	}
-	job, replayed, err := s.Jobs.Insert(r.Context(), args, jobs.Request{
-		TeamID: c.key.TeamID, ServiceID: service, APIKeyID: c.key.ID,
-		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
-		RequestHash: requestHash(r.Method, r.URL.Path, canonical),
-	})
-	var busy *jobs.BusyError
-	switch {
-	case errors.As(err, &busy):
-		return &apiError{Status: http.StatusConflict, ErrorKey: "service_busy",
-			Message: fmt.Sprintf("Service already has job %s %s", busy.Job.ID, busy.Job.Status),
-			Extra:   envelope{"jobId": busy.Job.ID}}
-	case errors.Is(err, jobs.ErrIdempotencyKeyReused):
-		return &apiError{Status: http.StatusConflict, ErrorKey: "idempotency_key_reused",
-			Message: "Idempotency-Key was already used for a different request"}
-	case err != nil:
 		return err
 	}
 	if replayed {
@@ -307,4 +323,44 @@ func (s *Server) insertJob(w http.ResponseWriter, r *http.Request, service uuid.
 	}
 	ok(w, http.StatusAccepted, "job", toJobJSON(job))
 	return nil
+}
+
+// recordJob records and enqueues a job for the caller, with secrets sealed
+// (nil for none). For a repeated Idempotency-Key it returns the first job and
+// replayed true. The request hash leaves the secrets out: they are not
+// stored, so a replay cannot compare them.
+func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, secrets any) (queries.Job, bool, error) {
+	c := callerOf(r)
+	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		return queries.Job{}, false, invalid("Idempotency-Key must be at most 255 characters")
+	}
+	canonical, err := json.Marshal(args)
+	if err != nil {
+		return queries.Job{}, false, err
+	}
+	path := r.URL.Path
+	if service != uuid.Nil && r.PathValue("id") == "" {
+		// A new service's id differs on every try; the request does not.
+		canonical = bytes.Replace(canonical, []byte(service.String()), nil, -1)
+	}
+	job, replayed, err := s.Jobs.Insert(r.Context(), args, jobs.Request{
+		TeamID: c.key.TeamID, ServiceID: service, APIKeyID: c.key.ID,
+		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
+		RequestHash: requestHash(r.Method, path, canonical), Secrets: secrets,
+	})
+	var busy *jobs.BusyError
+	switch {
+	case errors.As(err, &busy):
+		return job, false, &apiError{Status: http.StatusConflict, ErrorKey: "service_busy",
+			Message: fmt.Sprintf("Service already has job %s %s", busy.Job.ID, busy.Job.Status),
+			Extra:   envelope{"jobId": busy.Job.ID}}
+	case errors.Is(err, jobs.ErrIdempotencyKeyReused):
+		return job, false, &apiError{Status: http.StatusConflict, ErrorKey: "idempotency_key_reused",
+			Message: "Idempotency-Key was already used for a different request"}
+	case errors.Is(err, jobs.ErrNoSecretsKey):
+		return job, false, &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
+			Message: "This server is not set up to accept passwords (SECRETS_KEY); leave the password out or try later"}
+	}
+	return job, replayed, err
 }

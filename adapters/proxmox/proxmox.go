@@ -100,6 +100,10 @@ func New(cfg Config, obs Observer) (*Client, error) {
 	return &Client{api: api, poll: poll, obs: obs}, nil
 }
 
+// PollInterval is how often the client reads a task's status; jobs waiting
+// on other Proxmox state poll as often.
+func (c *Client) PollInterval() time.Duration { return c.poll }
+
 // State is a VM's power state as Proxmox reports it.
 type State struct {
 	Status    string // "running" or "stopped"

@@ -54,10 +54,7 @@ func (c *Client) NextID(ctx context.Context) (int, error) {
 
 // VMByTag finds the VM carrying tag anywhere in the cluster.
 func (c *Client) VMByTag(ctx context.Context, tag string) (VMRef, bool, error) {
-	var rs pve.ClusterResources
-	err := c.call(ctx, "cluster.resources", func(ctx context.Context) error {
-		return c.api.Get(ctx, "/cluster/resources?type=vm", &rs)
-	})
+	rs, err := c.vmResources(ctx)
 	if err != nil {
 		return VMRef{}, false, err
 	}
@@ -331,4 +328,35 @@ func vmPath(ref VMRef, rest string) string {
 
 func permanentf(op, msg string) error {
 	return &failure.Error{Class: failure.Permanent, Provider: Provider, Op: op, Message: msg}
+}
+
+// Template is a VM template new VMs are cloned from.
+type Template struct {
+	VMRef
+	Name string
+}
+
+// Templates lists the cluster's VM templates, ordered by VMID.
+func (c *Client) Templates(ctx context.Context) ([]Template, error) {
+	rs, err := c.vmResources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Template
+	for _, r := range rs {
+		if r.Type == "qemu" && r.Template == 1 {
+			out = append(out, Template{VMRef: VMRef{Node: r.Node, VMID: int(r.VMID)}, Name: r.Name})
+		}
+	}
+	slices.SortFunc(out, func(a, b Template) int { return a.VMID - b.VMID })
+	return out, nil
+}
+
+// vmResources lists every VM and template in the cluster.
+func (c *Client) vmResources(ctx context.Context) (pve.ClusterResources, error) {
+	var rs pve.ClusterResources
+	err := c.call(ctx, "cluster.resources", func(ctx context.Context) error {
+		return c.api.Get(ctx, "/cluster/resources?type=vm", &rs)
+	})
+	return rs, err
 }

@@ -34,6 +34,7 @@ type app struct {
 	redis   asynq.RedisClientOpt
 	metrics *metrics.Metrics
 	sealer  *jobs.Sealer
+	pve     *proxmox.Client
 	closers []func()
 }
 
@@ -100,6 +101,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	a.metrics.Registry.MustRegister(queuemetrics.NewQueueMetricsCollector(inspector))
 	hub := jobs.NewEventHub(a.pool, a.log.With("component", "events"))
 	go hub.Run(ctx)
+	pve, err := a.proxmox()
+	if err != nil {
+		return nil, err
+	}
 	keys := apikey.NewCache(a.q, time.Minute)
 	go keys.Run(ctx, a.pool, a.log.With("component", "keys"))
 	dash := asynqmon.New(asynqmon.Options{
@@ -112,7 +117,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
-		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash,
+		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve,
 		Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil
@@ -127,10 +132,11 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	if a.cfg.ProxmoxTokenSecret == "" {
 		return nil, nil, errors.New("PROXMOX_TOKEN_SECRET is not set")
 	}
-	pve, err := proxmox.New(proxmox.Config{
-		URL: a.cfg.ProxmoxURL, TokenID: a.cfg.ProxmoxTokenID, TokenSecret: a.cfg.ProxmoxTokenSecret,
-		CAFile: a.cfg.ProxmoxCAFile, RequestTimeout: a.cfg.ProxmoxRequestTimeout, PollInterval: a.cfg.ProxmoxPollInterval,
-	}, a.metrics)
+	pve, err := a.proxmox()
+	if err != nil {
+		return nil, nil, err
+	}
+	locations, err := a.cfg.proxmoxLocations()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -138,12 +144,34 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	ws := jobs.NewWorkers(a.q, a.metrics, log)
 	ws.Sealer = a.sealer
 	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
+	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
+		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ProvisionArgs](vps.Provision))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},
 		ShutdownTimeout: a.cfg.ShutdownTimeout,
 	}, log)
 	return srv, ws.Handler(), nil
+}
+
+// proxmox returns the Proxmox client, or nil when PROXMOX_TOKEN_SECRET is
+// not set (an API without Proxmox answers its live reads with 503).
+func (a *app) proxmox() (*proxmox.Client, error) {
+	if a.cfg.ProxmoxTokenSecret == "" {
+		return nil, nil
+	}
+	if a.pve == nil {
+		pve, err := proxmox.New(proxmox.Config{
+			URL: a.cfg.ProxmoxURL, TokenID: a.cfg.ProxmoxTokenID, TokenSecret: a.cfg.ProxmoxTokenSecret,
+			CAFile: a.cfg.ProxmoxCAFile, RequestTimeout: a.cfg.ProxmoxRequestTimeout, PollInterval: a.cfg.ProxmoxPollInterval,
+		}, a.metrics)
+		if err != nil {
+			return nil, err
+		}
+		a.pve = pve
+	}
+	return a.pve, nil
 }
 
 func (a *app) sweeper() *jobs.Sweeper {

@@ -39,6 +39,8 @@ type Config struct {
 	ProxmoxCAFile         string        `env:"PROXMOX_CA_FILE"`
 	ProxmoxRequestTimeout time.Duration `env:"PROXMOX_REQUEST_TIMEOUT" envDefault:"30s"`
 	ProxmoxPollInterval   time.Duration `env:"PROXMOX_POLL_INTERVAL" envDefault:"1s"`
+	ProxmoxLocations      string        `env:"PROXMOX_LOCATIONS"`
+	ProxmoxStorage        string        `env:"PROXMOX_STORAGE"`
 
 	WorkerConcurrency    int           `env:"WORKER_CONCURRENCY" envDefault:"500"`
 	WorkerQueues         string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,low=1"`
@@ -74,6 +76,24 @@ func (c Config) queues() (map[string]int, error) {
 			return nil, fmt.Errorf("WORKER_QUEUES: %q is not name=weight", part)
 		}
 		out[name] = n
+	}
+	return out, nil
+}
+
+// proxmoxLocations parses PROXMOX_LOCATIONS ("fsn=pve1,pve2;nbg=pve3").
+func (c Config) proxmoxLocations() (map[string][]string, error) {
+	out := map[string][]string{}
+	if strings.TrimSpace(c.ProxmoxLocations) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(c.ProxmoxLocations, ";") {
+		name, nodes, found := strings.Cut(strings.TrimSpace(part), "=")
+		if !found || name == "" || nodes == "" {
+			return nil, fmt.Errorf("PROXMOX_LOCATIONS: %q is not location=node,node", part)
+		}
+		for _, n := range strings.Split(nodes, ",") {
+			out[name] = append(out[name], strings.TrimSpace(n))
+		}
 	}
 	return out, nil
 }

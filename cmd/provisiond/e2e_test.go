@@ -17,6 +17,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
@@ -41,6 +42,7 @@ type system struct {
 	env      map[string]string // the configuration, as environment variables
 	api      string
 	q        *queries.Queries
+	db       *pgxpool.Pool
 	key      string
 	services map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
 	stop     func()
@@ -69,6 +71,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"REDIS_ADDR": ropt.Addr, "REDIS_DB": fmt.Sprint(ropt.DB),
 		"HTTP_ADDR": "127.0.0.1:0", "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "text", "LOG_LEVEL": "debug",
 		"API_RATE_LIMIT": "10000", "OPERATOR_PASSWORD": "op",
+		"SECRETS_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 		"PROXMOX_URL": simSrv.URL + "/api2/json", "PROXMOX_TOKEN_ID": "root@pam!test", "PROXMOX_TOKEN_SECRET": "s3cret",
 		"PROXMOX_REQUEST_TIMEOUT": "3s", "PROXMOX_POLL_INTERVAL": "20ms",
 		"WORKER_CONCURRENCY": "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
@@ -83,7 +86,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.q = a.q
+	s.q, s.db = a.q, a.pool
 	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs())
 	if err != nil {
 		t.Fatal(err)

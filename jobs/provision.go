@@ -1,0 +1,393 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// Plan is a service's plan limits, stored in services.plan.
+type Plan struct {
+	Cores    int `json:"cores"`
+	MemoryMB int `json:"memoryMb"`
+	DiskGB   int `json:"diskGb"`
+	// BackupLimit is how many backups are kept; 0 means backups are not
+	// part of the plan.
+	BackupLimit int `json:"backupLimit,omitempty"`
+	// BackupPolicy says what creating a backup past the limit does:
+	// "rotate" (the default) deletes the oldest, "refuse" refuses.
+	BackupPolicy string `json:"backupPolicy,omitempty"`
+}
+
+// ServicePlan reads a service's plan.
+func ServicePlan(svc *queries.Service) (Plan, error) {
+	var p Plan
+	if err := json.Unmarshal(svc.Plan, &p); err != nil {
+		return p, permanent("plan", "the service's plan is unreadable")
+	}
+	return p, nil
+}
+
+// VMTag is the Proxmox tag that marks the VM of a service, so that a
+// resumed or repeated provision finds the VM it made.
+func VMTag(service uuid.UUID) string { return "svc-" + service.String() }
+
+// vmDescription marks a clone as ours from the moment it exists, before it
+// can be tagged.
+func vmDescription(service uuid.UUID) string { return "provisiond service " + service.String() }
+
+// Install is what a new or reinstalled VM is set up with.
+type Install struct {
+	// TemplateID is the VMID of the template to clone.
+	TemplateID int    `json:"templateId"`
+	Hostname   string `json:"hostname,omitempty"`
+	// User is the cloud-init user; default root.
+	User    string   `json:"user,omitempty"`
+	SSHKeys []string `json:"sshKeys,omitempty"`
+}
+
+// InstallSecrets are sealed with a provision or reinstall job.
+type InstallSecrets struct {
+	Password string `json:"password,omitempty"`
+}
+
+// ProvisionArgs ask for a new VM for a pending Proxmox service.
+type ProvisionArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	Install
+}
+
+// Kind implements Args.
+func (ProvisionArgs) Kind() string { return "vps.provision" }
+
+// InsertOpts gives a provision the time a full clone of a large template
+// takes.
+func (ProvisionArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueDefault, MaxAttempts: 15, Timeout: time.Hour, Mutating: true}
+}
+
+// ProvisionResult is what a finished provision reports.
+type ProvisionResult struct {
+	Node string `json:"node"`
+	VMID int    `json:"vmid"`
+}
+
+// VPSWorkers carries out the Proxmox VPS jobs.
+type VPSWorkers struct {
+	Queries *queries.Queries
+	Proxmox *proxmox.Client
+	// Locations maps a service location to the nodes that serve it; a
+	// location not listed may use every node.
+	Locations map[string][]string
+	// Storage is where clones' disks go; empty keeps the template's.
+	Storage string
+	// ShutdownTimeout is how long a stop waits for the guest before it
+	// powers the VM off hard.
+	ShutdownTimeout time.Duration
+}
+
+// vpsJob is one VPS job's view of its VM.
+type vpsJob struct {
+	w     *VPSWorkers
+	run   *Run
+	tasks *pveTasks
+	svc   *queries.Service
+	log   *slog.Logger
+}
+
+func newVPSJob[T Args](w *VPSWorkers, job *Job[T]) *vpsJob {
+	return &vpsJob{w: w, run: job.Run, svc: job.Service, log: job.Log,
+		tasks: &pveTasks{c: w.Proxmox, run: job.Run, log: job.Log}}
+}
+
+// Provision implements Worker for ProvisionArgs.
+func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) error {
+	if job.Service == nil || job.Service.Provider != proxmox.Provider {
+		return permanent(job.Args.Kind(), "provision needs a Proxmox service")
+	}
+	plan, err := ServicePlan(job.Service)
+	if err != nil {
+		return err
+	}
+	var secrets InstallSecrets
+	if _, err := job.OpenSecrets(&secrets); err != nil {
+		return err
+	}
+	v := newVPSJob(w, job)
+	if err := job.Steps(ctx,
+		Step{"place", v.place},
+		Step{"clone", func(ctx context.Context) error { return v.clone(ctx, job.Args.TemplateID, job.Args.Hostname) }},
+		Step{"configure", func(ctx context.Context) error { return v.configure(ctx, plan, job.Args.Install, secrets) }},
+		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
+		Step{"start", v.start},
+	); err != nil {
+		return err
+	}
+	ref, err := v.vm()
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(ref)
+	if err := w.Queries.SetServiceProvisioned(ctx, queries.SetServiceProvisionedParams{ID: job.Service.ID, ProviderRef: b}); err != nil {
+		return fmt.Errorf("record the VM: %w", err)
+	}
+	job.SetResult(ProvisionResult{Node: ref.Node, VMID: ref.VMID})
+	return nil
+}
+
+// vm returns the VM the job placed.
+func (v *vpsJob) vm() (proxmox.VMRef, error) {
+	var ref proxmox.VMRef
+	ok, err := v.run.Get("vm", &ref)
+	if err == nil && !ok {
+		err = permanent("vm", "the job has no VM yet")
+	}
+	return ref, err
+}
+
+// place finds the VM an earlier provision of the service made, or picks a
+// node and a VMID for a new one.
+func (v *vpsJob) place(ctx context.Context) error {
+	if ref, found, err := v.w.Proxmox.VMByTag(ctx, VMTag(v.svc.ID)); err != nil {
+		return err
+	} else if found {
+		v.log.Info("the service's VM exists already", "node", ref.Node, "vmid", ref.VMID)
+		return v.run.Set(ctx, "vm", ref)
+	}
+	node, err := v.pickNode(ctx)
+	if err != nil {
+		return err
+	}
+	id, err := v.w.Proxmox.NextID(ctx)
+	if err != nil {
+		return err
+	}
+	return v.run.Set(ctx, "vm", proxmox.VMRef{Node: node, VMID: id})
+}
+
+// pickNode returns the online node of the service's location with the
+// most free memory.
+func (v *vpsJob) pickNode(ctx context.Context) (string, error) {
+	nodes, err := v.w.Proxmox.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	allowed := v.w.Locations[v.svc.Location]
+	var best *proxmox.NodeLoad
+	for i, n := range nodes {
+		if !n.Online || (len(allowed) > 0 && !slices.Contains(allowed, n.Node)) {
+			continue
+		}
+		if best == nil || n.MaxMem-n.Mem > best.MaxMem-best.Mem {
+			best = &nodes[i]
+		}
+	}
+	if best == nil {
+		return "", &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "place",
+			Message: fmt.Sprintf("no online Proxmox node for location %q", v.svc.Location)}
+	}
+	return best.Node, nil
+}
+
+// clone makes the VM as a full clone of the template unless it exists: a
+// clone an earlier attempt started is recognised by its description, and
+// waited on while Proxmox still holds its clone lock.
+func (v *vpsJob) clone(ctx context.Context, templateID int, name string) error {
+	ref, err := v.vm()
+	if err != nil {
+		return err
+	}
+	var upid string
+	if ok, err := v.run.Recall("upid", &upid); err != nil {
+		return err
+	} else if ok {
+		return v.waitClone(ctx, upid)
+	}
+	cfg, err := v.w.Proxmox.Config(ctx, ref)
+	switch {
+	case err == nil && v.ours(cfg):
+		return v.waitUnlocked(ctx, ref)
+	case err == nil:
+		// Someone else took the VMID between nextid and our clone.
+		return v.replace(ctx, ref)
+	case !errors.Is(err, proxmox.ErrNotFound):
+		return err
+	}
+	template, err := v.template(ctx, templateID)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		name = "vps-" + v.svc.ID.String()[:8]
+	}
+	upid, err = v.w.Proxmox.Clone(ctx, template, proxmox.CloneOptions{
+		NewID: ref.VMID, Name: name, Target: ref.Node, Storage: v.w.Storage, Description: vmDescription(v.svc.ID),
+	})
+	if err != nil {
+		if strings.Contains(failure.UserMessage(err), "already exists") {
+			return v.replace(ctx, ref)
+		}
+		return err
+	}
+	v.log.Info("clone started", "template", templateID, "vmid", ref.VMID, "upid", upid)
+	if err := v.run.Remember(ctx, "upid", upid); err != nil {
+		return err
+	}
+	return v.waitClone(ctx, upid)
+}
+
+func (v *vpsJob) waitClone(ctx context.Context, upid string) error {
+	err := v.w.Proxmox.WaitTask(ctx, upid)
+	if errors.Is(err, proxmox.ErrTaskFailed) {
+		// A failed clone leaves nothing to wait on; the next attempt looks afresh.
+		if ferr := v.run.Forget(ctx, "upid"); ferr != nil {
+			return ferr
+		}
+	}
+	return err
+}
+
+// ours reports whether a VM's configuration marks it as the service's.
+func (v *vpsJob) ours(cfg proxmox.VMConfig) bool {
+	return strings.Contains(cfg.Raw["description"], v.svc.ID.String()) || slices.Contains(cfg.Tags, VMTag(v.svc.ID))
+}
+
+// replace picks another VMID after the chosen one was taken.
+func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
+	id, err := v.w.Proxmox.NextID(ctx)
+	if err != nil {
+		return err
+	}
+	v.log.Warn("VMID taken by another VM; choosing another", "vmid", taken.VMID, "new_vmid", id)
+	if err := v.run.Set(ctx, "vm", proxmox.VMRef{Node: taken.Node, VMID: id}); err != nil {
+		return err
+	}
+	return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "clone",
+		Message: fmt.Sprintf("VMID %d was taken; retrying with %d", taken.VMID, id)}
+}
+
+// waitUnlocked waits until Proxmox releases the VM's lock.
+func (v *vpsJob) waitUnlocked(ctx context.Context, ref proxmox.VMRef) error {
+	tick := time.NewTicker(v.w.Proxmox.PollInterval())
+	defer tick.Stop()
+	for {
+		cfg, err := v.w.Proxmox.Config(ctx, ref)
+		if err != nil || cfg.Lock == "" {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// template finds the template to clone.
+func (v *vpsJob) template(ctx context.Context, id int) (proxmox.VMRef, error) {
+	ts, err := v.w.Proxmox.Templates(ctx)
+	if err != nil {
+		return proxmox.VMRef{}, err
+	}
+	for _, t := range ts {
+		if t.VMID == id {
+			return t.VMRef, nil
+		}
+	}
+	return proxmox.VMRef{}, permanent("clone", fmt.Sprintf("template %d does not exist", id))
+}
+
+// configure sets the plan's CPU and memory, the service tag and cloud-init.
+func (v *vpsJob) configure(ctx context.Context, plan Plan, in Install, secrets InstallSecrets) error {
+	ref, err := v.vm()
+	if err != nil {
+		return err
+	}
+	values := map[string]any{
+		"cores": plan.Cores, "memory": plan.MemoryMB,
+		"tags":      "provisiond;" + VMTag(v.svc.ID),
+		"ciuser":    orDefault(in.User, "root"),
+		"ipconfig0": "ip=dhcp",
+	}
+	if in.Hostname != "" {
+		values["name"] = in.Hostname
+	}
+	if len(in.SSHKeys) > 0 {
+		// PVE wants the keys URL-encoded, spaces as %20.
+		values["sshkeys"] = strings.ReplaceAll(url.QueryEscape(strings.Join(in.SSHKeys, "\n")), "+", "%20")
+	}
+	if secrets.Password != "" {
+		values["cipassword"] = secrets.Password
+	}
+	return v.tasks.do(ctx, pveOp{Key: "config", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+		return "qmconfig", func(ctx context.Context) (string, error) { return v.w.Proxmox.Configure(ctx, ref, values) }, nil
+	}})
+}
+
+// growDisk grows the VM's first disk to the plan's size; Proxmox cannot
+// shrink one.
+func (v *vpsJob) growDisk(ctx context.Context, sizeGB int) error {
+	ref, err := v.vm()
+	if err != nil {
+		return err
+	}
+	return v.tasks.do(ctx, pveOp{Key: "resize", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+		cfg, err := v.w.Proxmox.Config(ctx, ref)
+		if err != nil {
+			return "", nil, err
+		}
+		disk := bootDisk(cfg)
+		if disk == "" {
+			return "", nil, permanent("resize", "the VM has no disk")
+		}
+		if cfg.Disks[disk] >= sizeGB {
+			return "", nil, nil
+		}
+		return "qmresize", func(ctx context.Context) (string, error) { return v.w.Proxmox.Resize(ctx, ref, disk, sizeGB) }, nil
+	}})
+}
+
+// bootDisk names the VM's first disk: scsi0, virtio0, sata0 or ide0.
+func bootDisk(cfg proxmox.VMConfig) string {
+	for _, k := range []string{"scsi0", "virtio0", "sata0", "ide0"} {
+		if _, ok := cfg.Disks[k]; ok {
+			return k
+		}
+	}
+	return ""
+}
+
+func (v *vpsJob) power() (*pvePower, error) {
+	ref, err := v.vm()
+	if err != nil {
+		return nil, err
+	}
+	return &pvePower{c: v.w.Proxmox, tasks: v.tasks, ref: ref, run: v.run, log: v.log, shutdownTimeout: v.w.ShutdownTimeout}, nil
+}
+
+func (v *vpsJob) start(ctx context.Context) error {
+	p, err := v.power()
+	if err != nil {
+		return err
+	}
+	return p.ensure(proxmox.OpStart)(ctx)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
