@@ -127,8 +127,8 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 	}
 	v := newVPSJob(w, job)
 	if err := job.Steps(ctx,
-		Step{"place", v.place},
-		Step{"clone", func(ctx context.Context) error { return v.clone(ctx, job.Args.TemplateID, job.Args.Hostname) }},
+		Step{"place", func(ctx context.Context) error { return v.place(ctx, job.Args.TemplateID) }},
+		Step{"clone", func(ctx context.Context) error { return v.clone(ctx, job.Args.Hostname) }},
 		Step{"configure", func(ctx context.Context) error { return v.configure(ctx, plan, job.Args.Install, secrets) }},
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
 		Step{"start", v.start},
@@ -158,28 +158,51 @@ func (v *vpsJob) vm() (proxmox.VMRef, error) {
 }
 
 // place finds the VM an earlier provision of the service made, or picks a
-// node and a VMID for a new one.
-func (v *vpsJob) place(ctx context.Context) error {
+// node and a VMID for a new one, and the template to clone there. Without
+// shared storage (Storage) a clone stays on its template's node, so the
+// nodes to choose from are those holding a template of the same name.
+func (v *vpsJob) place(ctx context.Context, templateID int) error {
 	if ref, found, err := v.w.Proxmox.VMByTag(ctx, VMTag(v.svc.ID)); err != nil {
 		return err
 	} else if found {
 		v.log.Info("the service's VM exists already", "node", ref.Node, "vmid", ref.VMID)
 		return v.run.Set(ctx, "vm", ref)
 	}
-	node, err := v.pickNode(ctx)
+	templates, err := v.w.Proxmox.Templates(ctx)
 	if err != nil {
 		return err
+	}
+	i := slices.IndexFunc(templates, func(t proxmox.Template) bool { return t.VMID == templateID })
+	if i < 0 {
+		return permanent("place", fmt.Sprintf("template %d does not exist", templateID))
+	}
+	source := map[string]proxmox.VMRef{} // node → the template to clone there
+	for _, t := range templates {
+		if t.Name == templates[i].Name {
+			source[t.Node] = t.VMRef
+		}
+	}
+	node, err := v.pickNode(ctx, func(n string) bool { _, ok := source[n]; return ok || v.w.Storage != "" })
+	if err != nil {
+		return err
+	}
+	template, ok := source[node]
+	if !ok {
+		template = templates[i].VMRef
 	}
 	id, err := v.w.Proxmox.NextID(ctx)
 	if err != nil {
 		return err
 	}
+	if err := v.run.Set(ctx, "template", template); err != nil {
+		return err
+	}
 	return v.run.Set(ctx, "vm", proxmox.VMRef{Node: node, VMID: id})
 }
 
-// pickNode returns the online node of the service's location with the
-// most free memory.
-func (v *vpsJob) pickNode(ctx context.Context) (string, error) {
+// pickNode returns the online node of the service's location, among those
+// usable says yes to, with the most free memory.
+func (v *vpsJob) pickNode(ctx context.Context, usable func(node string) bool) (string, error) {
 	nodes, err := v.w.Proxmox.Nodes(ctx)
 	if err != nil {
 		return "", err
@@ -187,7 +210,7 @@ func (v *vpsJob) pickNode(ctx context.Context) (string, error) {
 	allowed := v.w.Locations[v.svc.Location]
 	var best *proxmox.NodeLoad
 	for i, n := range nodes {
-		if !n.Online || (len(allowed) > 0 && !slices.Contains(allowed, n.Node)) {
+		if !n.Online || !usable(n.Node) || (len(allowed) > 0 && !slices.Contains(allowed, n.Node)) {
 			continue
 		}
 		if best == nil || n.MaxMem-n.Mem > best.MaxMem-best.Mem {
@@ -196,7 +219,7 @@ func (v *vpsJob) pickNode(ctx context.Context) (string, error) {
 	}
 	if best == nil {
 		return "", &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "place",
-			Message: fmt.Sprintf("no online Proxmox node for location %q", v.svc.Location)}
+			Message: fmt.Sprintf("no online Proxmox node with the template for location %q", v.svc.Location)}
 	}
 	return best.Node, nil
 }
@@ -204,7 +227,7 @@ func (v *vpsJob) pickNode(ctx context.Context) (string, error) {
 // clone makes the VM as a full clone of the template unless it exists: a
 // clone an earlier attempt started is recognised by its description, and
 // waited on while Proxmox still holds its clone lock.
-func (v *vpsJob) clone(ctx context.Context, templateID int, name string) error {
+func (v *vpsJob) clone(ctx context.Context, name string) error {
 	ref, err := v.vm()
 	if err != nil {
 		return err
@@ -225,9 +248,9 @@ func (v *vpsJob) clone(ctx context.Context, templateID int, name string) error {
 	case !errors.Is(err, proxmox.ErrNotFound):
 		return err
 	}
-	template, err := v.template(ctx, templateID)
-	if err != nil {
-		return err
+	var template proxmox.VMRef
+	if ok, err := v.run.Get("template", &template); err != nil || !ok {
+		return cmpErr(err, permanent("clone", "the job has no template"))
 	}
 	if name == "" {
 		name = "vps-" + v.svc.ID.String()[:8]
@@ -241,7 +264,7 @@ func (v *vpsJob) clone(ctx context.Context, templateID int, name string) error {
 		}
 		return err
 	}
-	v.log.Info("clone started", "template", templateID, "vmid", ref.VMID, "upid", upid)
+	v.log.Info("clone started", "template", template.VMID, "vmid", ref.VMID, "upid", upid)
 	if err := v.run.Remember(ctx, "upid", upid); err != nil {
 		return err
 	}
@@ -295,20 +318,6 @@ func (v *vpsJob) waitUnlocked(ctx context.Context, ref proxmox.VMRef) error {
 	}
 }
 
-// template finds the template to clone.
-func (v *vpsJob) template(ctx context.Context, id int) (proxmox.VMRef, error) {
-	ts, err := v.w.Proxmox.Templates(ctx)
-	if err != nil {
-		return proxmox.VMRef{}, err
-	}
-	for _, t := range ts {
-		if t.VMID == id {
-			return t.VMRef, nil
-		}
-	}
-	return proxmox.VMRef{}, permanent("clone", fmt.Sprintf("template %d does not exist", id))
-}
-
 // configure sets the plan's CPU and memory, the service tag and cloud-init.
 func (v *vpsJob) configure(ctx context.Context, plan Plan, in Install, secrets InstallSecrets) error {
 	ref, err := v.vm()
@@ -355,7 +364,7 @@ func (v *vpsJob) growDisk(ctx context.Context, sizeGB int) error {
 		if cfg.Disks[disk] >= sizeGB {
 			return "", nil, nil
 		}
-		return "qmresize", func(ctx context.Context) (string, error) { return v.w.Proxmox.Resize(ctx, ref, disk, sizeGB) }, nil
+		return "resize", func(ctx context.Context) (string, error) { return v.w.Proxmox.Resize(ctx, ref, disk, sizeGB) }, nil
 	}})
 }
 
@@ -390,4 +399,12 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// cmpErr returns err when there is one, else alt.
+func cmpErr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
 }

@@ -70,6 +70,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}", api(s.getService))
 	mux.Handle("POST /api/services/{id}/action", api(s.serviceAction))
 	mux.Handle("GET /api/services/{id}/templates", api(s.templates))
+	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
+	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
 	mux.Handle("GET /api/jobs", api(s.listJobs))
 	mux.Handle("GET /api/jobs/{id}", api(s.getJob))
 	mux.Handle("GET /api/jobs/{id}/events", api(s.jobEvents))

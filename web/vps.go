@@ -1,14 +1,19 @@
 package web
 
 import (
+	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
 )
 
 // installRequest is what a new or reinstalled VM is set up with.
@@ -61,11 +66,8 @@ func (req installRequest) install() (jobs.Install, any) {
 
 // templates lists the templates a VPS may be installed from.
 func (s *Server) templates(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.teamService(r); err != nil {
+	if _, err := s.proxmoxService(r); err != nil {
 		return err
-	}
-	if s.Proxmox == nil {
-		return providerMissing("proxmox")
 	}
 	ts, err := s.Proxmox.Templates(r.Context())
 	if err != nil {
@@ -78,3 +80,93 @@ func (s *Server) templates(w http.ResponseWriter, r *http.Request) error {
 	ok(w, http.StatusOK, "templates", out)
 	return nil
 }
+
+// proxmoxService loads the {id} service, which must be a Proxmox one, for
+// a live read.
+func (s *Server) proxmoxService(r *http.Request) (queries.Service, error) {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return svc, err
+	}
+	if svc.Provider != proxmox.Provider {
+		return svc, &apiError{Status: http.StatusBadRequest, ErrorKey: "unsupported_provider",
+			Message: "This endpoint is for Proxmox services; this service is on " + svc.Provider}
+	}
+	if s.Proxmox == nil {
+		return svc, providerMissing(proxmox.Provider)
+	}
+	return svc, nil
+}
+
+// proxmoxVM loads the {id} service's VM for a live read.
+func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return proxmox.VMRef{}, err
+	}
+	ref, err := jobs.ProxmoxRef(&svc)
+	if err != nil {
+		return ref, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
+	}
+	return ref, nil
+}
+
+// serviceStatus answers the VM's power state and usage, live from Proxmox.
+func (s *Server) serviceStatus(w http.ResponseWriter, r *http.Request) error {
+	ref, err := s.proxmoxVM(r)
+	if err != nil {
+		return err
+	}
+	u, err := s.Proxmox.Usage(r.Context(), ref)
+	if err != nil {
+		return providerError(err)
+	}
+	ok(w, http.StatusOK, "status", map[string]any{
+		"powerState": u.PowerState(),
+		"uptime":     u.Uptime,
+		"cpu":        map[string]any{"cores": u.Cores, "usagePercent": round2(u.CPU * 100)},
+		"memory":     map[string]any{"usedBytes": u.Mem, "totalBytes": u.MaxMem},
+		"disk":       map[string]any{"usedBytes": u.Disk, "totalBytes": u.MaxDisk},
+		"network":    map[string]any{"inBytes": u.NetIn, "outBytes": u.NetOut},
+		"locked":     u.Lock != "",
+	})
+	return nil
+}
+
+var timeframes = []string{"hour", "day", "week", "month"}
+
+// traffic answers the VM's network traffic over a timeframe, from Proxmox's
+// RRD.
+func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
+	tf := r.URL.Query().Get("timeframe")
+	if tf == "" {
+		tf = "hour"
+	}
+	if !slices.Contains(timeframes, tf) {
+		return invalid(oneOf("timeframe", timeframes))
+	}
+	ref, err := s.proxmoxVM(r)
+	if err != nil {
+		return err
+	}
+	points, err := s.Proxmox.RRD(r.Context(), ref, tf)
+	if err != nil {
+		return providerError(err)
+	}
+	out := make([]map[string]any, 0, len(points))
+	var in, outBytes float64
+	for i, p := range points {
+		out = append(out, map[string]any{"time": time.Unix(int64(p.Time), 0).UTC(), "inBytesPerSecond": round2(p.NetIn), "outBytesPerSecond": round2(p.NetOut)})
+		if i > 0 {
+			step := float64(p.Time - points[i-1].Time)
+			in, outBytes = in+p.NetIn*step, outBytes+p.NetOut*step
+		}
+	}
+	ok(w, http.StatusOK, "traffic", map[string]any{
+		"timeframe": tf, "points": out,
+		"totals": map[string]any{"inBytes": int64(in), "outBytes": int64(outBytes)},
+	})
+	return nil
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }

@@ -148,12 +148,18 @@ const (
 	OpStop     PowerOp = "stop"     // qmstop: hard power-off
 	OpShutdown PowerOp = "shutdown" // qmshutdown: ACPI, fails after its timeout
 	OpReset    PowerOp = "reset"    // qmreset
-	OpSuspend  PowerOp = "suspend"  // qmsuspend: pause to memory
+	OpSuspend  PowerOp = "suspend"  // qmpause: pause to memory
 	OpResume   PowerOp = "resume"   // qmresume
 )
 
-// TaskType returns the Proxmox task type the operation starts.
-func (op PowerOp) TaskType() string { return "qm" + string(op) }
+// TaskType returns the Proxmox task type the operation starts. A pause is
+// qmpause; qmsuspend is PVE's name for hibernating (suspend with todisk).
+func (op PowerOp) TaskType() string {
+	if op == OpSuspend {
+		return "qmpause"
+	}
+	return "qm" + string(op)
+}
 
 // PowerOptions tune a power operation.
 type PowerOptions struct {

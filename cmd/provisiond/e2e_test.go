@@ -248,7 +248,7 @@ func TestPowerActionsGoFromAPIToTheVM(t *testing.T) {
 		{service: "web-1", action: "restart", tasks: []string{"qmshutdown", "qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
 		{service: "web-1", action: "reset", tasks: []string{"qmreset"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
 		{service: "db-1", action: "reset", tasks: []string{"qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active"},
-		{service: "web-1", action: "suspend", tasks: []string{"qmsuspend"}, vmStatus: "running", paused: true, powerState: "paused", serviceStatus: "suspended"},
+		{service: "web-1", action: "suspend", tasks: []string{"qmpause"}, vmStatus: "running", paused: true, powerState: "paused", serviceStatus: "suspended"},
 		{service: "web-1", action: "resume", tasks: []string{"qmresume"}, vmStatus: "running", powerState: "running", serviceStatus: "active",
 			setup: func(s *system) { vm := s.vm("web-1"); vm.Paused = true; s.sim.AddVM(vm) }},
 		{service: "web-1", action: "restart", tasks: []string{"qmshutdown", "qmstop", "qmstart"}, vmStatus: "running", powerState: "running", serviceStatus: "active",

@@ -74,16 +74,16 @@ func waitTask(t *testing.T, c *pve.Client, upid pve.UPID) *pve.Task {
 
 func TestPowerTaskChangesStateWhenItEnds(t *testing.T) {
 	tests := []struct {
-		op                string
+		op, task          string
 		vmid              int
 		status, qmpStatus string
 		before, beforeQMP string
 	}{
-		{"start", 101, "running", "running", "stopped", "stopped"},
-		{"stop", 100, "stopped", "stopped", "running", "running"},
-		{"shutdown", 100, "stopped", "stopped", "running", "running"},
-		{"suspend", 100, "running", "paused", "running", "running"},
-		{"reset", 100, "running", "running", "running", "running"},
+		{"start", "qmstart", 101, "running", "running", "stopped", "stopped"},
+		{"stop", "qmstop", 100, "stopped", "stopped", "running", "running"},
+		{"shutdown", "qmshutdown", 100, "stopped", "stopped", "running", "running"},
+		{"suspend", "qmpause", 100, "running", "paused", "running", "running"},
+		{"reset", "qmreset", 100, "running", "running", "running", "running"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.op, func(t *testing.T) {
@@ -101,7 +101,7 @@ func TestPowerTaskChangesStateWhenItEnds(t *testing.T) {
 				t.Errorf("while the task runs: status %s/%s, want %s/%s", vm.Status, vm.QMPStatus, tt.before, tt.beforeQMP)
 			}
 			task := waitTask(t, c, upid)
-			if !task.IsSuccessful || task.Type != "qm"+tt.op || task.ID != fmt.Sprint(tt.vmid) || task.StartTime.IsZero() {
+			if !task.IsSuccessful || task.Type != tt.task || task.ID != fmt.Sprint(tt.vmid) || task.StartTime.IsZero() {
 				t.Errorf("task = %+v, want a successful qm%s on %d", task, tt.op, tt.vmid)
 			}
 			if err := c.Get(ctx, fmt.Sprintf("/nodes/pve1/qemu/%d/status/current", tt.vmid), &vm); err != nil {
@@ -110,7 +110,7 @@ func TestPowerTaskChangesStateWhenItEnds(t *testing.T) {
 			if vm.Status != tt.status || vm.QMPStatus != tt.qmpStatus {
 				t.Errorf("after the task: status %s/%s, want %s/%s", vm.Status, vm.QMPStatus, tt.status, tt.qmpStatus)
 			}
-			if n := s.CountTasks("qm"+tt.op, tt.vmid); n != 1 {
+			if n := s.CountTasks(tt.task, tt.vmid); n != 1 {
 				t.Errorf("CountTasks = %d, want 1", n)
 			}
 		})
@@ -308,7 +308,7 @@ func TestTaskListFilters(t *testing.T) {
 		{"archive is the default", pve.NodeTasksOptions{Limit: 10}, []pve.UPID{first}},
 		{"all, newest first", pve.NodeTasksOptions{Source: "all"}, []pve.UPID{second, first}},
 		{"by vmid", pve.NodeTasksOptions{Source: "all", VMID: 101}, []pve.UPID{first}},
-		{"by type", pve.NodeTasksOptions{Source: "all", TypeFilter: "qmsuspend"}, []pve.UPID{second}},
+		{"by type", pve.NodeTasksOptions{Source: "all", TypeFilter: "qmpause"}, []pve.UPID{second}},
 		{"since in the future", pve.NodeTasksOptions{Source: "all", Since: since + 3600}, nil},
 		{"since", pve.NodeTasksOptions{Source: "all", Since: since}, []pve.UPID{second, first}},
 	}

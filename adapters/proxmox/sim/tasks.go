@@ -24,46 +24,86 @@ type task struct {
 	exit   string
 	timer  *time.Timer
 	log    []string
-	onOK   func()
+	spec   taskSpec
 }
 
-// startTask starts a task that ends after d with exit status exit ("" for
-// OK), calling onOK under the lock when it ends well. The lock must be held.
-func (s *Server) startTask(node, typ string, vmid int, d time.Duration, exit string, onOK func()) *task {
+// taskSpec describes a task to start.
+type taskSpec struct {
+	node, typ, id, user string
+	// d is how long the task runs; exit is its error ("" for success).
+	d    time.Duration
+	exit string
+	// log are the lines the task writes as it runs; warnings end a
+	// successful task in "WARNINGS: n" instead of "OK".
+	log      []string
+	warnings []string
+	// onOK runs under the lock when the task ends well, before onEnd;
+	// onEnd runs under the lock however it ends, with its exit status.
+	onOK  func()
+	onEnd func(exit string)
+	// manual tasks do not end by themselves: the code that started them
+	// calls finish (a VNC session ends when its websocket closes).
+	manual bool
+}
+
+// startTask starts a task on a VM that ends after d with exit status exit
+// ("" for OK), calling onOK under the lock when it ends well. The lock must
+// be held.
+func (s *Server) startTask(c *call, typ string, d time.Duration, exit string, onOK func()) *task {
+	return s.runTask(taskSpec{node: c.node, typ: typ, id: strconv.Itoa(c.vmid), user: c.user, d: d, exit: exit, onOK: onOK})
+}
+
+// runTask starts the task sp describes; the lock must be held.
+func (s *Server) runTask(sp taskSpec) *task {
 	s.pid++
 	now := time.Now()
-	t := &task{
-		node: node, typ: typ, id: strconv.Itoa(vmid), user: s.cfg.TokenID,
-		pid: s.pid, pstart: uint32(now.UnixMilli() / 10), start: now, onOK: onOK,
+	if sp.user == "" {
+		sp.user = s.cfg.TokenID
 	}
-	t.upid = fmt.Sprintf("UPID:%s:%08X:%08X:%08X:%s:%s:%s:", node, t.pid, t.pstart, uint32(now.Unix()), typ, t.id, t.user)
+	t := &task{
+		node: sp.node, typ: sp.typ, id: sp.id, user: sp.user,
+		pid: s.pid, pstart: uint32(now.UnixMilli() / 10), start: now, spec: sp,
+		log: slices.Clone(sp.log),
+	}
+	t.upid = fmt.Sprintf("UPID:%s:%08X:%08X:%08X:%s:%s:%s:", t.node, t.pid, t.pstart, uint32(now.Unix()), t.typ, t.id, t.user)
 	s.tasks = append(s.tasks, t)
-	if !s.closed {
-		t.timer = time.AfterFunc(d, func() {
+	if !s.closed && !sp.manual {
+		t.timer = time.AfterFunc(sp.d, func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			s.finish(t, exit)
+			s.finish(t, sp.exit)
 		})
 	}
 	return t
 }
 
-// finish ends a running task; the lock must be held.
+// finish ends a running task: its hooks run, then its last log line is
+// written. The lock must be held.
 func (s *Server) finish(t *task, exit string) {
 	if !t.end.IsZero() {
 		return
 	}
 	t.end = time.Now()
-	if exit == "" {
-		t.exit = "OK"
-		if t.onOK != nil {
-			t.onOK()
-		}
-		t.log = append(t.log, "TASK OK")
-		return
+	if exit == "" && t.spec.onOK != nil {
+		t.spec.onOK()
 	}
-	t.exit = exit
-	t.log = append(t.log, "TASK ERROR: "+exit)
+	if t.spec.onEnd != nil {
+		t.spec.onEnd(exit)
+	}
+	switch {
+	case exit != "":
+		t.exit = exit
+		t.log = append(t.log, "TASK ERROR: "+exit)
+	case len(t.spec.warnings) > 0:
+		for _, w := range t.spec.warnings {
+			t.log = append(t.log, "WARN: "+w)
+		}
+		t.exit = fmt.Sprintf("WARNINGS: %d", len(t.spec.warnings))
+		t.log = append(t.log, "TASK "+t.exit)
+	default:
+		t.exit = "OK"
+		t.log = append(t.log, "TASK OK")
+	}
 }
 
 // CountTasks counts the tasks of a type ("qmstart", "qmshutdown", ...) that

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"crypto/sha1"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -28,20 +29,55 @@ type VM struct {
 	// IgnoresShutdown makes the guest ignore ACPI shutdown, so that a
 	// shutdown task runs into its timeout.
 	IgnoresShutdown bool `json:"ignoresShutdown,omitempty"`
+
+	// Sockets defaults to 1.
+	Sockets     int    `json:"sockets,omitempty"`
+	Description string `json:"description,omitempty"`
+	// Pool is the resource pool the VM was cloned or restored into.
+	Pool string `json:"pool,omitempty"`
+	// Config holds the other configuration keys as PVE stores them:
+	// ciuser, cipassword (hashed), sshkeys (URL-encoded), ipconfig0, net0,
+	// boot, ide2, ostype, vmstate... AddVM fills in ostype, scsihw, agent,
+	// net0 and boot when they are missing.
+	Config map[string]string `json:"config,omitempty"`
+	// SeedBackups is demo data: AddVM makes that many backups of the VM,
+	// a day apart, in its node's "local" storage when it has none yet.
+	// VM and VMs report it as zero.
+	SeedBackups int `json:"seedBackups,omitempty"`
 }
 
 type vmState struct {
 	VM
+	diskBytes int64
+	// disk is scsi0's volume id without its size.
+	disk    string
 	started time.Time // when it last started running
+	// pending holds changes of a running VM that apply when it next
+	// starts: cores, sockets, memory and boot.
+	pending map[string]string
+	// temp marks a clone target while its clone runs: its configuration
+	// is PVE's temporary file.
+	temp bool
+	// flock is the configuration file lock a worker holds: "shared" or
+	// "exclusive". It is not the config's "lock" property (VM.Lock).
+	flock   string
+	flocks  int
+	history []stateChange // power history, for RRD data
+}
+
+type stateChange struct {
+	at      time.Time
+	running bool
 }
 
 // DemoVMs are the VMs `provisiond dev` starts with: a template and three
-// guests in different power states.
+// guests in different power states, two of them with backups.
 func DemoVMs() []VM {
 	return []VM{
-		{Node: "pve1", VMID: 9000, Name: "debian-12-template", Status: "stopped", Cores: 1, MemoryMB: 1024, DiskGB: 10, Template: true},
-		{Node: "pve1", VMID: 100, Name: "web-1", Status: "running", Cores: 2, MemoryMB: 2048, DiskGB: 40, Tags: []string{"demo"}},
-		{Node: "pve1", VMID: 101, Name: "db-1", Status: "stopped", Cores: 4, MemoryMB: 8192, DiskGB: 80, Tags: []string{"demo"}},
+		{Node: "pve1", VMID: 9000, Name: "debian-12-template", Status: "stopped", Cores: 1, MemoryMB: 1024, DiskGB: 10, Template: true,
+			Config: map[string]string{"ciuser": "debian", "ipconfig0": "ip=dhcp"}},
+		{Node: "pve1", VMID: 100, Name: "web-1", Status: "running", Cores: 2, MemoryMB: 2048, DiskGB: 40, Tags: []string{"demo"}, SeedBackups: 2},
+		{Node: "pve1", VMID: 101, Name: "db-1", Status: "stopped", Cores: 4, MemoryMB: 8192, DiskGB: 80, Tags: []string{"demo"}, SeedBackups: 1},
 		{Node: "pve2", VMID: 102, Name: "game-1", Status: "running", Cores: 4, MemoryMB: 4096, DiskGB: 60, Tags: []string{"demo"}},
 	}
 }
@@ -55,16 +91,45 @@ func (s *Server) AddVM(vm VM) {
 		vm.Name = fmt.Sprintf("vm%d", vm.VMID)
 	}
 	vm.Cores = cmp0(vm.Cores, 1)
+	vm.Sockets = cmp0(vm.Sockets, 1)
 	vm.MemoryMB = cmp0(vm.MemoryMB, 512)
 	vm.DiskGB = cmp0(vm.DiskGB, 8)
 	vm.Tags = slices.Clone(vm.Tags)
+	vm.Config = maps.Clone(vm.Config)
+	if vm.Config == nil {
+		vm.Config = map[string]string{}
+	}
+	defaults := map[string]string{
+		"ostype": "l26", "scsihw": "virtio-scsi-single", "agent": "1",
+		"net0": "virtio=" + macFor(vm.VMID, 0) + ",bridge=vmbr0", "boot": "order=scsi0;net0",
+		"smbios1": "uuid=" + uuidFor(vm.VMID, 0),
+	}
+	for k, v := range defaults {
+		if _, ok := vm.Config[k]; !ok {
+			vm.Config[k] = v
+		}
+	}
+	if vm.Lock == "suspended" && vm.Config["vmstate"] == "" {
+		vm.Config["vmstate"] = fmt.Sprintf("local-lvm:vm-%d-state-suspend-%s", vm.VMID, time.Now().UTC().Format("2006-01-02"))
+	}
+	seed := vm.SeedBackups
+	vm.SeedBackups = 0
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &vmState{VM: vm}
+	st := &vmState{VM: vm, diskBytes: int64(vm.DiskGB) * gib, disk: fmt.Sprintf("local-lvm:vm-%d-disk-0", vm.VMID)}
+	if vm.Template {
+		st.disk = fmt.Sprintf("local-lvm:base-%d-disk-0", vm.VMID)
+	}
+	st.history = []stateChange{{at: time.Unix(0, 0), running: vm.Status == "running"}}
 	if vm.Status == "running" {
 		st.started = time.Now()
 	}
 	s.vms[vmKey{vm.Node, vm.VMID}] = st
+	if seed > 0 && len(s.backupsOf(vm.Node, vm.VMID)) == 0 {
+		for i := seed; i >= 1; i-- {
+			s.addBackup(vm.Node, "local", st, time.Now().Add(-time.Duration(i)*24*time.Hour), "zstd", vm.Name)
+		}
+	}
 }
 
 func cmp0(v, def int) int {
@@ -72,6 +137,27 @@ func cmp0(v, def int) int {
 		return def
 	}
 	return v
+}
+
+// macFor is a stable MAC address for a VM's nth NIC, with Proxmox's
+// BC:24:11 prefix.
+func macFor(vmid, n int) string {
+	return fmt.Sprintf("BC:24:11:%02X:%02X:%02X", (vmid>>8)&0xff, vmid&0xff, (n*16+vmid>>16)&0xff)
+}
+
+func uuidFor(vmid, gen int) string {
+	h := sha1.Sum([]byte(fmt.Sprintf("vm-%d-%d", vmid, gen)))
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// snapshot is a copy of the VM's state safe to hand out; the lock must be
+// held.
+func (st *vmState) snapshot() VM {
+	vm := st.VM
+	vm.Tags = slices.Clone(vm.Tags)
+	vm.Config = maps.Clone(vm.Config)
+	vm.DiskGB = int((st.diskBytes + gib - 1) / gib)
+	return vm
 }
 
 // VM returns a copy of the VM's current state.
@@ -82,9 +168,7 @@ func (s *Server) VM(node string, vmid int) (VM, bool) {
 	if !ok {
 		return VM{}, false
 	}
-	vm := st.VM
-	vm.Tags = slices.Clone(vm.Tags)
-	return vm, true
+	return st.snapshot(), true
 }
 
 // VMs returns every VM, ordered by VMID.
@@ -93,10 +177,20 @@ func (s *Server) VMs() []VM {
 	defer s.mu.Unlock()
 	out := make([]VM, 0, len(s.vms))
 	for _, st := range s.vms {
-		out = append(out, st.VM)
+		out = append(out, st.snapshot())
 	}
 	slices.SortFunc(out, func(a, b VM) int { return a.VMID - b.VMID })
 	return out
+}
+
+// findVM finds a VM on any node; the lock must be held.
+func (s *Server) findVM(vmid int) (*vmState, bool) {
+	for k, st := range s.vms {
+		if k.vmid == vmid {
+			return st, true
+		}
+	}
+	return nil, false
 }
 
 func (s *Server) version(*http.Request, *call) (any, error) {
@@ -118,7 +212,7 @@ const gib = 1 << 30
 func (s *Server) nodeUsage(node string) (cores, memMB, running int) {
 	for k, vm := range s.vms {
 		if k.node == node && vm.Status == "running" {
-			cores += vm.Cores
+			cores += vm.Cores * vm.Sockets
 			memMB += vm.MemoryMB
 			running++
 		}
@@ -131,15 +225,22 @@ func (s *Server) nodes(*http.Request, *call) (any, error) {
 	defer s.mu.Unlock()
 	out := make([]map[string]any, 0, len(s.cfg.Nodes))
 	for _, n := range s.cfg.Nodes {
-		cores, mem, _ := s.nodeUsage(n)
-		out = append(out, map[string]any{
-			"node": n, "id": "node/" + n, "type": "node", "status": "online", "level": "",
-			"cpu": float64(cores) / 64, "maxcpu": 32,
-			"mem": int64(mem) << 20, "maxmem": int64(128) * gib,
-			"disk": int64(20) * gib, "maxdisk": int64(100) * gib, "uptime": 864000,
-		})
+		out = append(out, s.nodeResource(n))
 	}
 	return out, nil
+}
+
+// nodeResource is the node as /nodes and /cluster/resources list it; the
+// lock must be held.
+func (s *Server) nodeResource(n string) map[string]any {
+	cores, mem, _ := s.nodeUsage(n)
+	return map[string]any{
+		"node": n, "id": "node/" + n, "type": "node", "status": "online", "level": "",
+		"cpu": float64(cores) / 64, "maxcpu": 32,
+		"mem": int64(mem) << 20, "maxmem": int64(128) * gib,
+		"disk": int64(20) * gib, "maxdisk": int64(100) * gib, "uptime": 864000,
+		"ssl_fingerprint": "3E:7A:5C:C4:2F:9B:19:0D:8E:33:51:0A:6B:7F:C2:94:AF:10:DE:61:53:27:8B:0C:E4:49:A8:3F:71:12:5D:C6",
+	}
 }
 
 func (s *Server) nodeStatus(_ *http.Request, c *call) (any, error) {
@@ -158,23 +259,36 @@ func (s *Server) nodeStatus(_ *http.Request, c *call) (any, error) {
 	}, nil
 }
 
-// vmSummary is the VM as /qemu and /status/current show it; the lock must be held.
+// vmSummary is the VM as /qemu and /status/current show it; the lock must
+// be held. A running VM shows the configuration it started with, without
+// its pending changes.
 func vmSummary(st *vmState) map[string]any {
+	name, cpus, maxmem, maxdisk := st.Name, st.Cores*st.Sockets, int64(st.MemoryMB)<<20, st.diskBytes
+	if st.temp {
+		// The clone's temporary configuration has no name, CPUs or disks.
+		name, cpus, maxmem, maxdisk = "", 1, 512<<20, 0
+	}
+	if name == "" {
+		name = fmt.Sprintf("VM %d", st.VMID)
+	}
 	m := map[string]any{
-		"vmid": st.VMID, "name": st.Name, "status": st.Status,
-		"cpus": st.Cores, "maxmem": int64(st.MemoryMB) << 20, "maxdisk": int64(st.DiskGB) * gib,
+		"vmid": st.VMID, "name": name, "status": st.Status,
+		"cpus": cpus, "maxmem": maxmem, "maxdisk": maxdisk,
 		"mem": 0, "cpu": 0, "uptime": 0, "disk": 0, "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
 	}
 	if st.Status == "running" {
-		m["uptime"] = int(time.Since(st.started).Seconds())
+		up := time.Since(st.started).Seconds()
+		m["uptime"] = int(up)
 		m["mem"] = int64(st.MemoryMB) << 19
 		m["cpu"] = 0.03
 		m["pid"] = 4000 + st.VMID
+		m["netin"], m["netout"] = int64(up*12000), int64(up*3000)
+		m["diskread"], m["diskwrite"] = int64(up*50000)+300<<20, int64(up*20000)
 	}
 	if st.Lock != "" {
 		m["lock"] = st.Lock
 	}
-	if len(st.Tags) > 0 {
+	if len(st.Tags) > 0 && !st.temp {
 		m["tags"] = strings.Join(st.Tags, ";")
 	}
 	if st.Template {
@@ -232,43 +346,67 @@ func statusCurrent(st *vmState) any {
 	}
 	m["ha"] = map[string]any{"managed": 0}
 	m["agent"] = 1
+	if st.Status == "running" {
+		m["running-machine"] = "pc-i440fx-8.1+pve0"
+		m["running-qemu"] = "8.1.5"
+	}
 	return m
 }
 
-func configGet(st *vmState) any {
-	cfg := map[string]any{
-		"name": st.Name, "cores": st.Cores, "sockets": 1, "memory": strconv.Itoa(st.MemoryMB),
-		"scsi0":  fmt.Sprintf("local-lvm:vm-%d-disk-0,size=%dG", st.VMID, st.DiskGB),
-		"net0":   fmt.Sprintf("virtio=BC:24:11:%02X:%02X:%02X,bridge=vmbr0", (st.VMID>>16)&0xff, (st.VMID>>8)&0xff, st.VMID&0xff),
-		"boot":   "order=scsi0;net0",
-		"ostype": "l26", "scsihw": "virtio-scsi-single", "agent": "1",
-		"digest": fmt.Sprintf("%040x", st.VMID),
-	}
-	if len(st.Tags) > 0 {
-		cfg["tags"] = strings.Join(st.Tags, ";")
-	}
-	if st.Template {
-		cfg["template"] = 1
-	}
+// lockCheck refuses a change to a VM whose configuration is locked, as
+// PVE's check_lock does; the lock must be held.
+func lockCheck(st *vmState) error {
 	if st.Lock != "" {
-		cfg["lock"] = st.Lock
+		return serverError("VM is locked (%s)", st.Lock)
 	}
-	return cfg
+	return nil
 }
 
-func (s *Server) nextID(*http.Request, *call) (any, error) {
+// takeFlock takes the VM's configuration file lock for a worker, shared
+// or exclusive, and returns its release. When another worker holds it in
+// a conflicting mode PVE waits 10 seconds and gives up; the simulator
+// gives up at once. The lock must be held.
+func (st *vmState) takeFlock(mode string) (func(), error) {
+	if st.flock == "exclusive" || (st.flock == "shared" && mode == "exclusive") {
+		return nil, serverError("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", st.VMID)
+	}
+	st.flock = mode
+	st.flocks++
+	return func() {
+		st.flocks--
+		if st.flocks == 0 {
+			st.flock = ""
+		}
+	}, nil
+}
+
+// setRunning records a power state change; the lock must be held.
+func (st *vmState) setRunning(running bool) {
+	if running && st.Status != "running" {
+		st.applyPending()
+		st.started = time.Now()
+	}
+	st.Status = map[bool]string{true: "running", false: "stopped"}[running]
+	st.Paused = false
+	st.history = append(st.history, stateChange{at: time.Now(), running: running})
+}
+
+func (s *Server) nextID(r *http.Request, _ *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v := r.URL.Query().Get("vmid"); v != "" {
+		id, err := strconv.Atoi(v)
+		if err != nil || id < 100 {
+			return nil, paramError("vmid", fmt.Sprintf("type check ('integer') failed - got '%s'", v))
+		}
+		if _, taken := s.findVM(id); taken {
+			return nil, paramError("vmid", fmt.Sprintf("VM %d already exists", id))
+		}
+		return strconv.Itoa(id), nil
+	}
 	id := 100
 	for {
-		taken := false
-		for k := range s.vms {
-			if k.vmid == id {
-				taken = true
-				break
-			}
-		}
-		if !taken {
+		if _, taken := s.findVM(id); !taken {
 			return strconv.Itoa(id), nil
 		}
 		id++
@@ -276,22 +414,30 @@ func (s *Server) nextID(*http.Request, *call) (any, error) {
 }
 
 // powerOps are the /status/{op} endpoints.
-var powerOps = []string{"start", "stop", "shutdown", "reset", "suspend", "resume"}
+var powerOps = []string{"start", "stop", "shutdown", "reboot", "reset", "suspend", "resume"}
 
 // powerParams are the parameters each power endpoint accepts.
 var powerParams = map[string][]string{
 	"start":    {"skiplock", "timeout", "machine", "migratedfrom", "migration_network", "migration_type", "stateuri", "targetstorage", "force-cpu"},
 	"stop":     {"skiplock", "timeout", "keepActive", "overrule-shutdown", "migratedfrom"},
 	"shutdown": {"skiplock", "timeout", "forceStop", "keepActive"},
+	"reboot":   {"timeout"},
 	"reset":    {"skiplock"},
 	"suspend":  {"skiplock", "todisk", "statestorage"},
 	"resume":   {"skiplock", "nocheck"},
 }
 
-// params reads a request's parameters from a JSON or form body, as pveproxy
-// accepts both.
+// params reads a request's parameters from a JSON or form body, or from
+// the query string of a DELETE, as pveproxy accepts them. JSON booleans
+// become "1" and "0", as PVE's schema reads them.
 func params(r *http.Request) (map[string]string, error) {
 	out := map[string]string{}
+	if r.Method == http.MethodDelete || r.Method == http.MethodGet {
+		for k, v := range r.URL.Query() {
+			out[k] = v[0]
+		}
+		return out, nil
+	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var m map[string]any
 		dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
@@ -300,7 +446,13 @@ func params(r *http.Request) (map[string]string, error) {
 			return nil, &apiError{Status: http.StatusBadRequest, Reason: "malformed JSON body: " + err.Error()}
 		}
 		for k, v := range m {
-			out[k] = fmt.Sprint(v)
+			switch v := v.(type) {
+			case bool:
+				out[k] = map[bool]string{true: "1", false: "0"}[v]
+			case nil:
+			default:
+				out[k] = fmt.Sprint(v)
+			}
 		}
 		return out, nil
 	}
@@ -327,6 +479,9 @@ func checkParams(p map[string]string, allowed []string, integers ...string) erro
 	return nil
 }
 
+// isTrue reads a PVE boolean parameter.
+func isTrue(v string) bool { return v == "1" || v == "true" || v == "on" || v == "yes" }
+
 // power returns the handler of one /status/{op} endpoint. Refusals that
 // PVE makes before it forks a worker are errors here; the rest end the task.
 func (s *Server) power(op string) handler {
@@ -344,11 +499,12 @@ func (s *Server) power(op string) handler {
 		if err != nil {
 			return nil, err
 		}
-		if st.Lock != "" && p["skiplock"] != "1" {
+		hibernated := st.Lock == "suspended"
+		if st.Lock != "" && p["skiplock"] != "1" && !(hibernated && (op == "start" || op == "resume")) {
 			return nil, serverError("VM is locked (%s)", st.Lock)
 		}
 		running := st.Status == "running"
-		exit, dur := c.taskError, s.cfg.TaskDuration
+		exit, dur, typ := c.taskError, s.cfg.TaskDuration, "qm"+op
 		var effect func(*vmState)
 		switch op {
 		case "start":
@@ -358,15 +514,25 @@ func (s *Server) power(op string) handler {
 			if running && exit == "" {
 				exit = fmt.Sprintf("VM %d already running", c.vmid)
 			}
-			effect = func(v *vmState) { v.Status, v.Paused, v.started = "running", false, time.Now() }
+			effect = func(v *vmState) { v.resumeFromDisk(); v.setRunning(true) }
 		case "stop":
-			effect = func(v *vmState) { v.Status, v.Paused = "stopped", false }
-		case "shutdown", "reset", "suspend", "resume":
+			effect = func(v *vmState) { v.setRunning(false) }
+		case "resume":
+			if hibernated {
+				// PVE resumes a VM hibernated to disk by starting it.
+				effect = func(v *vmState) { v.resumeFromDisk(); v.setRunning(true) }
+				break
+			}
+			if !running {
+				return nil, serverError("VM %d not running", c.vmid)
+			}
+			effect = func(v *vmState) { v.Paused = false }
+		case "shutdown", "reboot", "reset", "suspend":
 			if !running {
 				return nil, serverError("VM %d not running", c.vmid)
 			}
 			switch op {
-			case "shutdown":
+			case "shutdown", "reboot":
 				if st.IgnoresShutdown && !st.Paused && exit == "" {
 					timeout := 180 * time.Second
 					if t, err := strconv.Atoi(p["timeout"]); err == nil {
@@ -376,20 +542,52 @@ func (s *Server) power(op string) handler {
 					dur = min(timeout, 10*s.cfg.TaskDuration)
 					exit = "VM quit/powerdown failed - got timeout"
 				}
-				effect = func(v *vmState) { v.Status, v.Paused = "stopped", false }
+				if op == "shutdown" {
+					effect = func(v *vmState) { v.setRunning(false) }
+				} else {
+					// A reboot is a shutdown and a start: pending changes apply.
+					effect = func(v *vmState) { v.setRunning(false); v.setRunning(true) }
+				}
 			case "reset":
 				effect = func(v *vmState) { v.Paused = false }
 			case "suspend":
-				effect = func(v *vmState) { v.Paused = true }
-			case "resume":
-				effect = func(v *vmState) { v.Paused = false }
+				if isTrue(p["todisk"]) {
+					// Hibernate: the VM's state goes to a volume, the VM stops
+					// and stays locked "suspended" until it is started or
+					// resumed. PVE names this task qmsuspend, a pause qmpause.
+					effect = func(v *vmState) {
+						v.setRunning(false)
+						v.Lock = "suspended"
+						v.Config["vmstate"] = fmt.Sprintf("local-lvm:vm-%d-state-suspend-%s", v.VMID, time.Now().UTC().Format("2006-01-02"))
+						v.Config["runningmachine"] = "pc-i440fx-8.1+pve0"
+					}
+				} else {
+					typ = "qmpause"
+					effect = func(v *vmState) { v.Paused = true }
+				}
 			}
 		}
-		t := s.startTask(c.node, "qm"+op, c.vmid, dur, exit, func() {
+		if st.flock != "" && exit == "" {
+			// Another worker (a clone, a backup) holds the configuration
+			// lock; power workers take it after they fork, so the task
+			// fails. Power tasks do not hold it against each other here.
+			exit = fmt.Sprintf("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", c.vmid)
+		}
+		t := s.startTask(c, typ, dur, exit, func() {
 			if v, ok := s.vms[vmKey{c.node, c.vmid}]; ok {
 				effect(v)
 			}
 		})
 		return t.upid, nil
+	}
+}
+
+// resumeFromDisk drops a hibernated VM's saved state as its start does;
+// the lock must be held.
+func (st *vmState) resumeFromDisk() {
+	if st.Lock == "suspended" {
+		st.Lock = ""
+		delete(st.Config, "vmstate")
+		delete(st.Config, "runningmachine")
 	}
 }
