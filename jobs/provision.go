@@ -105,6 +105,8 @@ type vpsJob struct {
 	tasks *pveTasks
 	svc   *queries.Service
 	log   *slog.Logger
+	// ref is the service's VM when the job did not make it.
+	ref *proxmox.VMRef
 }
 
 func newVPSJob[T Args](w *VPSWorkers, job *Job[T]) *vpsJob {
@@ -129,7 +131,9 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 	if err := job.Steps(ctx,
 		Step{"place", func(ctx context.Context) error { return v.place(ctx, job.Args.TemplateID) }},
 		Step{"clone", func(ctx context.Context) error { return v.clone(ctx, job.Args.Hostname) }},
-		Step{"configure", func(ctx context.Context) error { return v.configure(ctx, plan, job.Args.Install, secrets) }},
+		Step{"configure", func(ctx context.Context) error {
+			return v.configure(ctx, installConfig(v.svc.ID, plan, job.Args.Install, secrets))
+		}},
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
 		Step{"start", v.start},
 	); err != nil {
@@ -147,8 +151,11 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 	return nil
 }
 
-// vm returns the VM the job placed.
+// vm returns the service's VM, or the VM the job placed.
 func (v *vpsJob) vm() (proxmox.VMRef, error) {
+	if v.ref != nil {
+		return *v.ref, nil
+	}
 	var ref proxmox.VMRef
 	ok, err := v.run.Get("vm", &ref)
 	if err == nil && !ok {
@@ -318,15 +325,12 @@ func (v *vpsJob) waitUnlocked(ctx context.Context, ref proxmox.VMRef) error {
 	}
 }
 
-// configure sets the plan's CPU and memory, the service tag and cloud-init.
-func (v *vpsJob) configure(ctx context.Context, plan Plan, in Install, secrets InstallSecrets) error {
-	ref, err := v.vm()
-	if err != nil {
-		return err
-	}
+// installConfig is the configuration a new or reinstalled VM gets: the
+// plan's CPU and memory, the service tag and cloud-init.
+func installConfig(service uuid.UUID, plan Plan, in Install, secrets InstallSecrets) map[string]any {
 	values := map[string]any{
 		"cores": plan.Cores, "memory": plan.MemoryMB,
-		"tags":      "provisiond;" + VMTag(v.svc.ID),
+		"tags":      "provisiond;" + VMTag(service),
 		"ciuser":    orDefault(in.User, "root"),
 		"ipconfig0": "ip=dhcp",
 	}
@@ -334,11 +338,20 @@ func (v *vpsJob) configure(ctx context.Context, plan Plan, in Install, secrets I
 		values["name"] = in.Hostname
 	}
 	if len(in.SSHKeys) > 0 {
-		// PVE wants the keys URL-encoded, spaces as %20.
+		// PVE wants the keys strictly URL-encoded: spaces as %20, not +.
 		values["sshkeys"] = strings.ReplaceAll(url.QueryEscape(strings.Join(in.SSHKeys, "\n")), "+", "%20")
 	}
 	if secrets.Password != "" {
 		values["cipassword"] = secrets.Password
+	}
+	return values
+}
+
+// configure applies configuration values to the VM as one task.
+func (v *vpsJob) configure(ctx context.Context, values map[string]any) error {
+	ref, err := v.vm()
+	if err != nil {
+		return err
 	}
 	return v.tasks.do(ctx, pveOp{Key: "config", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
 		return "qmconfig", func(ctx context.Context) (string, error) { return v.w.Proxmox.Configure(ctx, ref, values) }, nil
