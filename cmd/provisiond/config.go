@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/hostfleet/provisiond/adapters/sims"
 )
 
 // Config is read from the environment; README.md lists every variable. The
@@ -53,7 +55,7 @@ type Config struct {
 	SweepInterval time.Duration `env:"SWEEP_INTERVAL" envDefault:"30s"`
 	SweepGrace    time.Duration `env:"SWEEP_GRACE" envDefault:"2m"`
 
-	SimAddr         string        `env:"PROXMOX_SIM_ADDR" envDefault:"127.0.0.1:8006"`
+	Sims            sims.Addrs    `envPrefix:""`
 	SimTaskDuration time.Duration `env:"SIM_TASK_DURATION" envDefault:"2s"`
 }
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/adapters/sims"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/sql/migrations"
 	"github.com/hostfleet/provisiond/web/apikey"
@@ -33,7 +34,7 @@ func applyDevDefaults(c *Config) {
 		c.LogFormat = "text"
 	}
 	if c.ProxmoxTokenSecret == "" {
-		c.ProxmoxTokenSecret = "devsecret"
+		c.ProxmoxTokenSecret = sims.Dev().ProxmoxTokenSecret
 	}
 	if c.SecretsKey == "" {
 		// Known to everyone, so fit only for demo data.
@@ -44,26 +45,29 @@ func applyDevDefaults(c *Config) {
 		c.OperatorPassword = rand.Text()[:16]
 	}
 	if os.Getenv("PROXMOX_URL") == "" {
-		c.ProxmoxURL = "http://" + c.SimAddr + "/api2/json"
+		c.ProxmoxURL = "http://" + c.Sims.Proxmox + "/api2/json"
 	}
 }
 
-// runDev runs everything in one process: the Proxmox simulator, API,
+// runDev runs everything in one process: the provider simulators, API,
 // workers and scheduler, on a migrated database with demo data.
 func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err := migrations.Up(ctx, a.pool, a.log); err != nil {
 		return err
 	}
-	pve := sim.New(sim.Config{TokenID: a.cfg.ProxmoxTokenID, TokenSecret: a.cfg.ProxmoxTokenSecret, TaskDuration: a.cfg.SimTaskDuration})
-	defer pve.Close()
-	demo := sim.DemoVMs()
-	for _, vm := range demo {
-		pve.AddVM(vm)
-	}
-	simLn, err := net.Listen("tcp", a.cfg.SimAddr)
+	simCfg := sims.Dev()
+	simCfg.TaskDuration = a.cfg.SimTaskDuration
+	simCfg.ProxmoxTokenID, simCfg.ProxmoxTokenSecret = a.cfg.ProxmoxTokenID, a.cfg.ProxmoxTokenSecret
+	fleet, err := sims.New(simCfg)
 	if err != nil {
-		return fmt.Errorf("proxmox simulator: %w", err)
+		return err
 	}
+	defer fleet.Close()
+	endpoints, err := fleet.Listen(a.cfg.Sims)
+	if err != nil {
+		return err
+	}
+	demo := sim.DemoVMs()
 	apiLn, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
@@ -82,12 +86,12 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveListener(ctx, simLn, pve, a.log.With("component", "proxmox-sim")) })
+	g.Go(func() error { return sims.Serve(ctx, endpoints, fleet, a.log.With("component", "simulators")) })
 	g.Go(func() error { return serveListener(ctx, apiLn, api, a.log) })
 	g.Go(func() error { return runAsynq(ctx, workers, handler, a.log) })
 	g.Go(func() error { a.sweeper().Run(ctx, a.cfg.SweepInterval); return nil })
 
-	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), "http://"+simLn.Addr().String(), key, services)
+	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), endpoints, key, services)
 	return g.Wait()
 }
 
@@ -147,13 +151,16 @@ func seedDemo(ctx context.Context, q *queries.Queries, vms []sim.VM) (string, []
 	return key, services, err
 }
 
-func printBanner(out io.Writer, cfg Config, api, simURL, key string, services []queries.Service) {
+func printBanner(out io.Writer, cfg Config, api string, endpoints []sims.Endpoint, key string, services []queries.Service) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nprovisiond dev is running\n\n")
 	fmt.Fprintf(&b, "  API                 %s/api/ping\n", api)
 	fmt.Fprintf(&b, "  queue dashboard     %s/monitoring/queues/  (user %q, password %q)\n", api, cfg.OperatorUser, cfg.OperatorPassword)
 	fmt.Fprintf(&b, "  metrics             %s/metrics\n", api)
-	fmt.Fprintf(&b, "  Proxmox simulator   %s/api2/json  (calls: %s/_sim/calls)\n", simURL, simURL)
+	fmt.Fprintf(&b, "  simulators          (calls and faults under /_sim/ of each)\n")
+	for _, ep := range endpoints {
+		fmt.Fprintf(&b, "    %-17s %s\n", ep.Name, ep.URL)
+	}
 	fmt.Fprintf(&b, "  database            %s\n\n", redactURL(cfg.DatabaseURL))
 	if key != "" {
 		fmt.Fprintf(&b, "  demo API key (shown once; only its hash is kept):\n\n    %s\n\n", key)
