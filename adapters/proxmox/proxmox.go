@@ -42,6 +42,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// PollInterval is how often a running task's status is read.
 	PollInterval time.Duration
+	// Transport, when set, carries the requests instead of a clone of
+	// http.DefaultTransport (and CAFile is ignored): for a proxy, or for
+	// tests that replay recorded answers.
+	Transport http.RoundTripper
 }
 
 // Observer records provider calls; *metrics.Metrics implements it.
@@ -70,18 +74,13 @@ func New(cfg Config, obs Observer) (*Client, error) {
 	if _, err := url.Parse(cfg.URL); err != nil {
 		return nil, fmt.Errorf("proxmox: bad URL: %w", err)
 	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.MaxIdleConnsPerHost = 32
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
+	next := cfg.Transport
+	if next == nil {
+		base, err := transport(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("proxmox: read CA file: %w", err)
+			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("proxmox: %s holds no PEM certificate", cfg.CAFile)
-		}
-		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		next = base
 	}
 	timeout := cfg.RequestTimeout
 	if timeout <= 0 {
@@ -91,13 +90,38 @@ func New(cfg Config, obs Observer) (*Client, error) {
 	if poll <= 0 {
 		poll = time.Second
 	}
-	hc := &http.Client{Transport: statusTransport{next: base}, Timeout: timeout}
+	hc := &http.Client{Transport: statusTransport{next: next}, Timeout: timeout}
 	api := pve.NewClient(strings.TrimRight(cfg.URL, "/"),
 		pve.WithHTTPClient(hc),
 		pve.WithAPIToken(cfg.TokenID, cfg.TokenSecret),
 		pve.WithUserAgent("provisiond"),
 	)
 	return &Client{api: api, poll: poll, obs: obs}, nil
+}
+
+// transport is a connection pool for one cluster, trusting caFile's
+// certificates when it is set.
+func transport(caFile string) (*http.Transport, error) {
+	base := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        100,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("proxmox: read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("proxmox: %s holds no PEM certificate", caFile)
+		}
+		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return base, nil
 }
 
 // PollInterval is how often the client reads a task's status; jobs waiting
