@@ -169,8 +169,7 @@ func (p *pvePower) plan(ctx context.Context, op proxmox.PowerOp) (string, func(c
 		return "", nil, nil
 	}
 	if st.Lock != "" {
-		return "", nil, &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: string(op),
-			Message: fmt.Sprintf("VM is locked (%s)", st.Lock)}
+		return "", nil, lockedErr(string(op), st.Lock)
 	}
 	eff := effective(op, st)
 	if eff == "" {

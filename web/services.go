@@ -131,16 +131,12 @@ var supportedProviders = []string{"proxmox"}
 
 // createServiceRequest registers a service the panel has sold.
 type createServiceRequest struct {
-	Name             string `json:"name"`
-	Provider         string `json:"provider"`
-	Location         string `json:"location"`
-	BillingPeriodEnd string `json:"billingPeriodEnd"`
-	Plan             *struct {
-		Cores    int `json:"cores"`
-		MemoryMB int `json:"memoryMb"`
-		DiskGB   int `json:"diskGb"`
-	} `json:"plan"`
-	ProviderRef *struct {
+	Name             string     `json:"name"`
+	Provider         string     `json:"provider"`
+	Location         string     `json:"location"`
+	BillingPeriodEnd string     `json:"billingPeriodEnd"`
+	Plan             *jobs.Plan `json:"plan"`
+	ProviderRef      *struct {
 		Node string `json:"node"`
 		VMID int    `json:"vmid"`
 	} `json:"providerRef"`
@@ -165,15 +161,7 @@ func (req *createServiceRequest) validate() (*time.Time, []string) {
 	if req.Plan == nil {
 		errs = append(errs, "plan is required")
 	} else {
-		if req.Plan.Cores < 1 || req.Plan.Cores > 512 {
-			errs = append(errs, "plan.cores must be from 1 to 512")
-		}
-		if req.Plan.MemoryMB < 128 || req.Plan.MemoryMB > 4<<20 {
-			errs = append(errs, "plan.memoryMb must be from 128 to 4194304")
-		}
-		if req.Plan.DiskGB < 1 || req.Plan.DiskGB > 65536 {
-			errs = append(errs, "plan.diskGb must be from 1 to 65536")
-		}
+		errs = append(errs, validatePlan(*req.Plan)...)
 	}
 	if ref := req.ProviderRef; ref != nil {
 		if !nodeName.MatchString(ref.Node) {
@@ -300,13 +288,21 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return aerr
 	}
+	if aerr := usable(svc); aerr != nil {
+		return aerr
+	}
+	return s.insertJob(w, r, svc.ID, jobs.PowerArgs{ServiceID: svc.ID, Action: req.Action})
+}
+
+// usable refuses jobs on a service that has no provider object to act on.
+func usable(svc queries.Service) *apiError {
 	switch svc.Status {
 	case "terminated":
 		return &apiError{Status: http.StatusConflict, Message: "Service is terminated", ErrorKey: "service_terminated"}
 	case "pending":
 		return &apiError{Status: http.StatusConflict, Message: "Service is not provisioned yet", ErrorKey: "service_pending"}
 	}
-	return s.insertJob(w, r, svc.ID, jobs.PowerArgs{ServiceID: svc.ID, Action: req.Action})
+	return nil
 }
 
 // insertJob records and enqueues a job for the caller and answers 202 with

@@ -147,6 +147,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
 		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ProvisionArgs](vps.Provision))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ResizeArgs](vps.Resize))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},

@@ -84,3 +84,54 @@ func TestProvisionMakesOneRunningVMFromTheTemplate(t *testing.T) {
 		t.Errorf("the password is in the job row (args %s, sealed %q); want it sealed and dropped when the job ended", args, sealed)
 	}
 }
+
+func TestUpgradeRestartsForCPUAndGrowsTheDisk(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	status, resp := s.do("POST", "/api/services/"+svc+"/upgrade", `{"cores":4,"diskGb":60}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("upgrade: %d %v", status, resp)
+	}
+	job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second)
+	if job["status"] != "succeeded" {
+		t.Fatalf("resize ended %s: %v", job["status"], job["error"])
+	}
+	vm := s.vm("web-1")
+	if vm.Cores != 4 || vm.MemoryMB != 2048 || vm.DiskGB != 60 || vm.Status != "running" {
+		t.Errorf("VM = %d cores, %d MB, %d GB, %s; want 4, 2048, 60, running", vm.Cores, vm.MemoryMB, vm.DiskGB, vm.Status)
+	}
+	if n := s.sim.CountTasks("qmshutdown", 100); n != 1 {
+		t.Errorf("shut down %d times for the CPU change, want once", n)
+	}
+	_, resp = s.do("GET", "/api/services/"+svc+"/upgrade", "")
+	if plan := resp["plan"].(map[string]any); plan["cores"] != 4.0 || plan["diskGb"] != 60.0 {
+		t.Errorf("service plan after the resize: %v", plan)
+	}
+}
+
+func TestResizeRefusesWhatCannotBeDone(t *testing.T) {
+	tests := []struct {
+		name, path, body, wantErr string
+	}{
+		{"smaller disk", "upgrade", `{"diskGb":10}`, "diskGb cannot be smaller than the current 40 GB: disks only grow"},
+		{"nothing to change", "upgrade", `{}`, "give at least one of cores, memoryMb and diskGb"},
+		{"same plan", "change-plan", `{"plan":{"cores":2,"memoryMb":2048,"diskGb":40}}`, "the plan is the same as the current one"},
+		{"plan out of range", "apply-downgrade", `{"plan":{"cores":0,"memoryMb":2048,"diskGb":40}}`, "plan.cores must be from 1 to 512"},
+	}
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, resp := s.do("POST", "/api/services/"+svc+"/"+tt.path, tt.body)
+			errs, _ := resp["validationErrors"].([]any)
+			if status != http.StatusBadRequest || len(errs) == 0 || errs[0] != tt.wantErr {
+				t.Errorf("%d %v; want 400 saying %q", status, resp, tt.wantErr)
+			}
+		})
+	}
+	_, resp := s.do("GET", "/api/jobs?service="+svc, "")
+	if jobs, _ := resp["jobs"].([]any); len(jobs) != 0 {
+		t.Errorf("refused requests left %d jobs", len(jobs))
+	}
+}

@@ -1,0 +1,133 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// ResizeArgs ask for a VPS to be brought to new plan limits.
+type ResizeArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	// Plan is the whole new plan; its disk is never smaller than the
+	// current one (the API refuses that before a job exists).
+	Plan Plan `json:"plan"`
+	// Reason is what asked: upgrade, change-plan or downgrade.
+	Reason string `json:"reason"`
+}
+
+// Kind implements Args.
+func (ResizeArgs) Kind() string { return "vps.resize" }
+
+// InsertOpts implements ArgsWithInsertOpts.
+func (ResizeArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueDefault, MaxAttempts: 15, Timeout: 30 * time.Minute, Mutating: true}
+}
+
+// ResizeResult is what a finished resize reports.
+type ResizeResult struct {
+	Plan      Plan `json:"plan"`
+	Restarted bool `json:"restarted"`
+}
+
+// Resize implements Worker for ResizeArgs. CPU and memory changes of a
+// running VM take effect only after a restart in Proxmox, so such a VM is
+// shut down for the change and started again; a disk grows online. The
+// service's plan follows only once Proxmox has applied it.
+func (w *VPSWorkers) Resize(ctx context.Context, job *Job[ResizeArgs]) error {
+	v, err := existingVM(w, job)
+	if err != nil {
+		return err
+	}
+	plan := job.Args.Plan
+	type before struct {
+		Running, CPUMem bool
+	}
+	var was before
+	err = job.Steps(ctx,
+		Step{"inspect", func(ctx context.Context) error {
+			ref, _ := v.vm()
+			cfg, err := w.Proxmox.Config(ctx, ref)
+			if err != nil {
+				return err
+			}
+			st, err := w.Proxmox.State(ctx, ref)
+			if err != nil {
+				return err
+			}
+			if st.Lock != "" {
+				return lockedErr("inspect", st.Lock)
+			}
+			return job.Set(ctx, "before", before{Running: !st.Stopped(),
+				CPUMem: cfg.Cores != plan.Cores || cfg.MemoryMB != plan.MemoryMB})
+		}},
+		Step{"stop", func(ctx context.Context) error {
+			if _, err := job.Get("before", &was); err != nil || !was.Running || !was.CPUMem {
+				return err
+			}
+			p, err := v.power()
+			if err != nil {
+				return err
+			}
+			return p.shutdown(ctx)
+		}},
+		Step{"configure", func(ctx context.Context) error {
+			return v.configure(ctx, map[string]any{"cores": plan.Cores, "memory": plan.MemoryMB})
+		}},
+		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
+		Step{"start", func(ctx context.Context) error {
+			if _, err := job.Get("before", &was); err != nil || !was.Running {
+				return err
+			}
+			return v.start(ctx)
+		}},
+	)
+	if err != nil {
+		return err
+	}
+	if err := w.savePlan(ctx, job.Service, plan); err != nil {
+		return err
+	}
+	job.SetResult(ResizeResult{Plan: plan, Restarted: was.Running && was.CPUMem})
+	return nil
+}
+
+// existingVM returns a job's view of its service's VM, which must exist.
+func existingVM[T Args](w *VPSWorkers, job *Job[T]) (*vpsJob, error) {
+	if job.Service == nil || job.Service.Provider != proxmox.Provider {
+		return nil, permanent(job.Row.Kind, "this job needs a Proxmox service")
+	}
+	ref, err := ProxmoxRef(job.Service)
+	if err != nil {
+		return nil, err
+	}
+	v := newVPSJob(w, job)
+	v.ref = &ref
+	return v, nil
+}
+
+// savePlan records plan as the service's plan.
+func (w *VPSWorkers) savePlan(ctx context.Context, svc *queries.Service, plan Plan) error {
+	b, err := json.Marshal(plan)
+	if err != nil {
+		return err
+	}
+	if err := w.Queries.SetServicePlan(ctx, queries.SetServicePlanParams{ID: svc.ID, Plan: b}); err != nil {
+		return fmt.Errorf("record the plan: %w", err)
+	}
+	return nil
+}
+
+// lockedErr says the VM is busy with another Proxmox operation; it clears
+// by itself.
+func lockedErr(op, lock string) error {
+	return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: op,
+		Message: fmt.Sprintf("VM is locked (%s)", lock)}
+}
