@@ -294,8 +294,12 @@ func (v *vpsJob) ours(cfg proxmox.VMConfig) bool {
 	return strings.Contains(cfg.Raw["description"], v.svc.ID.String()) || slices.Contains(cfg.Tags, VMTag(v.svc.ID))
 }
 
-// replace picks another VMID after the chosen one was taken.
+// replace picks another VMID after the chosen one was taken. A VM that
+// must keep its VMID (a reinstall) cannot.
 func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
+	if v.ref != nil {
+		return permanent("clone", fmt.Sprintf("VMID %d was taken by another VM while the service's VM was being replaced", taken.VMID))
+	}
 	id, err := v.w.Proxmox.NextID(ctx)
 	if err != nil {
 		return err

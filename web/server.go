@@ -72,6 +72,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/templates", api(s.templates))
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
+	mux.Handle("POST /api/services/{id}/reinstall", api(s.reinstall))
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
 	mux.Handle("POST /api/services/{id}/upgrade", api(s.upgrade))
 	mux.Handle("POST /api/services/{id}/change-plan", api(s.changePlan))

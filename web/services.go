@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"slices"
@@ -194,6 +195,13 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	if aerr := decodeJSON(body, &req); aerr != nil {
 		return aerr
 	}
+	if req.ProviderRef == nil && req.OS != "" && req.TemplateID == 0 && s.Proxmox != nil {
+		id, err := s.templateNamed(r, req.OS)
+		if err != nil {
+			return err
+		}
+		req.TemplateID = id
+	}
 	end, errs := req.validate()
 	if len(errs) > 0 {
 		return invalid(errs...)
@@ -312,13 +320,19 @@ func (s *Server) insertJob(w http.ResponseWriter, r *http.Request, service uuid.
 	if err != nil {
 		return err
 	}
+	answerJob(w, s.logger(r), job, replayed)
+	return nil
+}
+
+// answerJob answers 202 with a job just recorded, or an earlier one
+// returned again for its Idempotency-Key.
+func answerJob(w http.ResponseWriter, log *slog.Logger, job queries.Job, replayed bool) {
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	} else {
-		s.logger(r).Info("job created", "job_id", job.ID, "kind", job.Kind, "service_id", service)
+		log.Info("job created", "job_id", job.ID, "kind", job.Kind, "service_id", job.ServiceID.UUID)
 	}
 	ok(w, http.StatusAccepted, "job", toJobJSON(job))
-	return nil
 }
 
 // recordJob records and enqueues a job for the caller, with secrets sealed

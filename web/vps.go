@@ -18,11 +18,13 @@ import (
 
 // installRequest is what a new or reinstalled VM is set up with.
 type installRequest struct {
-	TemplateID int      `json:"templateId"`
-	Hostname   string   `json:"hostname"`
-	User       string   `json:"user"`
-	Password   string   `json:"password"`
-	SSHKeys    []string `json:"sshKeys"`
+	TemplateID int `json:"templateId"`
+	// OS names a template instead of TemplateID (a reinstall resolves it).
+	OS       string   `json:"os"`
+	Hostname string   `json:"hostname"`
+	User     string   `json:"user"`
+	Password string   `json:"password"`
+	SSHKeys  []string `json:"sshKeys"`
 }
 
 var (
@@ -170,3 +172,54 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
 }
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// reinstall installs the VPS afresh from a template; its disk's contents
+// are lost.
+func (s *Server) reinstall(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return aerr
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req installRequest
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return aerr
+	}
+	if req.OS != "" && req.TemplateID == 0 {
+		if req.TemplateID, err = s.templateNamed(r, req.OS); err != nil {
+			return err
+		}
+	}
+	if errs := req.validate(); len(errs) > 0 {
+		return invalid(errs...)
+	}
+	in, secrets := req.install()
+	job, replayed, err := s.recordJob(r, svc.ID, jobs.ReinstallArgs{ServiceID: svc.ID, Install: in}, secrets)
+	if err != nil {
+		return err
+	}
+	answerJob(w, s.logger(r), job, replayed)
+	return nil
+}
+
+// templateNamed finds the VMID of the template with the given name.
+func (s *Server) templateNamed(r *http.Request, name string) (int, error) {
+	ts, err := s.Proxmox.Templates(r.Context())
+	if err != nil {
+		return 0, providerError(err)
+	}
+	var names []string
+	for _, t := range ts {
+		if t.Name == name {
+			return t.VMID, nil
+		}
+		names = append(names, t.Name)
+	}
+	return 0, invalid(oneOf("os", names))
+}

@@ -148,6 +148,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ProvisionArgs](vps.Provision))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ResizeArgs](vps.Resize))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReinstallArgs](vps.Reinstall))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},

@@ -135,3 +135,31 @@ func TestResizeRefusesWhatCannotBeDone(t *testing.T) {
 		t.Errorf("refused requests left %d jobs", len(jobs))
 	}
 }
+
+func TestReinstallKeepsTheVMIDAndMAC(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	before := s.vm("web-1")
+	svc := s.services["web-1"].ID.String()
+	status, resp := s.do("POST", "/api/services/"+svc+"/reinstall",
+		`{"os":"debian-12-template","hostname":"fresh.example.com","password":"a long password"}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("reinstall: %d %v", status, resp)
+	}
+	job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second)
+	if job["status"] != "succeeded" {
+		t.Fatalf("reinstall ended %s: %v", job["status"], job["error"])
+	}
+	after := s.vm("web-1")
+	if after.Status != "running" || after.Name != "fresh.example.com" || after.DiskGB != 40 {
+		t.Errorf("VM after reinstall: %s, %q, %d GB; want running, fresh.example.com, 40 GB", after.Status, after.Name, after.DiskGB)
+	}
+	if after.Config["net0"] != before.Config["net0"] || before.Config["net0"] == "" {
+		t.Errorf("net0 %q, want the old %q (same MAC)", after.Config["net0"], before.Config["net0"])
+	}
+	for op, want := range map[string]int{"clone": 1, "destroy": 1} {
+		if n := s.sim.CountCalls(op, ""); n != want {
+			t.Errorf("%s called %d times, want %d", op, n, want)
+		}
+	}
+}
