@@ -23,8 +23,7 @@ type Plan struct {
 	Cores    int `json:"cores"`
 	MemoryMB int `json:"memoryMb"`
 	DiskGB   int `json:"diskGb"`
-	// BackupLimit is how many backups are kept; 0 means backups are not
-	// part of the plan.
+	// BackupLimit is how many backups are kept; 0 means no limit.
 	BackupLimit int `json:"backupLimit,omitempty"`
 	// BackupPolicy says what creating a backup past the limit does:
 	// "rotate" (the default) deletes the oldest, "refuse" refuses.
@@ -93,6 +92,8 @@ type VPSWorkers struct {
 	Locations map[string][]string
 	// Storage is where clones' disks go; empty keeps the template's.
 	Storage string
+	// BackupStorage is where vzdump writes backups; default "local".
+	BackupStorage string
 	// ShutdownTimeout is how long a stop waits for the guest before it
 	// powers the VM off hard.
 	ShutdownTimeout time.Duration

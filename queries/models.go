@@ -67,6 +67,12 @@ type JobEvent struct {
 	Message  string
 }
 
+type Lease struct {
+	Resource  string
+	Holder    uuid.UUID
+	ExpiresAt time.Time
+}
+
 type Service struct {
 	ID               uuid.UUID
 	TeamID           uuid.UUID

@@ -38,6 +38,8 @@ type Config struct {
 	OperatorUser, OperatorPassword string
 	// KeepAlive is how often an idle event stream sends a comment line.
 	KeepAlive time.Duration
+	// BackupStorage is the Proxmox storage VPS backups are on.
+	BackupStorage string
 }
 
 // Server serves the API. Its fields are its dependencies.
@@ -73,6 +75,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.reinstall))
+	mux.Handle("GET /api/services/{id}/backups", api(s.listBackups))
+	mux.Handle("POST /api/services/{id}/backups", api(s.createBackup))
+	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.restoreBackup))
+	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.deleteBackup))
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
 	mux.Handle("POST /api/services/{id}/upgrade", api(s.upgrade))
 	mux.Handle("POST /api/services/{id}/change-plan", api(s.changePlan))

@@ -115,6 +115,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
+			BackupStorage: a.cfg.ProxmoxBackupStorage,
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve,
@@ -145,10 +146,14 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	ws.Sealer = a.sealer
 	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
 	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
+		BackupStorage:   a.cfg.ProxmoxBackupStorage,
 		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ProvisionArgs](vps.Provision))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ResizeArgs](vps.Resize))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReinstallArgs](vps.Reinstall))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupArgs](vps.Backup))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RestoreArgs](vps.Restore))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupDeleteArgs](vps.DeleteBackup))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},

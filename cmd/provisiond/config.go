@@ -43,6 +43,7 @@ type Config struct {
 	ProxmoxPollInterval   time.Duration `env:"PROXMOX_POLL_INTERVAL" envDefault:"1s"`
 	ProxmoxLocations      string        `env:"PROXMOX_LOCATIONS"`
 	ProxmoxStorage        string        `env:"PROXMOX_STORAGE"`
+	ProxmoxBackupStorage  string        `env:"PROXMOX_BACKUP_STORAGE" envDefault:"local"`
 
 	WorkerConcurrency    int           `env:"WORKER_CONCURRENCY" envDefault:"500"`
 	WorkerQueues         string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,low=1"`

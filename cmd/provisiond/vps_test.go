@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
 )
 
 // sshKey returns a fresh public key in authorized_keys format.
@@ -161,5 +162,111 @@ func TestReinstallKeepsTheVMIDAndMAC(t *testing.T) {
 		if n := s.sim.CountCalls(op, ""); n != want {
 			t.Errorf("%s called %d times, want %d", op, n, want)
 		}
+	}
+}
+
+// backups lists a service's backups through the API.
+func (s *system) backups(service string) []map[string]any {
+	s.t.Helper()
+	status, resp := s.do("GET", "/api/services/"+s.services[service].ID.String()+"/backups", "")
+	if status != http.StatusOK {
+		s.t.Fatalf("list backups: %d %v", status, resp)
+	}
+	var out []map[string]any
+	for _, b := range resp["backups"].([]any) {
+		out = append(out, b.(map[string]any))
+	}
+	return out
+}
+
+// setPlan changes a service's plan in the database, as a finished plan
+// change would.
+func (s *system) setPlan(service string, plan jobs.Plan) {
+	s.t.Helper()
+	b, _ := json.Marshal(plan)
+	if err := s.q.SetServicePlan(context.Background(), queries.SetServicePlanParams{ID: s.services[service].ID, Plan: b}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// runJob posts body to path, expects 202 and waits for the job to succeed.
+func (s *system) runJob(method, path, body string) map[string]any {
+	s.t.Helper()
+	status, resp := s.do(method, path, body)
+	if status != http.StatusAccepted {
+		s.t.Fatalf("%s %s: %d %v", method, path, status, resp)
+	}
+	job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second)
+	if job["status"] != "succeeded" {
+		s.t.Fatalf("%s %s: job ended %s: %v", method, path, job["status"], job["error"])
+	}
+	return job
+}
+
+func TestBackupsRotateRestoreAndDelete(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := "/api/services/" + s.services["web-1"].ID.String()
+	if n := len(s.backups("web-1")); n != 2 {
+		t.Fatalf("web-1 starts with %d backups, want the 2 the simulator seeds", n)
+	}
+	s.setPlan("web-1", jobs.Plan{Cores: 2, MemoryMB: 2048, DiskGB: 40, BackupLimit: 2})
+	s.runJob("POST", svc+"/backups", `{"note":"before the upgrade"}`)
+	backups := s.backups("web-1")
+	if len(backups) != 2 || !strings.Contains(backups[1]["notes"].(string), "before the upgrade") {
+		t.Fatalf("after a backup past the limit: %v; want the oldest rotated out and the new one last", backups)
+	}
+	newest := backups[1]["id"].(string)
+	s.runJob("POST", svc+"/backups/"+newest, "")
+	if n := s.sim.CountTasks("qmrestore", 100); n != 1 {
+		t.Errorf("restored %d times, want once", n)
+	}
+	if vm := s.vm("web-1"); vm.Status != "running" {
+		t.Errorf("VM is %s after the restore, want running", vm.Status)
+	}
+	s.runJob("DELETE", svc+"/backups/"+newest, "")
+	if backups := s.backups("web-1"); len(backups) != 1 || backups[0]["id"] == newest {
+		t.Errorf("after deleting %s: %v", newest, backups)
+	}
+
+	s.setPlan("web-1", jobs.Plan{Cores: 2, MemoryMB: 2048, DiskGB: 40, BackupLimit: 1, BackupPolicy: "refuse"})
+	if status, resp := s.do("POST", svc+"/backups", ""); status != http.StatusConflict || resp["errorKey"] != "backup_limit_reached" {
+		t.Errorf("backup past a refusing limit: %d %v, want 409 backup_limit_reached", status, resp)
+	}
+	if status, _ := s.do("POST", svc+"/backups/vzdump-qemu-100-2020_01_01-00_00_00.vma.zst", ""); status != http.StatusNotFound {
+		t.Errorf("restore of an unknown backup: %d, want 404", status)
+	}
+	if status, _ := s.do("DELETE", svc+"/backups/vzdump-qemu-101-2020_01_01-00_00_00.vma.zst", ""); status != http.StatusNotFound {
+		t.Errorf("delete of another VM's backup: %d, want 404", status)
+	}
+}
+
+func TestBackupsOfOneNodeRunOneAtATime(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 300 * time.Millisecond})
+	var ids []string
+	for _, name := range []string{"web-1", "db-1"} { // both on pve1
+		status, resp := s.do("POST", "/api/services/"+s.services[name].ID.String()+"/backups", "")
+		if status != http.StatusAccepted {
+			t.Fatalf("backup %s: %d %v", name, status, resp)
+		}
+		ids = append(ids, resp["job"].(map[string]any)["id"].(string))
+	}
+	for _, id := range ids {
+		if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+			t.Fatalf("backup job ended %s: %v", job["status"], job["error"])
+		}
+	}
+	var spans [][2]time.Time
+	for _, c := range s.sim.Calls() {
+		if c.Op == "vzdump" {
+			spans = append(spans, [2]time.Time{c.Time, c.Time.Add(300 * time.Millisecond)})
+		}
+	}
+	if len(spans) != 2 {
+		t.Fatalf("%d vzdump calls, want 2", len(spans))
+	}
+	if spans[1][0].Before(spans[0][1]) {
+		t.Errorf("the second backup started %s after the first, while it was still running", spans[1][0].Sub(spans[0][0]))
 	}
 }

@@ -1,0 +1,267 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// BackupArgs ask for a vzdump backup of a VPS.
+type BackupArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	// Note is stored with the backup, after the service's id.
+	Note string `json:"note,omitempty"`
+}
+
+// Kind implements Args.
+func (BackupArgs) Kind() string { return "vps.backup" }
+
+// InsertOpts gives a backup of a large disk its time, on the low queue:
+// nobody waits at the screen for it.
+func (BackupArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueLow, MaxAttempts: 20, Timeout: 4 * time.Hour, Mutating: true}
+}
+
+// RestoreArgs ask for a VPS to be restored in place from one of its backups.
+type RestoreArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	BackupID  string    `json:"backupId"`
+}
+
+// Kind implements Args.
+func (RestoreArgs) Kind() string { return "vps.restore" }
+
+// InsertOpts implements ArgsWithInsertOpts.
+func (RestoreArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueDefault, MaxAttempts: 15, Timeout: 4 * time.Hour, Mutating: true}
+}
+
+// BackupDeleteArgs ask for one of a VPS's backups to be deleted.
+type BackupDeleteArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	BackupID  string    `json:"backupId"`
+}
+
+// Kind implements Args.
+func (BackupDeleteArgs) Kind() string { return "vps.backup.delete" }
+
+// InsertOpts implements ArgsWithInsertOpts.
+func (BackupDeleteArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueLow, MaxAttempts: 10, Timeout: 10 * time.Minute, Mutating: true}
+}
+
+// Backup is one backup of a VPS as the API shows it.
+type Backup struct {
+	// ID is the archive's file name, unique on its storage.
+	ID        string    `json:"id"`
+	CreatedAt time.Time `json:"createdAt"`
+	SizeBytes uint64    `json:"sizeBytes"`
+	Notes     string    `json:"notes"`
+}
+
+// backupNameRE is the file name vzdump gives a VM's archive.
+var backupNameRE = regexp.MustCompile(`^vzdump-qemu-(\d+)-\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}\.[a-z.]+$`)
+
+// ValidBackupID reports whether id names an archive of the VM.
+func ValidBackupID(id string, vmid int) bool {
+	m := backupNameRE.FindStringSubmatch(id)
+	return m != nil && m[1] == strconv.Itoa(vmid)
+}
+
+// backupID is the file name part of a backup volume id
+// ("local:backup/vzdump-qemu-100-….vma.zst").
+func backupID(volid string) string {
+	_, name, _ := strings.Cut(volid, "/")
+	return name
+}
+
+// ListBackups lists a VPS's backups, oldest first.
+func ListBackups(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, storage string) ([]Backup, error) {
+	vols, err := c.Backups(ctx, ref, storage)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Backup, 0, len(vols))
+	for _, v := range vols {
+		if v.VMID != 0 && v.VMID != ref.VMID {
+			continue
+		}
+		out = append(out, Backup{ID: backupID(v.VolID), CreatedAt: time.Unix(v.CTime, 0).UTC(), SizeBytes: v.Size, Notes: v.Notes})
+	}
+	return out, nil
+}
+
+// backupLeaseTTL bounds how long a crashed worker's hold on a node's backup
+// slot lasts.
+const backupLeaseTTL = 4 * time.Hour
+
+// Backup implements Worker for BackupArgs. Backups of one node run one at a
+// time: a job waits for the node's backup lease. A
+// plan's backup limit is kept by deleting the oldest backups after the new
+// one exists.
+func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err error) {
+	v, err := existingVM(w, job)
+	if err != nil {
+		return err
+	}
+	plan, err := ServicePlan(job.Service)
+	if err != nil {
+		return err
+	}
+	ref, _ := v.vm()
+	lease := "backup:" + ref.Node
+	defer func() {
+		if err == nil || failure.IsPermanent(err) || errors.Is(err, ErrCancelled) {
+			if rerr := w.Queries.ReleaseLease(context.WithoutCancel(ctx), queries.ReleaseLeaseParams{Resource: lease, Holder: job.Row.ID}); rerr != nil {
+				job.Log.Warn("could not release the node's backup lease", "err", rerr)
+			}
+		}
+	}()
+	notes := fmt.Sprintf("provisiond service %s", job.Service.ID)
+	if job.Args.Note != "" {
+		notes += ": " + job.Args.Note
+	}
+	err = job.Steps(ctx,
+		Step{"queue", func(ctx context.Context) error { return w.acquire(ctx, lease, job.Row.ID, job.Log) }},
+		Step{"backup", func(ctx context.Context) error {
+			return v.tasks.do(ctx, pveOp{Key: "vzdump", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+				return "vzdump", func(ctx context.Context) (string, error) {
+					return w.Proxmox.Backup(ctx, ref, proxmox.BackupOptions{Storage: w.backupStorage(), Mode: "snapshot", Notes: notes})
+				}, nil
+			}})
+		}},
+		Step{"prune", func(ctx context.Context) error { return v.prune(ctx, plan.BackupLimit) }},
+	)
+	if err != nil {
+		return err
+	}
+	backups, err := ListBackups(ctx, w.Proxmox, ref, w.backupStorage())
+	if err != nil {
+		return err
+	}
+	if len(backups) > 0 {
+		job.SetResult(map[string]any{"backup": backups[len(backups)-1]})
+	}
+	return nil
+}
+
+// acquire waits until it holds the lease. Waiting happens here rather than
+// as retries, so that a long queue of backups on one node does not use up
+// the jobs' attempts.
+func (w *VPSWorkers) acquire(ctx context.Context, resource string, holder uuid.UUID, log *slog.Logger) error {
+	tick := time.NewTicker(w.Proxmox.PollInterval())
+	defer tick.Stop()
+	for waited := false; ; waited = true {
+		_, err := w.Queries.AcquireLease(ctx, queries.AcquireLeaseParams{Resource: resource, Holder: holder,
+			Ttl: pgtype.Interval{Microseconds: backupLeaseTTL.Microseconds(), Valid: true}})
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if !waited {
+			log.Info("waiting for another backup on the node to finish", "lease", resource)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func (w *VPSWorkers) backupStorage() string {
+	if w.BackupStorage == "" {
+		return "local"
+	}
+	return w.BackupStorage
+}
+
+// prune deletes the oldest backups beyond limit; a zero limit keeps all.
+func (v *vpsJob) prune(ctx context.Context, limit int) error {
+	if limit <= 0 {
+		return nil
+	}
+	ref, _ := v.vm()
+	backups, err := ListBackups(ctx, v.w.Proxmox, ref, v.w.backupStorage())
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(backups)-limit; i++ {
+		if err := v.deleteBackup(ctx, backups[i].ID); err != nil {
+			return err
+		}
+		v.log.Info("deleted the oldest backup past the plan's limit", "backup", backups[i].ID, "limit", limit)
+	}
+	return nil
+}
+
+// deleteBackup deletes an archive and waits for Proxmox to finish; an
+// archive that is gone already counts as deleted.
+func (v *vpsJob) deleteBackup(ctx context.Context, id string) error {
+	ref, _ := v.vm()
+	volid := v.w.backupStorage() + ":backup/" + id
+	return v.tasks.do(ctx, pveOp{Key: "delete " + id, VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+		backups, err := ListBackups(ctx, v.w.Proxmox, ref, v.w.backupStorage())
+		if err != nil {
+			return "", nil, err
+		}
+		for _, b := range backups {
+			if b.ID == id {
+				return "imgdel", func(ctx context.Context) (string, error) { return v.w.Proxmox.DeleteVolume(ctx, ref.Node, volid) }, nil
+			}
+		}
+		return "", nil, nil
+	}})
+}
+
+// DeleteBackup implements Worker for BackupDeleteArgs.
+func (w *VPSWorkers) DeleteBackup(ctx context.Context, job *Job[BackupDeleteArgs]) error {
+	v, err := existingVM(w, job)
+	if err != nil {
+		return err
+	}
+	return job.Steps(ctx, Step{"delete", func(ctx context.Context) error { return v.deleteBackup(ctx, job.Args.BackupID) }})
+}
+
+// Restore implements Worker for RestoreArgs: the VM is stopped, restored in
+// place from the archive and started.
+func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
+	v, err := existingVM(w, job)
+	if err != nil {
+		return err
+	}
+	ref, _ := v.vm()
+	p, err := v.power()
+	if err != nil {
+		return err
+	}
+	volid := w.backupStorage() + ":backup/" + job.Args.BackupID
+	err = job.Steps(ctx,
+		Step{"stop", p.ensure(proxmox.OpStop)},
+		Step{"restore", func(ctx context.Context) error {
+			return v.tasks.do(ctx, pveOp{Key: "restore", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+				return "qmrestore", func(ctx context.Context) (string, error) { return w.Proxmox.Restore(ctx, ref, volid, "") }, nil
+			}})
+		}},
+		Step{"start", v.start},
+	)
+	if err != nil {
+		return err
+	}
+	if err := w.Queries.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: job.Service.ID, PowerState: "running"}); err != nil {
+		return fmt.Errorf("record power state: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package web
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/jobs"
+)
+
+// backupRequest is the body of a backup request.
+type backupRequest struct {
+	Note string `json:"note"`
+}
+
+// listBackups answers the VPS's backups, live from Proxmox, oldest first.
+func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) error {
+	ref, err := s.proxmoxVM(r)
+	if err != nil {
+		return err
+	}
+	backups, err := jobs.ListBackups(r.Context(), s.Proxmox, ref, s.Config.BackupStorage)
+	if err != nil {
+		return providerError(err)
+	}
+	ok(w, http.StatusOK, "backups", backups)
+	return nil
+}
+
+// createBackup starts a backup job, after checking the plan's limit.
+func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return aerr
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req backupRequest
+	if len(body) > 0 {
+		if aerr := decodeJSON(body, &req); aerr != nil {
+			return aerr
+		}
+	}
+	if len(req.Note) > 200 {
+		return invalid("note must be at most 200 characters")
+	}
+	plan, err := jobs.ServicePlan(&svc)
+	if err != nil {
+		return err
+	}
+	if plan.BackupLimit > 0 && plan.BackupPolicy == "refuse" {
+		ref, err := jobs.ProxmoxRef(&svc)
+		if err != nil {
+			return err
+		}
+		backups, err := jobs.ListBackups(r.Context(), s.Proxmox, ref, s.Config.BackupStorage)
+		if err != nil {
+			return providerError(err)
+		}
+		if len(backups) >= plan.BackupLimit {
+			return &apiError{Status: http.StatusConflict, ErrorKey: "backup_limit_reached",
+				Message: fmt.Sprintf("The plan keeps at most %d backups; delete one first", plan.BackupLimit)}
+		}
+	}
+	return s.insertJob(w, r, svc.ID, jobs.BackupArgs{ServiceID: svc.ID, Note: req.Note})
+}
+
+// backupFor loads the {id} service and checks that {backupId} is one of its
+// VM's backups.
+func (s *Server) backupFor(r *http.Request) (uuid.UUID, string, error) {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return uuid.Nil, "", err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return uuid.Nil, "", aerr
+	}
+	ref, err := jobs.ProxmoxRef(&svc)
+	if err != nil {
+		return uuid.Nil, "", err
+	}
+	id := r.PathValue("backupId")
+	if !jobs.ValidBackupID(id, ref.VMID) {
+		return uuid.Nil, "", notFound("Backup")
+	}
+	backups, err := jobs.ListBackups(r.Context(), s.Proxmox, ref, s.Config.BackupStorage)
+	if err != nil {
+		return uuid.Nil, "", providerError(err)
+	}
+	if !slices.ContainsFunc(backups, func(b jobs.Backup) bool { return b.ID == id }) {
+		return uuid.Nil, "", notFound("Backup")
+	}
+	return svc.ID, id, nil
+}
+
+// restoreBackup restores the VPS in place from one of its backups.
+func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request) error {
+	svc, id, err := s.backupFor(r)
+	if err != nil {
+		return err
+	}
+	return s.insertJob(w, r, svc, jobs.RestoreArgs{ServiceID: svc, BackupID: id})
+}
+
+// deleteBackup deletes one of the VPS's backups.
+func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request) error {
+	svc, id, err := s.backupFor(r)
+	if err != nil {
+		return err
+	}
+	return s.insertJob(w, r, svc, jobs.BackupDeleteArgs{ServiceID: svc, BackupID: id})
+}
