@@ -102,7 +102,6 @@ type Job[T Args] struct {
 	// Log carries the job id, kind, service id and provider on every line.
 	Log *slog.Logger
 	*Run
-	sealer *Sealer
 }
 
 // OpenSecrets decodes the job's sealed secrets into v. It reports false when
@@ -111,7 +110,7 @@ func (j *Job[T]) OpenSecrets(v any) (bool, error) {
 	if len(j.Row.SealedSecrets) == 0 {
 		return false, nil
 	}
-	if err := j.sealer.Open(j.Row.ID, j.Row.SealedSecrets, v); err != nil {
+	if err := j.Run.sealer.Open(j.Row.ID, j.Row.SealedSecrets, v); err != nil {
 		return false, &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: "secrets",
 			Message: "the job's secrets cannot be opened", Err: err}
 	}

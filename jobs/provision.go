@@ -94,6 +94,9 @@ type VPSWorkers struct {
 	Storage string
 	// BackupStorage is where vzdump writes backups; default "local".
 	BackupStorage string
+	// RescueISO is the volume of the rescue system's ISO; default
+	// "local:iso/rescue.iso".
+	RescueISO string
 	// ShutdownTimeout is how long a stop waits for the guest before it
 	// powers the VM off hard.
 	ShutdownTimeout time.Duration

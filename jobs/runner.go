@@ -42,14 +42,17 @@ type Run struct {
 	step     string
 	progress int16
 	result   any
+	// secretResult is sealed into jobs.sealed_result when the job succeeds.
+	secretResult any
+	sealer       *Sealer
 }
 
 // errSuperseded says that a newer attempt owns the job, or that the job
 // ended meanwhile; this attempt must stop without touching anything.
 var errSuperseded = errors.New("job attempt superseded")
 
-func newRun(q *queries.Queries, row queries.Job, log *slog.Logger) (*Run, error) {
-	r := &Run{q: q, jobID: row.ID, attempt: row.Attempts, log: log, step: row.Step, progress: row.Progress}
+func newRun(q *queries.Queries, row queries.Job, log *slog.Logger, sealer *Sealer) (*Run, error) {
+	r := &Run{q: q, jobID: row.ID, attempt: row.Attempts, log: log, step: row.Step, progress: row.Progress, sealer: sealer}
 	if len(row.Checkpoint) > 0 {
 		if err := json.Unmarshal(row.Checkpoint, &r.cp); err != nil {
 			return nil, fmt.Errorf("decode checkpoint: %w", err)
@@ -154,6 +157,31 @@ func (r *Run) Forget(ctx context.Context, key string) error {
 
 // SetResult sets what the job reports when it succeeds.
 func (r *Run) SetResult(v any) { r.result = v }
+
+// SetSecretResult sets a secret the job hands back once it succeeds (a
+// generated password): it is stored sealed, and the API shows it once.
+func (r *Run) SetSecretResult(v any) { r.secretResult = v }
+
+// SetSecret stores v sealed under key for the whole job, for what later
+// steps and attempts need but the checkpoint must not hold in plaintext.
+func (r *Run) SetSecret(ctx context.Context, key string, v any) error {
+	sealed, err := r.sealer.Seal(r.jobID, v)
+	if err != nil {
+		return err
+	}
+	return r.Set(ctx, "secret/"+key, sealed)
+}
+
+// GetSecret opens into v what SetSecret stored under key and reports
+// whether there was anything.
+func (r *Run) GetSecret(key string, v any) (bool, error) {
+	var sealed []byte
+	ok, err := r.Get("secret/"+key, &sealed)
+	if err != nil || !ok {
+		return ok, err
+	}
+	return true, r.sealer.Open(r.jobID, sealed, v)
+}
 
 func (r *Run) save(ctx context.Context) error {
 	b, err := json.Marshal(r.cp)

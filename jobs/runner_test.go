@@ -62,7 +62,7 @@ func (f *fixture) attempt(t *testing.T, id uuid.UUID) *Run {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := newRun(f.q, row, jobtest.Logger(t))
+	run, err := newRun(f.q, row, jobtest.Logger(t), &Sealer{})
 	if err != nil {
 		t.Fatal(err)
 	}

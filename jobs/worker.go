@@ -49,7 +49,7 @@ func AddWorker[T Args](ws *Workers, w Worker[T]) {
 				return &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: kind,
 					Message: "malformed job arguments", Err: err}
 			}
-			return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run, sealer: ws.Sealer})
+			return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run})
 		})
 	})
 }
@@ -96,7 +96,7 @@ func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context
 	if row.CancelRequestedAt != nil {
 		return ws.finish(ctx, a, start, ErrCancelled)
 	}
-	a.run, err = newRun(ws.q, row, a.log)
+	a.run, err = newRun(ws.q, row, a.log, ws.Sealer)
 	if err == nil {
 		a.log.Info("job attempt started", "step", row.Step)
 		err = work(ctx, a)
@@ -154,16 +154,22 @@ func (a *attempt) stepName() string {
 // outcome label and the error for asynq.
 func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (string, error) {
 	row := a.row
-	finish := func(status, msg string, result any) error {
-		var res []byte
+	finish := func(status, msg string, result, secret any) error {
+		var res, sealed []byte
 		if result != nil {
 			var mErr error
 			if res, mErr = json.Marshal(result); mErr != nil {
 				return mErr
 			}
 		}
+		if secret != nil {
+			var sErr error
+			if sealed, sErr = ws.Sealer.Seal(row.ID, secret); sErr != nil {
+				return sErr
+			}
+		}
 		_, fErr := ws.q.FinishJobAttempt(db, queries.FinishJobAttemptParams{
-			ID: row.ID, Attempts: row.Attempts, Status: status, Error: msg, Result: res,
+			ID: row.ID, Attempts: row.Attempts, Status: status, Error: msg, Result: res, SealedResult: sealed,
 		})
 		if errors.Is(fErr, pgx.ErrNoRows) {
 			return errSuperseded
@@ -176,11 +182,11 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	}
 
 	if err == nil {
-		var result any
+		var result, secret any
 		if a.run != nil {
-			result = a.run.result
+			result, secret = a.run.result, a.run.secretResult
 		}
-		if fErr := finish(StatusSucceeded, "", result); fErr != nil {
+		if fErr := finish(StatusSucceeded, "", result, secret); fErr != nil {
 			// The provider work is done; a retry resumes after the last
 			// checkpoint and only has to record the end.
 			return "retrying", fmt.Errorf("record success: %w", fErr)
@@ -195,7 +201,7 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		if s := a.stepName(); s != "" {
 			msg = "cancelled at step " + s
 		}
-		if fErr := finish(StatusCancelled, msg, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+		if fErr := finish(StatusCancelled, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
 			return StatusCancelled, fmt.Errorf("record cancellation: %w", fErr)
 		}
 		return StatusCancelled, nil
@@ -211,7 +217,7 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		msg = fmt.Sprintf("attempt timed out after %ds at step %s", row.TimeoutSeconds, a.stepName())
 	}
 	if failure.IsPermanent(err) {
-		if fErr := finish(StatusFailed, msg, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+		if fErr := finish(StatusFailed, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
 			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
 		}
 		return StatusFailed, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -219,7 +225,7 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		if fErr := finish(StatusFailed, msg, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+		if fErr := finish(StatusFailed, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
 			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
 		}
 		return StatusFailed, err

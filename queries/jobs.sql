@@ -61,7 +61,7 @@ WHERE id = $1 AND attempts = $2 AND status = 'running';
 
 -- name: FinishJobAttempt :one
 UPDATE jobs
-SET status = $3, error = $4, result = $5,
+SET status = $3, error = $4, result = $5, sealed_result = $6,
     progress = CASE WHEN $3::text = 'succeeded' THEN 100 ELSE progress END,
     sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running'
@@ -102,3 +102,11 @@ UPDATE jobs SET swept_at = now() WHERE id = $1;
 
 -- name: ListJobEvents :many
 SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id;
+
+-- name: TakeJobSealedResult :one
+-- Returns the job's sealed result and clears it, so that it is shown once.
+UPDATE jobs j SET sealed_result = NULL
+FROM (SELECT id, sealed_result FROM jobs
+      WHERE jobs.id = $1 AND jobs.team_id = $2 AND jobs.sealed_result IS NOT NULL FOR UPDATE) old
+WHERE j.id = old.id
+RETURNING old.sealed_result;

@@ -16,7 +16,7 @@ const cancelWaitingJob = `-- name: CancelWaitingJob :one
 UPDATE jobs
 SET status = 'cancelled', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
 type CancelWaitingJobParams struct {
@@ -57,6 +57,7 @@ func (q *Queries) CancelWaitingJob(ctx context.Context, arg CancelWaitingJobPara
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
@@ -92,7 +93,7 @@ const failUnfinishedJob = `-- name: FailUnfinishedJob :one
 UPDATE jobs
 SET status = 'failed', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
 type FailUnfinishedJobParams struct {
@@ -133,25 +134,27 @@ func (q *Queries) FailUnfinishedJob(ctx context.Context, arg FailUnfinishedJobPa
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
 
 const finishJobAttempt = `-- name: FinishJobAttempt :one
 UPDATE jobs
-SET status = $3, error = $4, result = $5,
+SET status = $3, error = $4, result = $5, sealed_result = $6,
     progress = CASE WHEN $3::text = 'succeeded' THEN 100 ELSE progress END,
     sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running'
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
 type FinishJobAttemptParams struct {
-	ID       uuid.UUID
-	Attempts int32
-	Status   string
-	Error    string
-	Result   []byte
+	ID           uuid.UUID
+	Attempts     int32
+	Status       string
+	Error        string
+	Result       []byte
+	SealedResult []byte
 }
 
 func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptParams) (Job, error) {
@@ -161,6 +164,7 @@ func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptPara
 		arg.Status,
 		arg.Error,
 		arg.Result,
+		arg.SealedResult,
 	)
 	var i Job
 	err := row.Scan(
@@ -192,12 +196,13 @@ func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptPara
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
 
 const getActiveServiceJob = `-- name: GetActiveServiceJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
 WHERE service_id = $1 AND mutating AND status IN ('queued', 'scheduled', 'running', 'retrying')
 LIMIT 1
 `
@@ -234,12 +239,13 @@ func (q *Queries) GetActiveServiceJob(ctx context.Context, serviceID uuid.NullUU
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at FROM jobs WHERE id = $1
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -274,12 +280,13 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
 
 const getJobByIdempotencyKey = `-- name: GetJobByIdempotencyKey :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at FROM jobs WHERE team_id = $1 AND idempotency_key = $2
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs WHERE team_id = $1 AND idempotency_key = $2
 `
 
 type GetJobByIdempotencyKeyParams struct {
@@ -319,12 +326,13 @@ func (q *Queries) GetJobByIdempotencyKey(ctx context.Context, arg GetJobByIdempo
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
 
 const getTeamJob = `-- name: GetTeamJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at FROM jobs WHERE id = $1 AND team_id = $2
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamJobParams struct {
@@ -364,6 +372,7 @@ func (q *Queries) GetTeamJob(ctx context.Context, arg GetTeamJobParams) (Job, er
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
@@ -373,7 +382,7 @@ INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, 
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
                   sealed_secrets)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
 type InsertJobParams struct {
@@ -444,6 +453,7 @@ func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, erro
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
@@ -498,7 +508,7 @@ func (q *Queries) ListJobEvents(ctx context.Context, arg ListJobEventsParams) ([
 }
 
 const listTeamJobs = `-- name: ListTeamJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
 WHERE team_id = $1
   AND ($4::uuid IS NULL OR service_id = $4)
   AND ($5::text IS NULL OR status = $5)
@@ -561,6 +571,7 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 			&i.StartedAt,
 			&i.FinishedAt,
 			&i.UpdatedAt,
+			&i.SealedResult,
 		); err != nil {
 			return nil, err
 		}
@@ -573,7 +584,7 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 }
 
 const listUnfinishedJobs = `-- name: ListUnfinishedJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
 WHERE status IN ('queued', 'running', 'retrying') AND coalesce(swept_at, updated_at) < $1::timestamptz
 ORDER BY coalesce(swept_at, updated_at)
 LIMIT $2
@@ -624,6 +635,7 @@ func (q *Queries) ListUnfinishedJobs(ctx context.Context, arg ListUnfinishedJobs
 			&i.StartedAt,
 			&i.FinishedAt,
 			&i.UpdatedAt,
+			&i.SealedResult,
 		); err != nil {
 			return nil, err
 		}
@@ -647,7 +659,7 @@ func (q *Queries) MarkJobSwept(ctx context.Context, id uuid.UUID) error {
 const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
 func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -682,6 +694,7 @@ func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, erro
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
 }
@@ -742,7 +755,7 @@ UPDATE jobs
 SET status = 'running', attempts = attempts + 1, error = '',
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
 // StartJobAttempt moves a job that may run into running and counts the
@@ -781,6 +794,28 @@ func (q *Queries) StartJobAttempt(ctx context.Context, id uuid.UUID) (Job, error
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.SealedResult,
 	)
 	return i, err
+}
+
+const takeJobSealedResult = `-- name: TakeJobSealedResult :one
+UPDATE jobs j SET sealed_result = NULL
+FROM (SELECT id, sealed_result FROM jobs
+      WHERE jobs.id = $1 AND jobs.team_id = $2 AND jobs.sealed_result IS NOT NULL FOR UPDATE) old
+WHERE j.id = old.id
+RETURNING old.sealed_result
+`
+
+type TakeJobSealedResultParams struct {
+	ID     uuid.UUID
+	TeamID uuid.UUID
+}
+
+// Returns the job's sealed result and clears it, so that it is shown once.
+func (q *Queries) TakeJobSealedResult(ctx context.Context, arg TakeJobSealedResultParams) ([]byte, error) {
+	row := q.db.QueryRow(ctx, takeJobSealedResult, arg.ID, arg.TeamID)
+	var sealed_result []byte
+	err := row.Scan(&sealed_result)
+	return sealed_result, err
 }

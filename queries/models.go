@@ -54,6 +54,7 @@ type Job struct {
 	StartedAt         *time.Time
 	FinishedAt        *time.Time
 	UpdatedAt         time.Time
+	SealedResult      []byte
 }
 
 type JobEvent struct {

@@ -37,6 +37,9 @@ type jobJSON struct {
 	StartedAt       *time.Time      `json:"startedAt"`
 	FinishedAt      *time.Time      `json:"finishedAt"`
 	UpdatedAt       time.Time       `json:"updatedAt"`
+	// Secrets is what the job handed back to be shown once (a rescue
+	// password); later reads leave it out.
+	Secrets any `json:"secrets,omitempty"`
 }
 
 func toJobJSON(j queries.Job) jobJSON {
@@ -129,8 +132,32 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ok(w, http.StatusOK, "job", toJobJSON(job))
+	out := toJobJSON(job)
+	if job.SealedResult != nil && callerMay(r, "services.write") {
+		if out.Secrets, err = s.takeSecrets(r, job); err != nil {
+			return err
+		}
+	}
+	ok(w, http.StatusOK, "job", out)
 	return nil
+}
+
+// takeSecrets opens the job's sealed result and clears it, so that the
+// first reader with write access is the only one to see it.
+func (s *Server) takeSecrets(r *http.Request, job queries.Job) (any, error) {
+	sealed, err := s.Queries.TakeJobSealedResult(r.Context(), queries.TakeJobSealedResultParams{ID: job.ID, TeamID: job.TeamID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil // another request took it first
+	}
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := s.Jobs.Sealer.Open(job.ID, sealed, &v); err != nil {
+		return nil, err
+	}
+	s.logger(r).Info("job secrets shown and dropped", "job_id", job.ID)
+	return v, nil
 }
 
 // cancelJob stops a job: a job that waits (queued, scheduled, between

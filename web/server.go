@@ -79,6 +79,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/services/{id}/backups", api(s.createBackup))
 	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.restoreBackup))
 	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.deleteBackup))
+	mux.Handle("POST /api/services/{id}/rescue", api(s.rescue))
+	mux.Handle("DELETE /api/services/{id}/rescue", api(s.rescue))
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
 	mux.Handle("POST /api/services/{id}/upgrade", api(s.upgrade))
 	mux.Handle("POST /api/services/{id}/change-plan", api(s.changePlan))

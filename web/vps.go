@@ -223,3 +223,16 @@ func (s *Server) templateNamed(r *http.Request, name string) (int, error) {
 	}
 	return 0, invalid(oneOf("os", names))
 }
+
+// rescue boots the VPS into the rescue system (POST) or back out of it
+// (DELETE). The generated root password comes once with the finished job.
+func (s *Server) rescue(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return aerr
+	}
+	return s.insertJob(w, r, svc.ID, jobs.RescueArgs{ServiceID: svc.ID, Enable: r.Method == http.MethodPost})
+}

@@ -44,6 +44,7 @@ type Config struct {
 	ProxmoxLocations      string        `env:"PROXMOX_LOCATIONS"`
 	ProxmoxStorage        string        `env:"PROXMOX_STORAGE"`
 	ProxmoxBackupStorage  string        `env:"PROXMOX_BACKUP_STORAGE" envDefault:"local"`
+	ProxmoxRescueISO      string        `env:"PROXMOX_RESCUE_ISO" envDefault:"local:iso/rescue.iso"`
 
 	WorkerConcurrency    int           `env:"WORKER_CONCURRENCY" envDefault:"500"`
 	WorkerQueues         string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,low=1"`

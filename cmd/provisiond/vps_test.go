@@ -270,3 +270,41 @@ func TestBackupsOfOneNodeRunOneAtATime(t *testing.T) {
 		t.Errorf("the second backup started %s after the first, while it was still running", spans[1][0].Sub(spans[0][0]))
 	}
 }
+
+func TestRescueBootsTheISOAndShowsThePasswordOnce(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := "/api/services/" + s.services["web-1"].ID.String()
+	job := s.runJob("POST", svc+"/rescue", "")
+	vm := s.vm("web-1")
+	if vm.Status != "running" || !strings.HasPrefix(vm.Config["ide2"], "local:iso/rescue.iso") || !strings.HasPrefix(vm.Config["boot"], "order=ide2") {
+		t.Errorf("VM in rescue: %s, ide2 %q, boot %q", vm.Status, vm.Config["ide2"], vm.Config["boot"])
+	}
+	// The read that saw the job succeed was the first; it got the password.
+	id := job["id"].(string)
+	secrets, _ := job["secrets"].(map[string]any)
+	password, _ := secrets["password"].(string)
+	if len(password) < 16 {
+		t.Fatalf("first read of the finished job: secrets %v, want a generated password", job["secrets"])
+	}
+	var row string
+	if err := s.db.QueryRow(context.Background(), "SELECT checkpoint::text || coalesce(result::text, '') FROM jobs WHERE id = $1", id).Scan(&row); err != nil || strings.Contains(row, password) {
+		t.Errorf("the password is in the job's checkpoint or result (%v)", err)
+	}
+	if again := s.job(id); again["secrets"] != nil {
+		t.Errorf("second read shows secrets %v; want them shown once", again["secrets"])
+	}
+	var sealed *string
+	if err := s.db.QueryRow(context.Background(), "SELECT encode(sealed_result, 'escape') FROM jobs WHERE id = $1", id).Scan(&sealed); err != nil || sealed != nil {
+		t.Errorf("sealed result after it was shown: %v, %v; want NULL", sealed, err)
+	}
+	if n := s.sim.CountTasks("qmshutdown", 100); n != 1 {
+		t.Errorf("rebooted with %d shutdowns, want 1", n)
+	}
+
+	s.runJob("DELETE", svc+"/rescue", "")
+	vm = s.vm("web-1")
+	if vm.Config["ide2"] != "" || vm.Config["boot"] != "order=scsi0" || vm.Status != "running" {
+		t.Errorf("VM out of rescue: ide2 %q, boot %q, %s", vm.Config["ide2"], vm.Config["boot"], vm.Status)
+	}
+}
