@@ -188,11 +188,13 @@ func (w *VPSWorkers) backupStorage() string {
 	return w.BackupStorage
 }
 
-// prune deletes the oldest backups beyond limit; a zero limit keeps all.
+// prune deletes the oldest backups beyond limit; a zero limit keeps all,
+// a negative one deletes all.
 func (v *vpsJob) prune(ctx context.Context, limit int) error {
-	if limit <= 0 {
+	if limit == 0 {
 		return nil
 	}
+	limit = max(limit, 0)
 	ref, _ := v.vm()
 	backups, err := ListBackups(ctx, v.w.Proxmox, ref, v.w.backupStorage())
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -43,6 +44,7 @@ type system struct {
 	api      string
 	q        *queries.Queries
 	db       *pgxpool.Pool
+	jobs     *jobs.Client
 	key      string
 	services map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
 	stop     func()
@@ -86,7 +88,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.q, s.db = a.q, a.pool
+	s.q, s.db, s.jobs = a.q, a.pool, a.jobClient()
 	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs())
 	if err != nil {
 		t.Fatal(err)
