@@ -97,6 +97,9 @@ type VPSWorkers struct {
 	// RescueISO is the volume of the rescue system's ISO; default
 	// "local:iso/rescue.iso".
 	RescueISO string
+	// ConsoleTTL is how long a console session may wait for its browser;
+	// default a minute.
+	ConsoleTTL time.Duration
 	// ShutdownTimeout is how long a stop waits for the guest before it
 	// powers the VM off hard.
 	ShutdownTimeout time.Duration

@@ -32,9 +32,12 @@ type Sweeper struct {
 // SweepResult counts what one sweep did.
 type SweepResult struct {
 	Checked, Enqueued, Failed int
+	// ConsoleSessions counts the long-expired console sessions removed.
+	ConsoleSessions int64
 }
 
-// Sweep checks the jobs that have not changed for Grace once.
+// Sweep checks the jobs that have not changed for Grace once, and removes
+// console sessions that expired a day ago.
 func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	batch := s.Batch
@@ -62,6 +65,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		if err := s.Queries.MarkJobSwept(ctx, job.ID); err != nil {
 			return res, fmt.Errorf("mark job swept: %w", err)
 		}
+	}
+	if res.ConsoleSessions, err = s.Queries.DeleteExpiredConsoleSessions(ctx); err != nil {
+		return res, fmt.Errorf("delete expired console sessions: %w", err)
 	}
 	return res, nil
 }

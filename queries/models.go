@@ -25,6 +25,17 @@ type ApiKey struct {
 	CreatedAt   time.Time
 }
 
+type ConsoleSession struct {
+	ID        uuid.UUID
+	TokenHash []byte
+	TeamID    uuid.UUID
+	ServiceID uuid.UUID
+	JobID     uuid.UUID
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+	CreatedAt time.Time
+}
+
 type Job struct {
 	ID                uuid.UUID
 	Kind              string

@@ -4,10 +4,12 @@
 package web
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
@@ -79,6 +81,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/services/{id}/backups", api(s.createBackup))
 	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.restoreBackup))
 	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.deleteBackup))
+	mux.Handle("POST /api/services/{id}/console", api(s.openConsole))
+	mux.Handle("GET /api/services/{id}/console/embed", api(s.consoleEmbed))
+	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
+	mux.Handle("GET "+noVNCPath+"/", noVNC())
 	mux.Handle("POST /api/services/{id}/rescue", api(s.rescue))
 	mux.Handle("DELETE /api/services/{id}/rescue", api(s.rescue))
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
@@ -153,7 +159,8 @@ func (s *Server) unknownRoute(mux *http.ServeMux) handlerFunc {
 }
 
 // statusWriter remembers the status code for metrics and logs. It passes
-// Flush through so that event streams work.
+// Flush (through Unwrap) and Hijack through, so that event streams and
+// websockets work.
 type statusWriter struct {
 	http.ResponseWriter
 	code int
@@ -174,6 +181,16 @@ func (sw *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+// Hijack hands the connection over, as websocket upgraders ask for it by
+// type assertion rather than through Unwrap.
+func (sw *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(sw.ResponseWriter).Hijack()
+	if err == nil && sw.code == 0 {
+		sw.code = http.StatusSwitchingProtocols
+	}
+	return conn, rw, err
+}
 
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -42,6 +42,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// PollInterval is how often a running task's status is read.
 	PollInterval time.Duration
+	// ConsoleUser ("user@realm") and ConsolePassword log in for consoles:
+	// PVE refuses API tokens on vncwebsocket. Without them consoles are off.
+	ConsoleUser     string
+	ConsolePassword string
 	// Transport, when set, carries the requests instead of a clone of
 	// http.DefaultTransport (and CAFile is ignored): for a proxy, or for
 	// tests that replay recorded answers.
@@ -58,6 +62,12 @@ type Client struct {
 	api  *pve.Client
 	poll time.Duration
 	obs  Observer
+	// login is a client that logs in with a user and password, for the
+	// calls PVE refuses to API tokens (consoles); nil without them.
+	login   *pve.Client
+	base    string
+	timeout time.Duration
+	tls     *tls.Config
 }
 
 // VMRef names a virtual machine on a node.
@@ -91,12 +101,18 @@ func New(cfg Config, obs Observer) (*Client, error) {
 		poll = time.Second
 	}
 	hc := &http.Client{Transport: statusTransport{next: next}, Timeout: timeout}
-	api := pve.NewClient(strings.TrimRight(cfg.URL, "/"),
+	base := strings.TrimRight(cfg.URL, "/")
+	api := pve.NewClient(base,
 		pve.WithHTTPClient(hc),
 		pve.WithAPIToken(cfg.TokenID, cfg.TokenSecret),
 		pve.WithUserAgent("provisiond"),
 	)
-	return &Client{api: api, poll: poll, obs: obs}, nil
+	c := &Client{api: api, poll: poll, obs: obs, base: base, timeout: timeout, tls: tlsConfig(next)}
+	if cfg.ConsoleUser != "" && cfg.ConsolePassword != "" {
+		c.login = pve.NewClient(base, pve.WithHTTPClient(hc), pve.WithUserAgent("provisiond"),
+			pve.WithCredentials(&pve.Credentials{Username: cfg.ConsoleUser, Password: cfg.ConsolePassword}))
+	}
+	return c, nil
 }
 
 // transport is a connection pool for one cluster, trusting caFile's

@@ -31,7 +31,9 @@ type Config struct {
 	Seed uint64
 
 	ProxmoxTokenID, ProxmoxTokenSecret string
-	PterodactylApplicationKey          string
+	// ProxmoxPassword is root@pam's password, for ticket logins (consoles).
+	ProxmoxPassword           string
+	PterodactylApplicationKey string
 	// PterodactylClientKey belongs to the demo panel's admin (user 1).
 	PterodactylClientKey    string
 	TenantosKey             string
@@ -51,6 +53,7 @@ func Dev() Config {
 		Seed:                      1,
 		ProxmoxTokenID:            "root@pam!provisiond",
 		ProxmoxTokenSecret:        "devsecret",
+		ProxmoxPassword:           "dev-proxmox-password",
 		PterodactylApplicationKey: "ptla_devapplicationkey0000000000000000000000",
 		PterodactylClientKey:      "ptlc_devclientkey000000000000000000000000000",
 		TenantosKey:               "tenantos-dev-key",
@@ -88,7 +91,7 @@ type Fleet struct {
 func New(cfg Config) (*Fleet, error) {
 	f := &Fleet{
 		Proxmox: proxmox.New(proxmox.Config{TokenID: cfg.ProxmoxTokenID, TokenSecret: cfg.ProxmoxTokenSecret,
-			TaskDuration: cfg.TaskDuration, Seed: cfg.Seed}),
+			Password: cfg.ProxmoxPassword, TaskDuration: cfg.TaskDuration, Seed: cfg.Seed}),
 		Pterodactyl: pterodactyl.New(pterodactyl.Config{
 			ApplicationKeys: []string{cfg.PterodactylApplicationKey},
 			ClientKeys:      map[string]int{cfg.PterodactylClientKey: 1},

@@ -7,7 +7,8 @@
 //	PROXMOX_SIM_ADDR, PTERODACTYL_SIM_ADDR, TENANTOS_SIM_ADDR,
 //	CLOUDFLARE_SIM_ADDR, OPENPROVIDER_SIM_ADDR, KOPIA_SIM_ADDR (SSH),
 //	KOPIA_SIM_CONTROL_ADDR   listen addresses [127.0.0.1:8006 to 8011, 2222]
-//	PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET, PTERODACTYL_APPLICATION_KEY,
+//	PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET, PROXMOX_CONSOLE_PASSWORD (root@pam's),
+//	PTERODACTYL_APPLICATION_KEY,
 //	PTERODACTYL_CLIENT_KEY, TENANTOS_KEY, CLOUDFLARE_TOKEN,
 //	OPENPROVIDER_USER, OPENPROVIDER_PASSWORD, KOPIA_REPOSITORY_PASSWORD
 //	                    the credentials each accepts [sims.Dev()]
@@ -39,6 +40,7 @@ type config struct {
 	Seed                      uint64        `env:"SIM_SEED"`
 	ProxmoxTokenID            string        `env:"PROXMOX_TOKEN_ID"`
 	ProxmoxTokenSecret        string        `env:"PROXMOX_TOKEN_SECRET"`
+	ProxmoxPassword           string        `env:"PROXMOX_CONSOLE_PASSWORD"`
 	PterodactylApplicationKey string        `env:"PTERODACTYL_APPLICATION_KEY"`
 	PterodactylClientKey      string        `env:"PTERODACTYL_CLIENT_KEY"`
 	TenantosKey               string        `env:"TENANTOS_KEY"`
@@ -73,6 +75,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	set(&cfg.Seed, c.Seed)
 	for _, p := range [][2]*string{
 		{&cfg.ProxmoxTokenID, &c.ProxmoxTokenID}, {&cfg.ProxmoxTokenSecret, &c.ProxmoxTokenSecret},
+		{&cfg.ProxmoxPassword, &c.ProxmoxPassword},
 		{&cfg.PterodactylApplicationKey, &c.PterodactylApplicationKey}, {&cfg.PterodactylClientKey, &c.PterodactylClientKey},
 		{&cfg.TenantosKey, &c.TenantosKey}, {&cfg.CloudflareToken, &c.CloudflareToken},
 		{&cfg.OpenProviderUser, &c.OpenProviderUser}, {&cfg.OpenProviderPassword, &c.OpenProviderPassword},

@@ -156,6 +156,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupDeleteArgs](vps.DeleteBackup))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RescueArgs](vps.Rescue))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.TerminateArgs](vps.Terminate))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},
@@ -174,6 +175,7 @@ func (a *app) proxmox() (*proxmox.Client, error) {
 		pve, err := proxmox.New(proxmox.Config{
 			URL: a.cfg.ProxmoxURL, TokenID: a.cfg.ProxmoxTokenID, TokenSecret: a.cfg.ProxmoxTokenSecret,
 			CAFile: a.cfg.ProxmoxCAFile, RequestTimeout: a.cfg.ProxmoxRequestTimeout, PollInterval: a.cfg.ProxmoxPollInterval,
+			ConsoleUser: a.cfg.ProxmoxConsoleUser, ConsolePassword: a.cfg.ProxmoxConsolePassword,
 		}, a.metrics)
 		if err != nil {
 			return nil, err

@@ -35,16 +35,19 @@ type Config struct {
 	OperatorPassword  string   `env:"OPERATOR_PASSWORD"`
 	DashboardReadOnly bool     `env:"DASHBOARD_READ_ONLY" envDefault:"false"`
 
-	ProxmoxURL            string        `env:"PROXMOX_URL" envDefault:"http://127.0.0.1:8006/api2/json"`
-	ProxmoxTokenID        string        `env:"PROXMOX_TOKEN_ID" envDefault:"root@pam!provisiond"`
-	ProxmoxTokenSecret    string        `env:"PROXMOX_TOKEN_SECRET"`
-	ProxmoxCAFile         string        `env:"PROXMOX_CA_FILE"`
-	ProxmoxRequestTimeout time.Duration `env:"PROXMOX_REQUEST_TIMEOUT" envDefault:"30s"`
-	ProxmoxPollInterval   time.Duration `env:"PROXMOX_POLL_INTERVAL" envDefault:"1s"`
-	ProxmoxLocations      string        `env:"PROXMOX_LOCATIONS"`
-	ProxmoxStorage        string        `env:"PROXMOX_STORAGE"`
-	ProxmoxBackupStorage  string        `env:"PROXMOX_BACKUP_STORAGE" envDefault:"local"`
-	ProxmoxRescueISO      string        `env:"PROXMOX_RESCUE_ISO" envDefault:"local:iso/rescue.iso"`
+	ProxmoxURL             string        `env:"PROXMOX_URL" envDefault:"http://127.0.0.1:8006/api2/json"`
+	ProxmoxTokenID         string        `env:"PROXMOX_TOKEN_ID" envDefault:"root@pam!provisiond"`
+	ProxmoxTokenSecret     string        `env:"PROXMOX_TOKEN_SECRET"`
+	ProxmoxCAFile          string        `env:"PROXMOX_CA_FILE"`
+	ProxmoxRequestTimeout  time.Duration `env:"PROXMOX_REQUEST_TIMEOUT" envDefault:"30s"`
+	ProxmoxPollInterval    time.Duration `env:"PROXMOX_POLL_INTERVAL" envDefault:"1s"`
+	ProxmoxLocations       string        `env:"PROXMOX_LOCATIONS"`
+	ProxmoxStorage         string        `env:"PROXMOX_STORAGE"`
+	ProxmoxBackupStorage   string        `env:"PROXMOX_BACKUP_STORAGE" envDefault:"local"`
+	ProxmoxRescueISO       string        `env:"PROXMOX_RESCUE_ISO" envDefault:"local:iso/rescue.iso"`
+	ProxmoxConsoleUser     string        `env:"PROXMOX_CONSOLE_USER"`
+	ProxmoxConsolePassword string        `env:"PROXMOX_CONSOLE_PASSWORD"`
+	ConsoleSessionTTL      time.Duration `env:"CONSOLE_SESSION_TTL" envDefault:"1m"`
 
 	WorkerConcurrency    int           `env:"WORKER_CONCURRENCY" envDefault:"500"`
 	WorkerQueues         string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,low=1"`

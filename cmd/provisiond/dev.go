@@ -36,6 +36,9 @@ func applyDevDefaults(c *Config) {
 	if c.ProxmoxTokenSecret == "" {
 		c.ProxmoxTokenSecret = sims.Dev().ProxmoxTokenSecret
 	}
+	if c.ProxmoxConsoleUser == "" {
+		c.ProxmoxConsoleUser, c.ProxmoxConsolePassword = "root@pam", sims.Dev().ProxmoxPassword
+	}
 	if c.SecretsKey == "" {
 		// Known to everyone, so fit only for demo data.
 		sum := sha256.Sum256([]byte("provisiond dev secrets key"))
@@ -58,6 +61,7 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	simCfg := sims.Dev()
 	simCfg.TaskDuration = a.cfg.SimTaskDuration
 	simCfg.ProxmoxTokenID, simCfg.ProxmoxTokenSecret = a.cfg.ProxmoxTokenID, a.cfg.ProxmoxTokenSecret
+	simCfg.ProxmoxPassword = a.cfg.ProxmoxConsolePassword
 	fleet, err := sims.New(simCfg)
 	if err != nil {
 		return err

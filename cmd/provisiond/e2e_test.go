@@ -63,7 +63,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if opts.taskDuration == 0 {
 		opts.taskDuration = 50 * time.Millisecond
 	}
-	pve := sim.New(sim.Config{TokenID: "root@pam!test", TokenSecret: "s3cret", TaskDuration: opts.taskDuration, Seed: 7})
+	pve := sim.New(sim.Config{TokenID: "root@pam!test", TokenSecret: "s3cret", Password: "console-pw", TaskDuration: opts.taskDuration, Seed: 7})
 	for _, vm := range sim.DemoVMs() {
 		pve.AddVM(vm)
 	}
@@ -76,6 +76,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"SECRETS_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 		"PROXMOX_URL": simSrv.URL + "/api2/json", "PROXMOX_TOKEN_ID": "root@pam!test", "PROXMOX_TOKEN_SECRET": "s3cret",
 		"PROXMOX_REQUEST_TIMEOUT": "3s", "PROXMOX_POLL_INTERVAL": "20ms",
+		"PROXMOX_CONSOLE_USER": "root@pam", "PROXMOX_CONSOLE_PASSWORD": "console-pw",
 		"WORKER_CONCURRENCY": "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
 		"SHUTDOWN_TIMEOUT": "2s", "POWER_SHUTDOWN_TIMEOUT": "5s",
 	}}

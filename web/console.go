@@ -1,0 +1,145 @@
+package web
+
+import (
+	"embed"
+	"errors"
+	"html/template"
+	"io"
+	"io/fs"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/jobs"
+)
+
+// consoleFiles are noVNC (MPL-2.0, from the @novnc/novnc package) and the
+// page that embeds it.
+//
+//go:embed console
+var consoleFiles embed.FS
+
+// noVNCPath is where noVNC's modules are served.
+const noVNCPath = "/console/novnc"
+
+var embedPage = template.Must(template.ParseFS(consoleFiles, "console/embed.html"))
+
+// noVNC serves noVNC's modules; they hold nothing secret.
+func noVNC() http.Handler {
+	sub, _ := fs.Sub(consoleFiles, "console/novnc")
+	return http.StripPrefix(noVNCPath, http.FileServerFS(sub))
+}
+
+// openConsole starts a console job: it checks the VM and records a one-time
+// session whose URLs the finished job shows once.
+func (s *Server) openConsole(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return aerr
+	}
+	return s.insertJob(w, r, svc.ID, jobs.ConsoleArgs{ServiceID: svc.ID})
+}
+
+// consoleEmbed serves a page with noVNC connected to the gateway, for the
+// session named by ?token=.
+func (s *Server) consoleEmbed(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	token := r.URL.Query().Get("token")
+	sess, err := s.Queries.GetConsoleSession(r.Context(), jobs.ConsoleTokenHash(token))
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && sess.ServiceID != svc.ID) {
+		return notFound("Console session")
+	}
+	if err != nil {
+		return err
+	}
+	if sess.UsedAt != nil || time.Now().After(sess.ExpiresAt) {
+		return &apiError{Status: http.StatusGone, ErrorKey: "console_session_spent",
+			Message: "This console session was used or has expired; open a new one"}
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	return embedPage.Execute(w, map[string]string{"Name": svc.Name, "Assets": noVNCPath, "Socket": "/api/console/" + token})
+}
+
+var consoleUpgrader = websocket.Upgrader{
+	Subprotocols:    []string{"binary"},
+	ReadBufferSize:  16 << 10,
+	WriteBufferSize: 16 << 10,
+	// The one-time token in the URL is the credential, not a cookie, so a
+	// page of another origin gains nothing by connecting.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// consoleGateway relays a browser's websocket to the VM's VNC console. The
+// token is taken once; the gateway opens the Proxmox console, logs in to it
+// with the VNC ticket, and offers the browser a session without a
+// password, so that neither the ticket nor the Proxmox URL leaves here.
+func (s *Server) consoleGateway(w http.ResponseWriter, r *http.Request) error {
+	if !websocket.IsWebSocketUpgrade(r) {
+		return &apiError{Status: http.StatusBadRequest, Message: "This is a websocket endpoint"}
+	}
+	sess, err := s.Queries.UseConsoleSession(r.Context(), jobs.ConsoleTokenHash(r.PathValue("token")))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &apiError{Status: http.StatusForbidden, ErrorKey: "console_session_spent",
+			Message: "This console session was used, has expired or does not exist; open a new one"}
+	}
+	if err != nil {
+		return err
+	}
+	log := s.logger(r).With("service_id", sess.ServiceID, "job_id", sess.JobID, "provider", "proxmox")
+	svc, err := s.Queries.GetService(r.Context(), sess.ServiceID)
+	if err != nil {
+		return err
+	}
+	ref, err := jobs.ProxmoxRef(&svc)
+	if err != nil {
+		return err
+	}
+	if s.Proxmox == nil {
+		return providerMissing("proxmox")
+	}
+	con, err := s.Proxmox.OpenConsole(r.Context(), ref)
+	if err != nil {
+		return providerError(err)
+	}
+	up, err := s.Proxmox.DialConsole(r.Context(), con)
+	if err != nil {
+		return providerError(err)
+	}
+	defer up.Close()
+	upstream := &wsStream{conn: up}
+	if err := rfbLogin(upstream, con.Ticket); err != nil {
+		log.Warn("console: VNC login failed", "err", err)
+		return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: "The VM's console refused the connection"}
+	}
+	down, err := consoleUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return nil // the upgrader has answered
+	}
+	defer down.Close()
+	browser := &wsStream{conn: down}
+	if err := rfbServeNone(browser); err != nil {
+		log.Info("console: browser left during the handshake", "err", err)
+		return nil
+	}
+	log.Info("console connected")
+	start := time.Now()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(upstream, browser); done <- struct{}{} }()
+	go func() { io.Copy(browser, upstream); done <- struct{}{} }()
+	<-done
+	up.Close()
+	down.Close()
+	<-done
+	log.Info("console closed", "duration", time.Since(start).Round(time.Second))
+	return nil
+}
