@@ -131,6 +131,46 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	return s
 }
 
+// startChildWorker runs `provisiond worker` as a child process and returns
+// a function that kills it with SIGKILL and says when.
+func (s *system) startChildWorker() func() time.Time {
+	s.t.Helper()
+	var out bytes.Buffer
+	child := exec.Command(os.Args[0], "worker")
+	child.Env = append(os.Environ(), "PROVISIOND_RUN_MAIN=1")
+	for k, v := range s.env {
+		child.Env = append(child.Env, k+"="+v)
+	}
+	child.Stdout, child.Stderr = &out, &out
+	if err := child.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		child.Process.Kill()
+		child.Wait()
+		if s.t.Failed() {
+			s.t.Logf("first worker's output:\n%s", out.String())
+		}
+	})
+	return func() time.Time {
+		s.t.Helper()
+		if err := child.Process.Kill(); err != nil {
+			s.t.Fatal(err)
+		}
+		child.Wait()
+		return time.Now()
+	}
+}
+
+// takeOver starts a second worker once asynq will hand it the task a worker
+// killed at killed held: after the 30 s lease and asynq's 30 s allowance for
+// clock skew (its recoverer runs when a worker starts).
+func (s *system) takeOver(killed time.Time) {
+	s.t.Helper()
+	time.Sleep(time.Until(killed.Add(61 * time.Second)))
+	s.startWorker()
+}
+
 // startWorker runs a worker in this process until the test ends.
 func (s *system) startWorker() {
 	s.t.Helper()
@@ -415,35 +455,14 @@ func TestCrashedWorkerResumesWithoutRepeatingTheAction(t *testing.T) {
 			if tt.fault.Op != "" {
 				s.sim.Inject(tt.fault)
 			}
-			var out bytes.Buffer
-			child := exec.Command(os.Args[0], "worker")
-			child.Env = append(os.Environ(), "PROVISIOND_RUN_MAIN=1")
-			for k, v := range s.env {
-				child.Env = append(child.Env, k+"="+v)
-			}
-			child.Stdout, child.Stderr = &out, &out
-			if err := child.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				child.Process.Kill()
-				child.Wait()
-				if t.Failed() {
-					t.Logf("first worker's output:\n%s", out.String())
-				}
-			})
+			kill := s.startChildWorker()
 			id := s.action("web-1", "restart")
 			jobtest.Eventually(t, 20*time.Second, "the moment to kill the worker", func() bool { return tt.killWhen(s.sim) })
-			if err := child.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			child.Wait()
-			killed := time.Now()
+			killed := kill()
 			if job := s.job(id); job["status"] != "running" || job["step"] != tt.step {
 				t.Fatalf("after the crash the job is %v at %v, want running at %s", job["status"], job["step"], tt.step)
 			}
-			time.Sleep(time.Until(killed.Add(61 * time.Second)))
-			s.startWorker()
+			s.takeOver(killed)
 			job := s.waitJob(id, 30*time.Second)
 			if job["status"] != "succeeded" || job["attempts"] != 2.0 {
 				t.Fatalf("job %s after %v attempts, want succeeded after 2: %v", job["status"], job["attempts"], job["error"])
