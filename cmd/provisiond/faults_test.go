@@ -1,0 +1,72 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostfleet/provisiond/adapters/simkit"
+)
+
+// TestVPSJobsSurviveProviderFaults runs each VPS job kind against an
+// injected fault on its key Proxmox call: a transient outage and a lock are
+// retried until the job succeeds, an answer lost after the call was carried
+// out is found again instead of repeated, and a task Proxmox ends in error
+// fails the job with Proxmox's message.
+func TestVPSJobsSurviveProviderFaults(t *testing.T) {
+	web1 := func(s *system) string { return "/api/services/" + s.services["web-1"].ID.String() }
+	provision := func(s *system) (string, string, string) {
+		return "POST", "/api/services", `{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"templateId":9000}`
+	}
+	on := func(path, method, body string) func(*system) (string, string, string) {
+		return func(s *system) (string, string, string) { return method, web1(s) + path, body }
+	}
+	tests := []struct {
+		name    string
+		request func(*system) (method, path, body string)
+		fault   simkit.Fault
+		// task is the Proxmox task the fault's call starts; it must run once.
+		task    string
+		wantErr string // "" for success
+	}{
+		{"provision through a clone outage", provision,
+			simkit.Fault{Op: "clone", Times: 2, Status: 500, Message: "got timeout"}, "qmclone", ""},
+		{"provision whose clone answer is lost", provision,
+			simkit.Fault{Op: "clone", Times: 1, Drop: true}, "qmclone", ""},
+		{"provision whose configuration task fails", provision,
+			simkit.Fault{Op: "config.update", Times: 1, TaskError: "unable to parse value of 'cores'"}, "qmconfig",
+			"unable to parse value of 'cores'"},
+		{"reinstall whose destroy answer is lost", on("/reinstall", "POST", `{"templateId":9000}`),
+			simkit.Fault{Op: "destroy", Times: 1, Drop: true}, "qmdestroy", ""},
+		{"upgrade of a VM locked by a backup", on("/upgrade", "POST", `{"diskGb":60}`),
+			simkit.Fault{Op: "resize", Times: 2, Status: 500, Message: "VM is locked (backup)"}, "resize", ""},
+		{"backup whose answer is lost", on("/backups", "POST", ""),
+			simkit.Fault{Op: "vzdump", Times: 1, Drop: true}, "vzdump", ""},
+		{"rescue through a configuration outage", on("/rescue", "POST", ""),
+			simkit.Fault{Op: "config.update", Times: 2, Status: 503}, "qmconfig", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{})
+			s.sim.Inject(tt.fault)
+			method, path, body := tt.request(s)
+			status, resp := s.do(method, path, body)
+			if status != http.StatusAccepted {
+				t.Fatalf("%s %s: %d %v", method, path, status, resp)
+			}
+			job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 60*time.Second)
+			if tt.wantErr != "" {
+				if msg, _ := job["error"].(string); job["status"] != "failed" || !strings.Contains(msg, tt.wantErr) {
+					t.Fatalf("job %s (%v); want failed saying %q", job["status"], job["error"], tt.wantErr)
+				}
+			} else if job["status"] != "succeeded" || job["attempts"].(float64) < 2 {
+				t.Fatalf("job %s after %v attempts (%v); want succeeded after a retry", job["status"], job["attempts"], job["error"])
+			}
+			if n := s.sim.CountTasks(tt.task, 0); n != 1 {
+				t.Errorf("%s ran %d times, want once", tt.task, n)
+			}
+		})
+	}
+}
