@@ -146,7 +146,7 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err erro
 		Step{"prune", func(ctx context.Context) error { return v.prune(ctx, plan.BackupLimit) }},
 	)
 	if err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	backups, err := ListBackups(ctx, w.Proxmox, ref, w.backupStorage())
 	if err != nil {
@@ -234,7 +234,7 @@ func (w *VPSWorkers) DeleteBackup(ctx context.Context, job *Job[BackupDeleteArgs
 	if err != nil {
 		return err
 	}
-	return job.Steps(ctx, Step{"delete", func(ctx context.Context) error { return v.deleteBackup(ctx, job.Args.BackupID) }})
+	return v.stopped(ctx, job.Steps(ctx, Step{"delete", func(ctx context.Context) error { return v.deleteBackup(ctx, job.Args.BackupID) }}))
 }
 
 // Restore implements Worker for RestoreArgs: the VM is stopped, restored in
@@ -260,7 +260,7 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 		Step{"start", v.start},
 	)
 	if err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	if err := w.Queries.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: job.Service.ID, PowerState: "running"}); err != nil {
 		return fmt.Errorf("record power state: %w", err)

@@ -132,5 +132,18 @@ func (f WorkFunc[T]) Work(ctx context.Context, job *Job[T]) error { return f(ctx
 // the first safe point after a cancellation request.
 var ErrCancelled = errors.New("job cancelled")
 
+// StoppedError is returned by a worker whose job stopped before its end
+// (cancelled, or interrupted), saying what condition it left the provider's
+// object in; a cancelled job records it.
+type StoppedError struct {
+	Err       error
+	Condition string
+}
+
+func (e *StoppedError) Error() string { return e.Err.Error() + " (" + e.Condition + ")" }
+
+// Unwrap returns the error that stopped the job.
+func (e *StoppedError) Unwrap() error { return e.Err }
+
 // uuidOf returns the id as a nullable uuid.
 func nullUUID(id uuid.UUID) uuid.NullUUID { return uuid.NullUUID{UUID: id, Valid: id != uuid.Nil} }

@@ -144,7 +144,7 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
 		Step{"start", v.start},
 	); err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	ref, err := v.vm()
 	if err != nil {
@@ -431,4 +431,31 @@ func cmpErr(err, alt error) error {
 		return err
 	}
 	return alt
+}
+
+// stopped adds the VM's condition to an error that stopped the job early
+// (a cancellation or a shutdown), so that the job records where it left the
+// VM. Other errors pass through.
+func (v *vpsJob) stopped(ctx context.Context, err error) error {
+	if err == nil || (!errors.Is(err, ErrCancelled) && ctx.Err() == nil) {
+		return err
+	}
+	ref, verr := v.vm()
+	if verr != nil {
+		return &StoppedError{Err: err, Condition: "no VM was made"}
+	}
+	look, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	st, serr := v.w.Proxmox.State(look, ref)
+	switch {
+	case errors.Is(serr, proxmox.ErrNotFound):
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("VM %d on %s does not exist", ref.VMID, ref.Node)}
+	case serr != nil:
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("VM %d on %s, state unknown", ref.VMID, ref.Node)}
+	}
+	cond := fmt.Sprintf("VM %d on %s is %s", ref.VMID, ref.Node, st.PowerState())
+	if st.Lock != "" {
+		cond += ", locked (" + st.Lock + ")"
+	}
+	return &StoppedError{Err: err, Condition: cond}
 }

@@ -97,7 +97,7 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 		Step{"start", v.start},
 	)
 	if err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	if err := w.Queries.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: job.Service.ID, PowerState: "running"}); err != nil {
 		return fmt.Errorf("record power state: %w", err)

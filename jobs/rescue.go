@@ -79,7 +79,7 @@ func (w *VPSWorkers) Rescue(ctx context.Context, job *Job[RescueArgs]) error {
 		Step{"reboot", v.reboot},
 	)
 	if err := job.Steps(ctx, steps...); err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	job.SetResult(RescueResult{Rescue: job.Args.Enable})
 	if job.Args.Enable {

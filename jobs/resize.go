@@ -90,7 +90,7 @@ func (w *VPSWorkers) Resize(ctx context.Context, job *Job[ResizeArgs]) error {
 		}},
 	)
 	if err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	if err := w.savePlan(ctx, job.Service, plan); err != nil {
 		return err

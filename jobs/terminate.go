@@ -63,7 +63,7 @@ func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminateArgs]) err
 		Step{"backups", func(ctx context.Context) error { return v.prune(ctx, -1) }},
 	)
 	if err != nil {
-		return err
+		return v.stopped(ctx, err)
 	}
 	if err := w.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: job.Service.ID, Status: "terminated"}); err != nil {
 		return fmt.Errorf("record termination: %w", err)

@@ -201,6 +201,9 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		if s := a.stepName(); s != "" {
 			msg = "cancelled at step " + s
 		}
+		if se := (*StoppedError)(nil); errors.As(err, &se) {
+			msg += "; " + se.Condition
+		}
 		if fErr := finish(StatusCancelled, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
 			return StatusCancelled, fmt.Errorf("record cancellation: %w", fErr)
 		}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -332,5 +333,20 @@ func TestTerminateDestroysTheVMAndItsBackups(t *testing.T) {
 	}
 	if n := s.sim.CountCalls("content.delete", ""); n != 2 {
 		t.Errorf("deleted %d backups, want the 2 it had", n)
+	}
+}
+
+func TestCancelledProvisionSaysWhereItLeftTheVM(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: time.Second})
+	_, id := s.provision(`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"templateId":9000}`)
+	jobtest.Eventually(t, 20*time.Second, "the clone to start", func() bool { return s.sim.CountTasks("qmclone", 0) == 1 })
+	if status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", ""); status != http.StatusAccepted && status != http.StatusOK {
+		t.Fatalf("cancel: %d %v", status, resp)
+	}
+	job := s.waitJob(id, 20*time.Second)
+	msg, _ := job["error"].(string)
+	if job["status"] != "cancelled" || !strings.HasPrefix(msg, "cancelled at step clone; VM 103 on pve1") {
+		t.Errorf("job %s: %q; want cancelled at the clone, saying what became of VM 103", job["status"], msg)
 	}
 }
