@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/proxmox"
@@ -204,7 +205,7 @@ func (v *vpsJob) place(ctx context.Context, templateID int) error {
 	if !ok {
 		template = templates[i].VMRef
 	}
-	id, err := v.w.Proxmox.NextID(ctx)
+	id, err := v.reserveVMID(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -212,6 +213,27 @@ func (v *vpsJob) place(ctx context.Context, templateID int) error {
 		return err
 	}
 	return v.run.Set(ctx, "vm", proxmox.VMRef{Node: node, VMID: id})
+}
+
+// reserveVMID picks a VMID that Proxmox calls free (nextid, or from if
+// higher) and no other job of the fleet has reserved: PVE's nextid gives
+// every concurrent caller the same id.
+func (v *vpsJob) reserveVMID(ctx context.Context, from int) (int, error) {
+	next, err := v.w.Proxmox.NextID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for range 5 {
+		id, err := v.w.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{JobID: v.run.jobID, FromID: int32(max(next, from))})
+		if err == nil {
+			return int(id), nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return 0, fmt.Errorf("reserve a VMID: %w", err)
+		}
+		// Another job took the same candidate at the same moment.
+	}
+	return 0, transientf("place", "could not reserve a VMID; will try again")
 }
 
 // pickNode returns the online node of the service's location, among those
@@ -307,7 +329,10 @@ func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
 	if v.ref != nil {
 		return permanent("clone", fmt.Sprintf("VMID %d was taken by another VM while the service's VM was being replaced", taken.VMID))
 	}
-	id, err := v.w.Proxmox.NextID(ctx)
+	if err := v.w.Queries.DropVMIDReservation(ctx, v.run.jobID); err != nil {
+		return err
+	}
+	id, err := v.reserveVMID(ctx, taken.VMID+1)
 	if err != nil {
 		return err
 	}
@@ -458,4 +483,9 @@ func (v *vpsJob) stopped(ctx context.Context, err error) error {
 		cond += ", locked (" + st.Lock + ")"
 	}
 	return &StoppedError{Err: err, Condition: cond}
+}
+
+// transientf is a provisiond-side condition that clears by itself.
+func transientf(op, msg string) error {
+	return &failure.Error{Class: failure.Transient, Provider: "provisiond", Op: op, Message: msg}
 }

@@ -105,3 +105,9 @@ type Team struct {
 	Name      string
 	CreatedAt time.Time
 }
+
+type VmidReservation struct {
+	Vmid      int32
+	JobID     uuid.UUID
+	CreatedAt time.Time
+}

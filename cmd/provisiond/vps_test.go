@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -348,5 +349,27 @@ func TestCancelledProvisionSaysWhereItLeftTheVM(t *testing.T) {
 	msg, _ := job["error"].(string)
 	if job["status"] != "cancelled" || !strings.HasPrefix(msg, "cancelled at step clone; VM 103 on pve1") {
 		t.Errorf("job %s: %q; want cancelled at the clone, saying what became of VM 103", job["status"], msg)
+	}
+}
+
+func TestConcurrentProvisionsGetDistinctVMIDs(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	const n = 8
+	var ids []string
+	for i := range n {
+		_, id := s.provision(fmt.Sprintf(`{"name":"vps-%d","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000}`, i))
+		ids = append(ids, id)
+	}
+	vmids := map[float64]bool{}
+	for _, id := range ids {
+		job := s.waitJob(id, 60*time.Second)
+		if job["status"] != "succeeded" {
+			t.Fatalf("provision ended %s: %v", job["status"], job["error"])
+		}
+		vmids[job["result"].(map[string]any)["vmid"].(float64)] = true
+	}
+	if len(vmids) != n || s.sim.CountCalls("clone", "") != n {
+		t.Errorf("%d distinct VMIDs and %d clone calls for %d provisions; want one each", len(vmids), s.sim.CountCalls("clone", ""), n)
 	}
 }
