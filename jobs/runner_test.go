@@ -23,7 +23,7 @@ type fixture struct {
 	svc    queries.Service
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	pool, _ := jobtest.DB(t)
 	ropt := jobtest.Redis(t)
@@ -45,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{q: q, client: NewClient(q, tasks, time.Hour, jobtest.Logger(t)), redis: ropt, team: team, svc: svc}
 }
 
-func (f *fixture) insert(t *testing.T) queries.Job {
+func (f *fixture) insert(t testing.TB) queries.Job {
 	t.Helper()
 	job, _, err := f.client.Insert(context.Background(), PowerArgs{ServiceID: f.svc.ID, Action: "restart"},
 		Request{TeamID: f.team.ID, ServiceID: f.svc.ID, RequestedBy: "test"})
@@ -56,7 +56,7 @@ func (f *fixture) insert(t *testing.T) queries.Job {
 }
 
 // attempt starts an attempt the way the worker does and returns its Run.
-func (f *fixture) attempt(t *testing.T, id uuid.UUID) *Run {
+func (f *fixture) attempt(t testing.TB, id uuid.UUID) *Run {
 	t.Helper()
 	row, err := f.q.StartJobAttempt(context.Background(), id)
 	if err != nil {

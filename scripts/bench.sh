@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: private PostgreSQL and Redis (thrown away afterwards), a
 # `provisiond api` process, and cmd/loadgen measuring the API against bare
-# asynq enqueue on the same Redis.
+# asynq enqueue on the same Redis; then one worker process holding
+# BENCH_HOLD_JOBS (10000) provision jobs whose clones take BENCH_CLONE (30s),
+# and the step runner's overhead against the same provider calls without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +28,12 @@ HTTP_ADDR=$api_addr .run/provisiond api 2>.run/bench-api.log &
 api_pid=$!
 for _ in $(seq 100); do curl -fs "http://$api_addr/api/ping" >/dev/null && break; sleep 0.1; done
 .run/loadgen -api "http://$api_addr" "$@"
+kill "$api_pid" && wait "$api_pid" 2>/dev/null || true
+api_pid=
+echo
+echo "== one worker process holding long jobs"
+.run/loadgen -hold "${BENCH_HOLD_JOBS:-10000}" -clone "${BENCH_CLONE:-30s}" -worker .run/provisiond
+echo
+echo "== step runner overhead"
+TEST_DATABASE_URL="postgres://provisiond@127.0.0.1:$pg_port/postgres?sslmode=disable" TEST_REDIS_ADDR="$REDIS_ADDR" \
+	go test -run '^$' -bench StepRunnerOverhead -benchtime 200x ./jobs

@@ -4,6 +4,10 @@
 // their ratio. `make bench` runs it against a `provisiond api` it starts.
 //
 //	loadgen -api http://127.0.0.1:18080 [-duration 10s] [-concurrency 32]
+//	loadgen -hold 10000 [-clone 30s] [-worker .run/provisiond]
+//
+// With -hold it measures instead how many long jobs one worker process
+// carries at once (see hold).
 //
 // It reads DATABASE_URL and REDIS_ADDR, and creates its own team, key and
 // services (a job holds its service until it ends and no worker runs here,
@@ -40,8 +44,17 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each phase runs")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured load before each phase")
 	concurrency := flag.Int("concurrency", 32, "concurrent clients")
+	holdJobs := flag.Int("hold", 0, "instead: how many provision jobs one worker process must hold at once")
+	clone := flag.Duration("clone", 30*time.Second, "with -hold: how long a simulated clone takes")
+	worker := flag.String("worker", ".run/provisiond", "with -hold: the provisiond binary to run as the worker")
 	flag.Parse()
-	if err := run(context.Background(), *api, *duration, *warmup, *concurrency); err != nil {
+	var err error
+	if *holdJobs > 0 {
+		err = hold(context.Background(), *worker, *holdJobs, *clone)
+	} else {
+		err = run(context.Background(), *api, *duration, *warmup, *concurrency)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
