@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/proxmox"
@@ -177,16 +176,15 @@ func (v *vpsJob) vm() (proxmox.VMRef, error) {
 // shared storage (Storage) a clone stays on its template's node, so the
 // nodes to choose from are those holding a template of the same name.
 func (v *vpsJob) place(ctx context.Context, templateID int) error {
-	if ref, found, err := v.w.Proxmox.VMByTag(ctx, VMTag(v.svc.ID)); err != nil {
-		return err
-	} else if found {
-		v.log.Info("the service's VM exists already", "node", ref.Node, "vmid", ref.VMID)
-		return v.run.Set(ctx, "vm", ref)
-	}
-	templates, err := v.w.Proxmox.Templates(ctx)
+	inv, err := v.w.Proxmox.Inventory(ctx)
 	if err != nil {
 		return err
 	}
+	if ref, found := inv.ByTag(VMTag(v.svc.ID)); found {
+		v.log.Info("the service's VM exists already", "node", ref.Node, "vmid", ref.VMID)
+		return v.run.Set(ctx, "vm", ref)
+	}
+	templates := inv.Templates()
 	i := slices.IndexFunc(templates, func(t proxmox.Template) bool { return t.VMID == templateID })
 	if i < 0 {
 		return permanent("place", fmt.Sprintf("template %d does not exist", templateID))
@@ -216,24 +214,18 @@ func (v *vpsJob) place(ctx context.Context, templateID int) error {
 }
 
 // reserveVMID picks a VMID that Proxmox calls free (nextid, or from if
-// higher) and no other job of the fleet has reserved: PVE's nextid gives
-// every concurrent caller the same id.
+// higher) and no other job of the fleet was given: PVE's nextid gives every
+// concurrent caller the same id.
 func (v *vpsJob) reserveVMID(ctx context.Context, from int) (int, error) {
 	next, err := v.w.Proxmox.NextID(ctx)
 	if err != nil {
 		return 0, err
 	}
-	for range 5 {
-		id, err := v.w.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{JobID: v.run.jobID, FromID: int32(max(next, from))})
-		if err == nil {
-			return int(id), nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("reserve a VMID: %w", err)
-		}
-		// Another job took the same candidate at the same moment.
+	id, err := v.w.Queries.TakeVMID(ctx, int32(max(next, from)))
+	if err != nil {
+		return 0, fmt.Errorf("take a VMID: %w", err)
 	}
-	return 0, transientf("place", "could not reserve a VMID; will try again")
+	return int(id), nil
 }
 
 // pickNode returns the online node of the service's location, among those
@@ -328,9 +320,6 @@ func (v *vpsJob) ours(cfg proxmox.VMConfig) bool {
 func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
 	if v.ref != nil {
 		return permanent("clone", fmt.Sprintf("VMID %d was taken by another VM while the service's VM was being replaced", taken.VMID))
-	}
-	if err := v.w.Queries.DropVMIDReservation(ctx, v.run.jobID); err != nil {
-		return err
 	}
 	id, err := v.reserveVMID(ctx, taken.VMID+1)
 	if err != nil {
@@ -483,9 +472,4 @@ func (v *vpsJob) stopped(ctx context.Context, err error) error {
 		cond += ", locked (" + st.Lock + ")"
 	}
 	return &StoppedError{Err: err, Condition: cond}
-}
-
-// transientf is a provisiond-side condition that clears by itself.
-func transientf(op, msg string) error {
-	return &failure.Error{Class: failure.Transient, Provider: "provisiond", Op: op, Message: msg}
 }

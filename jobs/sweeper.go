@@ -37,7 +37,7 @@ type SweepResult struct {
 }
 
 // Sweep checks the jobs that have not changed for Grace once, and removes
-// console sessions that expired and VMID reservations made a day ago.
+// console sessions that expired a day ago.
 func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	batch := s.Batch
@@ -68,9 +68,6 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	if res.ConsoleSessions, err = s.Queries.DeleteExpiredConsoleSessions(ctx); err != nil {
 		return res, fmt.Errorf("delete expired console sessions: %w", err)
-	}
-	if _, err := s.Queries.DeleteOldVMIDReservations(ctx); err != nil {
-		return res, fmt.Errorf("delete old VMID reservations: %w", err)
 	}
 	return res, nil
 }

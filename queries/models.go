@@ -106,8 +106,7 @@ type Team struct {
 	CreatedAt time.Time
 }
 
-type VmidReservation struct {
-	Vmid      int32
-	JobID     uuid.UUID
-	CreatedAt time.Time
+type VmidCounter struct {
+	ID   int32
+	Next int32
 }

@@ -7,58 +7,17 @@ package queries
 
 import (
 	"context"
-
-	"github.com/google/uuid"
 )
 
-const deleteOldVMIDReservations = `-- name: DeleteOldVMIDReservations :execrows
-DELETE FROM vmid_reservations WHERE created_at < now() - interval '1 day'
+const takeVMID = `-- name: TakeVMID :one
+INSERT INTO vmid_counter (id, next) VALUES (1, $1::integer + 1)
+ON CONFLICT (id) DO UPDATE SET next = greatest(vmid_counter.next, $1::integer) + 1
+RETURNING (next - 1)::integer AS vmid
 `
 
-func (q *Queries) DeleteOldVMIDReservations(ctx context.Context) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteOldVMIDReservations)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const dropVMIDReservation = `-- name: DropVMIDReservation :exec
-DELETE FROM vmid_reservations WHERE job_id = $1
-`
-
-func (q *Queries) DropVMIDReservation(ctx context.Context, jobID uuid.UUID) error {
-	_, err := q.db.Exec(ctx, dropVMIDReservation, jobID)
-	return err
-}
-
-const reserveVMID = `-- name: ReserveVMID :one
-WITH mine AS (
-    SELECT vmid FROM vmid_reservations WHERE job_id = $1::uuid
-), candidate AS (
-    SELECT min(v)::integer AS vmid
-    FROM generate_series($2::integer, $2::integer + 10000) AS v
-    WHERE NOT EXISTS (SELECT 1 FROM vmid_reservations r
-                      WHERE r.vmid = v AND r.created_at > now() - interval '1 day')
-), taken AS (
-    INSERT INTO vmid_reservations (vmid, job_id)
-    SELECT vmid, $1::uuid FROM candidate WHERE NOT EXISTS (SELECT 1 FROM mine)
-    ON CONFLICT (vmid) DO UPDATE SET job_id = excluded.job_id, created_at = now()
-        WHERE vmid_reservations.created_at <= now() - interval '1 day'
-    RETURNING vmid
-)
-SELECT vmid FROM mine UNION ALL SELECT vmid FROM taken LIMIT 1
-`
-
-type ReserveVMIDParams struct {
-	JobID  uuid.UUID
-	FromID int32
-}
-
-// Reserves the first VMID from from_id up that no recent reservation holds, or
-// returns the one the job reserved before.
-func (q *Queries) ReserveVMID(ctx context.Context, arg ReserveVMIDParams) (int32, error) {
-	row := q.db.QueryRow(ctx, reserveVMID, arg.JobID, arg.FromID)
+// Returns the first VMID from from_id up that no earlier call returned.
+func (q *Queries) TakeVMID(ctx context.Context, fromID int32) (int32, error) {
+	row := q.db.QueryRow(ctx, takeVMID, fromID)
 	var vmid int32
 	err := row.Scan(&vmid)
 	return vmid, err

@@ -52,18 +52,54 @@ func (c *Client) NextID(ctx context.Context) (int, error) {
 	return int(id), nil
 }
 
+// Inventory is every VM and template of the cluster, from one call.
+type Inventory []pve.ClusterResource
+
+// Inventory lists the cluster's VMs and templates.
+func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
+	var rs pve.ClusterResources
+	err := c.call(ctx, "cluster.resources", func(ctx context.Context) error {
+		return c.api.Get(ctx, "/cluster/resources?type=vm", &rs)
+	})
+	inv := make(Inventory, 0, len(rs))
+	for _, r := range rs {
+		if r != nil && r.Type == "qemu" {
+			inv = append(inv, *r)
+		}
+	}
+	return inv, err
+}
+
+// ByTag finds the VM carrying tag.
+func (inv Inventory) ByTag(tag string) (VMRef, bool) {
+	for _, r := range inv {
+		if r.Template != 1 && slices.Contains(splitTags(r.Tags), tag) {
+			return VMRef{Node: r.Node, VMID: int(r.VMID)}, true
+		}
+	}
+	return VMRef{}, false
+}
+
+// Templates lists the templates, ordered by VMID.
+func (inv Inventory) Templates() []Template {
+	var out []Template
+	for _, r := range inv {
+		if r.Template == 1 {
+			out = append(out, Template{VMRef: VMRef{Node: r.Node, VMID: int(r.VMID)}, Name: r.Name})
+		}
+	}
+	slices.SortFunc(out, func(a, b Template) int { return a.VMID - b.VMID })
+	return out
+}
+
 // VMByTag finds the VM carrying tag anywhere in the cluster.
 func (c *Client) VMByTag(ctx context.Context, tag string) (VMRef, bool, error) {
-	rs, err := c.vmResources(ctx)
+	inv, err := c.Inventory(ctx)
 	if err != nil {
 		return VMRef{}, false, err
 	}
-	for _, r := range rs {
-		if r.Type == "qemu" && slices.Contains(splitTags(r.Tags), tag) {
-			return VMRef{Node: r.Node, VMID: int(r.VMID)}, true, nil
-		}
-	}
-	return VMRef{}, false, nil
+	ref, ok := inv.ByTag(tag)
+	return ref, ok, nil
 }
 
 // splitTags reads PVE's tag list, which it separates with ';' (and accepts
@@ -338,25 +374,9 @@ type Template struct {
 
 // Templates lists the cluster's VM templates, ordered by VMID.
 func (c *Client) Templates(ctx context.Context) ([]Template, error) {
-	rs, err := c.vmResources(ctx)
+	inv, err := c.Inventory(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []Template
-	for _, r := range rs {
-		if r.Type == "qemu" && r.Template == 1 {
-			out = append(out, Template{VMRef: VMRef{Node: r.Node, VMID: int(r.VMID)}, Name: r.Name})
-		}
-	}
-	slices.SortFunc(out, func(a, b Template) int { return a.VMID - b.VMID })
-	return out, nil
-}
-
-// vmResources lists every VM and template in the cluster.
-func (c *Client) vmResources(ctx context.Context) (pve.ClusterResources, error) {
-	var rs pve.ClusterResources
-	err := c.call(ctx, "cluster.resources", func(ctx context.Context) error {
-		return c.api.Get(ctx, "/cluster/resources?type=vm", &rs)
-	})
-	return rs, err
+	return inv.Templates(), nil
 }

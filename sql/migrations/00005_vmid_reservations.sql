@@ -1,12 +1,12 @@
 -- +goose Up
--- VMIDs a provision has chosen but may not have cloned to yet. PVE's
--- nextid answers every concurrent caller the same free id; a reservation
--- here makes the choice unique across the fleet until the clone exists.
-CREATE TABLE vmid_reservations (
-    vmid       integer     PRIMARY KEY,
-    job_id     uuid        NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+-- The fleet's VMID counter. PVE's nextid answers every concurrent caller
+-- the same free id; taking ids from this counter (never below nextid)
+-- makes each provision's choice unique across the fleet. A job that
+-- retries its placement may skip an id; nothing else is lost.
+CREATE TABLE vmid_counter (
+    id   integer PRIMARY KEY CHECK (id = 1),
+    next integer NOT NULL
 );
 
 -- +goose Down
-DROP TABLE vmid_reservations;
+DROP TABLE vmid_counter;
