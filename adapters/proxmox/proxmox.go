@@ -119,10 +119,12 @@ func New(cfg Config, obs Observer) (*Client, error) {
 // certificates when it is set.
 func transport(caFile string) (*http.Transport, error) {
 	base := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConns:        100,
-		MaxIdleConnsPerHost: 32,
+		Proxy:             http.ProxyFromEnvironment,
+		ForceAttemptHTTP2: true,
+		// A worker holds thousands of jobs polling one cluster; connections
+		// it keeps spare it need not set up again.
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -227,9 +228,13 @@ func serveListener(ctx context.Context, ln net.Listener, h http.Handler, log *sl
 	return nil
 }
 
-// metricsHandler serves /metrics for the worker and scheduler processes.
+// metricsHandler serves /metrics, and Go's profiles under /debug/pprof/,
+// for the worker and scheduler processes; METRICS_ADDR is an internal
+// address.
 func (a *app) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	return mux
 }
