@@ -31,12 +31,9 @@ func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) error {
 
 // createBackup starts a backup job, after checking the plan's limit.
 func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.proxmoxService(r)
+	svc, err := s.usableProxmoxService(r)
 	if err != nil {
 		return err
-	}
-	if aerr := usable(svc); aerr != nil {
-		return aerr
 	}
 	body, aerr := readBody(w, r)
 	if aerr != nil {
@@ -75,12 +72,9 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) error {
 // backupFor loads the {id} service and checks that {backupId} is one of its
 // VM's backups.
 func (s *Server) backupFor(r *http.Request) (uuid.UUID, string, error) {
-	svc, err := s.proxmoxService(r)
+	svc, err := s.usableProxmoxService(r)
 	if err != nil {
 		return uuid.Nil, "", err
-	}
-	if aerr := usable(svc); aerr != nil {
-		return uuid.Nil, "", aerr
 	}
 	ref, err := jobs.ProxmoxRef(&svc)
 	if err != nil {

@@ -35,12 +35,9 @@ func noVNC() http.Handler {
 // openConsole starts a console job: it checks the VM and records a one-time
 // session whose URLs the finished job shows once.
 func (s *Server) openConsole(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.proxmoxService(r)
+	svc, err := s.usableProxmoxService(r)
 	if err != nil {
 		return err
-	}
-	if aerr := usable(svc); aerr != nil {
-		return aerr
 	}
 	return s.insertJob(w, r, svc.ID, jobs.ConsoleArgs{ServiceID: svc.ID})
 }

@@ -117,12 +117,9 @@ func decodePlan(body []byte, _ jobs.Plan) (jobs.Plan, *apiError) {
 // resize checks the new plan against the current one, refusing a smaller
 // disk before any job exists, and starts the resize job.
 func (s *Server) resize(w http.ResponseWriter, r *http.Request, reason string, next func([]byte, jobs.Plan) (jobs.Plan, *apiError)) error {
-	svc, err := s.proxmoxService(r)
+	svc, err := s.usableProxmoxService(r)
 	if err != nil {
 		return err
-	}
-	if aerr := usable(svc); aerr != nil {
-		return aerr
 	}
 	current, err := jobs.ServicePlan(&svc)
 	if err != nil {

@@ -100,6 +100,19 @@ func (s *Server) proxmoxService(r *http.Request) (queries.Service, error) {
 	return svc, nil
 }
 
+// usableProxmoxService loads the {id} service, which must be a Proxmox one
+// that a job can act on.
+func (s *Server) usableProxmoxService(r *http.Request) (queries.Service, error) {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return svc, err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return svc, aerr
+	}
+	return svc, nil
+}
+
 // proxmoxVM loads the {id} service's VM for a live read.
 func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
 	svc, err := s.proxmoxService(r)
@@ -176,12 +189,9 @@ func round2(f float64) float64 { return math.Round(f*100) / 100 }
 // reinstall installs the VPS afresh from a template; its disk's contents
 // are lost.
 func (s *Server) reinstall(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.proxmoxService(r)
+	svc, err := s.usableProxmoxService(r)
 	if err != nil {
 		return err
-	}
-	if aerr := usable(svc); aerr != nil {
-		return aerr
 	}
 	body, aerr := readBody(w, r)
 	if aerr != nil {
@@ -227,12 +237,9 @@ func (s *Server) templateNamed(r *http.Request, name string) (int, error) {
 // rescue boots the VPS into the rescue system (POST) or back out of it
 // (DELETE). The generated root password comes once with the finished job.
 func (s *Server) rescue(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.proxmoxService(r)
+	svc, err := s.usableProxmoxService(r)
 	if err != nil {
 		return err
-	}
-	if aerr := usable(svc); aerr != nil {
-		return aerr
 	}
 	return s.insertJob(w, r, svc.ID, jobs.RescueArgs{ServiceID: svc.ID, Enable: r.Method == http.MethodPost})
 }
