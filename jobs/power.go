@@ -12,6 +12,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -31,8 +32,9 @@ func (PowerArgs) InsertOpts() InsertOpts {
 	return InsertOpts{Queue: QueueCritical, MaxAttempts: 10, Timeout: 10 * time.Minute, Mutating: true}
 }
 
-// PowerActions are the actions of POST /api/services/{id}/action.
-var PowerActions = []string{"start", "stop", "restart", "reset", "suspend", "resume"}
+// PowerActions are the actions of POST /api/services/{id}/action. kill is
+// a hard stop (for a VM, the same as stop).
+var PowerActions = []string{"start", "stop", "restart", "reset", "kill", "suspend", "resume"}
 
 // PowerResult is what a finished power job reports.
 type PowerResult struct {
@@ -42,8 +44,12 @@ type PowerResult struct {
 
 // PowerWorker carries out power actions.
 type PowerWorker struct {
-	Queries *queries.Queries
-	Proxmox *proxmox.Client
+	Queries     *queries.Queries
+	Proxmox     *proxmox.Client
+	Pterodactyl *pterodactyl.Client
+	// PollInterval is how often a game server's state is read while it
+	// changes.
+	PollInterval time.Duration
 	// ShutdownTimeout is how long a restart waits for the guest to shut
 	// down before it powers the VM off hard.
 	ShutdownTimeout time.Duration
@@ -57,6 +63,8 @@ func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 	switch job.Service.Provider {
 	case proxmox.Provider:
 		return w.proxmox(ctx, job)
+	case pterodactyl.Provider:
+		return w.game(ctx, job)
 	default:
 		return permanent(job.Args.Kind(), fmt.Sprintf("power actions are not supported for %s services", job.Service.Provider))
 	}
@@ -72,7 +80,7 @@ func (w *PowerWorker) proxmox(ctx context.Context, job *Job[PowerArgs]) error {
 	switch job.Args.Action {
 	case "start":
 		steps = []Step{{"start", vm.ensure(proxmox.OpStart)}}
-	case "stop":
+	case "stop", "kill":
 		steps = []Step{{"stop", vm.ensure(proxmox.OpStop)}}
 	case "restart":
 		steps = []Step{{"shutdown", vm.shutdown}, {"start", vm.ensure(proxmox.OpStart)}}
@@ -103,6 +111,45 @@ func (w *PowerWorker) proxmox(ctx context.Context, job *Job[PowerArgs]) error {
 		}
 	}
 	job.SetResult(PowerResult{Action: job.Args.Action, PowerState: st.PowerState()})
+	return nil
+}
+
+// game carries out a power action on a game server: signals through the
+// client API, suspension through the application API. It waits until the
+// server reaches the state the action leads to.
+func (w *PowerWorker) game(ctx context.Context, job *Job[PowerArgs]) error {
+	ref, err := PterodactylRef(job.Service)
+	if err != nil {
+		return err
+	}
+	action := job.Args.Action
+	want := gameStates[action]
+	err = job.Steps(ctx, Step{action, func(ctx context.Context) error {
+		switch action {
+		case "suspend":
+			return w.Pterodactyl.Suspend(ctx, ref.ServerID)
+		case "resume":
+			return w.Pterodactyl.Unsuspend(ctx, ref.ServerID)
+		case "reset":
+			return permanent(job.Args.Kind(), "game servers have no reset; use restart or kill")
+		}
+		return powerGame(ctx, job.Run, w.Pterodactyl, ref.Identifier, action, w.PollInterval)
+	}})
+	if err != nil {
+		return err
+	}
+	state := map[string]string{"running": "running", "offline": "stopped"}[want]
+	if state != "" {
+		if err := w.Queries.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: job.Service.ID, PowerState: state}); err != nil {
+			return fmt.Errorf("record power state: %w", err)
+		}
+	}
+	if status := serviceStatusAfter(action, job.Service.Status); status != job.Service.Status {
+		if err := w.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: job.Service.ID, Status: status}); err != nil {
+			return fmt.Errorf("record service status: %w", err)
+		}
+	}
+	job.SetResult(PowerResult{Action: action, PowerState: state})
 	return nil
 }
 

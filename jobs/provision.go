@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -356,7 +357,7 @@ func installConfig(service uuid.UUID, plan Plan, in Install, secrets InstallSecr
 	values := map[string]any{
 		"cores": plan.Cores, "memory": plan.MemoryMB,
 		"tags":      "provisiond;" + VMTag(service),
-		"ciuser":    orDefault(in.User, "root"),
+		"ciuser":    cmp.Or(in.User, "root"),
 		"ipconfig0": "ip=dhcp",
 	}
 	if in.Hostname != "" {
@@ -430,13 +431,6 @@ func (v *vpsJob) start(ctx context.Context) error {
 		return err
 	}
 	return p.ensure(proxmox.OpStart)(ctx)
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // cmpErr returns err when there is one, else alt.

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +80,7 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 			if _, err := job.Get("kept", &k); err != nil {
 				return err
 			}
-			return v.clone(ctx, orDefault(job.Args.Hostname, k.Name))
+			return v.clone(ctx, cmp.Or(job.Args.Hostname, k.Name))
 		}},
 		Step{"configure", func(ctx context.Context) error {
 			var k kept

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 )
 
 // envelope is the seeds' response shape: {"success": bool, <entity>: ...}.
@@ -97,8 +98,12 @@ func providerError(err error) error {
 	if !errors.As(err, &fe) {
 		return err
 	}
-	if errors.Is(err, proxmox.ErrNotFound) {
+	if errors.Is(err, proxmox.ErrNotFound) || errors.Is(err, pterodactyl.ErrNotFound) {
 		return &apiError{Status: http.StatusNotFound, ErrorKey: "provider_not_found", Message: failure.UserMessage(err)}
+	}
+	if fe.Status == http.StatusConflict {
+		// The provider's object is busy or suspended; the caller may try later.
+		return &apiError{Status: http.StatusConflict, ErrorKey: "provider_conflict", Message: failure.UserMessage(err)}
 	}
 	return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: failure.UserMessage(err)}
 }

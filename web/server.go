@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
@@ -59,7 +60,10 @@ type Server struct {
 	// Proxmox answers live reads (templates, status, traffic); nil when
 	// this process has no Proxmox configuration.
 	Proxmox *proxmox.Client
-	Log     *slog.Logger
+	// Pterodactyl answers the game servers' live reads; nil when this
+	// process has no Pterodactyl configuration.
+	Pterodactyl *pterodactyl.Client
+	Log         *slog.Logger
 }
 
 // Handler returns the routed, instrumented API.
@@ -76,11 +80,20 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/templates", api(s.templates))
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
-	mux.Handle("POST /api/services/{id}/reinstall", api(s.reinstall))
-	mux.Handle("GET /api/services/{id}/backups", api(s.listBackups))
-	mux.Handle("POST /api/services/{id}/backups", api(s.createBackup))
-	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.restoreBackup))
-	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.deleteBackup))
+	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame})))
+	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.listBackups, pterodactyl.Provider: s.gameBackups})))
+	mux.Handle("POST /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.createBackup, pterodactyl.Provider: s.createGameBackup})))
+	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.restoreBackup, pterodactyl.Provider: s.gameBackupAction})))
+	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.deleteBackup, pterodactyl.Provider: s.gameBackupAction})))
+	mux.Handle("GET /api/services/{id}/backups/{backupId}/download", api(s.gameBackupDownload))
+	mux.Handle("GET /api/services/{id}/startup-variables", api(s.startupVariables))
+	mux.Handle("PUT /api/services/{id}/startup-variables", api(s.startupVariables))
+	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations))
 	mux.Handle("POST /api/services/{id}/console", api(s.openConsole))
 	mux.Handle("GET /api/services/{id}/console/embed", api(s.consoleEmbed))
 	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
@@ -89,7 +102,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /api/services/{id}/rescue", api(s.rescue))
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
 	mux.Handle("POST /api/services/{id}/upgrade", api(s.upgrade))
-	mux.Handle("POST /api/services/{id}/change-plan", api(s.changePlan))
+	mux.Handle("POST /api/services/{id}/change-plan", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.changePlan, pterodactyl.Provider: s.changeGamePlan})))
 	mux.Handle("POST /api/services/{id}/apply-downgrade", api(s.applyDowngrade))
 	mux.Handle("GET /api/jobs", api(s.listJobs))
 	mux.Handle("GET /api/jobs/{id}", api(s.getJob))

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -128,7 +129,7 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 
 // Providers whose services can be registered. The others join with their
 // adapters.
-var supportedProviders = []string{"proxmox"}
+var supportedProviders = []string{"proxmox", "pterodactyl"}
 
 // createServiceRequest registers a service the panel has sold.
 type createServiceRequest struct {
@@ -191,6 +192,12 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return aerr
 	}
+	var head struct {
+		Provider string `json:"provider"`
+	}
+	if json.Unmarshal(body, &head) == nil && head.Provider == pterodactyl.Provider {
+		return s.createGameService(w, r, body)
+	}
 	var req createServiceRequest
 	if aerr := decodeJSON(body, &req); aerr != nil {
 		return aerr
@@ -223,11 +230,9 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// provision creates a pending service and its provision job, and answers
-// 202 with both. A repeated Idempotency-Key answers with the first ones.
+// provision creates a pending VPS service and its provision job.
 func (s *Server) provision(w http.ResponseWriter, r *http.Request, req createServiceRequest, plan []byte, end *time.Time) error {
-	ctx := r.Context()
-	svc, err := s.Queries.CreateService(ctx, queries.CreateServiceParams{
+	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
 		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
 	})
@@ -235,7 +240,15 @@ func (s *Server) provision(w http.ResponseWriter, r *http.Request, req createSer
 		return err
 	}
 	in, secrets := req.installRequest.install()
-	job, replayed, err := s.recordJob(r, svc.ID, jobs.ProvisionArgs{ServiceID: svc.ID, Install: in}, secrets)
+	return s.answerNewService(w, r, svc, jobs.ProvisionArgs{ServiceID: svc.ID, Install: in}, secrets)
+}
+
+// answerNewService records the provision job of a service just created and
+// answers 202 with both. A repeated Idempotency-Key answers with the first
+// ones, and the service just created goes again.
+func (s *Server) answerNewService(w http.ResponseWriter, r *http.Request, svc queries.Service, args jobs.Args, secrets any) error {
+	ctx := r.Context()
+	job, replayed, err := s.recordJob(r, svc.ID, args, secrets)
 	if err != nil || replayed {
 		// The service is only worth keeping with its job.
 		if derr := s.Queries.DeletePendingService(context.WithoutCancel(ctx), svc.ID); derr != nil {

@@ -10,6 +10,8 @@ package failure
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -82,4 +84,19 @@ func UserMessage(err error) string {
 		return fe.Message
 	}
 	return err.Error()
+}
+
+// ParseRetryAfter reads a Retry-After header in either of its two forms
+// (seconds, or an HTTP date after now); 0 when absent or unreadable.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hostfleet/provisiond/adapters/failure"
 )
 
 // httpError is a Proxmox answer with a status of 400 or more.
@@ -44,7 +46,7 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	e := &httpError{
 		Status:     res.StatusCode,
 		Reason:     strings.TrimSpace(strings.TrimPrefix(res.Status, strconv.Itoa(res.StatusCode))),
-		RetryAfter: parseRetryAfter(res.Header.Get("Retry-After"), time.Now()),
+		RetryAfter: failure.ParseRetryAfter(res.Header.Get("Retry-After"), time.Now()),
 	}
 	// 400 bodies carry {"errors":{"param":"message"}}; a short read is enough.
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
@@ -63,16 +65,3 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, e
 }
 
-// parseRetryAfter reads a Retry-After header in either of its two forms.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
@@ -36,6 +37,7 @@ type app struct {
 	metrics *metrics.Metrics
 	sealer  *jobs.Sealer
 	pve     *proxmox.Client
+	ptero   *pterodactyl.Client
 	closers []func()
 }
 
@@ -106,6 +108,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	ptero, err := a.pterodactyl()
+	if err != nil {
+		return nil, err
+	}
 	keys := apikey.NewCache(a.q, time.Minute)
 	go keys.Run(ctx, a.pool, a.log.With("component", "keys"))
 	dash := asynqmon.New(asynqmon.Options{
@@ -119,7 +125,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 			BackupStorage: a.cfg.ProxmoxBackupStorage,
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
-		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve,
+		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero,
 		Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil
@@ -145,7 +151,20 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	log := a.log.With("component", "worker")
 	ws := jobs.NewWorkers(a.q, a.metrics, log)
 	ws.Sealer = a.sealer
-	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
+	ptero, err := a.pterodactyl()
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, Pterodactyl: ptero,
+		PollInterval: a.cfg.PterodactylPollInterval, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
+	if ptero != nil {
+		games := &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval}
+		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameProvisionArgs](games.Provision))
+		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameReinstallArgs](games.Reinstall))
+		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameChangePlanArgs](games.ChangePlan))
+		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameBackupArgs](games.Backup))
+		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameTerminateArgs](games.Terminate))
+	}
 	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
 		BackupStorage:   a.cfg.ProxmoxBackupStorage,
 		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
@@ -184,6 +203,25 @@ func (a *app) proxmox() (*proxmox.Client, error) {
 		a.pve = pve
 	}
 	return a.pve, nil
+}
+
+// pterodactyl returns the Pterodactyl client, or nil when PTERODACTYL_URL
+// is not set.
+func (a *app) pterodactyl() (*pterodactyl.Client, error) {
+	if a.cfg.PterodactylURL == "" {
+		return nil, nil
+	}
+	if a.ptero == nil {
+		c, err := pterodactyl.New(pterodactyl.Config{
+			URL: a.cfg.PterodactylURL, ApplicationKey: a.cfg.PterodactylApplicationKey, ClientKey: a.cfg.PterodactylClientKey,
+			RequestTimeout: a.cfg.PterodactylRequestTimeout,
+		}, a.metrics)
+		if err != nil {
+			return nil, err
+		}
+		a.ptero = c
+	}
+	return a.ptero, nil
 }
 
 func (a *app) sweeper() *jobs.Sweeper {

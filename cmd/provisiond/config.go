@@ -49,6 +49,12 @@ type Config struct {
 	ProxmoxConsolePassword string        `env:"PROXMOX_CONSOLE_PASSWORD"`
 	ConsoleSessionTTL      time.Duration `env:"CONSOLE_SESSION_TTL" envDefault:"1m"`
 
+	PterodactylURL            string        `env:"PTERODACTYL_URL"`
+	PterodactylApplicationKey string        `env:"PTERODACTYL_APPLICATION_KEY"`
+	PterodactylClientKey      string        `env:"PTERODACTYL_CLIENT_KEY"`
+	PterodactylRequestTimeout time.Duration `env:"PTERODACTYL_REQUEST_TIMEOUT" envDefault:"30s"`
+	PterodactylPollInterval   time.Duration `env:"PTERODACTYL_POLL_INTERVAL" envDefault:"2s"`
+
 	WorkerConcurrency    int           `env:"WORKER_CONCURRENCY" envDefault:"500"`
 	WorkerQueues         string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,low=1"`
 	RetryBase            time.Duration `env:"JOB_RETRY_BASE" envDefault:"2s"`

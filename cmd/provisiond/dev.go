@@ -36,6 +36,11 @@ func applyDevDefaults(c *Config) {
 	if c.ProxmoxTokenSecret == "" {
 		c.ProxmoxTokenSecret = sims.Dev().ProxmoxTokenSecret
 	}
+	if os.Getenv("PTERODACTYL_URL") == "" {
+		dev := sims.Dev()
+		c.PterodactylURL = "http://" + c.Sims.Pterodactyl
+		c.PterodactylApplicationKey, c.PterodactylClientKey = dev.PterodactylApplicationKey, dev.PterodactylClientKey
+	}
 	if c.ProxmoxConsoleUser == "" {
 		c.ProxmoxConsoleUser, c.ProxmoxConsolePassword = "root@pam", sims.Dev().ProxmoxPassword
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	pterosim "github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
@@ -40,6 +41,7 @@ func TestMain(m *testing.M) {
 type system struct {
 	t        *testing.T
 	sim      *sim.Server
+	ptero    *pterosim.Server
 	env      map[string]string // the configuration, as environment variables
 	api      string
 	q        *queries.Queries
@@ -68,7 +70,10 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		pve.AddVM(vm)
 	}
 	simSrv := httptest.NewServer(pve)
-	s := &system{t: t, sim: pve, env: map[string]string{
+	ptero := pterosim.New(pterosim.Config{ApplicationKeys: []string{"ptla_test"}, ClientKeys: map[string]int{"ptlc_test": 1},
+		TaskDuration: opts.taskDuration, InstallDuration: 2 * opts.taskDuration, Seed: 7})
+	pteroSrv := httptest.NewServer(ptero)
+	s := &system{t: t, sim: pve, ptero: ptero, env: map[string]string{
 		"DATABASE_URL": dbURL, "DATABASE_MAX_CONNS": "8",
 		"REDIS_ADDR": ropt.Addr, "REDIS_DB": fmt.Sprint(ropt.DB),
 		"HTTP_ADDR": "127.0.0.1:0", "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "text", "LOG_LEVEL": "debug",
@@ -77,6 +82,8 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"PROXMOX_URL": simSrv.URL + "/api2/json", "PROXMOX_TOKEN_ID": "root@pam!test", "PROXMOX_TOKEN_SECRET": "s3cret",
 		"PROXMOX_REQUEST_TIMEOUT": "3s", "PROXMOX_POLL_INTERVAL": "20ms",
 		"PROXMOX_CONSOLE_USER": "root@pam", "PROXMOX_CONSOLE_PASSWORD": "console-pw",
+		"PTERODACTYL_URL": pteroSrv.URL, "PTERODACTYL_APPLICATION_KEY": "ptla_test", "PTERODACTYL_CLIENT_KEY": "ptlc_test",
+		"PTERODACTYL_POLL_INTERVAL": "20ms",
 		"WORKER_CONCURRENCY": "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
 		"SHUTDOWN_TIMEOUT": "2s", "POWER_SHUTDOWN_TIMEOUT": "5s",
 	}}
@@ -124,6 +131,8 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 			apiSrv.Close()
 			pve.Close() // first: it releases hung calls
 			simSrv.Close()
+			ptero.Close()
+			pteroSrv.Close()
 			a.close()
 		})
 	}

@@ -81,15 +81,17 @@ func (u *upstream) run() {
 		u.mu.Lock()
 		u.lastErr = err
 		u.mu.Unlock()
-		if connected {
+		deleted := errors.Is(err, errDeleted)
+		switch {
+		case connected && !deleted:
 			reconnect, failures = true, 0
 			log.Info("game console upstream dropped", "err", err)
 			u.publish(time.Now(), TypeConnection, Reconnecting)
-		} else {
+		case !connected:
 			failures++
 			log.Warn("game console upstream failed", "attempt", failures, "err", err)
 		}
-		if errors.Is(err, errDeleted) || failures >= maxAttempts {
+		if deleted || failures >= maxAttempts {
 			log.Warn("game console upstream lost", "err", err)
 			u.publish(time.Now(), TypeConnection, Lost)
 			if u.h.forget(u, nil) {

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+const gameOrder = `{"name":"mc","provider":"pterodactyl","plan":{"memoryMb":2048,"diskMb":10240,"cpu":200,
+	"databases":1,"allocations":1,"backups":2,"nest":1,"egg":1,"locations":[1],"user":2,
+	"environment":{"SERVER_JARFILE":"paper.jar"}}}`
+
+// gameServer provisions a game server and returns its service's API path.
+func (s *system) gameServer() string {
+	s.t.Helper()
+	svc, id := s.provision(gameOrder)
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		s.t.Fatalf("game provision ended %s: %v", job["status"], job["error"])
+	}
+	return "/api/services/" + svc
+}
+
+func TestGameServerProvisionInstallsOneServer(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	servers := s.ptero.Servers()
+	n := 0
+	for _, g := range servers {
+		if strings.HasSuffix(path, g.ExternalID) && g.ExternalID != "" {
+			n++
+			if g.Environment["SERVER_JARFILE"] != "paper.jar" || g.Limits.Memory != 2048 {
+				t.Errorf("game server %+v: want the plan's limits and variables", g)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d servers carry the service as external id, want 1", n)
+	}
+	_, resp := s.do("GET", path, "")
+	if svc := resp["service"].(map[string]any); svc["status"] != "active" {
+		t.Errorf("service after provision: %v", svc)
+	}
+	if status, resp := s.do("GET", path+"/allocations", ""); status != http.StatusOK || len(resp["allocations"].([]any)) == 0 {
+		t.Errorf("allocations: %d %v", status, resp)
+	}
+}
+
+func TestGameReinstallWithBadVariablesIsRefusedBeforeAnyJob(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	status, resp := s.do("POST", path+"/reinstall", `{"environment":{"SERVER_JARFILE":"not a jar","BUILD_NUMBER":"7","NOPE":"x"}}`)
+	errs, _ := resp["validationErrors"].([]any)
+	if status != http.StatusBadRequest || resp["error"] != "Validation failed for egg variables" || len(errs) != 3 {
+		t.Fatalf("reinstall with bad variables: %d %v; want 400 with one line per variable", status, resp)
+	}
+	s.runJob("POST", path+"/reinstall", `{"environment":{"SERVER_JARFILE":"other.jar"}}`)
+}
+
+func TestGamePowerBackupsAndPlanChange(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	s.runJob("POST", path+"/action", `{"action":"start"}`)
+	_, resp := s.do("GET", path, "")
+	if svc := resp["service"].(map[string]any); svc["powerState"] != "running" {
+		t.Errorf("after start: %v", svc["powerState"])
+	}
+	job := s.runJob("POST", path+"/backups", `{"note":"nightly"}`)
+	backup := job["result"].(map[string]any)["backup"].(map[string]any)["UUID"].(string)
+	if status, resp := s.do("GET", path+"/backups/"+backup+"/download", ""); status != http.StatusOK || !strings.Contains(resp["url"].(string), "token=") {
+		t.Errorf("download URL: %d %v", status, resp)
+	}
+	s.runJob("POST", path+"/backups/"+backup, `{"truncate":true}`)
+	s.runJob("DELETE", path+"/backups/"+backup, "")
+	s.runJob("POST", path+"/change-plan", `{"plan":{"memoryMb":4096,"diskMb":20480,"cpu":300,"databases":1,"allocations":1,"backups":3,"nest":1,"egg":1,"locations":[1],"user":2}}`)
+	for _, g := range s.ptero.Servers() {
+		if strings.HasSuffix(path, g.ExternalID) && g.ExternalID != "" && (g.Limits.Memory != 4096 || g.State != "running") {
+			t.Errorf("after the plan change: %d MiB, %s; want 4096 and running again", g.Limits.Memory, g.State)
+		}
+	}
+	s.runJob("POST", path+"/action", `{"action":"suspend"}`)
+	if status, resp := s.do("PUT", path+"/startup-variables", `{"key":"SERVER_JARFILE","value":"x.jar"}`); status != http.StatusConflict {
+		t.Errorf("startup variable of a suspended service: %d %v, want 409", status, resp)
+	}
+}

@@ -1,0 +1,493 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// GamePlan is a game server service's plan, stored in services.plan.
+type GamePlan struct {
+	MemoryMB int `json:"memoryMb"`
+	SwapMB   int `json:"swapMb"`
+	DiskMB   int `json:"diskMb"`
+	// CPU is a percentage of one core (200 = two cores); 0 is unlimited.
+	CPU         int `json:"cpu"`
+	IO          int `json:"io"`
+	Databases   int `json:"databases"`
+	Allocations int `json:"allocations"`
+	Backups     int `json:"backups"`
+	// Nest and Egg name the game; DockerImage and Startup default to the
+	// egg's.
+	Nest        int               `json:"nest"`
+	Egg         int               `json:"egg"`
+	DockerImage string            `json:"dockerImage,omitempty"`
+	Startup     string            `json:"startup,omitempty"`
+	Environment map[string]string `json:"environment,omitempty"`
+	// Locations the server may be deployed to.
+	Locations []int `json:"locations"`
+	// User is the panel user that owns the server.
+	User int `json:"user"`
+}
+
+// GameRef is where a service's game server lives on Pterodactyl.
+type GameRef struct {
+	ServerID   int    `json:"serverId"`
+	Identifier string `json:"identifier"`
+	UUID       string `json:"uuid"`
+}
+
+// GameServicePlan reads a game service's plan.
+func GameServicePlan(svc *queries.Service) (GamePlan, error) {
+	var p GamePlan
+	if err := json.Unmarshal(svc.Plan, &p); err != nil {
+		return p, permanent("plan", "the service's plan is unreadable")
+	}
+	return p, nil
+}
+
+// PterodactylRef reads the game server a service lives on.
+func PterodactylRef(svc *queries.Service) (GameRef, error) {
+	var ref GameRef
+	if err := json.Unmarshal(svc.ProviderRef, &ref); err != nil || ref.ServerID <= 0 || ref.Identifier == "" {
+		return ref, permanent("pterodactyl", "the service has no game server yet")
+	}
+	return ref, nil
+}
+
+func (p GamePlan) limits() (pterodactyl.Limits, pterodactyl.FeatureLimits) {
+	return pterodactyl.Limits{Memory: p.MemoryMB, Swap: p.SwapMB, Disk: p.DiskMB, IO: cmp.Or(p.IO, 500), CPU: p.CPU},
+		pterodactyl.FeatureLimits{Databases: p.Databases, Allocations: p.Allocations, Backups: p.Backups}
+}
+
+// GameProvisionArgs ask for a game server for a pending Pterodactyl service.
+type GameProvisionArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+}
+
+// Kind implements Args.
+func (GameProvisionArgs) Kind() string { return "game.provision" }
+
+// InsertOpts gives an install (a game download) its time.
+func (GameProvisionArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueDefault, MaxAttempts: 15, Timeout: time.Hour, Mutating: true}
+}
+
+// GameWorkers carries out the Pterodactyl game server jobs.
+type GameWorkers struct {
+	Queries     *queries.Queries
+	Pterodactyl *pterodactyl.Client
+	// PollInterval is how often an install's progress is read.
+	PollInterval time.Duration
+}
+
+// Provision implements Worker for GameProvisionArgs. The server is created
+// with the service's id as its external id, so that a resumed job finds the
+// server it made instead of making another.
+func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]) error {
+	if job.Service == nil || job.Service.Provider != pterodactyl.Provider {
+		return permanent(job.Args.Kind(), "provision needs a Pterodactyl service")
+	}
+	plan, err := GameServicePlan(job.Service)
+	if err != nil {
+		return err
+	}
+	var srv pterodactyl.Server
+	err = job.Steps(ctx,
+		Step{"create", func(ctx context.Context) error {
+			s, err := w.Pterodactyl.ServerByExternalID(ctx, job.Service.ID.String())
+			if err == nil {
+				job.Log.Info("the service's game server exists already", "server", s.ID)
+				return job.Set(ctx, "server", s.ID)
+			}
+			if !errors.Is(err, pterodactyl.ErrNotFound) {
+				return err
+			}
+			egg, err := w.Pterodactyl.Egg(ctx, plan.Nest, plan.Egg)
+			if err != nil {
+				return err
+			}
+			env := map[string]string{}
+			for _, v := range egg.Variables {
+				env[v.EnvVariable] = v.DefaultValue
+			}
+			for k, v := range plan.Environment {
+				env[k] = v
+			}
+			limits, features := plan.limits()
+			s, err = w.Pterodactyl.CreateServer(ctx, pterodactyl.NewServer{
+				Name: job.Service.Name, ExternalID: job.Service.ID.String(), User: plan.User, Egg: plan.Egg,
+				DockerImage: cmp.Or(plan.DockerImage, egg.DockerImage), Startup: cmp.Or(plan.Startup, egg.Startup),
+				Environment: env, Limits: limits, FeatureLimits: features,
+				Deploy: &pterodactyl.Deploy{Locations: plan.Locations, PortRange: []string{}},
+			})
+			if err != nil {
+				return err
+			}
+			job.Log.Info("game server created", "server", s.ID)
+			return job.Set(ctx, "server", s.ID)
+		}},
+		Step{"install", func(ctx context.Context) error {
+			var id int
+			if _, err := job.Get("server", &id); err != nil {
+				return err
+			}
+			srv, err = w.waitInstalled(ctx, id)
+			return err
+		}},
+	)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(GameRef{ServerID: srv.ID, Identifier: srv.Identifier, UUID: srv.UUID})
+	if err := w.Queries.SetServiceProvisioned(ctx, queries.SetServiceProvisionedParams{ID: job.Service.ID, ProviderRef: b}); err != nil {
+		return fmt.Errorf("record the game server: %w", err)
+	}
+	job.SetResult(GameRef{ServerID: srv.ID, Identifier: srv.Identifier, UUID: srv.UUID})
+	return nil
+}
+
+// waitInstalled waits until the server's install has ended; a failed
+// install fails the job.
+func (w *GameWorkers) waitInstalled(ctx context.Context, id int) (pterodactyl.Server, error) {
+	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
+	defer tick.Stop()
+	for {
+		s, err := w.Pterodactyl.Server(ctx, id)
+		if err != nil {
+			return s, err
+		}
+		switch {
+		case s.Status == "install_failed":
+			return s, permanent("install", "the game server's install failed; see its install log on the panel")
+		case s.Container.Installed && s.Status != "installing":
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// gameJob returns a job's game server, which must exist.
+func gameServer[T Args](job *Job[T]) (GameRef, error) {
+	if job.Service == nil || job.Service.Provider != pterodactyl.Provider {
+		return GameRef{}, permanent(job.Row.Kind, "this job needs a Pterodactyl service")
+	}
+	return PterodactylRef(job.Service)
+}
+
+// GameReinstallArgs ask for a game server to be installed afresh, optionally
+// with another egg, image or startup variables (checked by the API against
+// the egg's rules before the job exists).
+type GameReinstallArgs struct {
+	ServiceID   uuid.UUID         `json:"serviceId"`
+	Egg         int               `json:"egg,omitempty"`
+	DockerImage string            `json:"dockerImage,omitempty"`
+	Environment map[string]string `json:"environment,omitempty"`
+}
+
+// Kind implements Args.
+func (GameReinstallArgs) Kind() string { return "game.reinstall" }
+
+// InsertOpts implements ArgsWithInsertOpts.
+func (GameReinstallArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueDefault, MaxAttempts: 15, Timeout: time.Hour, Mutating: true}
+}
+
+// Reinstall implements Worker for GameReinstallArgs: the startup settings
+// are changed first when asked, then the panel reinstalls and the job waits
+// for the install to end.
+func (w *GameWorkers) Reinstall(ctx context.Context, job *Job[GameReinstallArgs]) error {
+	ref, err := gameServer(job)
+	if err != nil {
+		return err
+	}
+	a := job.Args
+	return job.Steps(ctx,
+		Step{"startup", func(ctx context.Context) error {
+			if a.Egg == 0 && a.DockerImage == "" && len(a.Environment) == 0 {
+				return nil
+			}
+			srv, err := w.Pterodactyl.Server(ctx, ref.ServerID)
+			if err != nil {
+				return err
+			}
+			env := srv.Container.Environment
+			for k, v := range a.Environment {
+				env[k] = v
+			}
+			_, err = w.Pterodactyl.UpdateStartup(ctx, ref.ServerID, pterodactyl.Startup{
+				Startup: srv.Container.StartupCommand, Environment: env,
+				Egg: cmp.Or(a.Egg, srv.Egg), Image: cmp.Or(a.DockerImage, srv.Container.Image),
+			})
+			return err
+		}},
+		Step{"reinstall", func(ctx context.Context) error {
+			var asked bool
+			if _, err := job.Run.Recall("asked", &asked); err != nil || asked {
+				return err // an install the panel started is not started twice
+			}
+			if err := w.Pterodactyl.Reinstall(ctx, ref.ServerID); err != nil {
+				return err
+			}
+			return job.Run.Remember(ctx, "asked", true)
+		}},
+		Step{"install", func(ctx context.Context) error {
+			_, err := w.waitInstalled(ctx, ref.ServerID)
+			return err
+		}},
+	)
+}
+
+// GameChangePlanArgs ask for a game server's limits to change in place.
+type GameChangePlanArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	Plan      GamePlan  `json:"plan"`
+}
+
+// Kind implements Args.
+func (GameChangePlanArgs) Kind() string { return "game.change-plan" }
+
+// ChangePlan implements Worker for GameChangePlanArgs: the build limits
+// change in place (no data is lost) and the server restarts only if it was
+// running, so that the new limits apply.
+func (w *GameWorkers) ChangePlan(ctx context.Context, job *Job[GameChangePlanArgs]) error {
+	ref, err := gameServer(job)
+	if err != nil {
+		return err
+	}
+	plan := job.Args.Plan
+	err = job.Steps(ctx,
+		Step{"inspect", func(ctx context.Context) error {
+			res, err := w.Pterodactyl.Resources(ctx, ref.Identifier)
+			if err != nil {
+				return err
+			}
+			return job.Set(ctx, "running", res.State == "running" || res.State == "starting")
+		}},
+		Step{"build", func(ctx context.Context) error {
+			srv, err := w.Pterodactyl.Server(ctx, ref.ServerID)
+			if err != nil {
+				return err
+			}
+			limits, features := plan.limits()
+			_, err = w.Pterodactyl.UpdateBuild(ctx, ref.ServerID, pterodactyl.Build{Allocation: srv.Allocation, Limits: limits, FeatureLimits: features})
+			return err
+		}},
+		Step{"restart", func(ctx context.Context) error {
+			var running bool
+			if _, err := job.Get("running", &running); err != nil || !running {
+				return err
+			}
+			return powerGame(ctx, job.Run, w.Pterodactyl, ref.Identifier, "restart", w.PollInterval)
+		}},
+	)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(plan)
+	if err != nil {
+		return err
+	}
+	return w.Queries.SetServicePlan(ctx, queries.SetServicePlanParams{ID: job.Service.ID, Plan: b})
+}
+
+// GameBackupArgs ask for a backup of a game server, to restore one, or to
+// delete one.
+type GameBackupArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+	// Action is create, restore or delete.
+	Action string `json:"action"`
+	// Backup names the backup to restore or delete; Name the new one.
+	Backup   string `json:"backup,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Truncate bool   `json:"truncate,omitempty"`
+}
+
+// Kind implements Args.
+func (GameBackupArgs) Kind() string { return "game.backup" }
+
+// InsertOpts implements ArgsWithInsertOpts.
+func (GameBackupArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueLow, MaxAttempts: 15, Timeout: 4 * time.Hour, Mutating: true}
+}
+
+// Backup implements Worker for GameBackupArgs. A restore stops the server
+// (Wings does), restores and starts it again.
+func (w *GameWorkers) Backup(ctx context.Context, job *Job[GameBackupArgs]) error {
+	ref, err := gameServer(job)
+	if err != nil {
+		return err
+	}
+	a := job.Args
+	switch a.Action {
+	case "create":
+		return job.Steps(ctx,
+			Step{"backup", func(ctx context.Context) error {
+				// The name finds a backup an interrupted attempt asked for.
+				name := cmp.Or(a.Name, "provisiond "+job.Row.ID.String()[:8])
+				var asked bool
+				if _, err := job.Run.Recall("asked", &asked); err != nil {
+					return err
+				}
+				if asked {
+					backups, err := w.Pterodactyl.Backups(ctx, ref.Identifier)
+					if err != nil {
+						return err
+					}
+					for _, b := range backups {
+						if b.Name == name {
+							return job.Set(ctx, "backup", b.UUID)
+						}
+					}
+				}
+				if err := job.Run.Remember(ctx, "asked", true); err != nil {
+					return err
+				}
+				b, err := w.Pterodactyl.CreateBackup(ctx, ref.Identifier, name)
+				if err != nil {
+					return err
+				}
+				return job.Set(ctx, "backup", b.UUID)
+			}},
+			Step{"wait", func(ctx context.Context) error {
+				var id string
+				if _, err := job.Get("backup", &id); err != nil {
+					return err
+				}
+				b, err := w.waitBackup(ctx, ref.Identifier, id)
+				if err == nil {
+					job.SetResult(map[string]any{"backup": b})
+				}
+				return err
+			}},
+		)
+	case "restore":
+		return job.Steps(ctx,
+			Step{"restore", func(ctx context.Context) error {
+				var asked bool
+				if _, err := job.Run.Recall("asked", &asked); err != nil || asked {
+					return err
+				}
+				if err := w.Pterodactyl.RestoreBackup(ctx, ref.Identifier, a.Backup, a.Truncate); err != nil {
+					return err
+				}
+				return job.Run.Remember(ctx, "asked", true)
+			}},
+			Step{"wait", func(ctx context.Context) error { _, err := w.waitInstalled(ctx, ref.ServerID); return err }},
+			Step{"start", func(ctx context.Context) error {
+				return powerGame(ctx, job.Run, w.Pterodactyl, ref.Identifier, "start", w.PollInterval)
+			}},
+		)
+	case "delete":
+		return job.Steps(ctx, Step{"delete", func(ctx context.Context) error {
+			err := w.Pterodactyl.DeleteBackup(ctx, ref.Identifier, a.Backup)
+			if errors.Is(err, pterodactyl.ErrNotFound) {
+				return nil // deleted by an earlier attempt
+			}
+			return err
+		}})
+	}
+	return permanent(a.Kind(), fmt.Sprintf("unknown backup action %q", a.Action))
+}
+
+// waitBackup waits until the backup has completed; a failed one fails the job.
+func (w *GameWorkers) waitBackup(ctx context.Context, identifier, id string) (pterodactyl.Backup, error) {
+	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
+	defer tick.Stop()
+	for {
+		b, err := w.Pterodactyl.Backup(ctx, identifier, id)
+		if err != nil {
+			return b, err
+		}
+		if b.CompletedAt != nil {
+			if !b.Successful {
+				return b, permanent("backup", "the panel reports the backup failed")
+			}
+			return b, nil
+		}
+		select {
+		case <-ctx.Done():
+			return b, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// GameTerminateArgs ask for a game server to be deleted for good.
+type GameTerminateArgs struct {
+	ServiceID uuid.UUID `json:"serviceId"`
+}
+
+// Kind implements Args.
+func (GameTerminateArgs) Kind() string { return "game.terminate" }
+
+// Terminate implements Worker for GameTerminateArgs: the server is deleted,
+// forcibly when the graceful delete fails (Wings unreachable), and the
+// service marked terminated.
+func (w *GameWorkers) Terminate(ctx context.Context, job *Job[GameTerminateArgs]) error {
+	ref, err := gameServer(job)
+	if err != nil {
+		return err
+	}
+	err = job.Steps(ctx, Step{"delete", func(ctx context.Context) error {
+		err := w.Pterodactyl.DeleteServer(ctx, ref.ServerID, false)
+		if err != nil && !errors.Is(err, pterodactyl.ErrNotFound) {
+			job.Log.Warn("graceful delete failed; forcing it", "err", err)
+			err = w.Pterodactyl.DeleteServer(ctx, ref.ServerID, true)
+		}
+		if errors.Is(err, pterodactyl.ErrNotFound) {
+			return nil
+		}
+		return err
+	}})
+	if err != nil {
+		return err
+	}
+	return w.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: job.Service.ID, Status: "terminated"})
+}
+
+// gameStates are the states power signals lead to.
+var gameStates = map[string]string{"start": "running", "restart": "running", "stop": "offline", "kill": "offline"}
+
+// powerGame sends a power signal once per step (remembered, so that a
+// retry does not restart the server twice) and waits until the server is
+// in the state the signal leads to.
+func powerGame(ctx context.Context, run *Run, c *pterodactyl.Client, identifier, signal string, every time.Duration) error {
+	var asked bool
+	if _, err := run.Recall("asked", &asked); err != nil {
+		return err
+	}
+	if !asked {
+		if err := c.Power(ctx, identifier, signal); err != nil {
+			return err
+		}
+		if err := run.Remember(ctx, "asked", true); err != nil {
+			return err
+		}
+	}
+	tick := time.NewTicker(cmp.Or(every, time.Second))
+	defer tick.Stop()
+	for {
+		res, err := c.Resources(ctx, identifier)
+		if err != nil || res.State == gameStates[signal] {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
