@@ -79,12 +79,29 @@ func TestKilledWorkerAtEveryStepBoundaryLeavesOneVM(t *testing.T) {
 			}
 		},
 	}
-	for _, k := range []kind{provision, reinstall} {
+	game := kind{
+		name:  "game provision",
+		steps: []string{"create"},
+		start: func(s *system) (string, string) { return s.provision(gameOrder) },
+		check: func(t *testing.T, s *system, service string) {
+			n := 0
+			for _, g := range s.ptero.Servers() {
+				if g.ExternalID == service {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d game servers for the service, want 1", n)
+			}
+		},
+	}
+	for _, k := range []kind{provision, reinstall, game} {
 		for _, after := range k.steps {
 			t.Run(fmt.Sprintf("%s killed after %s", k.name, after), func(t *testing.T) {
 				t.Parallel()
 				s := newSystem(t, systemOpts{noWorker: true, taskDuration: 200 * time.Millisecond})
 				s.sim.Inject(simkit.Fault{Latency: 150 * time.Millisecond})
+				s.ptero.Inject(simkit.Fault{Latency: 150 * time.Millisecond})
 				kill := s.startChildWorker()
 				service, id := k.start(s)
 				jobtest.Eventually(t, 60*time.Second, "step "+after+" to finish", func() bool {
@@ -92,6 +109,7 @@ func TestKilledWorkerAtEveryStepBoundaryLeavesOneVM(t *testing.T) {
 				})
 				killed := kill()
 				s.sim.ClearFaults()
+				s.ptero.ClearFaults()
 				if job := s.job(id); job["status"] != "running" {
 					t.Fatalf("after the crash the job is %v, want running", job["status"])
 				}
@@ -99,8 +117,8 @@ func TestKilledWorkerAtEveryStepBoundaryLeavesOneVM(t *testing.T) {
 				if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
 					t.Fatalf("job ended %s: %v", job["status"], job["error"])
 				}
-				if n := s.sim.CountCalls("clone", ""); n != 1 {
-					t.Errorf("clone called %d times, want once", n)
+				if n := s.sim.CountCalls("clone", "") + s.ptero.CountCalls("servers.create", ""); n != 1 {
+					t.Errorf("clone or server create called %d times, want once", n)
 				}
 				k.check(t, s, service)
 			})

@@ -70,3 +70,44 @@ func TestVPSJobsSurviveProviderFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestGameJobsSurvivePanelFaults does the same for game servers: the panel
+// failing, losing the answer to a create, and an install that fails.
+func TestGameJobsSurvivePanelFaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		fault   simkit.Fault
+		wantErr string
+	}{
+		{"create through a panel outage", simkit.Fault{Op: "servers.create", Times: 2, Status: 502}, ""},
+		{"create whose answer is lost", simkit.Fault{Op: "servers.create", Times: 1, Drop: true}, ""},
+		{"install that fails", simkit.Fault{Op: "servers.create", Times: 1, TaskError: "install script exited 1"}, "install failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{})
+			s.ptero.Inject(tt.fault)
+			svc, id := s.provision(gameOrder)
+			job := s.waitJob(id, 60*time.Second)
+			if tt.wantErr != "" {
+				if msg, _ := job["error"].(string); job["status"] != "failed" || !strings.Contains(msg, tt.wantErr) {
+					t.Fatalf("job %s (%v); want failed saying %q", job["status"], job["error"], tt.wantErr)
+				}
+				return
+			}
+			if job["status"] != "succeeded" {
+				t.Fatalf("job %s: %v", job["status"], job["error"])
+			}
+			n := 0
+			for _, g := range s.ptero.Servers() {
+				if g.ExternalID == svc {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d servers for the service, want 1", n)
+			}
+		})
+	}
+}
