@@ -75,14 +75,14 @@ const (
 
 // Config configures a Hub; zero fields take the defaults.
 type Config struct {
-	Origin                 string        // the panel URL Wings expects in the Origin header
-	IdleClose              time.Duration // close an upstream this long after its last viewer left; default 30s
-	ViewerBuffer           int           // events a viewer may lag behind before it is dropped; default 256
-	Replay                 int           // recent console lines kept per server and replayed to a new viewer; default 100, negative for none
-	BackoffMin, BackoffMax time.Duration // reconnect backoff (full jitter); defaults 500ms, 30s
-	Dialer                 *websocket.Dialer
-	Log                    *slog.Logger // default slog.Default()
-	Observer               Observer     // may be nil
+	Origin                 string            // the panel URL Wings expects in the Origin header
+	IdleClose              time.Duration     // close an upstream this long after its last viewer left; default 30s
+	ViewerBuffer           int               // events a viewer may lag behind before it is dropped; default 256
+	Replay                 int               // recent console lines kept per server and replayed to a new viewer; default 100, negative for none
+	BackoffMin, BackoffMax time.Duration     // reconnect backoff (full jitter); defaults 500ms, 30s
+	Dialer                 *websocket.Dialer // default websocket.DefaultDialer
+	Log                    *slog.Logger      // default slog.Default()
+	Observer               Observer          // may be nil
 }
 
 // Observer receives the hub's metrics (Prometheus is wired by the caller).

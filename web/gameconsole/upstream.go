@@ -61,6 +61,7 @@ type upstream struct {
 	lastErr             error         // why the last attempt failed, redacted
 }
 
+// newUpstream returns an upstream for key that run will connect.
 func newUpstream(h *Hub, key string, creds Credentials) *upstream {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &upstream{h: h, key: key, creds: creds, ctx: ctx, cancel: cancel,
