@@ -232,6 +232,23 @@ type eventJSON struct {
 	At       time.Time `json:"at"`
 }
 
+// startEventStream answers with the headers of a server-sent event stream,
+// lifting the write deadline: the stream outlives the server's write
+// timeout, which is meant for ordinary answers.
+func startEventStream(w http.ResponseWriter) (*http.ResponseController, error) {
+	rc := http.NewResponseController(w)
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	return rc, rc.Flush()
+}
+
 // jobEvents streams the job's events as server-sent events: first those the
 // client has not seen (after Last-Event-ID), then each new one as it
 // happens, and closes after the job's final status.
@@ -244,23 +261,13 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		last, _ = strconv.ParseInt(v, 10, 64)
 	}
-	rc := http.NewResponseController(w)
-	// The stream outlives the server's write timeout, which is meant for
-	// ordinary answers.
-	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
 	// Subscribe before reading, so that nothing falls between the two.
 	wake, stop := s.Events.Subscribe(job.ID)
 	defer stop()
-
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, "retry: 2000\n\n")
-	rc.Flush()
+	rc, err := startEventStream(w)
+	if err != nil {
+		return err
+	}
 
 	keepAlive := time.NewTicker(s.keepAlive())
 	defer keepAlive.Stop()

@@ -26,6 +26,7 @@ import (
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web/apikey"
+	"github.com/hostfleet/provisiond/web/gameconsole"
 )
 
 // Config tunes the API.
@@ -43,6 +44,8 @@ type Config struct {
 	KeepAlive time.Duration
 	// BackupStorage is the Proxmox storage VPS backups are on.
 	BackupStorage string
+	// ViewerKey signs game console viewer tokens; without it there are none.
+	ViewerKey []byte
 }
 
 // Server serves the API. Its fields are its dependencies.
@@ -63,7 +66,9 @@ type Server struct {
 	// Pterodactyl answers the game servers' live reads; nil when this
 	// process has no Pterodactyl configuration.
 	Pterodactyl *pterodactyl.Client
-	Log         *slog.Logger
+	// Consoles carries game servers' Wings consoles to their viewers.
+	Consoles *gameconsole.Hub
+	Log      *slog.Logger
 }
 
 // Handler returns the routed, instrumented API.
@@ -94,7 +99,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("PUT /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations))
-	mux.Handle("POST /api/services/{id}/console", api(s.openConsole))
+	mux.Handle("POST /api/services/{id}/console", api(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.openConsole, pterodactyl.Provider: s.gameConsole})))
+	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api(s.gameStream)))
+	mux.Handle("POST /api/services/{id}/console/command", api(s.consoleCommand))
 	mux.Handle("GET /api/services/{id}/console/embed", api(s.consoleEmbed))
 	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
 	mux.Handle("GET "+noVNCPath+"/", noVNC())

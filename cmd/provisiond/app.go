@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web"
 	"github.com/hostfleet/provisiond/web/apikey"
+	"github.com/hostfleet/provisiond/web/gameconsole"
 )
 
 // app holds what every part of the process shares.
@@ -112,6 +114,15 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	var consoles *gameconsole.Hub
+	var viewerKey []byte
+	if ptero != nil && a.cfg.SecretsKey != "" {
+		consoles = gameconsole.NewHub(gameconsole.Config{Origin: a.cfg.PterodactylURL,
+			Log: a.log.With("component", "consoles"), Observer: a.metrics})
+		a.closers = append(a.closers, consoles.Close)
+		sum := sha256.Sum256([]byte("console viewer tokens\x00" + a.cfg.SecretsKey))
+		viewerKey = sum[:]
+	}
 	keys := apikey.NewCache(a.q, time.Minute)
 	go keys.Run(ctx, a.pool, a.log.With("component", "keys"))
 	dash := asynqmon.New(asynqmon.Options{
@@ -122,10 +133,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
-			BackupStorage: a.cfg.ProxmoxBackupStorage,
+			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey,
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
-		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero,
+		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
 		Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil

@@ -71,7 +71,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	}
 	simSrv := httptest.NewServer(pve)
 	ptero := pterosim.New(pterosim.Config{ApplicationKeys: []string{"ptla_test"}, ClientKeys: map[string]int{"ptlc_test": 1},
-		TaskDuration: opts.taskDuration, InstallDuration: 2 * opts.taskDuration, Seed: 7})
+		TaskDuration: opts.taskDuration, InstallDuration: 2 * opts.taskDuration, ConsoleInterval: 50 * time.Millisecond, StatsInterval: 200 * time.Millisecond, Seed: 7})
 	pteroSrv := httptest.NewServer(ptero)
 	s := &system{t: t, sim: pve, ptero: ptero, env: map[string]string{
 		"DATABASE_URL": dbURL, "DATABASE_MAX_CONNS": "8",
@@ -84,7 +84,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"PROXMOX_CONSOLE_USER": "root@pam", "PROXMOX_CONSOLE_PASSWORD": "console-pw",
 		"PTERODACTYL_URL": pteroSrv.URL, "PTERODACTYL_APPLICATION_KEY": "ptla_test", "PTERODACTYL_CLIENT_KEY": "ptlc_test",
 		"PTERODACTYL_POLL_INTERVAL": "20ms",
-		"WORKER_CONCURRENCY": "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
+		"WORKER_CONCURRENCY":        "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
 		"SHUTDOWN_TIMEOUT": "2s", "POWER_SHUTDOWN_TIMEOUT": "5s",
 	}}
 	var cfg Config

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,5 +87,88 @@ func TestGamePowerBackupsAndPlanChange(t *testing.T) {
 	s.runJob("POST", path+"/action", `{"action":"suspend"}`)
 	if status, resp := s.do("PUT", path+"/startup-variables", `{"key":"SERVER_JARFILE","value":"x.jar"}`); status != http.StatusConflict {
 		t.Errorf("startup variable of a suspended service: %d %v, want 409", status, resp)
+	}
+}
+
+// sseReader reads a server-sent event stream.
+type sseReader struct {
+	t    *testing.T
+	body io.ReadCloser
+	sc   *bufio.Scanner
+}
+
+func (s *system) openStream(path string) *sseReader {
+	s.t.Helper()
+	res, err := http.Get(s.api + path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		s.t.Fatalf("stream %s: %d %s", path, res.StatusCode, b)
+	}
+	s.t.Cleanup(func() { res.Body.Close() })
+	return &sseReader{t: s.t, body: res.Body, sc: bufio.NewScanner(res.Body)}
+}
+
+// next returns the next event's type and data.
+func (r *sseReader) next() (string, string) {
+	r.t.Helper()
+	var typ, data string
+	for r.sc.Scan() {
+		line := r.sc.Text()
+		switch {
+		case line == "" && typ != "":
+			return typ, data
+		case strings.HasPrefix(line, "event: "):
+			typ = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data += strings.TrimPrefix(line, "data: ")
+		}
+	}
+	r.t.Fatalf("stream ended: %v", r.sc.Err())
+	return "", ""
+}
+
+// waitFor reads until an event of typ whose data contains want.
+func (r *sseReader) waitFor(typ, want string) {
+	r.t.Helper()
+	for {
+		if ty, data := r.next(); ty == typ && strings.Contains(data, want) {
+			return
+		}
+	}
+}
+
+func TestGameConsoleStreamsToViewersAndTakesCommands(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	s.runJob("POST", path+"/action", `{"action":"start"}`)
+	status, resp := s.do("POST", path+"/console", "")
+	if status != http.StatusOK {
+		t.Fatalf("console: %d %v", status, resp)
+	}
+	console := resp["console"].(map[string]any)
+	stream := console["stream"].(string)
+	raw, _ := json.Marshal(resp)
+	if strings.Contains(string(raw), "ws://") || strings.Contains(string(raw), "eyJ") {
+		t.Errorf("the console answer shows the Wings socket or its JWT: %s", raw)
+	}
+	viewers := []*sseReader{s.openStream(stream), s.openStream(stream)}
+	for _, v := range viewers {
+		v.waitFor("connection", "connected")
+	}
+	if status, resp := s.do("POST", path+"/console/command", `{"command":"say hello from the panel"}`); status != http.StatusAccepted {
+		t.Fatalf("command: %d %v", status, resp)
+	}
+	for _, v := range viewers {
+		v.waitFor("console", "hello from the panel")
+	}
+	if res, err := http.Get(s.api + path + "/console/stream?token=forged"); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("forged viewer token: %v %v, want 401", res, err)
+	}
+	if status, _ := s.do("POST", path+"/console/command", `{"signal":"explode"}`); status != http.StatusBadRequest {
+		t.Errorf("unknown signal: %d, want 400", status)
 	}
 }

@@ -26,6 +26,12 @@ type Metrics struct {
 	jobDuration   *prometheus.HistogramVec
 	providerCalls *prometheus.CounterVec
 	providerTime  *prometheus.HistogramVec
+
+	consoleUpstreams  prometheus.Gauge
+	consoleViewers    prometheus.Gauge
+	consoleRelayed    prometheus.Counter
+	consoleDropped    prometheus.Counter
+	consoleReconnects prometheus.Counter
 }
 
 // New registers the fleet's collectors, plus the Go runtime and process
@@ -65,6 +71,26 @@ func New() *Metrics {
 			Help:    "Latency of provider calls by provider and operation.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"provider", "operation"}),
+		consoleUpstreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisiond_console_upstream_connections",
+			Help: "Open websocket connections to Wings consoles.",
+		}),
+		consoleViewers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisiond_console_viewers",
+			Help: "Viewers of game server consoles.",
+		}),
+		consoleRelayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisiond_console_messages_relayed_total",
+			Help: "Console events delivered to viewers.",
+		}),
+		consoleDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisiond_console_slow_viewers_dropped_total",
+			Help: "Viewers dropped for falling too far behind.",
+		}),
+		consoleReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisiond_console_reconnects_total",
+			Help: "Wings console connections re-established after a drop.",
+		}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -72,6 +98,7 @@ func New() *Metrics {
 		m.httpRequests, m.httpDuration,
 		m.jobsStarted, m.jobsFinished, m.jobDuration,
 		m.providerCalls, m.providerTime,
+		m.consoleUpstreams, m.consoleViewers, m.consoleRelayed, m.consoleDropped, m.consoleReconnects,
 	)
 	return m
 }
@@ -113,3 +140,26 @@ func outcome(err error) string {
 		return "transient"
 	}
 }
+
+// UpstreamOpened, UpstreamClosed, ViewerJoined, ViewerLeft, Relayed,
+// SlowViewerDropped and Reconnected make Metrics the game console hub's
+// observer.
+func (m *Metrics) UpstreamOpened() { m.consoleUpstreams.Inc() }
+
+// UpstreamClosed records a Wings console connection closed.
+func (m *Metrics) UpstreamClosed() { m.consoleUpstreams.Dec() }
+
+// ViewerJoined records a new console viewer.
+func (m *Metrics) ViewerJoined() { m.consoleViewers.Inc() }
+
+// ViewerLeft records a console viewer gone.
+func (m *Metrics) ViewerLeft() { m.consoleViewers.Dec() }
+
+// Relayed records n console events delivered.
+func (m *Metrics) Relayed(n int) { m.consoleRelayed.Add(float64(n)) }
+
+// SlowViewerDropped records a viewer dropped for lagging.
+func (m *Metrics) SlowViewerDropped() { m.consoleDropped.Inc() }
+
+// Reconnected records a Wings console connection re-established.
+func (m *Metrics) Reconnected() { m.consoleReconnects.Inc() }

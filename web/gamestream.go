@@ -1,0 +1,197 @@
+package web
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web/gameconsole"
+)
+
+// viewerTokenTTL bounds how long a console viewer token opens the stream.
+const viewerTokenTTL = 5 * time.Minute
+
+// viewerToken signs (service, expiry) so that a browser's EventSource,
+// which cannot send headers, may open one service's console stream.
+func (s *Server) viewerToken(service uuid.UUID, expires time.Time) string {
+	b := make([]byte, 0, 16+8+sha256.Size)
+	b = append(b, service[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires.Unix()))
+	m := hmac.New(sha256.New, s.Config.ViewerKey)
+	m.Write(b)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(b))
+}
+
+// viewerTokenValid checks a token for the service.
+func (s *Server) viewerTokenValid(token string, service uuid.UUID) bool {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) != 16+8+sha256.Size || len(s.Config.ViewerKey) == 0 {
+		return false
+	}
+	expires := time.Unix(int64(binary.BigEndian.Uint64(b[16:24])), 0)
+	return hmac.Equal([]byte(s.viewerToken(uuid.UUID(b[:16]), expires)), []byte(token)) &&
+		uuid.UUID(b[:16]) == service && time.Now().Before(expires)
+}
+
+// gameConsole answers the URL of the game server's console stream and a
+// viewer token for it.
+func (s *Server) gameConsole(w http.ResponseWriter, r *http.Request) error {
+	svc, _, err := s.gameService(r)
+	if err != nil {
+		return err
+	}
+	if len(s.Config.ViewerKey) == 0 || s.Consoles == nil {
+		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "console_unavailable",
+			Message: "Live consoles are not set up on this server"}
+	}
+	expires := time.Now().Add(viewerTokenTTL).UTC()
+	token := s.viewerToken(svc.ID, expires)
+	ok(w, http.StatusOK, "console", map[string]any{
+		"stream":    fmt.Sprintf("/api/services/%s/console/stream?token=%s", svc.ID, token),
+		"token":     token,
+		"expiresAt": expires,
+	})
+	return nil
+}
+
+// gameStreamRoute serves the console stream to a viewer token (?token=)
+// or, without one, through the API key chain in keyed.
+func (s *Server) gameStreamRoute(keyed http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		token := r.URL.Query().Get("token")
+		if token == "" {
+			keyed.ServeHTTP(w, r)
+			return nil
+		}
+		id, err := uuid.Parse(r.PathValue("id"))
+		if err != nil || !s.viewerTokenValid(token, id) {
+			return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
+				Message: "The console token is invalid or has expired; ask for a new one"}
+		}
+		svc, err := s.Queries.GetService(r.Context(), id)
+		if err != nil {
+			return notFound("Service")
+		}
+		return s.streamGame(w, r, svc.ID.String(), svc.ProviderRef)
+	})
+}
+
+// gameStream serves the console stream to an API key.
+func (s *Server) gameStream(w http.ResponseWriter, r *http.Request) error {
+	svc, _, err := s.gameService(r)
+	if err != nil {
+		return err
+	}
+	return s.streamGame(w, r, svc.ID.String(), svc.ProviderRef)
+}
+
+// streamGame relays the hub's events for one game server as server-sent
+// events (console, status, stats, install, connection) until the viewer
+// leaves, lags too far behind, or the console is lost.
+func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, key string, providerRef []byte) error {
+	if s.Consoles == nil || s.Pterodactyl == nil {
+		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "console_unavailable",
+			Message: "Live consoles are not set up on this server"}
+	}
+	ref, err := jobs.PterodactylRef(&queries.Service{ProviderRef: providerRef})
+	if err != nil {
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
+	}
+	v, err := s.Consoles.Watch(r.Context(), key, s.gameCredentials(ref.Identifier))
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	rc, err := startEventStream(w)
+	if err != nil {
+		return err
+	}
+	keepAlive := time.NewTicker(s.keepAlive())
+	defer keepAlive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case ev, open := <-v.Events():
+			if !open {
+				fmt.Fprintf(w, "event: end\ndata: %s\n\n", v.Err())
+				rc.Flush()
+				return nil
+			}
+			fmt.Fprintf(w, "id: %d\nevent: %s\n", ev.Seq, ev.Type)
+			for _, line := range strings.Split(ev.Data, "\n") {
+				fmt.Fprintf(w, "data: %s\n", line)
+			}
+			fmt.Fprint(w, "\n")
+			if len(v.Events()) == 0 {
+				rc.Flush() // flush once a burst is written
+			}
+		case <-keepAlive.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			rc.Flush()
+		}
+	}
+}
+
+// gameCredentials fetches the Wings websocket credentials from the panel;
+// they stay in the hub.
+func (s *Server) gameCredentials(identifier string) gameconsole.Credentials {
+	return func(ctx context.Context) (string, string, error) {
+		return s.Pterodactyl.WebsocketCredentials(ctx, identifier)
+	}
+}
+
+// consoleCommand sends a command, or a power signal, to the game server
+// through its console connection.
+func (s *Server) consoleCommand(w http.ResponseWriter, r *http.Request) error {
+	svc, ref, err := s.gameService(r)
+	if err != nil {
+		return err
+	}
+	if s.Consoles == nil {
+		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "console_unavailable",
+			Message: "Live consoles are not set up on this server"}
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req struct {
+		Command string `json:"command"`
+		Signal  string `json:"signal"`
+	}
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return aerr
+	}
+	signals := []string{"start", "stop", "restart", "kill"}
+	event, arg := "send command", req.Command
+	switch {
+	case req.Signal != "" && req.Command != "":
+		return invalid("give either command or signal, not both")
+	case req.Signal != "":
+		if !slices.Contains(signals, req.Signal) {
+			return invalid(oneOf("signal", signals))
+		}
+		event, arg = "set state", req.Signal
+	case strings.TrimSpace(req.Command) == "" || len(req.Command) > 1024:
+		return invalid("command is required and must be at most 1024 characters")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	if err := s.Consoles.Send(ctx, svc.ID.String(), s.gameCredentials(ref.Identifier), event, arg); err != nil {
+		return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: "The game server's console did not take the command: " + err.Error()}
+	}
+	ok(w, http.StatusAccepted, "sent", true)
+	return nil
+}
