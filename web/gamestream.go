@@ -16,7 +16,7 @@ import (
 
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
-	"github.com/hostfleet/provisiond/web/gameconsole"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // viewerTokenTTL bounds how long a console viewer token opens the stream.
@@ -146,7 +146,7 @@ func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, key string, 
 
 // gameCredentials fetches the Wings websocket credentials from the panel;
 // they stay in the hub.
-func (s *Server) gameCredentials(identifier string) gameconsole.Credentials {
+func (s *Server) gameCredentials(identifier string) wings.Credentials {
 	return func(ctx context.Context) (string, string, error) {
 		return s.Pterodactyl.WebsocketCredentials(ctx, identifier)
 	}

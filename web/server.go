@@ -26,7 +26,7 @@ import (
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web/apikey"
-	"github.com/hostfleet/provisiond/web/gameconsole"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // Config tunes the API.
@@ -67,7 +67,7 @@ type Server struct {
 	// process has no Pterodactyl configuration.
 	Pterodactyl *pterodactyl.Client
 	// Consoles carries game servers' Wings consoles to their viewers.
-	Consoles *gameconsole.Hub
+	Consoles *wings.Hub
 	Log      *slog.Logger
 }
 

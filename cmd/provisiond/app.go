@@ -26,7 +26,7 @@ import (
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web"
 	"github.com/hostfleet/provisiond/web/apikey"
-	"github.com/hostfleet/provisiond/web/gameconsole"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // app holds what every part of the process shares.
@@ -114,10 +114,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	var consoles *gameconsole.Hub
+	var consoles *wings.Hub
 	var viewerKey []byte
 	if ptero != nil && a.cfg.SecretsKey != "" {
-		consoles = gameconsole.NewHub(gameconsole.Config{Origin: a.cfg.PterodactylURL,
+		consoles = wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL,
 			Log: a.log.With("component", "consoles"), Observer: a.metrics})
 		a.closers = append(a.closers, consoles.Close)
 		sum := sha256.Sum256([]byte("console viewer tokens\x00" + a.cfg.SecretsKey))

@@ -1,4 +1,4 @@
-// Package gameconsole carries each game server's Wings console to many
+// Package wings carries each game server's Wings console to many
 // viewers through one upstream websocket per server, so that the Wings
 // socket URL and its JWT never leave this process.
 //
@@ -7,7 +7,7 @@
 // success", renews the token on "token expiring" without reconnecting,
 // fetches a fresh one on "token expired" or "jwt error" and reconnects with
 // jittered backoff when the connection drops.
-package gameconsole
+package wings
 
 import (
 	"context"
@@ -25,12 +25,12 @@ import (
 var (
 	// ErrSlowViewer: the viewer fell ViewerBuffer events behind and was
 	// dropped so that it could not hold up the others.
-	ErrSlowViewer = errors.New("gameconsole: viewer too slow, dropped")
+	ErrSlowViewer = errors.New("wings: viewer too slow, dropped")
 	// ErrClosed: the viewer or the hub was closed.
-	ErrClosed = errors.New("gameconsole: closed")
+	ErrClosed = errors.New("wings: closed")
 	// ErrLost: the upstream could not be (re)established after repeated
 	// attempts, or Wings deleted the server; the error wraps the last cause.
-	ErrLost = errors.New("gameconsole: console connection lost")
+	ErrLost = errors.New("wings: console connection lost")
 )
 
 // Credentials fetches fresh websocket credentials (from the panel's client
@@ -187,7 +187,7 @@ func (h *Hub) Send(ctx context.Context, key string, creds Credentials, event str
 	case event == "set state" && len(args) == 1 && slices.Contains(powerSignals, args[0]):
 	case event == "send stats" && len(args) == 0:
 	default:
-		return fmt.Errorf("gameconsole: cannot send %q with %d args", event, len(args))
+		return fmt.Errorf("wings: cannot send %q with %d args", event, len(args))
 	}
 	h.mu.Lock()
 	u, err := h.upstreamLocked(key, creds)

@@ -1,4 +1,4 @@
-package gameconsole_test
+package wings_test
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
-	"github.com/hostfleet/provisiond/web/gameconsole"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 const (
@@ -35,7 +35,7 @@ const (
 )
 
 // wings is the simulated panel and Wings node, served over real HTTP.
-type wings struct {
+type wingsSim struct {
 	*sim.Server
 	url    string
 	client *http.Client
@@ -44,7 +44,7 @@ type wings struct {
 
 // newWings serves a simulator with the demo servers, printing a console
 // line every 20ms.
-func newWings(t testing.TB, opts ...func(*sim.Config)) *wings {
+func newWings(t testing.TB, opts ...func(*sim.Config)) *wingsSim {
 	t.Helper()
 	cfg := sim.Config{
 		PanelURL: panelURL, ApplicationKeys: []string{appKey}, ClientKeys: map[string]int{aliceKey: 2},
@@ -65,7 +65,7 @@ func newWings(t testing.TB, opts ...func(*sim.Config)) *wings {
 	ts.Listener = lis
 	ts.Start()
 	t.Cleanup(func() { s.Close(); ts.Close() })
-	return &wings{Server: s, url: ts.URL, client: ts.Client(), lis: lis}
+	return &wingsSim{Server: s, url: ts.URL, client: ts.Client(), lis: lis}
 }
 
 // connListener remembers the connections it accepted, so that a test can
@@ -98,7 +98,7 @@ func (l *connListener) dropAll() {
 }
 
 // identifier is the short id of a demo server, the key hub tests use.
-func (w *wings) identifier(t testing.TB, id int) string {
+func (w *wingsSim) identifier(t testing.TB, id int) string {
 	t.Helper()
 	g, ok := w.Server.Server(id)
 	if !ok {
@@ -109,7 +109,7 @@ func (w *wings) identifier(t testing.TB, id int) string {
 
 // credentials fetches a server's websocket token and URL from the panel's
 // client API as the caller of the hub does.
-func (w *wings) credentials(ctx context.Context, identifier string) (token, socket string, err error) {
+func (w *wingsSim) credentials(ctx context.Context, identifier string) (token, socket string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url+"/api/client/servers/"+identifier+"/websocket", nil)
 	if err != nil {
 		return "", "", err
@@ -135,12 +135,12 @@ func (w *wings) credentials(ctx context.Context, identifier string) (token, sock
 
 // creds counts the fetches of a server's credentials.
 type creds struct {
-	w     *wings
+	w     *wingsSim
 	id    string
 	calls atomic.Int64
 }
 
-func (w *wings) creds(t testing.TB, id int) *creds { return &creds{w: w, id: w.identifier(t, id)} }
+func (w *wingsSim) creds(t testing.TB, id int) *creds { return &creds{w: w, id: w.identifier(t, id)} }
 
 func (c *creds) fetch(ctx context.Context) (string, string, error) {
 	c.calls.Add(1)
@@ -162,32 +162,32 @@ func (c *counts) Reconnected()       { c.reconnected.Add(1) }
 
 // newHub returns a hub for w with fast backoff and idle close, closed at
 // the end of the test.
-func newHub(t testing.TB, opts ...func(*gameconsole.Config)) (*gameconsole.Hub, *counts) {
+func newHub(t testing.TB, opts ...func(*wings.Config)) (*wings.Hub, *counts) {
 	t.Helper()
 	obs := &counts{}
-	cfg := gameconsole.Config{
+	cfg := wings.Config{
 		Origin: panelURL, IdleClose: time.Minute, BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond,
 		Log: slog.New(slog.DiscardHandler), Observer: obs,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h := gameconsole.NewHub(cfg)
+	h := wings.NewHub(cfg)
 	t.Cleanup(h.Close)
 	return h, obs
 }
 
 // recorder reads a viewer's events in the background.
 type recorder struct {
-	v    *gameconsole.Viewer
+	v    *wings.Viewer
 	done chan struct{} // closed once Events is
 
 	mu  sync.Mutex
-	evs []gameconsole.Event
+	evs []wings.Event
 	got []time.Time // when each event was read
 }
 
-func record(v *gameconsole.Viewer) *recorder {
+func record(v *wings.Viewer) *recorder {
 	r := &recorder{v: v, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
@@ -202,7 +202,7 @@ func record(v *gameconsole.Viewer) *recorder {
 	return r
 }
 
-func watch(t testing.TB, h *gameconsole.Hub, key string, c gameconsole.Credentials) *recorder {
+func watch(t testing.TB, h *wings.Hub, key string, c wings.Credentials) *recorder {
 	t.Helper()
 	v, err := h.Watch(context.Background(), key, c)
 	if err != nil {
@@ -212,15 +212,15 @@ func watch(t testing.TB, h *gameconsole.Hub, key string, c gameconsole.Credentia
 	return record(v)
 }
 
-func (r *recorder) events() []gameconsole.Event {
+func (r *recorder) events() []wings.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]gameconsole.Event(nil), r.evs...)
+	return append([]wings.Event(nil), r.evs...)
 }
 
 // index is the position of the first event from from on that matches,
 // or -1.
-func (r *recorder) index(from int, match func(gameconsole.Event) bool) int {
+func (r *recorder) index(from int, match func(wings.Event) bool) int {
 	evs := r.events()
 	for i := from; i < len(evs); i++ {
 		if match(evs[i]) {
@@ -232,7 +232,7 @@ func (r *recorder) index(from int, match func(gameconsole.Event) bool) int {
 
 // await waits for an event from position from on that matches and
 // returns its position.
-func (r *recorder) await(t testing.TB, what string, from int, match func(gameconsole.Event) bool) int {
+func (r *recorder) await(t testing.TB, what string, from int, match func(wings.Event) bool) int {
 	t.Helper()
 	i := -1
 	eventually(t, what, func() bool { i = r.index(from, match); return i >= 0 })
@@ -249,11 +249,11 @@ func (r *recorder) closed(t testing.TB) {
 	}
 }
 
-func is(typ, data string) func(gameconsole.Event) bool {
-	return func(ev gameconsole.Event) bool { return ev.Type == typ && ev.Data == data }
+func is(typ, data string) func(wings.Event) bool {
+	return func(ev wings.Event) bool { return ev.Type == typ && ev.Data == data }
 }
 
-func isConsole(ev gameconsole.Event) bool { return ev.Type == gameconsole.TypeConsole }
+func isConsole(ev wings.Event) bool { return ev.Type == wings.TypeConsole }
 
 // eventually polls cond until it holds, failing after waitFor.
 func eventually(t testing.TB, what string, cond func() bool) {
@@ -269,7 +269,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 // checkSeqsIncrease fails unless the events' Seqs strictly increase, and
 // from position from on without gaps.
-func checkSeqsIncrease(t testing.TB, evs []gameconsole.Event, from int) {
+func checkSeqsIncrease(t testing.TB, evs []wings.Event, from int) {
 	t.Helper()
 	for i := 1; i < len(evs); i++ {
 		switch {
@@ -294,9 +294,9 @@ func TestFiftyViewersShareOneUpstreamAndSeeTheSameEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 30
-	var want []gameconsole.Event
+	var want []wings.Event
 	for i, r := range recs {
-		m := r.await(t, "the marker", 0, is(gameconsole.TypeConsole, "> say marker"))
+		m := r.await(t, "the marker", 0, is(wings.TypeConsole, "> say marker"))
 		eventually(t, "events after the marker", func() bool { return len(r.events()) >= m+n })
 		got := r.events()[m : m+n]
 		checkSeqsIncrease(t, got, 0)
@@ -329,15 +329,15 @@ func TestConnectAuthenticatesAndReplaysWingsRecentLines(t *testing.T) {
 	}
 	res.Body.Close()
 	r := watch(t, h, c.id, c.fetch)
-	conn := r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
-	r.await(t, "the line printed before connecting", conn, is(gameconsole.TypeConsole, "> say before"))
-	r.await(t, "the running status", conn, is(gameconsole.TypeStatus, "running"))
+	conn := r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
+	r.await(t, "the line printed before connecting", conn, is(wings.TypeConsole, "> say before"))
+	r.await(t, "the running status", conn, is(wings.TypeStatus, "running"))
 	checkSeqsIncrease(t, r.events(), 0)
 }
 
 // commandRequest is the panel's client API call that types a command on
 // the server's console.
-func commandRequest(t testing.TB, w *wings, identifier, cmd string) *http.Request {
+func commandRequest(t testing.TB, w *wingsSim, identifier, cmd string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, w.url+"/api/client/servers/"+identifier+"/command",
 		strings.NewReader(fmt.Sprintf(`{"command":%q}`, cmd)))
@@ -352,10 +352,10 @@ func commandRequest(t testing.TB, w *wings, identifier, cmd string) *http.Reques
 
 func TestNewViewerGetsTheRecentLinesFirst(t *testing.T) {
 	w := newWings(t)
-	h, _ := newHub(t, func(c *gameconsole.Config) { c.Replay = 5 })
+	h, _ := newHub(t, func(c *wings.Config) { c.Replay = 5 })
 	c := w.creds(t, 1)
 	first := watch(t, h, c.id, c.fetch)
-	conn := first.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	conn := first.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	eventually(t, "console lines", func() bool { return len(first.events()) > conn+20 })
 	joined := time.Now()
 	second := watch(t, h, c.id, c.fetch)
@@ -365,7 +365,7 @@ func TestNewViewerGetsTheRecentLinesFirst(t *testing.T) {
 	})
 	evs := second.events()
 	checkSeqsIncrease(t, evs, len(evs))
-	var replayed []gameconsole.Event
+	var replayed []wings.Event
 	for _, ev := range evs {
 		if ev.At.Before(joined) && isConsole(ev) {
 			replayed = append(replayed, ev)
@@ -377,7 +377,7 @@ func TestNewViewerGetsTheRecentLinesFirst(t *testing.T) {
 	if !evs[0].At.Before(joined) {
 		t.Errorf("first event %+v is live, want the replay first", evs[0])
 	}
-	byFirst := map[uint64]gameconsole.Event{}
+	byFirst := map[uint64]wings.Event{}
 	for _, ev := range first.events() {
 		byFirst[ev.Seq] = ev
 	}
@@ -390,9 +390,9 @@ func TestNewViewerGetsTheRecentLinesFirst(t *testing.T) {
 
 // checkNoReconnect fails if the viewer saw the upstream drop or Wings saw
 // a second connection.
-func checkNoReconnect(t *testing.T, w *wings, r *recorder, key string) {
+func checkNoReconnect(t *testing.T, w *wingsSim, r *recorder, key string) {
 	t.Helper()
-	if i := r.index(0, is(gameconsole.TypeConnection, gameconsole.Reconnecting)); i >= 0 {
+	if i := r.index(0, is(wings.TypeConnection, wings.Reconnecting)); i >= 0 {
 		t.Errorf("viewer saw reconnecting at event %d", i)
 	}
 	if n := w.CountCalls("ws.connect", key); n != 1 {
@@ -408,7 +408,7 @@ func TestTokenExpiringIsRenewedOnTheSameConnection(t *testing.T) {
 	h, _ := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	conn := r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	conn := r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	eventually(t, "two renewals", func() bool { return c.calls.Load() >= 3 })
 	n := len(r.events())
 	eventually(t, "lines after the renewals", func() bool { return len(r.events()) > n+10 })
@@ -421,7 +421,7 @@ func TestTokenExpiredIsRenewedOnTheSameConnection(t *testing.T) {
 	h, _ := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	w.AdvanceClock(11 * time.Minute) // past the token's 10 minutes, skipping "expiring"
 	eventually(t, "a renewal", func() bool { return c.calls.Load() >= 2 })
 	n := len(r.events())
@@ -445,7 +445,7 @@ func TestJWTErrorIsAnsweredWithAFreshToken(t *testing.T) {
 		return token, socket, err
 	}
 	r := watch(t, h, c.id, mixed)
-	conn := r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	conn := r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	r.await(t, "console lines with the fresh token", conn, isConsole)
 	if n := calls.Load(); n != 2 {
 		t.Errorf("credentials fetched %d times, want 2", n)
@@ -458,11 +458,11 @@ func TestFailedRenewalReconnects(t *testing.T) {
 	h, obs := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	w.Inject(simkit.Fault{Op: "client.websocket", Times: 1, Status: http.StatusInternalServerError})
 	w.AdvanceClock(11 * time.Minute)
-	drop := r.await(t, "reconnecting", 0, is(gameconsole.TypeConnection, gameconsole.Reconnecting))
-	back := r.await(t, "connected again", drop, is(gameconsole.TypeConnection, gameconsole.Connected))
+	drop := r.await(t, "reconnecting", 0, is(wings.TypeConnection, wings.Reconnecting))
+	back := r.await(t, "connected again", drop, is(wings.TypeConnection, wings.Connected))
 	r.await(t, "lines after reconnecting", back, isConsole)
 	if n := w.CountCalls("ws.connect", c.id); n != 2 {
 		t.Errorf("%d websocket connections to Wings, want 2", n)
@@ -477,12 +477,12 @@ func TestDroppedUpstreamReconnectsWithBackoff(t *testing.T) {
 	h, obs := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	// Wings goes away and refuses the first two attempts.
 	w.Inject(simkit.Fault{Op: "ws.connect", Times: 2, Status: http.StatusBadGateway})
 	w.lis.dropAll()
-	drop := r.await(t, "reconnecting", 0, is(gameconsole.TypeConnection, gameconsole.Reconnecting))
-	back := r.await(t, "connected again", drop, is(gameconsole.TypeConnection, gameconsole.Connected))
+	drop := r.await(t, "reconnecting", 0, is(wings.TypeConnection, wings.Reconnecting))
+	back := r.await(t, "connected again", drop, is(wings.TypeConnection, wings.Connected))
 	r.await(t, "lines after reconnecting", back, isConsole)
 	if n := w.CountCalls("ws.connect", c.id); n != 4 {
 		t.Errorf("%d websocket connections to Wings, want 4 (1, 2 refused, 1)", n)
@@ -498,20 +498,20 @@ func TestUpstreamIsLostAfterRepeatedFailures(t *testing.T) {
 	h, obs := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	w.Inject(simkit.Fault{Op: "client.websocket", Status: http.StatusInternalServerError})
 	w.lis.dropAll()
-	drop := r.await(t, "reconnecting", 0, is(gameconsole.TypeConnection, gameconsole.Reconnecting))
-	r.await(t, "lost", drop, is(gameconsole.TypeConnection, gameconsole.Lost))
+	drop := r.await(t, "reconnecting", 0, is(wings.TypeConnection, wings.Reconnecting))
+	r.await(t, "lost", drop, is(wings.TypeConnection, wings.Lost))
 	r.closed(t)
-	if err := r.v.Err(); !errors.Is(err, gameconsole.ErrLost) || !strings.Contains(err.Error(), "500") {
+	if err := r.v.Err(); !errors.Is(err, wings.ErrLost) || !strings.Contains(err.Error(), "500") {
 		t.Errorf("Err() = %v, want ErrLost with the panel's answer", err)
 	}
 	eventually(t, "the upstream to close", func() bool { return obs.closed.Load() == 1 })
 
 	w.ClearFaults()
 	again := watch(t, h, c.id, c.fetch)
-	again.await(t, "a new upstream connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	again.await(t, "a new upstream connected", 0, is(wings.TypeConnection, wings.Connected))
 }
 
 func TestDeletedServerIsLostWithoutRetrying(t *testing.T) {
@@ -519,7 +519,7 @@ func TestDeletedServerIsLostWithoutRetrying(t *testing.T) {
 	h, _ := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	req, err := http.NewRequest(http.MethodDelete, w.url+"/api/application/servers/1", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -532,10 +532,10 @@ func TestDeletedServerIsLostWithoutRetrying(t *testing.T) {
 	}
 	res.Body.Close()
 	r.closed(t)
-	if err := r.v.Err(); !errors.Is(err, gameconsole.ErrLost) {
+	if err := r.v.Err(); !errors.Is(err, wings.ErrLost) {
 		t.Errorf("Err() = %v, want ErrLost", err)
 	}
-	if r.index(0, is(gameconsole.TypeConnection, gameconsole.Reconnecting)) >= 0 {
+	if r.index(0, is(wings.TypeConnection, wings.Reconnecting)) >= 0 {
 		t.Error("viewer saw reconnecting for a deleted server")
 	}
 	if n := c.calls.Load(); n != 1 {
@@ -545,7 +545,7 @@ func TestDeletedServerIsLostWithoutRetrying(t *testing.T) {
 
 func TestSlowViewerIsDroppedAlone(t *testing.T) {
 	w := newWings(t, func(c *sim.Config) { c.ConsoleInterval = 5 * time.Millisecond })
-	h, obs := newHub(t, func(c *gameconsole.Config) { c.ViewerBuffer, c.Replay = 8, -1 })
+	h, obs := newHub(t, func(c *wings.Config) { c.ViewerBuffer, c.Replay = 8, -1 })
 	c := w.creds(t, 1)
 	slow, err := h.Watch(context.Background(), c.id, c.fetch)
 	if err != nil {
@@ -559,7 +559,7 @@ func TestSlowViewerIsDroppedAlone(t *testing.T) {
 	for _, r := range fast {
 		eventually(t, "100 events", func() bool { return len(r.events()) >= 100 })
 	}
-	if err := slow.Err(); !errors.Is(err, gameconsole.ErrSlowViewer) {
+	if err := slow.Err(); !errors.Is(err, wings.ErrSlowViewer) {
 		t.Fatalf("slow viewer's Err() = %v, want ErrSlowViewer", err)
 	}
 	if n := len(slow.Events()); n > 8 {
@@ -588,23 +588,23 @@ func TestSlowViewerIsDroppedAlone(t *testing.T) {
 
 func TestUpstreamClosesWhenIdleAndReopens(t *testing.T) {
 	w := newWings(t)
-	h, obs := newHub(t, func(c *gameconsole.Config) { c.IdleClose = 50 * time.Millisecond })
+	h, obs := newHub(t, func(c *wings.Config) { c.IdleClose = 50 * time.Millisecond })
 	c := w.creds(t, 1)
 	v, err := h.Watch(context.Background(), c.id, c.fetch)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := record(v)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	v.Close()
 	r.closed(t)
-	if err := v.Err(); !errors.Is(err, gameconsole.ErrClosed) {
+	if err := v.Err(); !errors.Is(err, wings.ErrClosed) {
 		t.Errorf("Err() after Close = %v, want ErrClosed", err)
 	}
 	eventually(t, "the idle upstream to close", func() bool { return obs.closed.Load() == 1 })
 
 	again := watch(t, h, c.id, c.fetch)
-	again.await(t, "connected again", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	again.await(t, "connected again", 0, is(wings.TypeConnection, wings.Connected))
 	if n := w.CountCalls("ws.connect", c.id); n != 2 {
 		t.Errorf("%d websocket connections to Wings, want 2", n)
 	}
@@ -612,17 +612,17 @@ func TestUpstreamClosesWhenIdleAndReopens(t *testing.T) {
 
 func TestViewerReturningWithinIdleCloseKeepsTheUpstream(t *testing.T) {
 	w := newWings(t)
-	h, obs := newHub(t, func(c *gameconsole.Config) { c.IdleClose = time.Minute })
+	h, obs := newHub(t, func(c *wings.Config) { c.IdleClose = time.Minute })
 	c := w.creds(t, 1)
 	v, err := h.Watch(context.Background(), c.id, c.fetch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	record(v).await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	record(v).await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	v.Close()
 	again := watch(t, h, c.id, c.fetch)
 	// The replay tells the newcomer the upstream is connected.
-	again.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	again.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	again.await(t, "live lines", 0, isConsole)
 	if n := obs.opened.Load(); n != 1 {
 		t.Errorf("UpstreamOpened %d times, want 1", n)
@@ -659,7 +659,7 @@ func TestSendCommandIsEchoedOnTheConsole(t *testing.T) {
 	if err := h.Send(ctx, c.id, c.fetch, "send command", "say hi"); err != nil {
 		t.Fatal(err)
 	}
-	r.await(t, "the echoed command", 0, is(gameconsole.TypeConsole, "> say hi"))
+	r.await(t, "the echoed command", 0, is(wings.TypeConsole, "> say hi"))
 }
 
 func TestSendSetStateStartsTheServer(t *testing.T) {
@@ -672,7 +672,7 @@ func TestSendSetStateStartsTheServer(t *testing.T) {
 	if err := h.Send(ctx, c.id, c.fetch, "set state", "start"); err != nil {
 		t.Fatal(err)
 	}
-	r.await(t, "running", 0, is(gameconsole.TypeStatus, "running"))
+	r.await(t, "running", 0, is(wings.TypeStatus, "running"))
 	if g, _ := w.Server.Server(2); g.State != sim.StateRunning {
 		t.Errorf("server is %s, want running", g.State)
 	}
@@ -680,7 +680,7 @@ func TestSendSetStateStartsTheServer(t *testing.T) {
 
 func TestSendWithoutViewersOpensTheUpstreamUntilIdle(t *testing.T) {
 	w := newWings(t)
-	h, obs := newHub(t, func(c *gameconsole.Config) { c.IdleClose = 50 * time.Millisecond })
+	h, obs := newHub(t, func(c *wings.Config) { c.IdleClose = 50 * time.Millisecond })
 	c := w.creds(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -720,7 +720,7 @@ func TestSendRefusesOtherEvents(t *testing.T) {
 func TestSendGivesUpWithItsContext(t *testing.T) {
 	w := newWings(t)
 	// Slow backoff, so that the upstream is still trying, not lost.
-	h, _ := newHub(t, func(c *gameconsole.Config) { c.BackoffMin, c.BackoffMax = time.Second, time.Second })
+	h, _ := newHub(t, func(c *wings.Config) { c.BackoffMin, c.BackoffMax = time.Second, time.Second })
 	c := w.creds(t, 1)
 	w.Inject(simkit.Fault{Op: "ws.connect", Status: http.StatusBadGateway})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -736,19 +736,19 @@ func TestCloseEndsViewersAndRefusesMore(t *testing.T) {
 	h, obs := newHub(t)
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
-	r.await(t, "connected", 0, is(gameconsole.TypeConnection, gameconsole.Connected))
+	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	h.Close()
 	r.closed(t)
-	if err := r.v.Err(); !errors.Is(err, gameconsole.ErrClosed) {
+	if err := r.v.Err(); !errors.Is(err, wings.ErrClosed) {
 		t.Errorf("Err() = %v, want ErrClosed", err)
 	}
 	if n := obs.closed.Load(); n != 1 {
 		t.Errorf("UpstreamClosed %d times, want 1", n)
 	}
-	if _, err := h.Watch(context.Background(), c.id, c.fetch); !errors.Is(err, gameconsole.ErrClosed) {
+	if _, err := h.Watch(context.Background(), c.id, c.fetch); !errors.Is(err, wings.ErrClosed) {
 		t.Errorf("Watch after Close = %v, want ErrClosed", err)
 	}
-	if err := h.Send(context.Background(), c.id, c.fetch, "send stats"); !errors.Is(err, gameconsole.ErrClosed) {
+	if err := h.Send(context.Background(), c.id, c.fetch, "send stats"); !errors.Is(err, wings.ErrClosed) {
 		t.Errorf("Send after Close = %v, want ErrClosed", err)
 	}
 }
@@ -776,7 +776,7 @@ func TestErrorsAndLogsNeverShowTheTokenOrSocketURL(t *testing.T) {
 			}
 			var logs bytes.Buffer
 			var mu sync.Mutex
-			h, _ := newHub(t, func(c *gameconsole.Config) {
+			h, _ := newHub(t, func(c *wings.Config) {
 				c.Origin = tt.origin
 				c.Log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			})
@@ -810,7 +810,7 @@ func TestErrorsAndLogsNeverShowTheTokenOrSocketURL(t *testing.T) {
 			defer cancel()
 			sendErr := h.Send(ctx, c.id, fetch, "send command", "say hi")
 			err := r.v.Err()
-			if !errors.Is(err, gameconsole.ErrLost) || !strings.Contains(err.Error(), tt.want) {
+			if !errors.Is(err, wings.ErrLost) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Err() = %v, want ErrLost saying %q", err, tt.want)
 			}
 			h.Close()

@@ -1,4 +1,4 @@
-package gameconsole
+package wings
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package gameconsole_test
+package wings_test
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
-	"github.com/hostfleet/provisiond/web/gameconsole"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // fanout is a load: servers each printing rate console lines a second,
@@ -27,7 +27,7 @@ import (
 // against.
 type fanout struct {
 	tb        testing.TB
-	w         *wings
+	w         *wingsSim
 	keys      []string
 	direct    []*directClient
 	viewers   []*benchViewer
@@ -134,7 +134,7 @@ func (f *fanout) dialDirect(identifier string) *directClient {
 
 // watch adds viewers spread over the servers, each drained by its own
 // goroutine as a browser's connection handler would.
-func (f *fanout) watch(h *gameconsole.Hub, viewers int) {
+func (f *fanout) watch(h *wings.Hub, viewers int) {
 	f.tb.Helper()
 	for i := range viewers {
 		srv := i % len(f.keys)
@@ -150,7 +150,7 @@ func (f *fanout) watch(h *gameconsole.Hub, viewers int) {
 		f.viewers = append(f.viewers, bv)
 		go func() {
 			for ev := range v.Events() {
-				if ev.Type != gameconsole.TypeConsole || !f.recording.Load() {
+				if ev.Type != wings.TypeConsole || !f.recording.Load() {
 					continue
 				}
 				now := time.Now()
@@ -195,7 +195,7 @@ func runFanout(tb testing.TB, servers, viewers, rate int, window, record time.Du
 	fig.baseCPU = cpuOver(tb, window)
 	before := heapInUse()
 
-	h := gameconsole.NewHub(gameconsole.Config{Origin: panelURL, Log: discard(), BackoffMin: 10 * time.Millisecond})
+	h := wings.NewHub(wings.Config{Origin: panelURL, Log: discard(), BackoffMin: 10 * time.Millisecond})
 	tb.Cleanup(h.Close)
 	f.watch(h, viewers)
 	eventually(tb, "every upstream to connect", func() bool {

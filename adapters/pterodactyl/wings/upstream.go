@@ -1,4 +1,4 @@
-package gameconsole
+package wings
 
 import (
 	"cmp"
@@ -32,7 +32,7 @@ const (
 )
 
 // errIdle ends an upstream nobody uses; no viewer or Send sees it.
-var errIdle = errors.New("gameconsole: upstream idle")
+var errIdle = errors.New("wings: upstream idle")
 
 // upstream is the one Wings connection of a key and its viewers.
 type upstream struct {
@@ -347,9 +347,9 @@ func (u *upstream) send(ctx context.Context, event string, args []string) error 
 			lastErr := u.lastErr
 			u.mu.Unlock()
 			if lastErr != nil {
-				return fmt.Errorf("gameconsole: no console connection: %w (last attempt: %v)", ctx.Err(), lastErr)
+				return fmt.Errorf("wings: no console connection: %w (last attempt: %v)", ctx.Err(), lastErr)
 			}
-			return fmt.Errorf("gameconsole: no console connection: %w", ctx.Err())
+			return fmt.Errorf("wings: no console connection: %w", ctx.Err())
 		}
 	}
 }
