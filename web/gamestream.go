@@ -14,9 +14,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // viewerTokenTTL bounds how long a console viewer token opens the stream.

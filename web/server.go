@@ -22,11 +22,11 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web/apikey"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // Config tunes the API.

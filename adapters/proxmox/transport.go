@@ -64,4 +64,3 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return nil, e
 }
-

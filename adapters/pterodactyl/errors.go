@@ -147,4 +147,3 @@ func statusClass(e *apiError) failure.Class {
 		return failure.Permanent
 	}
 }
-

@@ -21,12 +21,12 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web"
 	"github.com/hostfleet/provisiond/web/apikey"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
 
 // app holds what every part of the process shares.

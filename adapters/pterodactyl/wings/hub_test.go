@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
-	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
+	"github.com/hostfleet/provisiond/adapters/simkit"
 )
 
 const (
