@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -87,6 +89,9 @@ type GameWorkers struct {
 	Pterodactyl *pterodactyl.Client
 	// PollInterval is how often an install's progress is read.
 	PollInterval time.Duration
+	// Consoles, when set, carries install output from Wings into the
+	// jobs' logs.
+	Consoles *wings.Hub
 }
 
 // Provision implements Worker for GameProvisionArgs. The server is created
@@ -140,7 +145,7 @@ func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]
 			if _, err := job.Get("server", &id); err != nil {
 				return err
 			}
-			srv, err = w.waitInstalled(ctx, id)
+			srv, err = w.waitInstalled(ctx, job.Run, id)
 			return err
 		}},
 	)
@@ -155,15 +160,20 @@ func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]
 	return nil
 }
 
-// waitInstalled waits until the server's install has ended; a failed
-// install fails the job.
-func (w *GameWorkers) waitInstalled(ctx context.Context, id int) (pterodactyl.Server, error) {
+// waitInstalled waits until the server's install has ended, copying its
+// output into the job's log when it can; a failed install fails the job.
+func (w *GameWorkers) waitInstalled(ctx context.Context, run *Run, id int) (pterodactyl.Server, error) {
 	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
 	defer tick.Stop()
+	watching := false
 	for {
 		s, err := w.Pterodactyl.Server(ctx, id)
 		if err != nil {
 			return s, err
+		}
+		if !watching && w.Consoles != nil && s.Identifier != "" && s.Status == "installing" {
+			watching = true
+			w.copyInstallOutput(ctx, run, s.Identifier)
 		}
 		switch {
 		case s.Status == "install_failed":
@@ -244,7 +254,7 @@ func (w *GameWorkers) Reinstall(ctx context.Context, job *Job[GameReinstallArgs]
 			return job.Run.Remember(ctx, "asked", true)
 		}},
 		Step{"install", func(ctx context.Context) error {
-			_, err := w.waitInstalled(ctx, ref.ServerID)
+			_, err := w.waitInstalled(ctx, job.Run, ref.ServerID)
 			return err
 		}},
 	)
@@ -385,7 +395,7 @@ func (w *GameWorkers) Backup(ctx context.Context, job *Job[GameBackupArgs]) erro
 				}
 				return job.Run.Remember(ctx, "asked", true)
 			}},
-			Step{"wait", func(ctx context.Context) error { _, err := w.waitInstalled(ctx, ref.ServerID); return err }},
+			Step{"wait", func(ctx context.Context) error { _, err := w.waitInstalled(ctx, job.Run, ref.ServerID); return err }},
 			Step{"start", func(ctx context.Context) error {
 				return powerGame(ctx, job.Run, w.Pterodactyl, ref.Identifier, "start", w.PollInterval)
 			}},
@@ -490,4 +500,24 @@ func powerGame(ctx context.Context, run *Run, c *pterodactyl.Client, identifier,
 		case <-tick.C:
 		}
 	}
+}
+
+// copyInstallOutput records the server's install output lines in the job's
+// log until ctx ends. It is best effort: the install goes on without it.
+func (w *GameWorkers) copyInstallOutput(ctx context.Context, run *Run, identifier string) {
+	v, err := w.Consoles.Watch(ctx, "install:"+identifier, func(ctx context.Context) (string, string, error) {
+		return w.Pterodactyl.WebsocketCredentials(ctx, identifier)
+	})
+	if err != nil {
+		run.log.Warn("cannot follow the install's output", "err", err)
+		return
+	}
+	go func() {
+		defer v.Close()
+		for ev := range v.Events() {
+			if ev.Type == wings.TypeInstall && ev.Data != "" && !strings.HasPrefix(ev.Data, "install ") {
+				run.Log(context.WithoutCancel(ctx), ev.Data)
+			}
+		}
+	}()
 }

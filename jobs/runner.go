@@ -155,6 +155,15 @@ func (r *Run) Forget(ctx context.Context, key string) error {
 	return r.save(ctx)
 }
 
+// Log records a line of the job's output (an install's), which the job's
+// event stream shows; it must hold no secret.
+func (r *Run) Log(ctx context.Context, line string) error {
+	if err := r.q.InsertJobLog(ctx, queries.InsertJobLogParams{ID: r.jobID, Message: line}); err != nil {
+		return fmt.Errorf("record job log: %w", err)
+	}
+	return nil
+}
+
 // SetResult sets what the job reports when it succeeds.
 func (r *Run) SetResult(v any) { r.result = v }
 

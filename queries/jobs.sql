@@ -110,3 +110,8 @@ FROM (SELECT id, sealed_result FROM jobs
       WHERE jobs.id = $1 AND jobs.team_id = $2 AND jobs.sealed_result IS NOT NULL FOR UPDATE) old
 WHERE j.id = old.id
 RETURNING old.sealed_result;
+
+-- name: InsertJobLog :exec
+-- A log line of a running job (install output and the like).
+INSERT INTO job_events (job_id, type, status, step, progress, message)
+SELECT j.id, 'log', j.status, j.step, j.progress, sqlc.arg(message)::text FROM jobs j WHERE j.id = sqlc.arg(id)::uuid;

@@ -458,6 +458,22 @@ func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, erro
 	return i, err
 }
 
+const insertJobLog = `-- name: InsertJobLog :exec
+INSERT INTO job_events (job_id, type, status, step, progress, message)
+SELECT j.id, 'log', j.status, j.step, j.progress, $1::text FROM jobs j WHERE j.id = $2::uuid
+`
+
+type InsertJobLogParams struct {
+	Message string
+	ID      uuid.UUID
+}
+
+// A log line of a running job (install output and the like).
+func (q *Queries) InsertJobLog(ctx context.Context, arg InsertJobLogParams) error {
+	_, err := q.db.Exec(ctx, insertJobLog, arg.Message, arg.ID)
+	return err
+}
+
 const jobCancelRequested = `-- name: JobCancelRequested :one
 SELECT (cancel_requested_at IS NOT NULL)::boolean AS requested FROM jobs WHERE id = $1
 `

@@ -169,7 +169,9 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, Pterodactyl: ptero,
 		PollInterval: a.cfg.PterodactylPollInterval, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
 	if ptero != nil {
-		games := &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval}
+		installs := wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL, IdleClose: time.Second, Log: log.With("component", "installs")})
+		a.closers = append(a.closers, installs.Close)
+		games := &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval, Consoles: installs}
 		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameProvisionArgs](games.Provision))
 		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameReinstallArgs](games.Reinstall))
 		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameChangePlanArgs](games.ChangePlan))

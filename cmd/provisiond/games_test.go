@@ -2,12 +2,17 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/queries"
 )
 
 const gameOrder = `{"name":"mc","provider":"pterodactyl","plan":{"memoryMb":2048,"diskMb":10240,"cpu":200,
@@ -170,5 +175,27 @@ func TestGameConsoleStreamsToViewersAndTakesCommands(t *testing.T) {
 	}
 	if status, _ := s.do("POST", path+"/console/command", `{"signal":"explode"}`); status != http.StatusBadRequest {
 		t.Errorf("unknown signal: %d, want 400", status)
+	}
+}
+
+func TestGameInstallOutputReachesTheJobLog(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond})
+	_, id := s.provision(gameOrder)
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("provision ended %s: %v", job["status"], job["error"])
+	}
+	events, err := s.q.ListJobEvents(context.Background(), queries.ListJobEventsParams{JobID: uuid.MustParse(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, e := range events {
+		if e.Type == "log" {
+			lines = append(lines, e.Message)
+		}
+	}
+	if len(lines) == 0 {
+		t.Errorf("no install output in the job's log; events %v", events)
 	}
 }
