@@ -3,7 +3,8 @@
 # `provisiond api` process, and cmd/loadgen measuring the API against bare
 # asynq enqueue on the same Redis; then one worker process holding
 # BENCH_HOLD_JOBS (10000) provision jobs whose clones take BENCH_CLONE (30s),
-# and the step runner's overhead against the same provider calls without it.
+# the Wings console fan-out against direct websocket clients, and the step
+# runner's overhead against the same provider calls without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,9 @@ api_pid=
 echo
 echo "== one worker process holding long jobs"
 .run/loadgen -hold "${BENCH_HOLD_JOBS:-10000}" -clone "${BENCH_CLONE:-30s}" -worker .run/provisiond
+echo
+echo "== game console fan-out: 1,000 viewers on 100 servers at 20 lines/s"
+go test -count=1 -run '^$' -bench FanoutTarget -benchtime 1x -v ./adapters/pterodactyl/wings | grep 'fanout_test'
 echo
 echo "== step runner overhead"
 TEST_DATABASE_URL="postgres://provisiond@127.0.0.1:$pg_port/postgres?sslmode=disable" TEST_REDIS_ADDR="$REDIS_ADDR" \
