@@ -111,3 +111,44 @@ func TestGameJobsSurvivePanelFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestGameJobKindsSurvivePanelFaults runs the other game job kinds through
+// a fault on their key panel call.
+func TestGameJobKindsSurvivePanelFaults(t *testing.T) {
+	tests := []struct {
+		name, method, path, body string
+		fault                    simkit.Fault
+		// op is the panel call that must have been carried out once.
+		op string
+	}{
+		{"reinstall through a panel outage", "POST", "/reinstall", "", simkit.Fault{Op: "servers.reinstall", Times: 2, Status: 503}, ""},
+		{"plan change through a panel outage", "POST", "/change-plan",
+			`{"plan":{"memoryMb":4096,"diskMb":10240,"cpu":200,"databases":1,"allocations":1,"backups":2,"nest":1,"egg":1,"locations":[1],"user":2}}`,
+			simkit.Fault{Op: "servers.build", Times: 1, Status: 502}, ""},
+		{"backup whose answer is lost", "POST", "/backups", `{"note":"nightly"}`, simkit.Fault{Op: "backups.create", Times: 1, Drop: true}, "backups.create"},
+		{"start through a panel outage", "POST", "/action", `{"action":"start"}`, simkit.Fault{Op: "client.power", Times: 2, Status: 500}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{})
+			path := s.gameServer()
+			s.ptero.Inject(tt.fault)
+			job := s.runJob(tt.method, path+tt.path, tt.body)
+			if job["attempts"].(float64) < 2 {
+				t.Errorf("succeeded after %v attempts; want a retry", job["attempts"])
+			}
+			if tt.op != "" {
+				var ok int
+				for _, c := range s.ptero.Calls() {
+					if c.Op == tt.op && c.Status < 300 {
+						ok++
+					}
+				}
+				if ok != 1 {
+					t.Errorf("%s carried out %d times, want once", tt.op, ok)
+				}
+			}
+		})
+	}
+}
