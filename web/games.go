@@ -308,20 +308,6 @@ func (s *Server) changeGamePlan(w http.ResponseWriter, r *http.Request) error {
 	return s.insertJob(w, r, svc.ID, jobs.GameChangePlanArgs{ServiceID: svc.ID, Plan: *req.Plan})
 }
 
-// gameBackups lists a game server's backups.
-func (s *Server) gameBackups(w http.ResponseWriter, r *http.Request) error {
-	_, ref, err := s.gameService(r)
-	if err != nil {
-		return err
-	}
-	backups, err := s.Pterodactyl.Backups(r.Context(), ref.Identifier)
-	if err != nil {
-		return providerError(err)
-	}
-	ok(w, http.StatusOK, "backups", backups)
-	return nil
-}
-
 // createGameBackup starts a backup; the panel enforces the plan's limit.
 func (s *Server) createGameBackup(w http.ResponseWriter, r *http.Request) error {
 	svc, ref, err := s.gameService(r)
@@ -383,20 +369,6 @@ func (s *Server) gameBackupAction(w http.ResponseWriter, r *http.Request) error 
 	return s.insertJob(w, r, svc.ID, args)
 }
 
-// gameBackupDownload answers a signed download URL for a backup.
-func (s *Server) gameBackupDownload(w http.ResponseWriter, r *http.Request) error {
-	_, ref, err := s.gameService(r)
-	if err != nil {
-		return err
-	}
-	url, err := s.Pterodactyl.BackupDownloadURL(r.Context(), ref.Identifier, r.PathValue("backupId"))
-	if err != nil {
-		return providerError(err)
-	}
-	ok(w, http.StatusOK, "url", url)
-	return nil
-}
-
 // startupVariables lists (GET) or sets (PUT {"key","value"}) the game
 // server's startup variables, checked against the egg's rules.
 func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error {
@@ -448,16 +420,40 @@ func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
+// gameRead returns a handler that answers, under key, what read gives for
+// the {id} game server, live from the panel.
+func gameRead[T any](s *Server, key string, read func(r *http.Request, identifier string) (T, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		_, ref, err := s.gameService(r)
+		if err != nil {
+			return err
+		}
+		v, err := read(r, ref.Identifier)
+		if err != nil {
+			return providerError(err)
+		}
+		ok(w, http.StatusOK, key, v)
+		return nil
+	}
+}
+
+// gameBackups lists a game server's backups.
+func (s *Server) gameBackups() handlerFunc {
+	return gameRead(s, "backups", func(r *http.Request, id string) ([]pterodactyl.Backup, error) {
+		return s.Pterodactyl.Backups(r.Context(), id)
+	})
+}
+
+// gameBackupDownload answers a signed download URL for a backup.
+func (s *Server) gameBackupDownload() handlerFunc {
+	return gameRead(s, "url", func(r *http.Request, id string) (string, error) {
+		return s.Pterodactyl.BackupDownloadURL(r.Context(), id, r.PathValue("backupId"))
+	})
+}
+
 // allocations lists the game server's ports.
-func (s *Server) allocations(w http.ResponseWriter, r *http.Request) error {
-	_, ref, err := s.gameService(r)
-	if err != nil {
-		return err
-	}
-	allocs, err := s.Pterodactyl.Allocations(r.Context(), ref.Identifier)
-	if err != nil {
-		return providerError(err)
-	}
-	ok(w, http.StatusOK, "allocations", allocs)
-	return nil
+func (s *Server) allocations() handlerFunc {
+	return gameRead(s, "allocations", func(r *http.Request, id string) ([]pterodactyl.Allocation, error) {
+		return s.Pterodactyl.Allocations(r.Context(), id)
+	})
 }

@@ -88,17 +88,17 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame})))
 	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.listBackups, pterodactyl.Provider: s.gameBackups})))
+		proxmox.Provider: s.listBackups, pterodactyl.Provider: s.gameBackups()})))
 	mux.Handle("POST /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.createBackup, pterodactyl.Provider: s.createGameBackup})))
 	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.restoreBackup, pterodactyl.Provider: s.gameBackupAction})))
 	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.deleteBackup, pterodactyl.Provider: s.gameBackupAction})))
-	mux.Handle("GET /api/services/{id}/backups/{backupId}/download", api(s.gameBackupDownload))
+	mux.Handle("GET /api/services/{id}/backups/{backupId}/download", api(s.gameBackupDownload()))
 	mux.Handle("GET /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("PUT /api/services/{id}/startup-variables", api(s.startupVariables))
-	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations))
+	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations()))
 	mux.Handle("POST /api/services/{id}/console", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.openConsole, pterodactyl.Provider: s.gameConsole})))
 	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api(s.gameStream)))
