@@ -172,7 +172,7 @@ func (req *createServiceRequest) validate() (*time.Time, []string) {
 		if ref.VMID < 100 || ref.VMID > 999999999 {
 			errs = append(errs, "providerRef.vmid must be from 100 to 999999999")
 		}
-	} else {
+	} else if req.Provider == "proxmox" {
 		errs = append(errs, req.installRequest.validate()...)
 	}
 	var end *time.Time
