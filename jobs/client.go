@@ -49,6 +49,11 @@ type Request struct {
 	// Secrets (a root password) are sealed into the job row; the worker
 	// opens them with Job.OpenSecrets. Nil for none.
 	Secrets any
+	// JobID, when set, is the job's id (and task id): a job derived from
+	// its subject, so that asking twice cannot make two.
+	JobID uuid.UUID
+	// RunAt, when in the future, schedules the job for then.
+	RunAt time.Time
 }
 
 // BusyError is returned when the service already has a mutating job queued
@@ -86,8 +91,12 @@ func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Jo
 		return queries.Job{}, false, fmt.Errorf("encode %s args: %w", args.Kind(), err)
 	}
 	o := insertOpts(args)
+	id := req.JobID
+	if id == uuid.Nil {
+		id = uuid.New()
+	}
 	params := queries.InsertJobParams{
-		ID:             uuid.New(),
+		ID:             id,
 		Kind:           args.Kind(),
 		Queue:          o.Queue,
 		TeamID:         req.TeamID,
@@ -103,6 +112,9 @@ func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Jo
 	}
 	if req.IdempotencyKey != "" {
 		params.IdempotencyKey = &req.IdempotencyKey
+	}
+	if req.RunAt.After(time.Now()) {
+		params.Status, params.RunAt = StatusScheduled, &req.RunAt
 	}
 	if req.Secrets != nil {
 		if params.SealedSecrets, err = c.Sealer.Seal(params.ID, req.Secrets); err != nil {
@@ -159,6 +171,9 @@ func (c *Client) Enqueue(ctx context.Context, job queries.Job) error {
 	}
 	if c.retention > 0 {
 		opts = append(opts, asynq.Retention(c.retention))
+	}
+	if job.RunAt != nil && job.RunAt.After(time.Now()) {
+		opts = append(opts, asynq.ProcessAt(*job.RunAt))
 	}
 	_, err := c.tasks.EnqueueContext(ctx, asynq.NewTask(job.Kind, job.Args), opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {

@@ -435,18 +435,10 @@ func (w *GameWorkers) waitBackup(ctx context.Context, identifier, id string) (pt
 	}
 }
 
-// GameTerminateArgs ask for a game server to be deleted for good.
-type GameTerminateArgs struct {
-	ServiceID uuid.UUID `json:"serviceId"`
-}
-
-// Kind implements Args.
-func (GameTerminateArgs) Kind() string { return "game.terminate" }
-
-// Terminate implements Worker for GameTerminateArgs: the server is deleted,
+// Terminate is the Pterodactyl Terminator: the server is deleted,
 // forcibly when the graceful delete fails (Wings unreachable), and the
 // service marked terminated.
-func (w *GameWorkers) Terminate(ctx context.Context, job *Job[GameTerminateArgs]) error {
+func (w *GameWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) error {
 	ref, err := gameServer(job)
 	if err != nil {
 		return err

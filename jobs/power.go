@@ -21,6 +21,10 @@ type PowerArgs struct {
 	ServiceID uuid.UUID `json:"serviceId"`
 	// Action is one of PowerActions.
 	Action string `json:"action"`
+	// Reason of a suspend or resume: SuspendedForPayment (the default) or
+	// SuspendedForCancellation. The provider suspends for the first reason
+	// and resumes when none is left.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Kind implements Args.
@@ -59,6 +63,18 @@ type PowerWorker struct {
 func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 	if job.Service == nil {
 		return permanent(job.Args.Kind(), "power job has no service")
+	}
+	if a := job.Args.Action; a == "suspend" || a == "resume" {
+		act, err := w.decideSuspension(ctx, job)
+		if err != nil {
+			return err
+		}
+		if !act {
+			// Another reason keeps the service suspended, or it was
+			// suspended already: the provider has nothing to do.
+			job.SetResult(PowerResult{Action: a, PowerState: job.Service.PowerState})
+			return nil
+		}
 	}
 	switch job.Service.Provider {
 	case proxmox.Provider:

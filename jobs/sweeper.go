@@ -34,6 +34,9 @@ type SweepResult struct {
 	Checked, Enqueued, Failed int
 	// ConsoleSessions counts the long-expired console sessions removed.
 	ConsoleSessions int64
+	// Terminations counts scheduled terminations put back in the queue
+	// (or recorded) because Redis had lost them.
+	Terminations int
 }
 
 // Sweep checks the jobs that have not changed for Grace once, and removes
@@ -65,6 +68,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		if err := s.Queries.MarkJobSwept(ctx, job.ID); err != nil {
 			return res, fmt.Errorf("mark job swept: %w", err)
 		}
+	}
+	if res.Terminations, err = s.reconcileTerminations(ctx); err != nil {
+		return res, err
 	}
 	if res.ConsoleSessions, err = s.Queries.DeleteExpiredConsoleSessions(ctx); err != nil {
 		return res, fmt.Errorf("delete expired console sessions: %w", err)
@@ -123,4 +129,47 @@ func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// reconcileTerminations makes every scheduled termination in the database
+// a job row and a task in asynq, so that a Redis that lost its data still
+// terminates on time; a withdrawn one has no row left to act on.
+func (s *Sweeper) reconcileTerminations(ctx context.Context) (int, error) {
+	svcs, err := s.Queries.ListScheduledTerminations(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list scheduled terminations: %w", err)
+	}
+	n := 0
+	for _, svc := range svcs {
+		if svc.TerminateAt == nil {
+			continue
+		}
+		id := svc.TerminationJobID.UUID
+		job, err := s.Queries.GetJob(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// The API stopped between recording the cancellation and its job.
+			if _, _, err := s.Client.Insert(ctx, TerminationArgs{ServiceID: svc.ID, Generation: svc.CancellationGeneration},
+				Request{TeamID: svc.TeamID, ServiceID: svc.ID, RequestedBy: "scheduler", JobID: id, RunAt: *svc.TerminateAt}); err != nil {
+				return n, fmt.Errorf("record termination of %s: %w", svc.ID, err)
+			}
+			n++
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if job.Status != StatusScheduled && job.Status != StatusQueued && job.Status != StatusRetrying {
+			continue
+		}
+		_, err = s.Inspector.GetTaskInfo(job.Queue, id.String())
+		if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			continue
+		}
+		if err := s.Client.Enqueue(ctx, job); err != nil {
+			return n, fmt.Errorf("enqueue termination of %s: %w", svc.ID, err)
+		}
+		s.Log.Warn("scheduled termination was missing from the queue; enqueued again", "service_id", svc.ID, "job_id", id, "at", svc.TerminateAt)
+		n++
+	}
+	return n, nil
 }

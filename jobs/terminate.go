@@ -4,31 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/queries"
 )
 
-// TerminateArgs ask for a VPS to be destroyed for good.
-type TerminateArgs struct {
-	ServiceID uuid.UUID `json:"serviceId"`
-}
-
-// Kind implements Args.
-func (TerminateArgs) Kind() string { return "vps.terminate" }
-
-// InsertOpts implements ArgsWithInsertOpts.
-func (TerminateArgs) InsertOpts() InsertOpts {
-	return InsertOpts{Queue: QueueDefault, MaxAttempts: 20, Timeout: time.Hour, Mutating: true}
-}
-
-// Terminate implements Worker for TerminateArgs: the VM is powered off,
+// Terminate is the Proxmox Terminator: the VM is powered off,
 // destroyed with purge (which frees its VMID), its backups are deleted, and
 // the service is marked terminated. Its jobs' history stays.
-func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminateArgs]) error {
+func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) error {
 	v, err := existingVM(w, job)
 	if err != nil {
 		return err

@@ -115,3 +115,9 @@ RETURNING old.sealed_result;
 -- A log line of a running job (install output and the like).
 INSERT INTO job_events (job_id, type, status, step, progress, message)
 SELECT j.id, 'log', j.status, j.step, j.progress, sqlc.arg(message)::text FROM jobs j WHERE j.id = sqlc.arg(id)::uuid;
+
+-- name: RescheduleJob :one
+-- Moves a job that has not started to another time.
+UPDATE jobs SET run_at = $2, status = 'scheduled', updated_at = now()
+WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying')
+RETURNING *;

@@ -715,6 +715,55 @@ func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, erro
 	return i, err
 }
 
+const rescheduleJob = `-- name: RescheduleJob :one
+UPDATE jobs SET run_at = $2, status = 'scheduled', updated_at = now()
+WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying')
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+`
+
+type RescheduleJobParams struct {
+	ID    uuid.UUID
+	RunAt *time.Time
+}
+
+// Moves a job that has not started to another time.
+func (q *Queries) RescheduleJob(ctx context.Context, arg RescheduleJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, rescheduleJob, arg.ID, arg.RunAt)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.Kind,
+		&i.Queue,
+		&i.TeamID,
+		&i.ServiceID,
+		&i.Mutating,
+		&i.Status,
+		&i.Args,
+		&i.Step,
+		&i.Progress,
+		&i.Checkpoint,
+		&i.SealedSecrets,
+		&i.Result,
+		&i.Error,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.TimeoutSeconds,
+		&i.IdempotencyKey,
+		&i.RequestHash,
+		&i.ApiKeyID,
+		&i.RequestedBy,
+		&i.CancelRequestedAt,
+		&i.RunAt,
+		&i.SweptAt,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.SealedResult,
+	)
+	return i, err
+}
+
 const retryJobAttempt = `-- name: RetryJobAttempt :execrows
 UPDATE jobs SET status = 'retrying', error = $3, updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running'

@@ -86,18 +86,25 @@ type Lease struct {
 }
 
 type Service struct {
-	ID               uuid.UUID
-	TeamID           uuid.UUID
-	Name             string
-	Provider         string
-	Location         string
-	ProviderRef      []byte
-	Plan             []byte
-	Status           string
-	PowerState       string
-	BillingPeriodEnd *time.Time
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	ID                     uuid.UUID
+	TeamID                 uuid.UUID
+	Name                   string
+	Provider               string
+	Location               string
+	ProviderRef            []byte
+	Plan                   []byte
+	Status                 string
+	PowerState             string
+	BillingPeriodEnd       *time.Time
+	CreatedAt              time.Time
+	UpdatedAt              time.Time
+	CancellationGeneration int32
+	CancelWhen             *string
+	CancellationReason     string
+	CancelledAt            *time.Time
+	TerminateAt            *time.Time
+	TerminationJobID       uuid.NullUUID
+	Suspensions            []string
 }
 
 type Team struct {

@@ -36,3 +36,32 @@ UPDATE services SET plan = $2, updated_at = now() WHERE id = $1;
 DELETE FROM services s
 WHERE s.id = $1 AND s.status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id);
+
+-- name: ScheduleTermination :one
+-- Records a cancellation and its termination job; a service cancelled
+-- already keeps its first termination (the caller answers with it).
+UPDATE services
+SET cancellation_generation = cancellation_generation + 1, cancel_when = sqlc.arg(cancel_when),
+    cancellation_reason = sqlc.arg(reason), cancelled_at = now(), terminate_at = sqlc.arg(terminate_at),
+    termination_job_id = sqlc.arg(job_id), updated_at = now()
+WHERE id = sqlc.arg(id) AND termination_job_id IS NULL AND status <> 'terminated'
+RETURNING *;
+
+-- name: ClearCancellation :one
+UPDATE services
+SET cancel_when = NULL, cancellation_reason = '', cancelled_at = NULL, terminate_at = NULL,
+    termination_job_id = NULL, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: MoveTermination :one
+UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING *;
+
+-- name: SetBillingPeriodEnd :one
+UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING *;
+
+-- name: SetSuspensions :one
+UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING *;
+
+-- name: ListScheduledTerminations :many
+SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at;

@@ -12,6 +12,41 @@ import (
 	"github.com/google/uuid"
 )
 
+const clearCancellation = `-- name: ClearCancellation :one
+UPDATE services
+SET cancel_when = NULL, cancellation_reason = '', cancelled_at = NULL, terminate_at = NULL,
+    termination_job_id = NULL, updated_at = now()
+WHERE id = $1
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+`
+
+func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service, error) {
+	row := q.db.QueryRow(ctx, clearCancellation, id)
+	var i Service
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.Provider,
+		&i.Location,
+		&i.ProviderRef,
+		&i.Plan,
+		&i.Status,
+		&i.PowerState,
+		&i.BillingPeriodEnd,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
+	)
+	return i, err
+}
+
 const countTeamServices = `-- name: CountTeamServices :one
 SELECT count(*) FROM services WHERE team_id = $1
 `
@@ -26,7 +61,7 @@ func (q *Queries) CountTeamServices(ctx context.Context, teamID uuid.UUID) (int6
 const createService = `-- name: CreateService :one
 INSERT INTO services (team_id, name, provider, location, provider_ref, plan, status, billing_period_end)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
 `
 
 type CreateServiceParams struct {
@@ -65,6 +100,13 @@ func (q *Queries) CreateService(ctx context.Context, arg CreateServiceParams) (S
 		&i.BillingPeriodEnd,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
 	)
 	return i, err
 }
@@ -82,7 +124,7 @@ func (q *Queries) DeletePendingService(ctx context.Context, id uuid.UUID) error 
 }
 
 const getService = `-- name: GetService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at FROM services WHERE id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE id = $1
 `
 
 func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -101,12 +143,19 @@ func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error)
 		&i.BillingPeriodEnd,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
 	)
 	return i, err
 }
 
 const getTeamService = `-- name: GetTeamService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at FROM services WHERE id = $1 AND team_id = $2
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamServiceParams struct {
@@ -130,12 +179,63 @@ func (q *Queries) GetTeamService(ctx context.Context, arg GetTeamServiceParams) 
 		&i.BillingPeriodEnd,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
 	)
 	return i, err
 }
 
+const listScheduledTerminations = `-- name: ListScheduledTerminations :many
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
+`
+
+func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, error) {
+	rows, err := q.db.Query(ctx, listScheduledTerminations)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Service{}
+	for rows.Next() {
+		var i Service
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.Name,
+			&i.Provider,
+			&i.Location,
+			&i.ProviderRef,
+			&i.Plan,
+			&i.Status,
+			&i.PowerState,
+			&i.BillingPeriodEnd,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CancellationGeneration,
+			&i.CancelWhen,
+			&i.CancellationReason,
+			&i.CancelledAt,
+			&i.TerminateAt,
+			&i.TerminationJobID,
+			&i.Suspensions,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listTeamServices = `-- name: ListTeamServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at FROM services WHERE team_id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE team_id = $1
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3
 `
@@ -168,6 +268,13 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 			&i.BillingPeriodEnd,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CancellationGeneration,
+			&i.CancelWhen,
+			&i.CancellationReason,
+			&i.CancelledAt,
+			&i.TerminateAt,
+			&i.TerminationJobID,
+			&i.Suspensions,
 		); err != nil {
 			return nil, err
 		}
@@ -177,6 +284,130 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 		return nil, err
 	}
 	return items, nil
+}
+
+const moveTermination = `-- name: MoveTermination :one
+UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+`
+
+type MoveTerminationParams struct {
+	ID          uuid.UUID
+	TerminateAt *time.Time
+}
+
+func (q *Queries) MoveTermination(ctx context.Context, arg MoveTerminationParams) (Service, error) {
+	row := q.db.QueryRow(ctx, moveTermination, arg.ID, arg.TerminateAt)
+	var i Service
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.Provider,
+		&i.Location,
+		&i.ProviderRef,
+		&i.Plan,
+		&i.Status,
+		&i.PowerState,
+		&i.BillingPeriodEnd,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
+	)
+	return i, err
+}
+
+const scheduleTermination = `-- name: ScheduleTermination :one
+UPDATE services
+SET cancellation_generation = cancellation_generation + 1, cancel_when = $1,
+    cancellation_reason = $2, cancelled_at = now(), terminate_at = $3,
+    termination_job_id = $4, updated_at = now()
+WHERE id = $5 AND termination_job_id IS NULL AND status <> 'terminated'
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+`
+
+type ScheduleTerminationParams struct {
+	CancelWhen  *string
+	Reason      string
+	TerminateAt *time.Time
+	JobID       uuid.NullUUID
+	ID          uuid.UUID
+}
+
+// Records a cancellation and its termination job; a service cancelled
+// already keeps its first termination (the caller answers with it).
+func (q *Queries) ScheduleTermination(ctx context.Context, arg ScheduleTerminationParams) (Service, error) {
+	row := q.db.QueryRow(ctx, scheduleTermination,
+		arg.CancelWhen,
+		arg.Reason,
+		arg.TerminateAt,
+		arg.JobID,
+		arg.ID,
+	)
+	var i Service
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.Provider,
+		&i.Location,
+		&i.ProviderRef,
+		&i.Plan,
+		&i.Status,
+		&i.PowerState,
+		&i.BillingPeriodEnd,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
+	)
+	return i, err
+}
+
+const setBillingPeriodEnd = `-- name: SetBillingPeriodEnd :one
+UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+`
+
+type SetBillingPeriodEndParams struct {
+	ID               uuid.UUID
+	BillingPeriodEnd *time.Time
+}
+
+func (q *Queries) SetBillingPeriodEnd(ctx context.Context, arg SetBillingPeriodEndParams) (Service, error) {
+	row := q.db.QueryRow(ctx, setBillingPeriodEnd, arg.ID, arg.BillingPeriodEnd)
+	var i Service
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.Provider,
+		&i.Location,
+		&i.ProviderRef,
+		&i.Plan,
+		&i.Status,
+		&i.PowerState,
+		&i.BillingPeriodEnd,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
+	)
+	return i, err
 }
 
 const setServicePlan = `-- name: SetServicePlan :exec
@@ -235,4 +466,40 @@ type SetServiceStatusParams struct {
 func (q *Queries) SetServiceStatus(ctx context.Context, arg SetServiceStatusParams) error {
 	_, err := q.db.Exec(ctx, setServiceStatus, arg.ID, arg.Status)
 	return err
+}
+
+const setSuspensions = `-- name: SetSuspensions :one
+UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+`
+
+type SetSuspensionsParams struct {
+	ID          uuid.UUID
+	Suspensions []string
+}
+
+func (q *Queries) SetSuspensions(ctx context.Context, arg SetSuspensionsParams) (Service, error) {
+	row := q.db.QueryRow(ctx, setSuspensions, arg.ID, arg.Suspensions)
+	var i Service
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.Provider,
+		&i.Location,
+		&i.ProviderRef,
+		&i.Plan,
+		&i.Status,
+		&i.PowerState,
+		&i.BillingPeriodEnd,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.CancellationGeneration,
+		&i.CancelWhen,
+		&i.CancellationReason,
+		&i.CancelledAt,
+		&i.TerminateAt,
+		&i.TerminationJobID,
+		&i.Suspensions,
+	)
+	return i, err
 }

@@ -46,6 +46,9 @@ type Config struct {
 	BackupStorage string
 	// ViewerKey signs game console viewer tokens; without it there are none.
 	ViewerKey []byte
+	// CancelGrace is how long a service cancelled "immediately" stays
+	// suspended before it is terminated.
+	CancelGrace time.Duration
 }
 
 // Server serves the API. Its fields are its dependencies.
@@ -83,6 +86,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}", api(s.getService))
 	mux.Handle("POST /api/services/{id}/action", api(s.serviceAction))
 	mux.Handle("GET /api/services/{id}/templates", api(s.templates))
+	mux.Handle("POST /api/services/{id}/cancel", api(s.cancelService))
+	mux.Handle("POST /api/services/{id}/withdraw-cancellation", api(s.withdrawCancellation))
+	mux.Handle("POST /api/services/{id}/renew", api(s.renew))
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{

@@ -133,7 +133,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
-			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey,
+			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey, CancelGrace: a.cfg.CancelGrace,
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
@@ -168,6 +168,11 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	}
 	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, Pterodactyl: ptero,
 		PollInterval: a.cfg.PterodactylPollInterval, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
+	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
+		BackupStorage: a.cfg.ProxmoxBackupStorage, RescueISO: a.cfg.ProxmoxRescueISO, ConsoleTTL: a.cfg.ConsoleSessionTTL,
+		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
+	terminations := &jobs.TerminationWorker{Queries: a.q, Terminators: map[string]jobs.Terminator{proxmox.Provider: vps.Terminate}}
+	jobs.AddWorker(ws, terminations)
 	if ptero != nil {
 		installs := wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL, IdleClose: time.Second, Log: log.With("component", "installs")})
 		a.closers = append(a.closers, installs.Close)
@@ -176,11 +181,8 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameReinstallArgs](games.Reinstall))
 		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameChangePlanArgs](games.ChangePlan))
 		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameBackupArgs](games.Backup))
-		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameTerminateArgs](games.Terminate))
+		terminations.Terminators[pterodactyl.Provider] = games.Terminate
 	}
-	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
-		BackupStorage:   a.cfg.ProxmoxBackupStorage,
-		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ProvisionArgs](vps.Provision))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ResizeArgs](vps.Resize))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReinstallArgs](vps.Reinstall))
@@ -188,7 +190,6 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RestoreArgs](vps.Restore))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupDeleteArgs](vps.DeleteBackup))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RescueArgs](vps.Rescue))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.TerminateArgs](vps.Terminate))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,

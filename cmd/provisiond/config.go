@@ -65,6 +65,7 @@ type Config struct {
 
 	SweepInterval time.Duration `env:"SWEEP_INTERVAL" envDefault:"30s"`
 	SweepGrace    time.Duration `env:"SWEEP_GRACE" envDefault:"2m"`
+	CancelGrace   time.Duration `env:"CANCEL_GRACE" envDefault:"48h"`
 
 	Sims            sims.Addrs    `envPrefix:""`
 	SimTaskDuration time.Duration `env:"SIM_TASK_DURATION" envDefault:"2s"`

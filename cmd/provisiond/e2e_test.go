@@ -47,6 +47,7 @@ type system struct {
 	q        *queries.Queries
 	db       *pgxpool.Pool
 	jobs     *jobs.Client
+	app      *app
 	key      string
 	services map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
 	stop     func()
@@ -78,7 +79,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"REDIS_ADDR": ropt.Addr, "REDIS_DB": fmt.Sprint(ropt.DB),
 		"HTTP_ADDR": "127.0.0.1:0", "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "text", "LOG_LEVEL": "debug",
 		"API_RATE_LIMIT": "10000", "OPERATOR_PASSWORD": "op",
-		"SECRETS_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+		"SECRETS_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "CANCEL_GRACE": "2s",
 		"PROXMOX_URL": simSrv.URL + "/api2/json", "PROXMOX_TOKEN_ID": "root@pam!test", "PROXMOX_TOKEN_SECRET": "s3cret",
 		"PROXMOX_REQUEST_TIMEOUT": "3s", "PROXMOX_POLL_INTERVAL": "20ms",
 		"PROXMOX_CONSOLE_USER": "root@pam", "PROXMOX_CONSOLE_PASSWORD": "console-pw",
@@ -96,7 +97,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.q, s.db, s.jobs = a.q, a.pool, a.jobClient()
+	s.q, s.db, s.jobs, s.app = a.q, a.pool, a.jobClient(), a
 	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs())
 	if err != nil {
 		t.Fatal(err)

@@ -311,32 +311,6 @@ func TestRescueBootsTheISOAndShowsThePasswordOnce(t *testing.T) {
 	}
 }
 
-func TestTerminateDestroysTheVMAndItsBackups(t *testing.T) {
-	t.Parallel()
-	s := newSystem(t, systemOpts{})
-	svc := s.services["web-1"]
-	job, _, err := s.jobs.Insert(context.Background(), jobs.TerminateArgs{ServiceID: svc.ID},
-		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, RequestedBy: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if done := s.waitJob(job.ID.String(), 30*time.Second); done["status"] != "succeeded" {
-		t.Fatalf("terminate ended %s: %v", done["status"], done["error"])
-	}
-	if _, ok := s.sim.VM("pve1", 100); ok {
-		t.Error("the VM still exists")
-	}
-	if status, resp := s.do("GET", "/api/services/"+svc.ID.String(), ""); resp["service"].(map[string]any)["status"] != "terminated" {
-		t.Errorf("service after termination: %d %v", status, resp)
-	}
-	if status, resp := s.do("POST", "/api/services/"+svc.ID.String()+"/action", `{"action":"start"}`); status != http.StatusConflict || resp["errorKey"] != "service_terminated" {
-		t.Errorf("action on a terminated service: %d %v, want 409 service_terminated", status, resp)
-	}
-	if n := s.sim.CountCalls("content.delete", ""); n != 2 {
-		t.Errorf("deleted %d backups, want the 2 it had", n)
-	}
-}
-
 func TestCancelledProvisionSaysWhereItLeftTheVM(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, systemOpts{taskDuration: time.Second})

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/hostfleet/provisiond/adapters/simkit"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
+)
+
+// cancel cancels a service through the API and returns the answer.
+func (s *system) cancel(service, when string) map[string]any {
+	s.t.Helper()
+	status, resp := s.do("POST", "/api/services/"+s.services[service].ID.String()+"/cancel", `{"when":"`+when+`","cancellationReason":"moving on"}`)
+	if status != http.StatusAccepted && status != http.StatusOK {
+		s.t.Fatalf("cancel %s: %d %v", service, status, resp)
+	}
+	return resp
+}
+
+func (s *system) service(name string) map[string]any {
+	s.t.Helper()
+	_, resp := s.do("GET", "/api/services/"+s.services[name].ID.String(), "")
+	return resp["service"].(map[string]any)
+}
+
+func TestCancelImmediatelySuspendsAndTerminatesAfterTheGrace(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	resp := s.cancel("web-1", "immediately")
+	jobID := resp["job"].(map[string]any)["id"].(string)
+	if resp["job"].(map[string]any)["status"] != "scheduled" {
+		t.Errorf("termination job is %v, want scheduled", resp["job"].(map[string]any)["status"])
+	}
+	jobtest.Eventually(t, 10*time.Second, "the VM to be paused", func() bool { vm := s.vm("web-1"); return vm.Paused })
+	job := s.waitJob(jobID, 30*time.Second)
+	if job["status"] != "succeeded" {
+		t.Fatalf("termination ended %s: %v", job["status"], job["error"])
+	}
+	if _, ok := s.sim.VM("pve1", 100); ok {
+		t.Error("the VM still exists after its termination")
+	}
+	if svc := s.service("web-1"); svc["status"] != "terminated" {
+		t.Errorf("service after termination: %v", svc["status"])
+	}
+	if n := s.sim.CountCalls("content.delete", ""); n != 2 {
+		t.Errorf("deleted %d backups, want the 2 it had", n)
+	}
+	if status, resp := s.do("POST", "/api/services/"+s.services["web-1"].ID.String()+"/action", `{"action":"start"}`); status != http.StatusConflict {
+		t.Errorf("action on a terminated service: %d %v, want 409", status, resp)
+	}
+}
+
+func TestCancelAtPeriodEndTerminatesThenAndOnce(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := "/api/services/" + s.services["db-1"].ID.String()
+	end := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339)
+	if status, resp := s.do("POST", path+"/renew", `{"billingPeriodEnd":"`+end+`"}`); status != http.StatusOK {
+		t.Fatalf("renew: %d %v", status, resp)
+	}
+	first := s.cancel("db-1", "end_of_billing_period")
+	second := s.cancel("db-1", "end_of_billing_period")
+	id := first["job"].(map[string]any)["id"].(string)
+	if second["job"].(map[string]any)["id"] != id {
+		t.Errorf("a second cancel made job %v, want the first one %s", second["job"].(map[string]any)["id"], id)
+	}
+	if vm := s.vm("db-1"); vm.Paused {
+		t.Error("a cancellation at the period's end suspended the VM now")
+	}
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("termination ended %s: %v", job["status"], job["error"])
+	}
+	if n := s.sim.CountTasks("qmdestroy", 101); n != 1 {
+		t.Errorf("destroyed %d times, want once", n)
+	}
+}
+
+func TestWithdrawnCancellationNeverFires(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	resp := s.cancel("web-1", "immediately")
+	id := resp["job"].(map[string]any)["id"].(string)
+	jobtest.Eventually(t, 10*time.Second, "the VM to be paused", func() bool { return s.vm("web-1").Paused })
+	status, resp := s.do("POST", "/api/services/"+s.services["web-1"].ID.String()+"/withdraw-cancellation", "")
+	if status != http.StatusOK || resp["service"].(map[string]any)["status"] == "terminated" {
+		t.Fatalf("withdraw: %d %v", status, resp)
+	}
+	if job := s.job(id); job["status"] != "cancelled" {
+		t.Errorf("termination job after the withdrawal: %v", job["status"])
+	}
+	jobtest.Eventually(t, 10*time.Second, "the VM to run again", func() bool { vm := s.vm("web-1"); return !vm.Paused && vm.Status == "running" })
+	time.Sleep(3 * time.Second) // past the grace
+	if n := s.sim.CountCalls("destroy", ""); n != 0 {
+		t.Errorf("a withdrawn cancellation destroyed the VM %d times", n)
+	}
+	if status, _ := s.do("POST", "/api/services/"+s.services["web-1"].ID.String()+"/withdraw-cancellation", ""); status != http.StatusConflict {
+		t.Errorf("withdrawing again: %d, want 409", status)
+	}
+}
+
+func TestWithdrawAfterTheTerminationStartedIsRefused(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	s.sim.Inject(simkit.Fault{Op: "destroy", Hang: true}) // the termination stays running
+	s.cancel("web-1", "immediately")
+	jobtest.Eventually(t, 20*time.Second, "the termination to reach the destroy", func() bool { return s.sim.CountCalls("destroy", "") > 0 })
+	status, resp := s.do("POST", "/api/services/"+s.services["web-1"].ID.String()+"/withdraw-cancellation", "")
+	if status != http.StatusConflict || resp["errorKey"] != "termination_started" {
+		t.Errorf("withdraw after the start: %d %v, want 409 termination_started", status, resp)
+	}
+}
+
+func TestRenewMovesAPeriodEndTermination(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := "/api/services/" + s.services["db-1"].ID.String()
+	s.do("POST", path+"/renew", `{"billingPeriodEnd":"`+time.Now().Add(2*time.Second).UTC().Format(time.RFC3339)+`"}`)
+	id := s.cancel("db-1", "end_of_billing_period")["job"].(map[string]any)["id"].(string)
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	status, resp := s.do("POST", path+"/renew", `{"billingPeriodEnd":"`+later+`"}`)
+	if status != http.StatusOK || resp["cancellation"].(map[string]any)["terminateAt"] != later {
+		t.Fatalf("renew after cancel: %d %v", status, resp)
+	}
+	time.Sleep(4 * time.Second) // past the old end
+	if job := s.job(id); job["status"] != "scheduled" {
+		t.Errorf("termination job after the renewal is %v, want still scheduled", job["status"])
+	}
+	if _, ok := s.sim.VM("pve1", 101); !ok {
+		t.Error("the VM was destroyed at the old period end")
+	}
+}
+
+func TestTerminationSurvivesRedisLosingItsTask(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	id := s.cancel("web-1", "immediately")["job"].(map[string]any)["id"].(string)
+	// Redis restarted without its data: the scheduled task is gone.
+	rdb := jobtest.RedisClient(t, s.app.redis)
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.app.sweeper().Sweep(context.Background())
+	if err != nil || res.Terminations != 1 {
+		t.Fatalf("reconciliation: %+v %v; want the termination enqueued again", res, err)
+	}
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("termination ended %s: %v", job["status"], job["error"])
+	}
+	if n := s.sim.CountTasks("qmdestroy", 100); n != 1 {
+		t.Errorf("destroyed %d times, want once", n)
+	}
+	if res, _ := s.app.sweeper().Sweep(context.Background()); res.Terminations != 0 {
+		t.Errorf("a second reconciliation enqueued %d terminations, want none", res.Terminations)
+	}
+}

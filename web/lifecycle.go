@@ -1,0 +1,230 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+var cancelWhens = []string{"immediately", "end_of_billing_period"}
+
+// cancellationJSON is a service's cancellation as the API shows it.
+func cancellationJSON(svc queries.Service) map[string]any {
+	if !svc.TerminationJobID.Valid {
+		return nil
+	}
+	return map[string]any{"when": svc.CancelWhen, "reason": svc.CancellationReason, "cancelledAt": svc.CancelledAt,
+		"terminateAt": svc.TerminateAt, "terminationJobId": svc.TerminationJobID.UUID}
+}
+
+// cancelService schedules the service's termination: after the grace
+// period (and suspended now) for "immediately", at the billing period's end
+// otherwise. A second cancel answers with the first one's termination.
+func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	if svc.Status == "terminated" {
+		return usable(svc)
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req struct {
+		When   string `json:"when"`
+		Reason string `json:"cancellationReason"`
+	}
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return aerr
+	}
+	var errs []string
+	if !slices.Contains(cancelWhens, req.When) {
+		errs = append(errs, oneOf("when", cancelWhens))
+	}
+	if len(req.Reason) > 1000 {
+		errs = append(errs, "cancellationReason must be at most 1000 characters")
+	}
+	if req.When == "end_of_billing_period" && svc.BillingPeriodEnd == nil {
+		errs = append(errs, "the service has no billing period end; cancel immediately or set one with renew")
+	}
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	if svc.TerminationJobID.Valid {
+		return s.answerCancellation(w, r, svc, http.StatusOK)
+	}
+	at := time.Now().Add(s.Config.CancelGrace).UTC()
+	if req.When == "end_of_billing_period" {
+		at = svc.BillingPeriodEnd.UTC()
+		if at.Before(time.Now()) {
+			at = time.Now().UTC()
+		}
+	}
+	gen := svc.CancellationGeneration + 1
+	id := jobs.TerminationJobID(svc.ID, gen)
+	updated, err := s.Queries.ScheduleTermination(r.Context(), queries.ScheduleTerminationParams{
+		ID: svc.ID, CancelWhen: &req.When, Reason: req.Reason, TerminateAt: &at, JobID: uuid.NullUUID{UUID: id, Valid: true},
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Another cancel came first.
+		if svc, err = s.teamService(r); err != nil {
+			return err
+		}
+		return s.answerCancellation(w, r, svc, http.StatusOK)
+	}
+	if err != nil {
+		return err
+	}
+	c := callerOf(r)
+	by := "api key " + c.key.Prefix
+	if _, _, err := s.Jobs.Insert(r.Context(), jobs.TerminationArgs{ServiceID: svc.ID, Generation: gen},
+		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: by, JobID: id, RunAt: at}); err != nil {
+		// The scheduler records the job from the cancellation.
+		s.logger(r).Error("termination job not recorded; the scheduler will", "service_id", svc.ID, "err", err)
+	}
+	if req.When == "immediately" {
+		s.suspendFor(r, svc, true)
+	}
+	s.logger(r).Info("service cancelled", "service_id", svc.ID, "when", req.When, "terminate_at", at)
+	return s.answerCancellation(w, r, updated, http.StatusAccepted)
+}
+
+// suspendFor asks for the service to be suspended (or resumed) for its
+// cancellation, apart from any suspension for payment.
+func (s *Server) suspendFor(r *http.Request, svc queries.Service, suspend bool) {
+	action := "resume"
+	if suspend {
+		action = "suspend"
+	}
+	c := callerOf(r)
+	// A job the service has running (the suspension itself, a backup) ends
+	// soon; wait a little for it rather than drop the request.
+	for wait := 0; ; wait++ {
+		_, _, err := s.Jobs.Insert(r.Context(), jobs.PowerArgs{ServiceID: svc.ID, Action: action, Reason: jobs.SuspendedForCancellation},
+			jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "cancellation"})
+		var busy *jobs.BusyError
+		if errors.As(err, &busy) && wait < 40 {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(250 * time.Millisecond):
+				continue
+			}
+		}
+		if err != nil {
+			s.logger(r).Warn("could not "+action+" the service for its cancellation", "service_id", svc.ID, "err", err)
+		}
+		return
+	}
+}
+
+func (s *Server) answerCancellation(w http.ResponseWriter, r *http.Request, svc queries.Service, status int) error {
+	var job any
+	if svc.TerminationJobID.Valid {
+		if j, err := s.Queries.GetJob(r.Context(), svc.TerminationJobID.UUID); err == nil {
+			job = toJobJSON(j)
+		}
+	}
+	ok(w, status, "service", toServiceJSON(svc), "cancellation", cancellationJSON(svc), "job", job)
+	return nil
+}
+
+// withdrawCancellation removes a termination that has not started, and
+// resumes the service if its cancellation suspended it.
+func (s *Server) withdrawCancellation(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	if !svc.TerminationJobID.Valid || svc.Status == "terminated" {
+		return &apiError{Status: http.StatusConflict, ErrorKey: "not_cancelled", Message: "The service has no cancellation to withdraw"}
+	}
+	id := svc.TerminationJobID.UUID
+	job, err := s.Queries.GetJob(r.Context(), id)
+	if err == nil && job.Status != jobs.StatusFailed && job.Status != jobs.StatusCancelled {
+		if _, err := s.Queries.CancelWaitingJob(r.Context(), queries.CancelWaitingJobParams{ID: id, Error: "the cancellation was withdrawn"}); errors.Is(err, pgx.ErrNoRows) {
+			return &apiError{Status: http.StatusConflict, ErrorKey: "termination_started",
+				Message: "The termination has started and can no longer be withdrawn"}
+		} else if err != nil {
+			return err
+		}
+		if derr := s.Inspector.DeleteTask(job.Queue, id.String()); derr != nil {
+			s.logger(r).Info("termination task not deleted; its job will refuse to run", "job_id", id, "err", derr)
+		}
+	} else if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	updated, err := s.Queries.ClearCancellation(r.Context(), svc.ID)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(svc.Suspensions, jobs.SuspendedForCancellation) {
+		s.suspendFor(r, svc, false)
+	}
+	s.logger(r).Info("cancellation withdrawn", "service_id", svc.ID)
+	ok(w, http.StatusOK, "service", toServiceJSON(updated))
+	return nil
+}
+
+// renew moves the service's billing period end, and with it a termination
+// scheduled for the end of the period.
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	if aerr := usable(svc); aerr != nil {
+		return aerr
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req struct {
+		End string `json:"billingPeriodEnd"`
+	}
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return aerr
+	}
+	end, err := time.Parse(time.RFC3339, req.End)
+	switch {
+	case err != nil:
+		return invalid("billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
+	case !end.After(time.Now()) || (svc.BillingPeriodEnd != nil && !end.After(*svc.BillingPeriodEnd)):
+		return invalid("billingPeriodEnd must be later than now and than the current end")
+	}
+	end = end.UTC()
+	moving := svc.TerminationJobID.Valid && svc.CancelWhen != nil && *svc.CancelWhen == "end_of_billing_period"
+	if moving {
+		job, err := s.Queries.RescheduleJob(r.Context(), queries.RescheduleJobParams{ID: svc.TerminationJobID.UUID, RunAt: &end})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &apiError{Status: http.StatusConflict, ErrorKey: "termination_started",
+				Message: "The termination has started; the service can no longer be renewed"}
+		}
+		if err != nil {
+			return err
+		}
+		if derr := s.Inspector.DeleteTask(job.Queue, job.ID.String()); derr != nil {
+			s.logger(r).Info("old termination task not deleted; it will find the new time", "job_id", job.ID, "err", derr)
+		}
+		if err := s.Jobs.Enqueue(r.Context(), job); err != nil {
+			s.logger(r).Warn("termination not enqueued again; the scheduler will", "job_id", job.ID, "err", err)
+		}
+		if _, err := s.Queries.MoveTermination(r.Context(), queries.MoveTerminationParams{ID: svc.ID, TerminateAt: &end}); err != nil {
+			return err
+		}
+	}
+	updated, err := s.Queries.SetBillingPeriodEnd(r.Context(), queries.SetBillingPeriodEndParams{ID: svc.ID, BillingPeriodEnd: &end})
+	if err != nil {
+		return err
+	}
+	return s.answerCancellation(w, r, updated, http.StatusOK)
+}
