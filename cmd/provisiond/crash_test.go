@@ -95,7 +95,23 @@ func TestKilledWorkerAtEveryStepBoundaryLeavesOneVM(t *testing.T) {
 			}
 		},
 	}
-	for _, k := range []kind{provision, reinstall, game} {
+	termination := kind{
+		name:  "termination",
+		steps: []string{"stop", "destroy"},
+		start: func(s *system) (string, string) {
+			resp := s.cancel("db-1", "immediately")
+			return s.services["db-1"].ID.String(), resp["job"].(map[string]any)["id"].(string)
+		},
+		check: func(t *testing.T, s *system, _ string) {
+			if _, ok := s.sim.VM("pve1", 101); ok {
+				t.Error("the VM survived its termination")
+			}
+			if n := s.sim.CountTasks("qmdestroy", 101); n != 1 {
+				t.Errorf("destroyed %d times, want once", n)
+			}
+		},
+	}
+	for _, k := range []kind{provision, reinstall, game, termination} {
 		for _, after := range k.steps {
 			t.Run(fmt.Sprintf("%s killed after %s", k.name, after), func(t *testing.T) {
 				t.Parallel()
@@ -117,7 +133,7 @@ func TestKilledWorkerAtEveryStepBoundaryLeavesOneVM(t *testing.T) {
 				if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
 					t.Fatalf("job ended %s: %v", job["status"], job["error"])
 				}
-				if n := s.sim.CountCalls("clone", "") + s.ptero.CountCalls("servers.create", ""); n != 1 {
+				if n := s.sim.CountCalls("clone", "") + s.ptero.CountCalls("servers.create", ""); n != 1 && k.name != "termination" {
 					t.Errorf("clone or server create called %d times, want once", n)
 				}
 				k.check(t, s, service)

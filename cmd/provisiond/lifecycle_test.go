@@ -156,3 +156,18 @@ func TestTerminationSurvivesRedisLosingItsTask(t *testing.T) {
 		t.Errorf("a second reconciliation enqueued %d terminations, want none", res.Terminations)
 	}
 }
+
+func TestCancellingAScheduledTerminationJobRemovesIt(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := "/api/services/" + s.services["db-1"].ID.String()
+	s.do("POST", path+"/renew", `{"billingPeriodEnd":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`)
+	id := s.cancel("db-1", "end_of_billing_period")["job"].(map[string]any)["id"].(string)
+	status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+	if status != http.StatusOK || resp["job"].(map[string]any)["status"] != "cancelled" {
+		t.Fatalf("cancel of the scheduled termination: %d %v", status, resp)
+	}
+	if _, err := s.app.inspector().GetTaskInfo("default", id); err == nil {
+		t.Error("the scheduled task is still in asynq")
+	}
+}
