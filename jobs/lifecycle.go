@@ -86,9 +86,13 @@ const (
 
 // suspensionChange records reason being added (suspend) or removed and
 // reports whether the provider must act: only the first reason suspends and
-// only the last one's removal resumes.
+// only the last one's removal resumes (or a resume when no reason was
+// recorded at all).
 func (w *PowerWorker) suspensionChange(ctx context.Context, svc *queries.Service, reason string, suspend bool) (bool, error) {
 	before := svc.Suspensions
+	if !suspend && len(before) == 0 {
+		return true, nil // suspended by nothing we recorded: resume as asked
+	}
 	after := slices.DeleteFunc(slices.Clone(before), func(r string) bool { return r == reason })
 	if suspend {
 		after = append(after, reason)

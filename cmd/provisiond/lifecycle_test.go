@@ -171,3 +171,25 @@ func TestCancellingAScheduledTerminationJobRemovesIt(t *testing.T) {
 		t.Error("the scheduled task is still in asynq")
 	}
 }
+
+func TestResumeForPaymentDoesNotUndoTheCancellationsSuspension(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := "/api/services/" + s.services["web-1"].ID.String()
+	s.runJob("POST", path+"/action", `{"action":"suspend"}`) // dunning
+	s.cancel("web-1", "immediately")
+	jobtest.Eventually(t, 10*time.Second, "the cancellation's suspension to be recorded", func() bool {
+		svc, err := s.q.GetService(context.Background(), s.services["web-1"].ID)
+		return err == nil && len(svc.Suspensions) == 2
+	})
+	s.runJob("POST", path+"/action", `{"action":"resume"}`) // paid
+	if vm := s.vm("web-1"); !vm.Paused {
+		t.Error("resuming for the payment resumed a service its cancellation suspends")
+	}
+	if n := s.sim.CountTasks("qmpause", 100); n != 1 {
+		t.Errorf("paused %d times, want once (the second reason needs no provider call)", n)
+	}
+	if n := s.sim.CountTasks("qmresume", 100); n != 0 {
+		t.Errorf("resumed %d times, want none while the cancellation holds", n)
+	}
+}
