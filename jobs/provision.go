@@ -29,6 +29,9 @@ type Plan struct {
 	// BackupPolicy says what creating a backup past the limit does:
 	// "rotate" (the default) deletes the oldest, "refuse" refuses.
 	BackupPolicy string `json:"backupPolicy,omitempty"`
+	// AdditionalIPs are the addresses sold with the VPS beside its first;
+	// each is configured as one of the VM's ipconfig1… entries.
+	AdditionalIPs []string `json:"additionalIps,omitempty"`
 }
 
 // ServicePlan reads a service's plan.

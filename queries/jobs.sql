@@ -121,3 +121,15 @@ SELECT j.id, 'log', j.status, j.step, j.progress, sqlc.arg(message)::text FROM j
 UPDATE jobs SET run_at = $2, status = 'scheduled', updated_at = now()
 WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying')
 RETURNING *;
+
+-- name: FindScheduledJob :one
+-- The service's job of kind, waiting for its time, whose argument key has
+-- value (e.g. the IP a release is for).
+SELECT * FROM jobs
+WHERE service_id = sqlc.arg(service_id) AND kind = sqlc.arg(kind) AND args ->> sqlc.arg(arg)::text = sqlc.arg(value)::text
+  AND status IN ('scheduled', 'queued', 'retrying')
+LIMIT 1;
+
+-- name: ListScheduledJobs :many
+SELECT * FROM jobs
+WHERE service_id = $1 AND kind = $2 AND status = 'scheduled';

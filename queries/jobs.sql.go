@@ -139,6 +139,64 @@ func (q *Queries) FailUnfinishedJob(ctx context.Context, arg FailUnfinishedJobPa
 	return i, err
 }
 
+const findScheduledJob = `-- name: FindScheduledJob :one
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+WHERE service_id = $1 AND kind = $2 AND args ->> $3::text = $4::text
+  AND status IN ('scheduled', 'queued', 'retrying')
+LIMIT 1
+`
+
+type FindScheduledJobParams struct {
+	ServiceID uuid.NullUUID
+	Kind      string
+	Arg       string
+	Value     string
+}
+
+// The service's job of kind, waiting for its time, whose argument key has
+// value (e.g. the IP a release is for).
+func (q *Queries) FindScheduledJob(ctx context.Context, arg FindScheduledJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, findScheduledJob,
+		arg.ServiceID,
+		arg.Kind,
+		arg.Arg,
+		arg.Value,
+	)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.Kind,
+		&i.Queue,
+		&i.TeamID,
+		&i.ServiceID,
+		&i.Mutating,
+		&i.Status,
+		&i.Args,
+		&i.Step,
+		&i.Progress,
+		&i.Checkpoint,
+		&i.SealedSecrets,
+		&i.Result,
+		&i.Error,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.TimeoutSeconds,
+		&i.IdempotencyKey,
+		&i.RequestHash,
+		&i.ApiKeyID,
+		&i.RequestedBy,
+		&i.CancelRequestedAt,
+		&i.RunAt,
+		&i.SweptAt,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.SealedResult,
+	)
+	return i, err
+}
+
 const finishJobAttempt = `-- name: FinishJobAttempt :one
 UPDATE jobs
 SET status = $3, error = $4, result = $5, sealed_result = $6,
@@ -512,6 +570,66 @@ func (q *Queries) ListJobEvents(ctx context.Context, arg ListJobEventsParams) ([
 			&i.Step,
 			&i.Progress,
 			&i.Message,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listScheduledJobs = `-- name: ListScheduledJobs :many
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+WHERE service_id = $1 AND kind = $2 AND status = 'scheduled'
+`
+
+type ListScheduledJobsParams struct {
+	ServiceID uuid.NullUUID
+	Kind      string
+}
+
+func (q *Queries) ListScheduledJobs(ctx context.Context, arg ListScheduledJobsParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, listScheduledJobs, arg.ServiceID, arg.Kind)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Job{}
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.Kind,
+			&i.Queue,
+			&i.TeamID,
+			&i.ServiceID,
+			&i.Mutating,
+			&i.Status,
+			&i.Args,
+			&i.Step,
+			&i.Progress,
+			&i.Checkpoint,
+			&i.SealedSecrets,
+			&i.Result,
+			&i.Error,
+			&i.Attempts,
+			&i.MaxAttempts,
+			&i.TimeoutSeconds,
+			&i.IdempotencyKey,
+			&i.RequestHash,
+			&i.ApiKeyID,
+			&i.RequestedBy,
+			&i.CancelRequestedAt,
+			&i.RunAt,
+			&i.SweptAt,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.UpdatedAt,
+			&i.SealedResult,
 		); err != nil {
 			return nil, err
 		}

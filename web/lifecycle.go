@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -72,7 +73,7 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 	gen := svc.CancellationGeneration + 1
 	id := jobs.TerminationJobID(svc.ID, gen)
 	updated, err := s.Queries.ScheduleTermination(r.Context(), queries.ScheduleTerminationParams{
-		ID: svc.ID, CancelWhen: &req.When, Reason: req.Reason, TerminateAt: &at, JobID: uuid.NullUUID{UUID: id, Valid: true},
+		ID: svc.ID, CancelWhen: &req.When, Reason: req.Reason, TerminateAt: &at, JobID: nullServiceID(id),
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Another cancel came first.
@@ -222,9 +223,110 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if err := s.moveIPReleases(r, svc, end); err != nil {
+		return err
+	}
 	updated, err := s.Queries.SetBillingPeriodEnd(r.Context(), queries.SetBillingPeriodEndParams{ID: svc.ID, BillingPeriodEnd: &end})
 	if err != nil {
 		return err
 	}
 	return s.answerCancellation(w, r, updated, http.StatusOK)
+}
+
+// ipCancellation schedules (POST) or undoes (DELETE) the release of one of
+// the VPS's additional IPs at the end of its billing period.
+func (s *Server) ipCancellation(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.usableProxmoxService(r)
+	if err != nil {
+		return err
+	}
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req struct {
+		IP string `json:"ip"`
+	}
+	if len(body) > 0 {
+		if aerr := decodeJSON(body, &req); aerr != nil {
+			return aerr
+		}
+	}
+	if req.IP == "" {
+		req.IP = r.URL.Query().Get("ip")
+	}
+	if _, err := netip.ParseAddr(req.IP); err != nil {
+		return invalid("ip must be an IPv4 or IPv6 address")
+	}
+	plan, err := jobs.ServicePlan(&svc)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(plan.AdditionalIPs, req.IP) {
+		return notFound("Additional IP")
+	}
+	kind := jobs.ReleaseIPArgs{}.Kind()
+	job, err := s.Queries.FindScheduledJob(r.Context(), queries.FindScheduledJobParams{ServiceID: nullServiceID(svc.ID), Kind: kind, Arg: "ip", Value: req.IP})
+	scheduled := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if r.Method == http.MethodDelete {
+		if !scheduled {
+			return notFound("Scheduled release of " + req.IP)
+		}
+		cancelled, err := s.Queries.CancelWaitingJob(r.Context(), queries.CancelWaitingJobParams{ID: job.ID, Error: "the IP's cancellation was undone"})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &apiError{Status: http.StatusConflict, ErrorKey: "release_started", Message: "The address is being released and can no longer be kept"}
+		}
+		if err != nil {
+			return err
+		}
+		if derr := s.Inspector.DeleteTask(job.Queue, job.ID.String()); derr != nil {
+			s.logger(r).Info("release task not deleted; its job will not run", "job_id", job.ID, "err", derr)
+		}
+		ok(w, http.StatusOK, "job", toJobJSON(cancelled))
+		return nil
+	}
+	if scheduled {
+		ok(w, http.StatusOK, "job", toJobJSON(job), "releaseAt", job.RunAt)
+		return nil
+	}
+	if svc.BillingPeriodEnd == nil {
+		return invalid("the service has no billing period end to release the address at")
+	}
+	c := callerOf(r)
+	job, _, err = s.Jobs.Insert(r.Context(), jobs.ReleaseIPArgs{ServiceID: svc.ID, IP: req.IP},
+		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "api key " + c.key.Prefix, RunAt: *svc.BillingPeriodEnd})
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusAccepted, "job", toJobJSON(job), "releaseAt", svc.BillingPeriodEnd.UTC())
+	return nil
+}
+
+func nullServiceID(id uuid.UUID) uuid.NullUUID { return uuid.NullUUID{UUID: id, Valid: true} }
+
+// moveIPReleases reschedules the service's IP releases to the new period end.
+func (s *Server) moveIPReleases(r *http.Request, svc queries.Service, end time.Time) error {
+	scheduled, err := s.Queries.ListScheduledJobs(r.Context(), queries.ListScheduledJobsParams{ServiceID: nullServiceID(svc.ID), Kind: jobs.ReleaseIPArgs{}.Kind()})
+	if err != nil {
+		return err
+	}
+	for _, job := range scheduled {
+		moved, err := s.Queries.RescheduleJob(r.Context(), queries.RescheduleJobParams{ID: job.ID, RunAt: &end})
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // it started meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if derr := s.Inspector.DeleteTask(moved.Queue, moved.ID.String()); derr != nil {
+			s.logger(r).Info("old release task not deleted", "job_id", moved.ID, "err", derr)
+		}
+		if err := s.Jobs.Enqueue(r.Context(), moved); err != nil {
+			return err
+		}
+	}
+	return nil
 }

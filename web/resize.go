@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 
 	"github.com/hostfleet/provisiond/jobs"
@@ -139,7 +140,10 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, reason string, n
 	if plan.DiskGB < current.DiskGB {
 		return invalid(fmt.Sprintf("diskGb cannot be smaller than the current %d GB: disks only grow", current.DiskGB))
 	}
-	if plan == current {
+	if plan.AdditionalIPs == nil {
+		plan.AdditionalIPs = current.AdditionalIPs // addresses are sold apart from plans
+	}
+	if reflect.DeepEqual(plan, current) {
 		return invalid("the plan is the same as the current one")
 	}
 	return s.insertJob(w, r, svc.ID, jobs.ResizeArgs{ServiceID: svc.ID, Plan: plan, Reason: reason})

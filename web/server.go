@@ -89,6 +89,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/services/{id}/cancel", api(s.cancelService))
 	mux.Handle("POST /api/services/{id}/withdraw-cancellation", api(s.withdrawCancellation))
 	mux.Handle("POST /api/services/{id}/renew", api(s.renew))
+	mux.Handle("POST /api/services/{id}/ips/cancel", api(s.ipCancellation))
+	mux.Handle("DELETE /api/services/{id}/ips/cancel", api(s.ipCancellation))
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{

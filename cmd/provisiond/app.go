@@ -191,6 +191,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupDeleteArgs](vps.DeleteBackup))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RescueArgs](vps.Rescue))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReleaseIPArgs](vps.ReleaseIP))
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},

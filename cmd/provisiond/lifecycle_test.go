@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hostfleet/provisiond/adapters/simkit"
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 )
 
@@ -191,5 +192,60 @@ func TestResumeForPaymentDoesNotUndoTheCancellationsSuspension(t *testing.T) {
 	}
 	if n := s.sim.CountTasks("qmresume", 100); n != 0 {
 		t.Errorf("resumed %d times, want none while the cancellation holds", n)
+	}
+}
+
+// withExtraIP gives a demo service an additional IP, configured on its VM.
+func (s *system) withExtraIP(name, ip string, periodEnd time.Time) {
+	s.t.Helper()
+	vm := s.vm(name)
+	vm.Config["ipconfig1"] = "ip=" + ip + "/24,gw=203.0.113.1"
+	s.sim.AddVM(vm)
+	s.setPlan(name, jobs.Plan{Cores: vm.Cores, MemoryMB: vm.MemoryMB, DiskGB: vm.DiskGB, AdditionalIPs: []string{ip}})
+	end := periodEnd.UTC().Format(time.RFC3339)
+	if status, resp := s.do("POST", "/api/services/"+s.services[name].ID.String()+"/renew", `{"billingPeriodEnd":"`+end+`"}`); status != http.StatusOK {
+		s.t.Fatalf("renew: %d %v", status, resp)
+	}
+}
+
+func TestCancelledIPIsReleasedAtPeriodEnd(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	s.withExtraIP("web-1", "203.0.113.7", time.Now().Add(2*time.Second))
+	path := "/api/services/" + s.services["web-1"].ID.String()
+	status, resp := s.do("POST", path+"/ips/cancel", `{"ip":"203.0.113.7"}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("ips/cancel: %d %v", status, resp)
+	}
+	if job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("release ended %s: %v", job["status"], job["error"])
+	}
+	if cfg := s.vm("web-1").Config["ipconfig1"]; cfg != "" {
+		t.Errorf("ipconfig1 after the release: %q, want it gone", cfg)
+	}
+	_, resp = s.do("GET", path+"/upgrade", "")
+	if ips := resp["plan"].(map[string]any)["additionalIps"]; ips != nil {
+		t.Errorf("the plan still lists %v", ips)
+	}
+}
+
+func TestUndoneIPCancellationKeepsTheIP(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	s.withExtraIP("db-1", "203.0.113.9", time.Now().Add(time.Hour))
+	path := "/api/services/" + s.services["db-1"].ID.String()
+	s.do("POST", path+"/ips/cancel", `{"ip":"203.0.113.9"}`)
+	status, resp := s.do("DELETE", path+"/ips/cancel", `{"ip":"203.0.113.9"}`)
+	if status != http.StatusOK || resp["job"].(map[string]any)["status"] != "cancelled" {
+		t.Fatalf("undo: %d %v", status, resp)
+	}
+	if status, _ := s.do("DELETE", path+"/ips/cancel", `{"ip":"203.0.113.9"}`); status != http.StatusNotFound {
+		t.Errorf("undo twice: %d, want 404", status)
+	}
+	if status, _ := s.do("POST", path+"/ips/cancel", `{"ip":"198.51.100.1"}`); status != http.StatusNotFound {
+		t.Errorf("cancel of an address the service does not have: %d, want 404", status)
+	}
+	if status, _ := s.do("POST", path+"/ips/cancel", `{"ip":"not an ip"}`); status != http.StatusBadRequest {
+		t.Errorf("cancel of a malformed address: %d, want 400", status)
 	}
 }
