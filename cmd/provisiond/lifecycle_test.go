@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
@@ -247,5 +249,77 @@ func TestUndoneIPCancellationKeepsTheIP(t *testing.T) {
 	}
 	if status, _ := s.do("POST", path+"/ips/cancel", `{"ip":"not an ip"}`); status != http.StatusBadRequest {
 		t.Errorf("cancel of a malformed address: %d, want 400", status)
+	}
+}
+
+// jobRequests start one job of each kind on a fresh system's demo services.
+var jobRequests = []struct {
+	kind                string
+	method, path, body  string
+	service             string // demo service; "" for a new one (POST /api/services)
+	game                bool   // on a game server
+}{
+	{kind: "service.power", method: "POST", path: "/action", body: `{"action":"restart"}`, service: "web-1"},
+	{kind: "vps.provision", method: "POST", body: `{"name":"v","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000}`},
+	{kind: "vps.reinstall", method: "POST", path: "/reinstall", body: `{"templateId":9000}`, service: "web-1"},
+	{kind: "vps.resize", method: "POST", path: "/upgrade", body: `{"cores":4}`, service: "web-1"},
+	{kind: "vps.backup", method: "POST", path: "/backups", service: "web-1"},
+	{kind: "vps.rescue", method: "POST", path: "/rescue", service: "web-1"},
+	{kind: "game.reinstall", method: "POST", path: "/reinstall", game: true},
+	{kind: "game.backup", method: "POST", path: "/backups", game: true},
+}
+
+// startJob starts the request's job and returns its id.
+func (s *system) startJob(method, path, body string) string {
+	s.t.Helper()
+	status, resp := s.do(method, path, body)
+	if status != http.StatusAccepted {
+		s.t.Fatalf("%s %s: %d %v", method, path, status, resp)
+	}
+	return resp["job"].(map[string]any)["id"].(string)
+}
+
+func TestCancelEachKindWhileQueuedAndWhileRunning(t *testing.T) {
+	for _, rq := range jobRequests {
+		for _, when := range []string{"queued", "running"} {
+			if when == "queued" && rq.game {
+				continue // a game server needs a worker to exist first
+			}
+			t.Run(rq.kind+" "+when, func(t *testing.T) {
+				t.Parallel()
+				// Without a worker a job stays queued; with one, slow
+				// provider calls keep it running long enough to cancel.
+				s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond, noWorker: when == "queued"})
+				path := "/api/services"
+				if rq.game {
+					path = s.gameServer()
+				} else if rq.service != "" {
+					path += "/" + s.services[rq.service].ID.String()
+				}
+				s.sim.Inject(simkit.Fault{Latency: 300 * time.Millisecond})
+				s.ptero.Inject(simkit.Fault{Latency: 300 * time.Millisecond})
+				id := s.startJob(rq.method, path+rq.path, rq.body)
+				if when == "running" {
+					jobtest.Eventually(t, 20*time.Second, "the job to run", func() bool { return s.job(id)["status"] == "running" })
+				}
+				status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+				if status != http.StatusOK && status != http.StatusAccepted {
+					t.Fatalf("cancel: %d %v", status, resp)
+				}
+				job := s.waitJob(id, 30*time.Second)
+				if msg, _ := job["error"].(string); job["status"] != "cancelled" || msg == "" {
+					t.Fatalf("job ended %s (%q); want cancelled, saying where it stopped", job["status"], msg)
+				}
+				if when == "queued" {
+					row, err := s.q.GetJob(context.Background(), uuid.MustParse(id))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := s.app.inspector().GetTaskInfo(row.Queue, id); err == nil {
+						t.Error("the cancelled job's task is still queued")
+					}
+				}
+			})
+		}
 	}
 }
