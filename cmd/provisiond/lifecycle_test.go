@@ -254,10 +254,10 @@ func TestUndoneIPCancellationKeepsTheIP(t *testing.T) {
 
 // jobRequests start one job of each kind on a fresh system's demo services.
 var jobRequests = []struct {
-	kind                string
-	method, path, body  string
-	service             string // demo service; "" for a new one (POST /api/services)
-	game                bool   // on a game server
+	kind               string
+	method, path, body string
+	service            string // demo service; "" for a new one (POST /api/services)
+	game               bool   // on a game server
 }{
 	{kind: "service.power", method: "POST", path: "/action", body: `{"action":"restart"}`, service: "web-1"},
 	{kind: "vps.provision", method: "POST", body: `{"name":"v","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000}`},
