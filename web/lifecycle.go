@@ -63,11 +63,12 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 	if svc.TerminationJobID.Valid {
 		return s.answerCancellation(w, r, svc, http.StatusOK)
 	}
-	at := time.Now().Add(s.Config.CancelGrace).UTC()
+	now := s.now()
+	at := now.Add(s.Config.CancelGrace).UTC()
 	if req.When == "end_of_billing_period" {
 		at = svc.BillingPeriodEnd.UTC()
-		if at.Before(time.Now()) {
-			at = time.Now().UTC()
+		if at.Before(now) {
+			at = now.UTC()
 		}
 	}
 	gen := svc.CancellationGeneration + 1
@@ -199,7 +200,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case err != nil:
 		return invalid("billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
-	case !end.After(time.Now()) || (svc.BillingPeriodEnd != nil && !end.After(*svc.BillingPeriodEnd)):
+	case !end.After(s.now()) || (svc.BillingPeriodEnd != nil && !end.After(*svc.BillingPeriodEnd)):
 		return invalid("billingPeriodEnd must be later than now and than the current end")
 	}
 	end = end.UTC()
@@ -329,4 +330,12 @@ func (s *Server) moveIPReleases(r *http.Request, svc queries.Service, end time.T
 		}
 	}
 	return nil
+}
+
+// now is the API's clock: Config.Now, or the wall clock.
+func (s *Server) now() time.Time {
+	if s.Config.Now != nil {
+		return s.Config.Now()
+	}
+	return time.Now()
 }

@@ -49,6 +49,9 @@ type Config struct {
 	// CancelGrace is how long a service cancelled "immediately" stays
 	// suspended before it is terminated.
 	CancelGrace time.Duration
+	// Now, when set, is the clock cancellations and renewals are timed by;
+	// tests set it to reach a termination days away.
+	Now func() time.Time
 }
 
 // Server serves the API. Its fields are its dependencies.

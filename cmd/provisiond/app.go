@@ -38,6 +38,8 @@ type app struct {
 	redis   asynq.RedisClientOpt
 	metrics *metrics.Metrics
 	sealer  *jobs.Sealer
+	// now is the clock cancellations are timed by; nil is the wall clock.
+	now     func() time.Time
 	pve     *proxmox.Client
 	ptero   *pterodactyl.Client
 	closers []func()
@@ -133,7 +135,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
-			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey, CancelGrace: a.cfg.CancelGrace,
+			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey, CancelGrace: a.cfg.CancelGrace, Now: a.now,
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -55,6 +56,10 @@ type system struct {
 
 type systemOpts struct {
 	taskDuration time.Duration
+	// env overrides the configuration.
+	env map[string]string
+	// clock, when set, is the API's clock for cancellations and renewals.
+	clock func() time.Time
 	// noWorker leaves job processing to the test.
 	noWorker bool
 }
@@ -88,6 +93,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"WORKER_CONCURRENCY":        "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
 		"SHUTDOWN_TIMEOUT": "2s", "POWER_SHUTDOWN_TIMEOUT": "5s",
 	}}
+	maps.Copy(s.env, opts.env)
 	var cfg Config
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: s.env}); err != nil {
 		t.Fatal(err)
@@ -97,6 +103,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.now = opts.clock
 	s.q, s.db, s.jobs, s.app = a.q, a.pool, a.jobClient(), a
 	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs())
 	if err != nil {

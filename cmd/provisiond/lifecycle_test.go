@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -320,6 +321,52 @@ func TestCancelEachKindWhileQueuedAndWhileRunning(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+func TestTerminationDaysAwayFiresWhenTheClockReachesIt(t *testing.T) {
+	t.Parallel()
+	// The real 48 h grace, with the API's clock 48 h less 2 s behind: the
+	// termination is scheduled through asynq for 2 s from now.
+	s := newSystem(t, systemOpts{env: map[string]string{"CANCEL_GRACE": "48h"},
+		clock: func() time.Time { return time.Now().Add(2*time.Second - 48*time.Hour) }})
+	resp := s.cancel("db-1", "immediately")
+	at, err := time.Parse(time.RFC3339Nano, resp["cancellation"].(map[string]any)["terminateAt"].(string))
+	if err != nil || time.Until(at) > 3*time.Second {
+		t.Fatalf("terminateAt %v (%v), want about 2 s from now", at, err)
+	}
+	if job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("termination ended %s: %v", job["status"], job["error"])
+	}
+	if _, ok := s.sim.VM("pve1", 101); ok {
+		t.Error("the VM survived its termination")
+	}
+}
+
+func TestCancelledGameServerIsSuspendedThenDeleted(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	status, resp := s.do("POST", path+"/cancel", `{"when":"immediately"}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("cancel: %d %v", status, resp)
+	}
+	svcID := strings.TrimPrefix(path, "/api/services/")
+	jobtest.Eventually(t, 10*time.Second, "the game server to be suspended", func() bool {
+		for _, g := range s.ptero.Servers() {
+			if g.ExternalID == svcID {
+				return g.Status == "suspended"
+			}
+		}
+		return false
+	})
+	if job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("termination ended %s: %v", job["status"], job["error"])
+	}
+	for _, g := range s.ptero.Servers() {
+		if g.ExternalID == svcID {
+			t.Errorf("game server %d survived its termination", g.ID)
 		}
 	}
 }
