@@ -194,6 +194,14 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 		cancelled, cerr := s.Queries.CancelWaitingJob(r.Context(), queries.CancelWaitingJobParams{
 			ID: job.ID, Error: "cancelled before it ran",
 		})
+		if cerr == nil && job.Kind == (jobs.TerminationArgs{}).Kind() {
+			// A termination cancelled by its job withdraws its cancellation.
+			if svc, err := s.Queries.GetService(r.Context(), job.ServiceID.UUID); err == nil && svc.TerminationJobID.UUID == job.ID {
+				if _, err := s.clearCancellation(r, svc); err != nil {
+					return err
+				}
+			}
+		}
 		if cerr == nil {
 			log.Info("job cancelled")
 			ok(w, http.StatusOK, "job", toJobJSON(cancelled))

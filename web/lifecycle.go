@@ -164,16 +164,26 @@ func (s *Server) withdrawCancellation(w http.ResponseWriter, r *http.Request) er
 	} else if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	updated, err := s.Queries.ClearCancellation(r.Context(), svc.ID)
+	updated, err := s.clearCancellation(r, svc)
 	if err != nil {
 		return err
+	}
+	ok(w, http.StatusOK, "service", toServiceJSON(updated))
+	return nil
+}
+
+// clearCancellation forgets the service's cancellation once its termination
+// job is cancelled, and resumes the service if the cancellation suspended it.
+func (s *Server) clearCancellation(r *http.Request, svc queries.Service) (queries.Service, error) {
+	updated, err := s.Queries.ClearCancellation(r.Context(), svc.ID)
+	if err != nil {
+		return updated, err
 	}
 	if slices.Contains(svc.Suspensions, jobs.SuspendedForCancellation) {
 		s.suspendFor(r, svc, false)
 	}
 	s.logger(r).Info("cancellation withdrawn", "service_id", svc.ID)
-	ok(w, http.StatusOK, "service", toServiceJSON(updated))
-	return nil
+	return updated, nil
 }
 
 // renew moves the service's billing period end, and with it a termination

@@ -174,6 +174,13 @@ func TestCancellingAScheduledTerminationJobRemovesIt(t *testing.T) {
 	if _, err := s.app.inspector().GetTaskInfo("default", id); err == nil {
 		t.Error("the scheduled task is still in asynq")
 	}
+	if svc := s.service("db-1"); svc["status"] == "terminated" {
+		t.Errorf("service after its termination job was cancelled: %v", svc)
+	}
+	svc, err := s.q.GetService(context.Background(), s.services["db-1"].ID)
+	if err != nil || svc.TerminationJobID.Valid {
+		t.Errorf("the service still counts as cancelled (%v)", err)
+	}
 }
 
 func TestResumeForPaymentDoesNotUndoTheCancellationsSuspension(t *testing.T) {
