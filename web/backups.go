@@ -35,15 +35,9 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, aerr := readBody(w, r)
-	if aerr != nil {
-		return aerr
-	}
 	var req backupRequest
-	if len(body) > 0 {
-		if aerr := decodeJSON(body, &req); aerr != nil {
-			return aerr
-		}
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
 	}
 	if len(req.Note) > 200 {
 		return invalid("note must be at most 200 characters")

@@ -77,3 +77,13 @@ func jsonKind(t reflect.Type) string {
 func oneOf(field string, allowed []string) string {
 	return fmt.Sprintf("%s must be one of: %s", field, strings.Join(allowed, ", "))
 }
+
+// readOptionalJSON decodes the request's body into v when it has one; an
+// empty body leaves v as it is.
+func readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) *apiError {
+	body, aerr := readBody(w, r)
+	if aerr != nil || len(body) == 0 {
+		return aerr
+	}
+	return decodeJSON(body, v)
+}

@@ -258,15 +258,9 @@ func (s *Server) reinstallGame(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, aerr := readBody(w, r)
-	if aerr != nil {
-		return aerr
-	}
 	var req gameReinstallRequest
-	if len(body) > 0 {
-		if aerr := decodeJSON(body, &req); aerr != nil {
-			return aerr
-		}
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
 	}
 	plan, err := jobs.GameServicePlan(&svc)
 	if err != nil {
@@ -326,15 +320,9 @@ func (s *Server) createGameBackup(w http.ResponseWriter, r *http.Request) error 
 		return &apiError{Status: http.StatusConflict, ErrorKey: "backup_limit_reached",
 			Message: fmt.Sprintf("The plan keeps at most %d backups; delete one first", plan.Backups)}
 	}
-	body, aerr := readBody(w, r)
-	if aerr != nil {
-		return aerr
-	}
 	var req backupRequest
-	if len(body) > 0 {
-		if aerr := decodeJSON(body, &req); aerr != nil {
-			return aerr
-		}
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
 	}
 	return s.insertJob(w, r, svc.ID, jobs.GameBackupArgs{ServiceID: svc.ID, Action: "create", Name: req.Note})
 }
@@ -352,17 +340,11 @@ func (s *Server) gameBackupAction(w http.ResponseWriter, r *http.Request) error 
 	}
 	args := jobs.GameBackupArgs{ServiceID: svc.ID, Action: "delete", Backup: id}
 	if r.Method == http.MethodPost {
-		body, aerr := readBody(w, r)
-		if aerr != nil {
-			return aerr
-		}
 		var req struct {
 			Truncate bool `json:"truncate"`
 		}
-		if len(body) > 0 {
-			if aerr := decodeJSON(body, &req); aerr != nil {
-				return aerr
-			}
+		if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+			return aerr
 		}
 		args.Action, args.Truncate = "restore", req.Truncate
 	}

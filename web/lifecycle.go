@@ -251,17 +251,11 @@ func (s *Server) ipCancellation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, aerr := readBody(w, r)
-	if aerr != nil {
-		return aerr
-	}
 	var req struct {
 		IP string `json:"ip"`
 	}
-	if len(body) > 0 {
-		if aerr := decodeJSON(body, &req); aerr != nil {
-			return aerr
-		}
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
 	}
 	if req.IP == "" {
 		req.IP = r.URL.Query().Get("ip")
