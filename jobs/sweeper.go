@@ -27,6 +27,11 @@ type Sweeper struct {
 	// Batch bounds how many jobs one sweep checks.
 	Batch int
 	Log   *slog.Logger
+	// Observer, when set, is told of every sweep, so that operators see
+	// that the scheduler runs.
+	Observer interface {
+		ObserveSweep(enqueued, failed, terminations int, err error)
+	}
 }
 
 // SweepResult counts what one sweep did.
@@ -118,6 +123,9 @@ func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
 	defer t.Stop()
 	for {
 		res, err := s.Sweep(ctx)
+		if s.Observer != nil && ctx.Err() == nil {
+			s.Observer.ObserveSweep(res.Enqueued, res.Failed, res.Terminations, err)
+		}
 		if err != nil && ctx.Err() == nil {
 			s.Log.Error("sweep failed", "err", err)
 		} else if res.Enqueued+res.Failed > 0 {

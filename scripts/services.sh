@@ -6,6 +6,9 @@
 #
 #   scripts/services.sh start NAME PG_PORT REDIS_PORT   # prints shell exports
 #   scripts/services.sh stop  NAME [--purge]
+#
+# With WITH_PROMTOOL=1, start also installs Debian's prometheus package when
+# promtool is missing (the tests check the alerting rules with it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,13 +26,17 @@ install_packages() {
 	local missing=()
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 	[ -n "$(pg_bin 2>/dev/null)" ] || missing+=(postgresql)
+	if [ "${WITH_PROMTOOL:-}" = 1 ]; then
+		command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+	fi
 	[ ${#missing[@]} -eq 0 ] && return 0
 	log "installing ${missing[*]} from Debian's packages"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 	# The packages start system-wide servers we do not use.
-	as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+	as_root systemctl disable --now redis-server prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 	as_root service redis-server stop >/dev/null 2>&1 || true
+	as_root service prometheus stop >/dev/null 2>&1 || true
 }
 
 pg_bin() {

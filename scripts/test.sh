@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test run: private PostgreSQL and Redis on their own ports and
 # data (torn down afterwards), go vet, a check that sqlc's generated code is
-# current, and every test with the race detector.
+# current, promtool's checks of the alerting rules, and every test with the
+# race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,7 @@ pg_port=${TEST_PG_PORT:-55432}
 redis_port=${TEST_REDIS_PORT:-56379}
 trap 'scripts/services.sh stop test --purge' EXIT
 scripts/services.sh stop test --purge
-scripts/services.sh start test "$pg_port" "$redis_port"
+WITH_PROMTOOL=1 scripts/services.sh start test "$pg_port" "$redis_port"
 export TEST_DATABASE_URL="postgres://provisiond@127.0.0.1:$pg_port/postgres?sslmode=disable"
 export TEST_REDIS_ADDR="127.0.0.1:$redis_port"
 
@@ -18,6 +19,10 @@ go vet ./...
 
 echo "== sqlc generate gives no diff"
 scripts/sqlc.sh check
+
+echo "== promtool: the alerting rules and their unit tests"
+promtool check config monitoring/prometheus.yml
+promtool test rules monitoring/alerts_test.yml
 
 echo "== go test -race"
 go test -race -count=1 -timeout 15m -parallel 16 ./...

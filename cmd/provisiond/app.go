@@ -244,7 +244,7 @@ func (a *app) pterodactyl() (*pterodactyl.Client, error) {
 func (a *app) sweeper() *jobs.Sweeper {
 	return &jobs.Sweeper{
 		Queries: a.q, Inspector: a.inspector(), Client: a.jobClient(),
-		Grace: a.cfg.SweepGrace, Log: a.log.With("component", "sweeper"),
+		Grace: a.cfg.SweepGrace, Log: a.log.With("component", "sweeper"), Observer: a.metrics,
 	}
 }
 

@@ -32,6 +32,10 @@ type Metrics struct {
 	consoleRelayed    prometheus.Counter
 	consoleDropped    prometheus.Counter
 	consoleReconnects prometheus.Counter
+
+	sweeps    *prometheus.CounterVec
+	lastSweep prometheus.Gauge
+	swept     *prometheus.CounterVec
 }
 
 // New registers the fleet's collectors, plus the Go runtime and process
@@ -91,6 +95,18 @@ func New() *Metrics {
 			Name: "provisiond_console_reconnects_total",
 			Help: "Wings console connections re-established after a drop.",
 		}),
+		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_scheduler_sweeps_total",
+			Help: "Scheduler sweeps by outcome (ok, error).",
+		}, []string{"outcome"}),
+		lastSweep: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisiond_scheduler_last_sweep_timestamp_seconds",
+			Help: "When the scheduler last finished a sweep without error.",
+		}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_scheduler_repairs_total",
+			Help: "What sweeps repaired: jobs enqueued again, jobs failed, terminations put back.",
+		}, []string{"action"}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -99,6 +115,7 @@ func New() *Metrics {
 		m.jobsStarted, m.jobsFinished, m.jobDuration,
 		m.providerCalls, m.providerTime,
 		m.consoleUpstreams, m.consoleViewers, m.consoleRelayed, m.consoleDropped, m.consoleReconnects,
+		m.sweeps, m.lastSweep, m.swept,
 	)
 	return m
 }
@@ -163,3 +180,16 @@ func (m *Metrics) SlowViewerDropped() { m.consoleDropped.Inc() }
 
 // Reconnected records a Wings console connection re-established.
 func (m *Metrics) Reconnected() { m.consoleReconnects.Inc() }
+
+// ObserveSweep records one scheduler sweep and what it repaired.
+func (m *Metrics) ObserveSweep(enqueued, failed, terminations int, err error) {
+	if err != nil {
+		m.sweeps.WithLabelValues("error").Inc()
+		return
+	}
+	m.sweeps.WithLabelValues("ok").Inc()
+	m.lastSweep.SetToCurrentTime()
+	m.swept.WithLabelValues("enqueued").Add(float64(enqueued))
+	m.swept.WithLabelValues("failed").Add(float64(failed))
+	m.swept.WithLabelValues("termination").Add(float64(terminations))
+}
