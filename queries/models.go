@@ -11,6 +11,20 @@ import (
 	"github.com/google/uuid"
 )
 
+type AlertRule struct {
+	ID              uuid.UUID
+	TeamID          uuid.UUID
+	ServiceID       uuid.UUID
+	MetricType      string
+	Operator        string
+	Threshold       float64
+	DurationMinutes int32
+	Severity        string
+	Enabled         bool
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
 type ApiKey struct {
 	ID          uuid.UUID
 	TeamID      uuid.UUID
@@ -34,6 +48,18 @@ type ConsoleSession struct {
 	ExpiresAt time.Time
 	UsedAt    *time.Time
 	CreatedAt time.Time
+}
+
+type FiredAlert struct {
+	ID         uuid.UUID
+	RuleID     uuid.UUID
+	ServiceID  uuid.UUID
+	MetricType string
+	Severity   string
+	Threshold  float64
+	Value      float64
+	FiredAt    time.Time
+	ResolvedAt *time.Time
 }
 
 type Job struct {
@@ -83,6 +109,15 @@ type Lease struct {
 	Resource  string
 	Holder    uuid.UUID
 	ExpiresAt time.Time
+}
+
+type MonitoringSetting struct {
+	TeamID            uuid.UUID
+	ProfileName       string
+	DiscordWebhookUrl string
+	GenericWebhookUrl string
+	SealedSigningKey  []byte
+	UpdatedAt         time.Time
 }
 
 type Service struct {

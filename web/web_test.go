@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -55,7 +56,7 @@ func newEnv(t *testing.T) *env {
 		Keys:      keys,
 		Config:    web.Config{RateLimit: 1000, KeepAlive: 50 * time.Millisecond},
 		Queries:   q,
-		Jobs:      jobs.NewClient(q, tasks, time.Hour, log),
+		Jobs:      jobClient(t, q, tasks, log),
 		Events:    hub,
 		Inspector: inspector,
 		Limiter:   redis_rate.NewLimiter(jobtest.RedisClient(t, ropt)),
@@ -427,4 +428,16 @@ func TestJobEventsStreamUntilTheJobEnds(t *testing.T) {
 			t.Fatalf("stream lacks %s:\n%s", want, body)
 		}
 	}
+}
+
+// jobClient is a job client whose sealer has a key.
+func jobClient(t *testing.T, q *queries.Queries, tasks *asynq.Client, log *slog.Logger) *jobs.Client {
+	t.Helper()
+	c := jobs.NewClient(q, tasks, time.Hour, log)
+	sealer, err := jobs.NewSealer("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Sealer = sealer
+	return c
 }

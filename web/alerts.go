@@ -1,0 +1,351 @@
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hostfleet/provisiond/queries"
+)
+
+var (
+	alertMetrics    = []string{"cpu", "memory", "disk", "network_in", "network_out", "offline"}
+	alertOperators  = []string{"gt", "gte", "lt", "lte"}
+	alertSeverities = []string{"info", "warning", "critical"}
+	// percentMetrics are measured in percent, so a threshold over 100 can
+	// never be crossed.
+	percentMetrics = []string{"cpu", "memory", "disk"}
+)
+
+// alertRuleJSON is an alert rule as the API shows it.
+type alertRuleJSON struct {
+	ID              uuid.UUID `json:"id"`
+	ServiceID       uuid.UUID `json:"serviceId"`
+	MetricType      string    `json:"metricType"`
+	Operator        string    `json:"operator"`
+	Threshold       float64   `json:"threshold"`
+	DurationMinutes int32     `json:"durationMinutes"`
+	Severity        string    `json:"severity"`
+	Enabled         bool      `json:"enabled"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
+}
+
+func toAlertRuleJSON(r queries.AlertRule) alertRuleJSON {
+	return alertRuleJSON{ID: r.ID, ServiceID: r.ServiceID, MetricType: r.MetricType, Operator: r.Operator,
+		Threshold: r.Threshold, DurationMinutes: r.DurationMinutes, Severity: r.Severity, Enabled: r.Enabled,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+}
+
+// alertRuleRequest creates a rule (all fields) or changes one (PATCH: the
+// fields given).
+type alertRuleRequest struct {
+	MetricType      *string  `json:"metricType"`
+	Operator        *string  `json:"operator"`
+	Threshold       *float64 `json:"threshold"`
+	DurationMinutes *int32   `json:"durationMinutes"`
+	Severity        *string  `json:"severity"`
+	Enabled         *bool    `json:"enabled"`
+}
+
+// validate checks the rule the request leaves, given the metric it is on.
+func validateAlertRule(metric, operator string, threshold float64, minutes int32, severity string) []string {
+	var errs []string
+	if !slices.Contains(alertMetrics, metric) {
+		errs = append(errs, oneOf("metricType", alertMetrics))
+	}
+	if !slices.Contains(alertOperators, operator) {
+		errs = append(errs, oneOf("operator", alertOperators))
+	}
+	switch {
+	case slices.Contains(percentMetrics, metric) && (threshold < 0 || threshold > 100):
+		errs = append(errs, "threshold is a percentage for "+metric+": from 0 to 100")
+	case threshold < 0:
+		errs = append(errs, "threshold cannot be negative")
+	}
+	if minutes < 1 || minutes > 1440 {
+		errs = append(errs, "durationMinutes must be from 1 to 1440")
+	}
+	if !slices.Contains(alertSeverities, severity) {
+		errs = append(errs, oneOf("severity", alertSeverities))
+	}
+	return errs
+}
+
+// listAlertRules answers the service's alert rules.
+func (s *Server) listAlertRules(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	rules, err := s.Queries.ListAlertRules(r.Context(), svc.ID)
+	if err != nil {
+		return err
+	}
+	out := make([]alertRuleJSON, 0, len(rules))
+	for _, rule := range rules {
+		out = append(out, toAlertRuleJSON(rule))
+	}
+	ok(w, http.StatusOK, "rules", out)
+	return nil
+}
+
+// createAlertRule adds a rule to the service.
+func (s *Server) createAlertRule(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	var req alertRuleRequest
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
+	}
+	var missing []string
+	for name, v := range map[string]bool{"metricType": req.MetricType == nil, "operator": req.Operator == nil,
+		"threshold": req.Threshold == nil, "durationMinutes": req.DurationMinutes == nil, "severity": req.Severity == nil} {
+		if v {
+			missing = append(missing, name+" is required")
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return invalid(missing...)
+	}
+	if errs := validateAlertRule(*req.MetricType, *req.Operator, *req.Threshold, *req.DurationMinutes, *req.Severity); len(errs) > 0 {
+		return invalid(errs...)
+	}
+	rule, err := s.Queries.CreateAlertRule(r.Context(), queries.CreateAlertRuleParams{
+		TeamID: svc.TeamID, ServiceID: svc.ID, MetricType: *req.MetricType, Operator: *req.Operator,
+		Threshold: *req.Threshold, DurationMinutes: *req.DurationMinutes, Severity: *req.Severity,
+		Enabled: req.Enabled == nil || *req.Enabled,
+	})
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusCreated, "rule", toAlertRuleJSON(rule))
+	return nil
+}
+
+// alertRule loads the {ruleId} rule of the {id} service.
+func (s *Server) alertRule(r *http.Request) (queries.AlertRule, error) {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return queries.AlertRule{}, err
+	}
+	id, err := uuid.Parse(r.PathValue("ruleId"))
+	if err != nil {
+		return queries.AlertRule{}, notFound("Alert rule")
+	}
+	rule, err := s.Queries.GetAlertRule(r.Context(), queries.GetAlertRuleParams{ID: id, ServiceID: svc.ID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rule, notFound("Alert rule")
+	}
+	return rule, err
+}
+
+// updateAlertRule changes a rule's threshold, duration, severity or state.
+func (s *Server) updateAlertRule(w http.ResponseWriter, r *http.Request) error {
+	rule, err := s.alertRule(r)
+	if err != nil {
+		return err
+	}
+	var req alertRuleRequest
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
+	}
+	if req.MetricType != nil || req.Operator != nil {
+		return invalid("metricType and operator cannot change; delete the rule and create another")
+	}
+	if req.Threshold != nil {
+		rule.Threshold = *req.Threshold
+	}
+	if req.DurationMinutes != nil {
+		rule.DurationMinutes = *req.DurationMinutes
+	}
+	if req.Severity != nil {
+		rule.Severity = *req.Severity
+	}
+	if req.Enabled != nil {
+		rule.Enabled = *req.Enabled
+	}
+	if errs := validateAlertRule(rule.MetricType, rule.Operator, rule.Threshold, rule.DurationMinutes, rule.Severity); len(errs) > 0 {
+		return invalid(errs...)
+	}
+	updated, err := s.Queries.UpdateAlertRule(r.Context(), queries.UpdateAlertRuleParams{ID: rule.ID, ServiceID: rule.ServiceID,
+		Enabled: rule.Enabled, Threshold: rule.Threshold, DurationMinutes: rule.DurationMinutes, Severity: rule.Severity})
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusOK, "rule", toAlertRuleJSON(updated))
+	return nil
+}
+
+// deleteAlertRule removes a rule and its fired alerts.
+func (s *Server) deleteAlertRule(w http.ResponseWriter, r *http.Request) error {
+	rule, err := s.alertRule(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Queries.DeleteAlertRule(r.Context(), queries.DeleteAlertRuleParams{ID: rule.ID, ServiceID: rule.ServiceID}); err != nil {
+		return err
+	}
+	ok(w, http.StatusOK, "deleted", true)
+	return nil
+}
+
+// firedAlerts answers the service's alerts, newest first.
+func (s *Server) firedAlerts(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			return invalid("limit must be from 1 to 500")
+		}
+		limit = n
+	}
+	alerts, err := s.Queries.ListFiredAlerts(r.Context(), queries.ListFiredAlertsParams{ServiceID: svc.ID, Limit: int32(limit)})
+	if err != nil {
+		return err
+	}
+	out := make([]map[string]any, 0, len(alerts))
+	for _, a := range alerts {
+		out = append(out, map[string]any{"id": a.ID, "ruleId": a.RuleID, "metricType": a.MetricType, "severity": a.Severity,
+			"threshold": a.Threshold, "value": a.Value, "firedAt": a.FiredAt, "resolvedAt": a.ResolvedAt})
+	}
+	ok(w, http.StatusOK, "alerts", out)
+	return nil
+}
+
+// teamOf checks that {teamId} is the caller's team.
+func teamOf(r *http.Request) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue("teamId"))
+	if err != nil || id != callerOf(r).key.TeamID {
+		return uuid.Nil, notFound("Team")
+	}
+	return id, nil
+}
+
+// monitoringSettings answers (GET) or changes (PATCH) where the team's
+// alert notifications go. A generic webhook's signing key is made when the
+// webhook is first set and shown in that answer only.
+func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) error {
+	team, err := teamOf(r)
+	if err != nil {
+		return err
+	}
+	cur, err := s.Queries.GetMonitoringSettings(r.Context(), team)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if r.Method == http.MethodGet {
+		ok(w, http.StatusOK, "settings", settingsJSON(cur, ""))
+		return nil
+	}
+	var req struct {
+		ProfileName       *string `json:"profileName"`
+		DiscordWebhookURL *string `json:"discordWebhookUrl"`
+		GenericWebhookURL *string `json:"genericWebhookUrl"`
+	}
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
+	}
+	next := cur
+	next.TeamID = team
+	var errs []string
+	if req.ProfileName != nil {
+		if len(*req.ProfileName) > 100 {
+			errs = append(errs, "profileName must be at most 100 characters")
+		}
+		next.ProfileName = *req.ProfileName
+	}
+	for _, f := range []struct {
+		name string
+		v    *string
+		dst  *string
+	}{{"discordWebhookUrl", req.DiscordWebhookURL, &next.DiscordWebhookUrl}, {"genericWebhookUrl", req.GenericWebhookURL, &next.GenericWebhookUrl}} {
+		if f.v == nil {
+			continue
+		}
+		if *f.v != "" {
+			if msg := checkWebhookURL(r.Context(), *f.v); msg != "" {
+				errs = append(errs, f.name+" "+msg)
+			}
+		}
+		*f.dst = *f.v
+	}
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	var key string
+	var sealed []byte
+	if next.GenericWebhookUrl != "" && cur.SealedSigningKey == nil {
+		key = rand.Text() + rand.Text()
+		if sealed, err = s.Jobs.Sealer.Seal(team, key); err != nil {
+			return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
+				Message: "This server cannot keep the webhook's signing key (SECRETS_KEY)"}
+		}
+	}
+	saved, err := s.Queries.SaveMonitoringSettings(r.Context(), queries.SaveMonitoringSettingsParams{
+		TeamID: team, ProfileName: next.ProfileName, DiscordWebhookUrl: next.DiscordWebhookUrl,
+		GenericWebhookUrl: next.GenericWebhookUrl, SealedSigningKey: sealed,
+	})
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusOK, "settings", settingsJSON(saved, key))
+	return nil
+}
+
+func settingsJSON(m queries.MonitoringSetting, newKey string) map[string]any {
+	out := map[string]any{"profileName": m.ProfileName, "discordWebhookUrl": m.DiscordWebhookUrl,
+		"genericWebhookUrl": m.GenericWebhookUrl, "signed": m.SealedSigningKey != nil}
+	if newKey != "" {
+		out["signingKey"] = newKey // shown once
+	}
+	return out
+}
+
+// checkWebhookURL refuses a webhook the fleet must not call: not https, or
+// a host that resolves to a loopback, private, link-local or otherwise
+// internal address. Delivery checks again, against DNS changing meanwhile.
+func checkWebhookURL(ctx context.Context, raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return "must be an https:// URL without credentials"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		return "does not resolve"
+	}
+	for _, a := range addrs {
+		if internal(a) {
+			return fmt.Sprintf("resolves to %s, an internal address", a)
+		}
+	}
+	return ""
+}
+
+// internal reports whether an address is one the fleet never calls out to.
+func internal(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() ||
+		netip.MustParsePrefix("100.64.0.0/10").Contains(a) || netip.MustParsePrefix("192.0.0.0/24").Contains(a)
+}

@@ -1,0 +1,88 @@
+package web_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestAlertRulesCRUD(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	path := "/api/services/" + svc.ID.String() + "/alert-rules"
+	res := e.do("POST", path, e.key, `{"metricType":"cpu","operator":"gt","threshold":90,"durationMinutes":5,"severity":"warning"}`)
+	res.check(t, http.StatusCreated, "")
+	rule := res.body["rule"].(map[string]any)
+	if rule["enabled"] != true || rule["threshold"] != 90.0 {
+		t.Errorf("created rule %v", rule)
+	}
+	rulePath := path + "/" + rule["id"].(string)
+	res = e.do("PATCH", rulePath, e.key, `{"threshold":95,"enabled":false}`)
+	res.check(t, http.StatusOK, "")
+	if r := res.body["rule"].(map[string]any); r["threshold"] != 95.0 || r["enabled"] != false {
+		t.Errorf("patched rule %v", r)
+	}
+	res = e.do("GET", path, e.key, "")
+	res.check(t, http.StatusOK, "")
+	if n := len(res.body["rules"].([]any)); n != 1 {
+		t.Errorf("%d rules listed, want 1", n)
+	}
+	e.do("DELETE", rulePath, e.key, "").check(t, http.StatusOK, "")
+	e.do("DELETE", rulePath, e.key, "").check(t, http.StatusNotFound, "Alert rule not found")
+	res = e.do("GET", "/api/services/"+svc.ID.String()+"/fired-alerts?limit=10", e.key, "")
+	res.check(t, http.StatusOK, "")
+}
+
+func TestAlertRuleValidation(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	other := e.newService(e.newTeam("other").ID)
+	tests := []struct {
+		name, path, body, want string
+		status                 int
+	}{
+		{"percentage over 100", svc.ID.String(), `{"metricType":"memory","operator":"gte","threshold":120,"durationMinutes":5,"severity":"critical"}`,
+			"threshold is a percentage for memory: from 0 to 100", 400},
+		{"unknown metric", svc.ID.String(), `{"metricType":"temperature","operator":"gt","threshold":1,"durationMinutes":5,"severity":"info"}`,
+			"metricType must be one of: cpu, memory, disk, network_in, network_out, offline", 400},
+		{"missing fields", svc.ID.String(), `{"metricType":"cpu"}`, "durationMinutes is required", 400},
+		{"duration out of range", svc.ID.String(), `{"metricType":"offline","operator":"gte","threshold":1,"durationMinutes":0,"severity":"info"}`,
+			"durationMinutes must be from 1 to 1440", 400},
+		{"another team's service", other.ID.String(), `{"metricType":"cpu","operator":"gt","threshold":1,"durationMinutes":5,"severity":"info"}`,
+			"", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := e.do("POST", "/api/services/"+tt.path+"/alert-rules", e.key, tt.body)
+			if res.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", res.status, tt.status, res.raw)
+			}
+			if tt.want != "" && !strings.Contains(res.raw, tt.want) {
+				t.Errorf("answer %s, want it to say %q", res.raw, tt.want)
+			}
+		})
+	}
+}
+
+func TestMonitoringSettingsRefuseInternalWebhooks(t *testing.T) {
+	e := newEnv(t)
+	path := "/api/teams/" + e.team.ID.String() + "/monitoring-settings"
+	for _, url := range []string{"https://127.0.0.1/hook", "https://10.1.2.3/hook", "https://169.254.169.254/latest", "http://203.0.113.10/hook", "https://[::1]/x"} {
+		res := e.do("PATCH", path, e.key, `{"genericWebhookUrl":"`+url+`"}`)
+		if res.status != http.StatusBadRequest {
+			t.Errorf("webhook %s: %d, want 400", url, res.status)
+		}
+	}
+	res := e.do("PATCH", path, e.key, `{"profileName":"ops","genericWebhookUrl":"https://203.0.113.10/hook"}`)
+	res.check(t, http.StatusOK, "")
+	settings := res.body["settings"].(map[string]any)
+	if key, _ := settings["signingKey"].(string); len(key) < 32 {
+		t.Errorf("first webhook: signing key %v, want one shown", settings["signingKey"])
+	}
+	res = e.do("GET", path, e.key, "")
+	if s := res.body["settings"].(map[string]any); s["signingKey"] != nil || s["signed"] != true || s["profileName"] != "ops" {
+		t.Errorf("settings read back: %v; want signed, the key not shown again", s)
+	}
+	other := e.newTeam("other")
+	e.do("GET", "/api/teams/"+other.ID.String()+"/monitoring-settings", e.key, "").check(t, http.StatusNotFound, "")
+}
