@@ -126,6 +126,10 @@ func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Jo
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" {
 			switch pe.ConstraintName {
+			case "jobs_pkey":
+				// A derived job id asked for twice: the first job is the answer.
+				job, err := c.q.GetJob(ctx, id)
+				return job, err == nil, err
 			case "jobs_idempotency":
 				// The same key raced us; its job is the answer.
 				job, err := c.byIdempotencyKey(ctx, req)

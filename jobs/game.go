@@ -45,6 +45,8 @@ type GameRef struct {
 	ServerID   int    `json:"serverId"`
 	Identifier string `json:"identifier"`
 	UUID       string `json:"uuid"`
+	// Node is the Wings node the server runs on; usage is collected per node.
+	Node int `json:"node,omitempty"`
 }
 
 // GameServicePlan reads a game service's plan.
@@ -152,7 +154,7 @@ func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(GameRef{ServerID: srv.ID, Identifier: srv.Identifier, UUID: srv.UUID})
+	b, _ := json.Marshal(GameRef{ServerID: srv.ID, Identifier: srv.Identifier, UUID: srv.UUID, Node: srv.Node})
 	if err := w.Queries.SetServiceProvisioned(ctx, queries.SetServiceProvisionedParams{ID: job.Service.ID, ProviderRef: b}); err != nil {
 		return fmt.Errorf("record the game server: %w", err)
 	}

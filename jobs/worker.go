@@ -37,6 +37,10 @@ func NewWorkers(q *queries.Queries, m *metrics.Metrics, log *slog.Logger) *Worke
 // Handler is the asynq handler that serves every added kind.
 func (ws *Workers) Handler() asynq.Handler { return ws.mux }
 
+// HandleTask registers h for tasks of a type that are not jobs (no job
+// row): periodic housekeeping such as monitoring rounds.
+func (ws *Workers) HandleTask(taskType string, h asynq.HandlerFunc) { ws.mux.HandleFunc(taskType, h) }
+
 // AddWorker registers w as the worker of T's kind. T must be a value type
 // (not a pointer) whose zero value answers Kind.
 func AddWorker[T Args](ws *Workers, w Worker[T]) {
@@ -282,6 +286,10 @@ func NewServer(redis asynq.RedisConnOpt, cfg ServerConfig, log *slog.Logger) *as
 		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) },
 	})
 }
+
+// AsynqLogger returns a logger for asynq's servers and schedulers that
+// sends asynq's own lines through l.
+func AsynqLogger(l *slog.Logger) asynq.Logger { return asynqLogger{l} }
 
 // asynqLogger sends asynq's own log lines through slog.
 type asynqLogger struct{ l *slog.Logger }

@@ -25,11 +25,11 @@ SELECT * FROM fired_alerts WHERE service_id = $1 ORDER BY fired_at DESC, id LIMI
 SELECT * FROM monitoring_settings WHERE team_id = $1;
 
 -- name: SaveMonitoringSettings :one
-INSERT INTO monitoring_settings (team_id, profile_name, discord_webhook_url, generic_webhook_url, sealed_signing_key)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO monitoring_settings (team_id, profile_name, sealed_webhooks, discord_webhook_hint, generic_webhook_hint, sealed_signing_key)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (team_id) DO UPDATE
-SET profile_name = excluded.profile_name, discord_webhook_url = excluded.discord_webhook_url,
-    generic_webhook_url = excluded.generic_webhook_url,
+SET profile_name = excluded.profile_name, sealed_webhooks = excluded.sealed_webhooks,
+    discord_webhook_hint = excluded.discord_webhook_hint, generic_webhook_hint = excluded.generic_webhook_hint,
     sealed_signing_key = coalesce(excluded.sealed_signing_key, monitoring_settings.sealed_signing_key),
     updated_at = now()
 RETURNING *;

@@ -14,7 +14,7 @@ import (
 const createAlertRule = `-- name: CreateAlertRule :one
 INSERT INTO alert_rules (team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at
+RETURNING id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at, breach_since
 `
 
 type CreateAlertRuleParams struct {
@@ -52,6 +52,7 @@ func (q *Queries) CreateAlertRule(ctx context.Context, arg CreateAlertRuleParams
 		&i.Enabled,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.BreachSince,
 	)
 	return i, err
 }
@@ -74,7 +75,7 @@ func (q *Queries) DeleteAlertRule(ctx context.Context, arg DeleteAlertRuleParams
 }
 
 const getAlertRule = `-- name: GetAlertRule :one
-SELECT id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at FROM alert_rules WHERE id = $1 AND service_id = $2
+SELECT id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at, breach_since FROM alert_rules WHERE id = $1 AND service_id = $2
 `
 
 type GetAlertRuleParams struct {
@@ -97,12 +98,13 @@ func (q *Queries) GetAlertRule(ctx context.Context, arg GetAlertRuleParams) (Ale
 		&i.Enabled,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.BreachSince,
 	)
 	return i, err
 }
 
 const getMonitoringSettings = `-- name: GetMonitoringSettings :one
-SELECT team_id, profile_name, discord_webhook_url, generic_webhook_url, sealed_signing_key, updated_at FROM monitoring_settings WHERE team_id = $1
+SELECT team_id, profile_name, sealed_signing_key, updated_at, sealed_webhooks, discord_webhook_hint, generic_webhook_hint FROM monitoring_settings WHERE team_id = $1
 `
 
 func (q *Queries) GetMonitoringSettings(ctx context.Context, teamID uuid.UUID) (MonitoringSetting, error) {
@@ -111,16 +113,17 @@ func (q *Queries) GetMonitoringSettings(ctx context.Context, teamID uuid.UUID) (
 	err := row.Scan(
 		&i.TeamID,
 		&i.ProfileName,
-		&i.DiscordWebhookUrl,
-		&i.GenericWebhookUrl,
 		&i.SealedSigningKey,
 		&i.UpdatedAt,
+		&i.SealedWebhooks,
+		&i.DiscordWebhookHint,
+		&i.GenericWebhookHint,
 	)
 	return i, err
 }
 
 const listAlertRules = `-- name: ListAlertRules :many
-SELECT id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at FROM alert_rules WHERE service_id = $1 ORDER BY created_at, id
+SELECT id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at, breach_since FROM alert_rules WHERE service_id = $1 ORDER BY created_at, id
 `
 
 func (q *Queries) ListAlertRules(ctx context.Context, serviceID uuid.UUID) ([]AlertRule, error) {
@@ -144,6 +147,7 @@ func (q *Queries) ListAlertRules(ctx context.Context, serviceID uuid.UUID) ([]Al
 			&i.Enabled,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.BreachSince,
 		); err != nil {
 			return nil, err
 		}
@@ -156,7 +160,7 @@ func (q *Queries) ListAlertRules(ctx context.Context, serviceID uuid.UUID) ([]Al
 }
 
 const listFiredAlerts = `-- name: ListFiredAlerts :many
-SELECT id, rule_id, service_id, metric_type, severity, threshold, value, fired_at, resolved_at FROM fired_alerts WHERE service_id = $1 ORDER BY fired_at DESC, id LIMIT $2
+SELECT id, rule_id, service_id, metric_type, severity, threshold, value, fired_at, resolved_at, firing_notified, resolved_notified, resolved_value FROM fired_alerts WHERE service_id = $1 ORDER BY fired_at DESC, id LIMIT $2
 `
 
 type ListFiredAlertsParams struct {
@@ -183,6 +187,9 @@ func (q *Queries) ListFiredAlerts(ctx context.Context, arg ListFiredAlertsParams
 			&i.Value,
 			&i.FiredAt,
 			&i.ResolvedAt,
+			&i.FiringNotified,
+			&i.ResolvedNotified,
+			&i.ResolvedValue,
 		); err != nil {
 			return nil, err
 		}
@@ -195,40 +202,43 @@ func (q *Queries) ListFiredAlerts(ctx context.Context, arg ListFiredAlertsParams
 }
 
 const saveMonitoringSettings = `-- name: SaveMonitoringSettings :one
-INSERT INTO monitoring_settings (team_id, profile_name, discord_webhook_url, generic_webhook_url, sealed_signing_key)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO monitoring_settings (team_id, profile_name, sealed_webhooks, discord_webhook_hint, generic_webhook_hint, sealed_signing_key)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (team_id) DO UPDATE
-SET profile_name = excluded.profile_name, discord_webhook_url = excluded.discord_webhook_url,
-    generic_webhook_url = excluded.generic_webhook_url,
+SET profile_name = excluded.profile_name, sealed_webhooks = excluded.sealed_webhooks,
+    discord_webhook_hint = excluded.discord_webhook_hint, generic_webhook_hint = excluded.generic_webhook_hint,
     sealed_signing_key = coalesce(excluded.sealed_signing_key, monitoring_settings.sealed_signing_key),
     updated_at = now()
-RETURNING team_id, profile_name, discord_webhook_url, generic_webhook_url, sealed_signing_key, updated_at
+RETURNING team_id, profile_name, sealed_signing_key, updated_at, sealed_webhooks, discord_webhook_hint, generic_webhook_hint
 `
 
 type SaveMonitoringSettingsParams struct {
-	TeamID            uuid.UUID
-	ProfileName       string
-	DiscordWebhookUrl string
-	GenericWebhookUrl string
-	SealedSigningKey  []byte
+	TeamID             uuid.UUID
+	ProfileName        string
+	SealedWebhooks     []byte
+	DiscordWebhookHint string
+	GenericWebhookHint string
+	SealedSigningKey   []byte
 }
 
 func (q *Queries) SaveMonitoringSettings(ctx context.Context, arg SaveMonitoringSettingsParams) (MonitoringSetting, error) {
 	row := q.db.QueryRow(ctx, saveMonitoringSettings,
 		arg.TeamID,
 		arg.ProfileName,
-		arg.DiscordWebhookUrl,
-		arg.GenericWebhookUrl,
+		arg.SealedWebhooks,
+		arg.DiscordWebhookHint,
+		arg.GenericWebhookHint,
 		arg.SealedSigningKey,
 	)
 	var i MonitoringSetting
 	err := row.Scan(
 		&i.TeamID,
 		&i.ProfileName,
-		&i.DiscordWebhookUrl,
-		&i.GenericWebhookUrl,
 		&i.SealedSigningKey,
 		&i.UpdatedAt,
+		&i.SealedWebhooks,
+		&i.DiscordWebhookHint,
+		&i.GenericWebhookHint,
 	)
 	return i, err
 }
@@ -237,7 +247,7 @@ const updateAlertRule = `-- name: UpdateAlertRule :one
 UPDATE alert_rules
 SET enabled = $3, threshold = $4, duration_minutes = $5, severity = $6, updated_at = now()
 WHERE id = $1 AND service_id = $2
-RETURNING id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at
+RETURNING id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at, breach_since
 `
 
 type UpdateAlertRuleParams struct {
@@ -271,6 +281,7 @@ func (q *Queries) UpdateAlertRule(ctx context.Context, arg UpdateAlertRuleParams
 		&i.Enabled,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.BreachSince,
 	)
 	return i, err
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type AlertRule struct {
@@ -23,6 +24,7 @@ type AlertRule struct {
 	Enabled         bool
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+	BreachSince     *time.Time
 }
 
 type ApiKey struct {
@@ -51,15 +53,18 @@ type ConsoleSession struct {
 }
 
 type FiredAlert struct {
-	ID         uuid.UUID
-	RuleID     uuid.UUID
-	ServiceID  uuid.UUID
-	MetricType string
-	Severity   string
-	Threshold  float64
-	Value      float64
-	FiredAt    time.Time
-	ResolvedAt *time.Time
+	ID               uuid.UUID
+	RuleID           uuid.UUID
+	ServiceID        uuid.UUID
+	MetricType       string
+	Severity         string
+	Threshold        float64
+	Value            float64
+	FiredAt          time.Time
+	ResolvedAt       *time.Time
+	FiringNotified   bool
+	ResolvedNotified bool
+	ResolvedValue    pgtype.Float8
 }
 
 type Job struct {
@@ -112,12 +117,13 @@ type Lease struct {
 }
 
 type MonitoringSetting struct {
-	TeamID            uuid.UUID
-	ProfileName       string
-	DiscordWebhookUrl string
-	GenericWebhookUrl string
-	SealedSigningKey  []byte
-	UpdatedAt         time.Time
+	TeamID             uuid.UUID
+	ProfileName        string
+	SealedSigningKey   []byte
+	UpdatedAt          time.Time
+	SealedWebhooks     []byte
+	DiscordWebhookHint string
+	GenericWebhookHint string
 }
 
 type Service struct {
@@ -140,6 +146,19 @@ type Service struct {
 	TerminateAt            *time.Time
 	TerminationJobID       uuid.NullUUID
 	Suspensions            []string
+}
+
+type ServiceSample struct {
+	ServiceID   uuid.UUID
+	At          time.Time
+	Online      bool
+	Cpu         float32
+	Memory      float32
+	Disk        float32
+	NetworkIn   float32
+	NetworkOut  float32
+	NetInBytes  int64
+	NetOutBytes int64
 }
 
 type Team struct {

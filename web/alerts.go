@@ -1,21 +1,22 @@
 package web
 
 import (
-	"context"
+	"cmp"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
+	"maps"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/monitoring/alerting"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -241,8 +242,10 @@ func teamOf(r *http.Request) (uuid.UUID, error) {
 }
 
 // monitoringSettings answers (GET) or changes (PATCH) where the team's
-// alert notifications go. A generic webhook's signing key is made when the
-// webhook is first set and shown in that answer only.
+// alert notifications go. Webhook URLs carry credentials: they are kept
+// sealed and shown masked; sending the masked value back leaves the URL as
+// it is. A generic webhook's signing key is made when the webhook is first
+// set and shown in that answer only.
 func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) error {
 	team, err := teamOf(r)
 	if err != nil {
@@ -264,8 +267,13 @@ func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) erro
 	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
 		return aerr
 	}
+	var hooks alerting.Webhooks
+	if cur.SealedWebhooks != nil {
+		if err := s.Jobs.Sealer.Open(team, cur.SealedWebhooks, &hooks); err != nil {
+			return fmt.Errorf("open team %s's webhooks: %w", team, err)
+		}
+	}
 	next := cur
-	next.TeamID = team
 	var errs []string
 	if req.ProfileName != nil {
 		if len(*req.ProfileName) > 100 {
@@ -276,33 +284,42 @@ func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) erro
 	for _, f := range []struct {
 		name string
 		v    *string
-		dst  *string
-	}{{"discordWebhookUrl", req.DiscordWebhookURL, &next.DiscordWebhookUrl}, {"genericWebhookUrl", req.GenericWebhookURL, &next.GenericWebhookUrl}} {
-		if f.v == nil {
+		url  *string
+		hint *string
+	}{{"discordWebhookUrl", req.DiscordWebhookURL, &hooks.Discord, &next.DiscordWebhookHint},
+		{"genericWebhookUrl", req.GenericWebhookURL, &hooks.Generic, &next.GenericWebhookHint}} {
+		if f.v == nil || (*f.v != "" && *f.v == *f.hint) {
 			continue
 		}
 		if *f.v != "" {
-			if msg := checkWebhookURL(r.Context(), *f.v); msg != "" {
+			if msg := s.Webhooks.CheckURL(r.Context(), *f.v); msg != "" {
 				errs = append(errs, f.name+" "+msg)
 			}
 		}
-		*f.dst = *f.v
+		*f.url, *f.hint = *f.v, maskURL(*f.v)
 	}
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}
+	unavailable := &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
+		Message: "This server cannot keep webhook credentials (SECRETS_KEY)"}
+	var sealedHooks []byte
+	if hooks != (alerting.Webhooks{}) {
+		if sealedHooks, err = s.Jobs.Sealer.Seal(team, hooks); err != nil {
+			return unavailable
+		}
+	}
 	var key string
-	var sealed []byte
-	if next.GenericWebhookUrl != "" && cur.SealedSigningKey == nil {
+	var sealedKey []byte
+	if hooks.Generic != "" && cur.SealedSigningKey == nil {
 		key = rand.Text() + rand.Text()
-		if sealed, err = s.Jobs.Sealer.Seal(team, key); err != nil {
-			return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
-				Message: "This server cannot keep the webhook's signing key (SECRETS_KEY)"}
+		if sealedKey, err = s.Jobs.Sealer.Seal(team, key); err != nil {
+			return unavailable
 		}
 	}
 	saved, err := s.Queries.SaveMonitoringSettings(r.Context(), queries.SaveMonitoringSettingsParams{
-		TeamID: team, ProfileName: next.ProfileName, DiscordWebhookUrl: next.DiscordWebhookUrl,
-		GenericWebhookUrl: next.GenericWebhookUrl, SealedSigningKey: sealed,
+		TeamID: team, ProfileName: next.ProfileName, SealedWebhooks: sealedHooks,
+		DiscordWebhookHint: next.DiscordWebhookHint, GenericWebhookHint: next.GenericWebhookHint, SealedSigningKey: sealedKey,
 	})
 	if err != nil {
 		return err
@@ -312,40 +329,115 @@ func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) erro
 }
 
 func settingsJSON(m queries.MonitoringSetting, newKey string) map[string]any {
-	out := map[string]any{"profileName": m.ProfileName, "discordWebhookUrl": m.DiscordWebhookUrl,
-		"genericWebhookUrl": m.GenericWebhookUrl, "signed": m.SealedSigningKey != nil}
+	out := map[string]any{"profileName": m.ProfileName, "discordWebhookUrl": m.DiscordWebhookHint,
+		"genericWebhookUrl": m.GenericWebhookHint, "signed": m.SealedSigningKey != nil}
 	if newKey != "" {
 		out["signingKey"] = newKey // shown once
 	}
 	return out
 }
 
-// checkWebhookURL refuses a webhook the fleet must not call: not https, or
-// a host that resolves to a loopback, private, link-local or otherwise
-// internal address. Delivery checks again, against DNS changing meanwhile.
-func checkWebhookURL(ctx context.Context, raw string) string {
+// maskURL shows enough of a webhook URL to recognise it: its host and the
+// last four characters.
+func maskURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
-		return "must be an https:// URL without credentials"
+	if err != nil {
+		return "…"
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
-	if err != nil || len(addrs) == 0 {
-		return "does not resolve"
+	rest := u.RequestURI()
+	if len(rest) > 4 {
+		rest = rest[len(rest)-4:]
 	}
-	for _, a := range addrs {
-		if internal(a) {
-			return fmt.Sprintf("resolves to %s, an internal address", a)
-		}
-	}
-	return ""
+	return u.Scheme + "://" + u.Host + "/…" + rest
 }
 
-// internal reports whether an address is one the fleet never calls out to.
-func internal(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(a) || netip.MustParsePrefix("192.0.0.0/24").Contains(a)
+// metricRanges are the spans GET …/metrics answers, with the width of the
+// points it averages the samples into.
+var metricRanges = map[string][2]time.Duration{
+	"hour": {time.Hour, time.Minute},
+	"day":  {24 * time.Hour, 5 * time.Minute},
+	"week": {7 * 24 * time.Hour, 30 * time.Minute},
+}
+
+// serviceMetrics answers the usage samples the alert evaluator collected,
+// averaged into points for charts; `metric` picks one series.
+func (s *Server) serviceMetrics(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	rng := cmp.Or(r.URL.Query().Get("range"), "hour")
+	span, known := metricRanges[rng]
+	metric := r.URL.Query().Get("metric")
+	var errs []string
+	if !known {
+		errs = append(errs, oneOf("range", slices.Sorted(maps.Keys(metricRanges))))
+	}
+	if metric != "" && !slices.Contains(alertMetrics, metric) {
+		errs = append(errs, oneOf("metric", alertMetrics))
+	}
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	now := s.now()
+	rows, err := s.Queries.ServiceSamples(r.Context(), queries.ServiceSamplesParams{ServiceID: svc.ID, Since: now.Add(-span[0])})
+	if err != nil {
+		return err
+	}
+	series := alertMetrics
+	if metric != "" {
+		series = []string{metric}
+	}
+	points := []map[string]any{}
+	for i := 0; i < len(rows); {
+		bucket := rows[i].At.Truncate(span[1])
+		sums := make(map[string]float64, len(series))
+		n := 0
+		for ; i < len(rows) && rows[i].At.Truncate(span[1]).Equal(bucket); i++ {
+			smp := alerting.Sample{Online: rows[i].Online, CPU: float64(rows[i].Cpu), Memory: float64(rows[i].Memory),
+				Disk: float64(rows[i].Disk), NetworkIn: float64(rows[i].NetworkIn), NetworkOut: float64(rows[i].NetworkOut)}
+			for _, m := range series {
+				sums[m] += smp.Value(m)
+			}
+			n++
+		}
+		p := map[string]any{"time": bucket.UTC()}
+		for _, m := range series {
+			p[jsonMetric(m)] = round2(sums[m] / float64(n))
+		}
+		points = append(points, p)
+	}
+	units := map[string]string{}
+	for _, m := range series {
+		units[jsonMetric(m)] = alerting.Unit(m)
+	}
+	ok(w, http.StatusOK, "metrics", map[string]any{"range": rng, "intervalSeconds": int(span[1].Seconds()),
+		"units": units, "points": points})
+	return nil
+}
+
+// jsonMetric names a metric the way the API's JSON does (networkIn).
+func jsonMetric(m string) string {
+	head, tail, found := strings.Cut(m, "_")
+	if !found {
+		return m
+	}
+	return head + strings.ToUpper(tail[:1]) + tail[1:]
+}
+
+// deleteServiceMetrics removes the service's collected samples.
+func (s *Server) deleteServiceMetrics(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	n, err := s.Queries.DeleteServiceSamples(r.Context(), svc.ID)
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusOK, "deleted", n)
+	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
+	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
@@ -74,6 +75,8 @@ type Server struct {
 	Pterodactyl *pterodactyl.Client
 	// Consoles carries game servers' Wings consoles to their viewers.
 	Consoles *wings.Hub
+	// Webhooks decides which webhook URLs teams may set.
+	Webhooks *webhook.Guard
 	Log      *slog.Logger
 }
 
@@ -95,6 +98,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PATCH /api/services/{id}/alert-rules/{ruleId}", api(s.updateAlertRule))
 	mux.Handle("DELETE /api/services/{id}/alert-rules/{ruleId}", api(s.deleteAlertRule))
 	mux.Handle("GET /api/services/{id}/fired-alerts", api(s.firedAlerts))
+	mux.Handle("GET /api/services/{id}/metrics", api(s.serviceMetrics))
+	mux.Handle("DELETE /api/services/{id}/metrics", api(s.deleteServiceMetrics))
 	mux.Handle("GET /api/teams/{teamId}/monitoring-settings", api(s.monitoringSettings))
 	mux.Handle("PATCH /api/teams/{teamId}/monitoring-settings", api(s.monitoringSettings))
 	mux.Handle("POST /api/services/{id}/withdraw-cancellation", api(s.withdrawCancellation))

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
@@ -61,6 +62,7 @@ func newEnv(t *testing.T) *env {
 		Inspector: inspector,
 		Limiter:   redis_rate.NewLimiter(jobtest.RedisClient(t, ropt)),
 		Metrics:   metrics.New(),
+		Webhooks:  &webhook.Guard{},
 		Log:       log,
 	}
 	ts := httptest.NewServer(srv.Handler())

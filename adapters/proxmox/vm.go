@@ -331,6 +331,28 @@ func (c *Client) Usage(ctx context.Context, ref VMRef) (Usage, error) {
 	}, nil
 }
 
+// NodeUsage reads the status and usage of every VM on a node from one
+// call, keyed by VMID, so collecting a whole node costs one request.
+func (c *Client) NodeUsage(ctx context.Context, node string) (map[int]Usage, error) {
+	var vms pve.VirtualMachines
+	p := fmt.Sprintf("/nodes/%s/qemu", url.PathEscape(node))
+	if err := c.call(ctx, "qemu.list", func(ctx context.Context) error { return c.api.Get(ctx, p, &vms) }); err != nil {
+		return nil, err
+	}
+	out := make(map[int]Usage, len(vms))
+	for _, vm := range vms {
+		if vm == nil || vm.Template {
+			continue
+		}
+		out[int(vm.VMID)] = Usage{
+			State: State{Status: vm.Status, QMPStatus: vm.QMPStatus, Lock: vm.Lock, Uptime: vm.Uptime},
+			CPU:   vm.CPU, Cores: vm.CPUs, Mem: vm.Mem, MaxMem: vm.MaxMem, Disk: vm.Disk, MaxDisk: vm.MaxDisk,
+			NetIn: vm.NetIn, NetOut: vm.Netout, DiskRead: vm.DiskRead,
+		}
+	}
+	return out, nil
+}
+
 // task sends a request that starts a Proxmox task and returns its UPID.
 func (c *Client) task(ctx context.Context, op, method, path string, body any) (string, error) {
 	var upid string

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +23,9 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
+	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/monitoring/alerting"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web"
@@ -39,10 +42,12 @@ type app struct {
 	metrics *metrics.Metrics
 	sealer  *jobs.Sealer
 	// now is the clock cancellations are timed by; nil is the wall clock.
-	now     func() time.Time
-	pve     *proxmox.Client
-	ptero   *pterodactyl.Client
-	closers []func()
+	now func() time.Time
+	// webhookCAs, when set, are the CAs trusted for webhooks (tests).
+	webhookCAs *x509.CertPool
+	pve        *proxmox.Client
+	ptero      *pterodactyl.Client
+	closers    []func()
 }
 
 func newApp(ctx context.Context, cfg Config, log *slog.Logger) (*app, error) {
@@ -125,6 +130,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		sum := sha256.Sum256([]byte("console viewer tokens\x00" + a.cfg.SecretsKey))
 		viewerKey = sum[:]
 	}
+	guard, err := a.cfg.webhookGuard()
+	if err != nil {
+		return nil, err
+	}
 	keys := apikey.NewCache(a.q, time.Minute)
 	go keys.Run(ctx, a.pool, a.log.With("component", "keys"))
 	dash := asynqmon.New(asynqmon.Options{
@@ -139,7 +148,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
-		Log: a.log.With("component", "api"),
+		Webhooks: guard, Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil
 }
@@ -194,12 +203,39 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RescueArgs](vps.Rescue))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReleaseIPArgs](vps.ReleaseIP))
+	if err := a.addMonitoring(ws, pve, ptero, log); err != nil {
+		return nil, nil, err
+	}
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
 		Concurrency: a.cfg.WorkerConcurrency, Queues: queues,
 		Retry:           jobs.RetryPolicy{Base: a.cfg.RetryBase, Max: a.cfg.RetryMax},
 		ShutdownTimeout: a.cfg.ShutdownTimeout,
 	}, log)
 	return srv, ws.Handler(), nil
+}
+
+// addMonitoring registers the monitoring rounds, their batches and the
+// notification worker.
+func (a *app) addMonitoring(ws *jobs.Workers, pve *proxmox.Client, ptero *pterodactyl.Client, log *slog.Logger) error {
+	guard, err := a.cfg.webhookGuard()
+	if err != nil {
+		return err
+	}
+	tasks := asynq.NewClient(a.redis)
+	a.closers = append(a.closers, func() { tasks.Close() })
+	notifier := &alerting.Notifier{Jobs: a.jobClient(), Queries: a.q, Sealer: a.sealer, Observer: a.metrics,
+		Sender: webhook.NewSender(webhook.SenderConfig{Guard: guard, Timeout: a.cfg.WebhookTimeout, RootCAs: a.webhookCAs})}
+	jobs.AddWorker(ws, notifier)
+	m := &alerting.Monitor{Config: a.monitorConfig(), DB: a.pool, Tasks: tasks,
+		Collector: &alerting.Collector{Proxmox: pve, Pterodactyl: ptero}, Notifier: notifier, Observer: a.metrics,
+		Log: a.log.With("component", "alerting")}
+	ws.HandleTask(alerting.TaskRound, m.HandleRound)
+	ws.HandleTask(alerting.TaskCollect, m.HandleCollect)
+	return nil
+}
+
+func (a *app) monitorConfig() alerting.Config {
+	return alerting.Config{Interval: a.cfg.AlertInterval, BatchSize: a.cfg.AlertBatchSize, Retention: a.cfg.SampleRetention, Now: a.now}
 }
 
 // proxmox returns the Proxmox client, or nil when PROXMOX_TOKEN_SECRET is

@@ -12,6 +12,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/hostfleet/provisiond/adapters/sims"
+	"github.com/hostfleet/provisiond/adapters/webhook"
 )
 
 // Config is read from the environment; README.md lists every variable. The
@@ -67,6 +68,12 @@ type Config struct {
 	SweepGrace    time.Duration `env:"SWEEP_GRACE" envDefault:"2m"`
 	CancelGrace   time.Duration `env:"CANCEL_GRACE" envDefault:"48h"`
 
+	AlertInterval      time.Duration `env:"ALERT_INTERVAL" envDefault:"1m"`
+	AlertBatchSize     int           `env:"ALERT_BATCH_SIZE" envDefault:"200"`
+	SampleRetention    time.Duration `env:"SAMPLE_RETENTION" envDefault:"168h"`
+	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
+	WebhookAllowedNets []string      `env:"WEBHOOK_ALLOWED_NETS" envSeparator:","`
+
 	Sims            sims.Addrs    `envPrefix:""`
 	SimTaskDuration time.Duration `env:"SIM_TASK_DURATION" envDefault:"2s"`
 }
@@ -113,11 +120,22 @@ func (c Config) proxmoxLocations() (map[string][]string, error) {
 }
 
 func (c Config) trustedProxies() ([]netip.Prefix, error) {
+	return prefixes("TRUSTED_PROXIES", c.TrustedProxies)
+}
+
+// webhookGuard allows webhooks to every public address and to the
+// networks of WEBHOOK_ALLOWED_NETS.
+func (c Config) webhookGuard() (*webhook.Guard, error) {
+	nets, err := prefixes("WEBHOOK_ALLOWED_NETS", c.WebhookAllowedNets)
+	return &webhook.Guard{Allowed: nets}, err
+}
+
+func prefixes(name string, list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range c.TrustedProxies {
+	for _, s := range list {
 		p, err := netip.ParsePrefix(strings.TrimSpace(s))
 		if err != nil {
-			return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		out = append(out, p)
 	}

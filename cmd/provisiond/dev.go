@@ -99,6 +99,7 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	g.Go(func() error { return serveListener(ctx, apiLn, api, a.log) })
 	g.Go(func() error { return runAsynq(ctx, workers, handler, a.log) })
 	g.Go(func() error { a.sweeper().Run(ctx, a.cfg.SweepInterval); return nil })
+	g.Go(func() error { return a.runPeriodic(ctx) })
 
 	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), endpoints, key, services)
 	return g.Wait()

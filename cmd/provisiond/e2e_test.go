@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,6 +63,8 @@ type systemOpts struct {
 	clock func() time.Time
 	// noWorker leaves job processing to the test.
 	noWorker bool
+	// webhookCAs are trusted for webhook deliveries.
+	webhookCAs *x509.CertPool
 }
 
 func newSystem(t *testing.T, opts systemOpts) *system {
@@ -103,7 +106,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.now = opts.clock
+	a.now, a.webhookCAs = opts.clock, opts.webhookCAs
 	s.q, s.db, s.jobs, s.app = a.q, a.pool, a.jobClient(), a
 	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs())
 	if err != nil {

@@ -21,10 +21,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/monitoring/alerting"
 	"github.com/hostfleet/provisiond/sql/migrations"
 )
 
@@ -134,8 +137,30 @@ func runScheduler(ctx context.Context, a *app) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(ctx, a.cfg.MetricsAddr, a.metricsHandler(), a.log) })
 	g.Go(func() error { a.sweeper().Run(ctx, a.cfg.SweepInterval); return nil })
-	a.log.Info("scheduler running", "sweep_interval", a.cfg.SweepInterval)
+	g.Go(func() error { return a.runPeriodic(ctx) })
+	a.log.Info("scheduler running", "sweep_interval", a.cfg.SweepInterval, "alert_interval", a.cfg.AlertInterval)
 	return g.Wait()
+}
+
+// runPeriodic enqueues the periodic tasks (the monitoring round) with
+// asynq's scheduler until ctx ends. Several schedulers may run: a round's
+// batches have ids derived from its time, so a second round task of the
+// same interval adds nothing.
+func (a *app) runPeriodic(ctx context.Context) error {
+	s := asynq.NewScheduler(a.redis, &asynq.SchedulerOpts{
+		Logger: jobs.AsynqLogger(a.log.With("component", "periodic")), LogLevel: asynq.WarnLevel,
+	})
+	spec := fmt.Sprintf("@every %s", a.cfg.AlertInterval)
+	if _, err := s.Register(spec, alerting.NewRoundTask(time.Time{}), asynq.Unique(a.cfg.AlertInterval/2),
+		asynq.Timeout(a.cfg.AlertInterval), asynq.MaxRetry(1)); err != nil {
+		return fmt.Errorf("schedule monitoring rounds: %w", err)
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.Shutdown()
+	return nil
 }
 
 // runAsynq processes tasks until ctx ends, then stops taking new ones and

@@ -33,6 +33,16 @@ type Metrics struct {
 	consoleDropped    prometheus.Counter
 	consoleReconnects prometheus.Counter
 
+	alertRounds      *prometheus.CounterVec
+	alertBatches     *prometheus.CounterVec
+	alertCollect     *prometheus.HistogramVec
+	alertEvaluate    prometheus.Histogram
+	alertLag         prometheus.Histogram
+	alertLastEval    prometheus.Gauge
+	alertRules       prometheus.Counter
+	alertTransitions *prometheus.CounterVec
+	notifications    *prometheus.CounterVec
+
 	sweeps    *prometheus.CounterVec
 	lastSweep prometheus.Gauge
 	swept     *prometheus.CounterVec
@@ -95,6 +105,45 @@ func New() *Metrics {
 			Name: "provisiond_console_reconnects_total",
 			Help: "Wings console connections re-established after a drop.",
 		}),
+		alertRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_alert_rounds_total",
+			Help: "Monitoring rounds (splitting the services into collection batches) by outcome (ok, error).",
+		}, []string{"outcome"}),
+		alertBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_alert_batches_total",
+			Help: "Collection and evaluation batches by provider and outcome (ok, error).",
+		}, []string{"provider", "outcome"}),
+		alertCollect: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provisiond_alert_collection_duration_seconds",
+			Help:    "Time to collect one batch's usage from its provider node.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"provider"}),
+		alertEvaluate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "provisiond_alert_evaluation_duration_seconds",
+			Help:    "Time to evaluate one batch's alert rules.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		alertLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "provisiond_alert_evaluation_lag_seconds",
+			Help:    "Time from a round's start to the end of one of its batches' evaluation.",
+			Buckets: []float64{.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600},
+		}),
+		alertLastEval: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "provisiond_alert_last_evaluation_timestamp_seconds",
+			Help: "When this process last finished evaluating a batch of alert rules without error.",
+		}),
+		alertRules: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "provisiond_alert_rules_evaluated_total",
+			Help: "Alert rules evaluated.",
+		}),
+		alertTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_alerts_total",
+			Help: "Customer alerts by event (firing, resolved).",
+		}, []string{"event"}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_alert_notifications_total",
+			Help: "Alert notification deliveries by channel (discord, webhook) and outcome (ok, transient, permanent, canceled).",
+		}, []string{"channel", "outcome"}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provisiond_scheduler_sweeps_total",
 			Help: "Scheduler sweeps by outcome (ok, error).",
@@ -116,8 +165,41 @@ func New() *Metrics {
 		m.providerCalls, m.providerTime,
 		m.consoleUpstreams, m.consoleViewers, m.consoleRelayed, m.consoleDropped, m.consoleReconnects,
 		m.sweeps, m.lastSweep, m.swept,
+		m.alertRounds, m.alertBatches, m.alertCollect, m.alertEvaluate, m.alertLag, m.alertLastEval,
+		m.alertRules, m.alertTransitions, m.notifications,
 	)
 	return m
+}
+
+// ObserveAlertRound records one monitoring round.
+func (m *Metrics) ObserveAlertRound(_ int, err error) {
+	m.alertRounds.WithLabelValues(okOrError(err)).Inc()
+}
+
+// ObserveAlertBatch records one batch's collection and evaluation.
+func (m *Metrics) ObserveAlertBatch(provider string, rules, fired, resolved int, collect, evaluate, lag time.Duration, err error) {
+	m.alertBatches.WithLabelValues(provider, okOrError(err)).Inc()
+	m.alertCollect.WithLabelValues(provider).Observe(collect.Seconds())
+	m.alertEvaluate.Observe(evaluate.Seconds())
+	m.alertRules.Add(float64(rules))
+	m.alertTransitions.WithLabelValues("firing").Add(float64(fired))
+	m.alertTransitions.WithLabelValues("resolved").Add(float64(resolved))
+	if err == nil {
+		m.alertLag.Observe(lag.Seconds())
+		m.alertLastEval.SetToCurrentTime()
+	}
+}
+
+// ObserveNotification records one delivery of an alert notification.
+func (m *Metrics) ObserveNotification(channel string, err error) {
+	m.notifications.WithLabelValues(channel, outcome(err)).Inc()
+}
+
+func okOrError(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
 }
 
 // ObserveHTTP records one API request.

@@ -63,6 +63,26 @@ type vmState struct {
 	flock   string
 	flocks  int
 	history []stateChange // power history, for RRD data
+	load    *Load         // usage set by a test; nil is the default
+}
+
+// Load is the usage a running VM reports, for tests of usage collection
+// and alerting.
+type Load struct {
+	CPU    float64 // share of its cores, 0 to 1
+	Memory float64 // share of its memory, 0 to 1
+	Disk   float64 // share of its disk, 0 to 1
+}
+
+// SetLoad makes the VM report load while it runs, from now on.
+func (s *Server) SetLoad(node string, vmid int, load Load) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.vms[vmKey{node, vmid}]
+	if ok {
+		st.load = &load
+	}
+	return ok
 }
 
 type stateChange struct {
@@ -283,6 +303,9 @@ func vmSummary(st *vmState) map[string]any {
 		m["cpu"] = 0.03
 		m["pid"] = 4000 + st.VMID
 		m["netin"], m["netout"] = int64(up*12000), int64(up*3000)
+		if l := st.load; l != nil {
+			m["cpu"], m["mem"], m["disk"] = l.CPU, int64(l.Memory*float64(maxmem)), int64(l.Disk*float64(maxdisk))
+		}
 		m["diskread"], m["diskwrite"] = int64(up*50000)+300<<20, int64(up*20000)
 	}
 	if st.Lock != "" {
