@@ -384,8 +384,8 @@ const rulesToEvaluate = `-- name: RulesToEvaluate :many
 SELECT r.id, r.team_id, r.service_id, r.metric_type, r.operator, r.threshold, r.duration_minutes, r.severity,
        r.enabled, r.breach_since, f.id AS open_alert_id
 FROM alert_rules r
-LEFT JOIN fired_alerts f ON f.rule_id = r.id AND f.resolved_at IS NULL
-WHERE r.service_id = ANY($1::uuid[]) AND (r.enabled OR f.id IS NOT NULL)
+LEFT JOIN fired_alerts f ON f.rule_id = r.id AND f.resolved_at IS NULL AND f.service_id = ANY($1::uuid[])
+WHERE r.service_id = ANY($1::uuid[])
 `
 
 type RulesToEvaluateRow struct {
@@ -402,8 +402,9 @@ type RulesToEvaluateRow struct {
 	OpenAlertID     uuid.NullUUID
 }
 
-// The rules of the services, with the alert each has open: enabled ones,
-// and disabled ones whose alert must still resolve.
+// The rules of the services with the alert each has open. Open alerts are
+// picked by service too, so that a batch reads its own and not every open
+// alert of the fleet.
 func (q *Queries) RulesToEvaluate(ctx context.Context, ids []uuid.UUID) ([]RulesToEvaluateRow, error) {
 	rows, err := q.db.Query(ctx, rulesToEvaluate, ids)
 	if err != nil {
