@@ -7,7 +7,7 @@ run: ## start API, workers, scheduler, dashboard and simulators, with demo data
 test: ## vet, sqlc check and every test against real PostgreSQL and Redis
 	scripts/test.sh
 
-bench: ## the API's job-creating endpoint against bare asynq enqueue
+bench: ## API vs bare enqueue, long-job hold, console fan-out, step runner, alert evaluation
 	scripts/bench.sh
 
 sqlc: ## regenerate queries/ from queries/*.sql

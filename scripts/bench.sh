@@ -4,7 +4,8 @@
 # asynq enqueue on the same Redis; then one worker process holding
 # BENCH_HOLD_JOBS (10000) provision jobs whose clones take BENCH_CLONE (30s),
 # the Wings console fan-out against direct websocket clients, and the step
-# runner's overhead against the same provider calls without it.
+# runner's overhead against the same provider calls without it, and one
+# alert evaluation round of 100,000 rules on 20,000 services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,3 +42,7 @@ echo
 echo "== step runner overhead"
 TEST_DATABASE_URL="postgres://provisiond@127.0.0.1:$pg_port/postgres?sslmode=disable" TEST_REDIS_ADDR="$REDIS_ADDR" \
 	go test -run '^$' -bench StepRunnerOverhead -benchtime 200x ./jobs
+echo
+echo "== alert evaluation: one round over 20,000 services (collection from providers left out)"
+TEST_DATABASE_URL="postgres://provisiond@127.0.0.1:$pg_port/postgres?sslmode=disable" TEST_REDIS_ADDR="$REDIS_ADDR" \
+	go test -run '^$' -bench EvaluationRound -benchtime 3x ./monitoring/alerting | grep Benchmark

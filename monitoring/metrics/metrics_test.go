@@ -24,6 +24,9 @@ func TestRulesAndDashboardNameExportedMetrics(t *testing.T) {
 	m.Relayed(1)
 	m.SlowViewerDropped()
 	m.Reconnected()
+	m.ObserveAlertRound(3, nil)
+	m.ObserveAlertBatch("proxmox", 10, 1, 0, time.Second, time.Millisecond, 2*time.Second, nil)
+	m.ObserveNotification("discord", nil)
 	families, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
