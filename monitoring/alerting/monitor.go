@@ -108,7 +108,8 @@ func NewRoundTask(at time.Time) *asynq.Task {
 	return asynq.NewTask(TaskRound, b)
 }
 
-// HandleRound is the asynq handler of TaskRound.
+// HandleRound is the asynq handler of TaskRound. A round that fails is
+// logged and counted, not retried: the next one comes within an interval.
 func (m *Monitor) HandleRound(ctx context.Context, t *asynq.Task) error {
 	var a roundArgs
 	if len(t.Payload()) > 0 {
@@ -124,7 +125,10 @@ func (m *Monitor) HandleRound(ctx context.Context, t *asynq.Task) error {
 	if m.Observer != nil {
 		m.Observer.ObserveAlertRound(n, err)
 	}
-	return err
+	if err != nil {
+		m.Log.Error("monitoring round failed", "round", at, "err", err)
+	}
+	return nil
 }
 
 // Round splits the monitored services into batches by provider node and
@@ -157,7 +161,7 @@ func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 			payload, _ := json.Marshal(b)
 			id := fmt.Sprintf("%s:%d:%s:%s:%d", TaskCollect, at.Unix(), k[0], k[1], i)
 			_, err := m.Tasks.EnqueueContext(ctx, asynq.NewTask(TaskCollect, payload), asynq.TaskID(id),
-				asynq.MaxRetry(2), asynq.Timeout(m.interval()), asynq.Retention(2*m.interval()))
+				asynq.MaxRetry(0), asynq.Timeout(m.interval()), asynq.Retention(2*m.interval()))
 			if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 				return n, fmt.Errorf("enqueue batch %s: %w", id, err)
 			}
@@ -195,7 +199,9 @@ type BatchResult struct {
 	Collect, Evaluate, Lag time.Duration
 }
 
-// HandleCollect is the asynq handler of TaskCollect.
+// HandleCollect is the asynq handler of TaskCollect. A batch that fails is
+// logged and counted, not retried: a retry would take its samples late,
+// and the next round, within an interval, evaluates the same rules again.
 func (m *Monitor) HandleCollect(ctx context.Context, t *asynq.Task) error {
 	var b Batch
 	if err := json.Unmarshal(t.Payload(), &b); err != nil {
@@ -205,11 +211,15 @@ func (m *Monitor) HandleCollect(ctx context.Context, t *asynq.Task) error {
 	if m.Observer != nil {
 		m.Observer.ObserveAlertBatch(b.Provider, res.Rules, res.Fired, res.Resolved, res.Collect, res.Evaluate, res.Lag, err)
 	}
-	return err
+	if err != nil {
+		m.Log.Error("monitoring batch failed", "provider", b.Provider, "node", b.Node, "services", len(b.Services), "err", err)
+	}
+	return nil
 }
 
 // RunBatch collects the batch's usage, stores it and evaluates the
-// batch's rules.
+// batch's rules. Services the provider could not report on are logged;
+// the error returned is the evaluation's.
 func (m *Monitor) RunBatch(ctx context.Context, b Batch) (BatchResult, error) {
 	var res BatchResult
 	log := m.Log.With("provider", b.Provider, "node", b.Node, "services", len(b.Services))
@@ -233,7 +243,7 @@ func (m *Monitor) RunBatch(ctx context.Context, b Batch) (BatchResult, error) {
 	if ev.Fired+ev.Resolved > 0 {
 		log.Info("alerts changed", "fired", ev.Fired, "resolved", ev.Resolved)
 	}
-	return res, err
+	return res, nil
 }
 
 // EvalResult counts what one evaluation did.
