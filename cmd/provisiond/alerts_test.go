@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
@@ -111,23 +112,33 @@ func (as *alertSystem) rule(service, body string) string {
 }
 
 // round runs the monitoring round of minute m after the start through the
-// queue and waits until every monitored service has its sample.
+// queue and waits until the demo VPSs have their samples.
 func (as *alertSystem) round(m int) {
+	as.t.Helper()
+	as.roundOf(m, as.services["web-1"].ID, as.services["db-1"].ID)
+}
+
+// roundOf runs the round of minute m and waits for the services' samples,
+// which it returns.
+func (as *alertSystem) roundOf(m int, services ...uuid.UUID) map[uuid.UUID]queries.ServiceSamplesRow {
 	as.t.Helper()
 	at := as.start.Add(time.Duration(m) * time.Minute)
 	as.clock.Set(at)
 	if _, err := as.tasks.Enqueue(alerting.NewRoundTask(at)); err != nil {
 		as.t.Fatal(err)
 	}
+	got := map[uuid.UUID]queries.ServiceSamplesRow{}
 	jobtest.Eventually(as.t, 20*time.Second, "the samples of minute "+at.Format("15:04"), func() bool {
-		for _, name := range []string{"web-1", "db-1"} {
-			rows, err := as.q.ServiceSamples(context.Background(), queries.ServiceSamplesParams{ServiceID: as.services[name].ID, Since: at})
+		for _, id := range services {
+			rows, err := as.q.ServiceSamples(context.Background(), queries.ServiceSamplesParams{ServiceID: id, Since: at})
 			if err != nil || len(rows) == 0 {
 				return false
 			}
+			got[id] = rows[0]
 		}
 		return true
 	})
+	return got
 }
 
 // firedAlerts lists the service's alerts through the API.
@@ -150,6 +161,7 @@ func (as *alertSystem) setCPU(service string, cpu float64) {
 }
 
 func TestAlertFiresAfterItsDurationOnceAndResolves(t *testing.T) {
+	t.Parallel()
 	as := newAlertSystem(t)
 	as.rule("web-1", `{"metricType":"cpu","operator":"gt","threshold":80,"durationMinutes":3,"severity":"critical"}`)
 	as.setCPU("web-1", 0.95)
@@ -182,7 +194,38 @@ func TestAlertFiresAfterItsDurationOnceAndResolves(t *testing.T) {
 	}
 }
 
+func TestUsageIsCollectedFromProxmoxAndPterodactyl(t *testing.T) {
+	t.Parallel()
+	as := newAlertSystem(t)
+	path := as.gameServer()
+	game := uuid.MustParse(strings.TrimPrefix(path, "/api/services/"))
+	if status, body := as.do("POST", path+"/action", `{"action":"start"}`); status != http.StatusAccepted {
+		t.Fatalf("start the game server: %d %v", status, body)
+	} else if job := as.waitJob(body["job"].(map[string]any)["id"].(string), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("start the game server: %v", job)
+	}
+	as.setCPU("web-1", 0.5)
+	web, db := as.services["web-1"].ID, as.services["db-1"].ID
+	as.roundOf(0, web, db, game)
+	got := as.roundOf(1, web, db, game)
+	for _, tc := range []struct {
+		name   string
+		sample queries.ServiceSamplesRow
+		online bool
+		check  func(queries.ServiceSamplesRow) bool
+	}{
+		{"running VM", got[web], true, func(s queries.ServiceSamplesRow) bool { return s.Cpu == 50 && s.Memory == 50 && s.Disk == 20 }},
+		{"stopped VM", got[db], false, func(s queries.ServiceSamplesRow) bool { return s.Cpu == 0 }},
+		{"game server", got[game], true, func(s queries.ServiceSamplesRow) bool { return s.Memory > 0 && s.Memory <= 100 }},
+	} {
+		if tc.sample.Online != tc.online || !tc.check(tc.sample) {
+			t.Errorf("%s: sample %+v", tc.name, tc.sample)
+		}
+	}
+}
+
 func TestGapInSamplesRestartsTheDuration(t *testing.T) {
+	t.Parallel()
 	as := newAlertSystem(t)
 	as.rule("db-1", `{"metricType":"offline","operator":"gte","threshold":1,"durationMinutes":2,"severity":"warning"}`)
 	as.round(0)
@@ -200,6 +243,7 @@ func TestGapInSamplesRestartsTheDuration(t *testing.T) {
 }
 
 func TestNotificationsAreSignedRetriedAndSentForFiringAndResolving(t *testing.T) {
+	t.Parallel()
 	as := newAlertSystem(t)
 	as.rcv.failNext = 1 // the generic receiver is down for the first delivery
 	as.rule("web-1", `{"metricType":"cpu","operator":"gte","threshold":90,"durationMinutes":1,"severity":"critical"}`)
