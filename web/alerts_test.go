@@ -86,3 +86,50 @@ func TestMonitoringSettingsRefuseInternalWebhooks(t *testing.T) {
 	other := e.newTeam("other")
 	e.do("GET", "/api/teams/"+other.ID.String()+"/monitoring-settings", e.key, "").check(t, http.StatusNotFound, "")
 }
+
+func TestServiceMetricsValidation(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	other := e.newService(e.newTeam("other").ID)
+	tests := []struct {
+		name, path, query, want string
+		status                  int
+	}{
+		{"no samples yet", svc.ID.String(), "?range=day&metric=cpu", `"points":[]`, 200},
+		{"unknown range", svc.ID.String(), "?range=year", "range must be one of: day, hour, week", 400},
+		{"unknown metric", svc.ID.String(), "?metric=temperature", "metric must be one of", 400},
+		{"another team's service", other.ID.String(), "", "", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := e.do("GET", "/api/services/"+tt.path+"/metrics"+tt.query, e.key, "")
+			if res.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", res.status, tt.status, res.raw)
+			}
+			if tt.want != "" && !strings.Contains(res.raw, tt.want) {
+				t.Errorf("answer %s, want it to say %q", res.raw, tt.want)
+			}
+		})
+	}
+}
+
+func TestMonitoringSettingsKeepWebhookURLsSealed(t *testing.T) {
+	e := newEnv(t)
+	path := "/api/teams/" + e.team.ID.String() + "/monitoring-settings"
+	const hook = "https://203.0.113.10/api/webhooks/123/s3cr3t-token"
+	res := e.do("PATCH", path, e.key, `{"discordWebhookUrl":"`+hook+`"}`)
+	res.check(t, http.StatusOK, "")
+	shown := res.body["settings"].(map[string]any)["discordWebhookUrl"].(string)
+	if strings.Contains(shown, "s3cr3t") || !strings.HasPrefix(shown, "https://203.0.113.10/") {
+		t.Errorf("shown %q: want the URL masked", shown)
+	}
+	// Sending the masked value back (a form saved as it was) keeps the URL.
+	e.do("PATCH", path, e.key, `{"profileName":"ops","discordWebhookUrl":"`+shown+`"}`).check(t, http.StatusOK, "")
+	stored, err := e.q.GetMonitoringSettings(t.Context(), e.team.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored.SealedWebhooks) == 0 || strings.Contains(string(stored.SealedWebhooks), "s3cr3t") || stored.DiscordWebhookHint != shown {
+		t.Errorf("stored %q (hint %q): want the URL sealed and the same hint", stored.SealedWebhooks, stored.DiscordWebhookHint)
+	}
+}
