@@ -96,3 +96,10 @@ UPDATE fired_alerts SET resolved_notified = true WHERE id = ANY(@ids::uuid[]) AN
 SELECT f.*, r.operator, r.duration_minutes, s.name AS service_name, s.team_id
 FROM fired_alerts f JOIN alert_rules r ON r.id = f.rule_id JOIN services s ON s.id = f.service_id
 WHERE f.id = @id;
+
+-- name: ResolveAlertsOfTerminatedServices :execrows
+-- A terminated service is no longer watched: its open alerts end, without
+-- a notification.
+UPDATE fired_alerts f SET resolved_at = @at::timestamptz, resolved_notified = true, firing_notified = true
+FROM services s
+WHERE s.id = f.service_id AND s.status = 'terminated' AND f.resolved_at IS NULL;

@@ -380,6 +380,22 @@ func (q *Queries) ResolveAlerts(ctx context.Context, arg ResolveAlertsParams) ([
 	return items, nil
 }
 
+const resolveAlertsOfTerminatedServices = `-- name: ResolveAlertsOfTerminatedServices :execrows
+UPDATE fired_alerts f SET resolved_at = $1::timestamptz, resolved_notified = true, firing_notified = true
+FROM services s
+WHERE s.id = f.service_id AND s.status = 'terminated' AND f.resolved_at IS NULL
+`
+
+// A terminated service is no longer watched: its open alerts end, without
+// a notification.
+func (q *Queries) ResolveAlertsOfTerminatedServices(ctx context.Context, at time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, resolveAlertsOfTerminatedServices, at)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const rulesToEvaluate = `-- name: RulesToEvaluate :many
 SELECT r.id, r.team_id, r.service_id, r.metric_type, r.operator, r.threshold, r.duration_minutes, r.severity,
        r.enabled, r.breach_since, f.id AS open_alert_id

@@ -225,8 +225,13 @@ func (s *Server) firedAlerts(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]map[string]any, 0, len(alerts))
 	for _, a := range alerts {
-		out = append(out, map[string]any{"id": a.ID, "ruleId": a.RuleID, "metricType": a.MetricType, "severity": a.Severity,
-			"threshold": a.Threshold, "value": a.Value, "firedAt": a.FiredAt, "resolvedAt": a.ResolvedAt})
+		alert := map[string]any{"id": a.ID, "ruleId": a.RuleID, "metricType": a.MetricType, "severity": a.Severity,
+			"threshold": a.Threshold, "unit": alerting.Unit(a.MetricType), "value": a.Value, "firedAt": a.FiredAt,
+			"resolvedAt": a.ResolvedAt, "resolvedValue": nil}
+		if a.ResolvedValue.Valid {
+			alert["resolvedValue"] = a.ResolvedValue.Float64
+		}
+		out = append(out, alert)
 	}
 	ok(w, http.StatusOK, "alerts", out)
 	return nil

@@ -184,8 +184,8 @@ func TestAlertFiresAfterItsDurationOnceAndResolves(t *testing.T) {
 	as.setCPU("web-1", 0.10)
 	as.round(6)
 	got = as.firedAlerts("web-1")
-	if len(got) != 1 || got[0]["resolvedAt"] == nil {
-		t.Fatalf("minute 6: alerts %v; want the alert resolved", got)
+	if len(got) != 1 || got[0]["resolvedAt"] == nil || got[0]["resolvedValue"].(float64) > 11 {
+		t.Fatalf("minute 6: alerts %v; want the alert resolved at the value 10", got)
 	}
 	status, body := as.do("GET", "/api/services/"+as.services["web-1"].ID.String()+"/metrics?range=hour&metric=cpu", "")
 	points, _ := body["metrics"].(map[string]any)["points"].([]any)
@@ -294,4 +294,24 @@ func TestNotificationsAreSignedRetriedAndSentForFiringAndResolving(t *testing.T)
 	if err != nil || attempts != 2 {
 		t.Errorf("firing webhook job: %d attempts (%v); want 2: the failed delivery retried", attempts, err)
 	}
+}
+
+func TestTerminatedServiceAlertsEnd(t *testing.T) {
+	t.Parallel()
+	as := newAlertSystem(t)
+	as.rule("db-1", `{"metricType":"offline","operator":"gte","threshold":1,"durationMinutes":1,"severity":"warning"}`)
+	as.round(0)
+	as.round(1)
+	if got := as.firedAlerts("db-1"); len(got) != 1 || got[0]["resolvedAt"] != nil {
+		t.Fatalf("alerts %v; want the stopped VM's open offline alert", got)
+	}
+	db := as.services["db-1"].ID
+	if err := as.q.SetServiceStatus(context.Background(), queries.SetServiceStatusParams{ID: db, Status: "terminated"}); err != nil {
+		t.Fatal(err)
+	}
+	as.roundOf(2, as.services["web-1"].ID)
+	jobtest.Eventually(t, 10*time.Second, "the terminated service's alert to end", func() bool {
+		got := as.firedAlerts("db-1")
+		return len(got) == 1 && got[0]["resolvedAt"] != nil
+	})
 }

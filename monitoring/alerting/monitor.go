@@ -134,7 +134,8 @@ func (m *Monitor) HandleRound(ctx context.Context, t *asynq.Task) error {
 // Round splits the monitored services into batches by provider node and
 // enqueues a collection task for each; it returns how many. Task ids are
 // derived from the round's time, so a round run twice enqueues nothing
-// more. It also drops samples older than the retention.
+// more. It also drops samples older than the retention and ends the open
+// alerts of terminated services.
 func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 	q := m.queries()
 	svcs, err := q.ListMonitoredServices(ctx)
@@ -170,6 +171,9 @@ func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 	}
 	if _, err := q.DeleteOldSamples(ctx, at.Add(-cmp.Or(m.Retention, 7*24*time.Hour))); err != nil {
 		return n, fmt.Errorf("delete old samples: %w", err)
+	}
+	if _, err := q.ResolveAlertsOfTerminatedServices(ctx, at); err != nil {
+		return n, fmt.Errorf("resolve alerts of terminated services: %w", err)
 	}
 	return n, nil
 }
