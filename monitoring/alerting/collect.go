@@ -165,7 +165,11 @@ func (c *Collector) pterodactyl(ctx context.Context, svcs []queries.GetMonitored
 			r, err := c.Pterodactyl.Resources(ctx, ref.Identifier)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case errors.Is(err, pterodactyl.ErrNotFound):
+				out[s.ID] = usage{} // gone from the panel: not running, as a VM gone from its node
+				return
+			case err != nil:
 				// Installing or restoring (409) or unreachable: no sample.
 				errs = append(errs, fmt.Errorf("service %s: %w", s.ID, err))
 				return
