@@ -107,6 +107,10 @@ type VPSWorkers struct {
 	// ShutdownTimeout is how long a stop waits for the guest before it
 	// powers the VM off hard.
 	ShutdownTimeout time.Duration
+	// AgentTimeout is how long a provision or reinstall waits, after the
+	// start, for the guest agent of a VM whose configuration enables it;
+	// default 3 minutes.
+	AgentTimeout time.Duration
 }
 
 // vpsJob is one VPS job's view of its VM.
@@ -147,6 +151,7 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 		}},
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
 		Step{"start", v.start},
+		Step{"agent", v.waitAgent},
 	); err != nil {
 		return v.stopped(ctx, err)
 	}
@@ -434,6 +439,40 @@ func (v *vpsJob) start(ctx context.Context) error {
 		return err
 	}
 	return p.ensure(proxmox.OpStart)(ctx)
+}
+
+// waitAgent waits until the guest agent answers, when the VM's
+// configuration enables it, so that the job ends once the guest has booted.
+// A guest that never starts its agent (its image has none) ends the wait
+// after AgentTimeout: the VM runs, and the job's log says the agent did not
+// answer.
+func (v *vpsJob) waitAgent(ctx context.Context) error {
+	ref, err := v.vm()
+	if err != nil {
+		return err
+	}
+	cfg, err := v.w.Proxmox.Config(ctx, ref)
+	if err != nil || !cfg.AgentEnabled() {
+		return err
+	}
+	timeout := cmp.Or(v.w.AgentTimeout, 3*time.Minute)
+	deadline := time.Now().Add(timeout)
+	for {
+		ready, err := v.w.Proxmox.AgentPing(ctx, ref)
+		switch {
+		case err != nil:
+			return err
+		case ready:
+			return v.run.Log(ctx, "the guest agent answered")
+		case time.Now().After(deadline):
+			return v.run.Log(ctx, fmt.Sprintf("the guest agent did not answer within %s; the VM runs", timeout))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(v.w.Proxmox.PollInterval()):
+		}
+	}
 }
 
 // cmpErr returns err when there is one, else alt.

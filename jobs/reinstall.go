@@ -96,6 +96,7 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 		}},
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
 		Step{"start", v.start},
+		Step{"agent", v.waitAgent},
 	)
 	if err != nil {
 		return v.stopped(ctx, err)

@@ -331,6 +331,34 @@ func (c *Client) Usage(ctx context.Context, ref VMRef) (Usage, error) {
 	}, nil
 }
 
+// AgentPing asks the VM's QEMU guest agent whether it runs. An agent that
+// does not answer yet (the guest is booting, or has none installed) is
+// false without an error: it is an answer, not a failure of Proxmox.
+func (c *Client) AgentPing(ctx context.Context, ref VMRef) (bool, error) {
+	ready := false
+	err := c.call(ctx, "agent.ping", func(ctx context.Context) error {
+		err := c.api.Post(ctx, vmPath(ref, "agent/ping"), map[string]any{}, nil)
+		var he *httpError
+		if errors.As(err, &he) && strings.Contains(he.Reason, "guest agent is not running") {
+			return nil
+		}
+		ready = err == nil
+		return err
+	})
+	return ready, err
+}
+
+// AgentEnabled reports whether the configuration enables the QEMU guest
+// agent ("1", "1,…" or "enabled=1,…").
+func (cfg VMConfig) AgentEnabled() bool {
+	for _, part := range strings.Split(cfg.Raw["agent"], ",") {
+		if part == "1" || part == "enabled=1" {
+			return true
+		}
+	}
+	return false
+}
+
 // NodeUsage reads the status and usage of every VM on a node from one
 // call, keyed by VMID, so collecting a whole node costs one request.
 func (c *Client) NodeUsage(ctx context.Context, node string) (map[int]Usage, error) {

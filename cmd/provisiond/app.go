@@ -181,7 +181,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 		PollInterval: a.cfg.PterodactylPollInterval, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
 	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
 		BackupStorage: a.cfg.ProxmoxBackupStorage, RescueISO: a.cfg.ProxmoxRescueISO, ConsoleTTL: a.cfg.ConsoleSessionTTL,
-		ShutdownTimeout: a.cfg.PowerShutdownTimeout}
+		ShutdownTimeout: a.cfg.PowerShutdownTimeout, AgentTimeout: a.cfg.ProxmoxAgentTimeout}
 	terminations := &jobs.TerminationWorker{Queries: a.q, Terminators: map[string]jobs.Terminator{proxmox.Provider: vps.Terminate}}
 	jobs.AddWorker(ws, terminations)
 	if ptero != nil {

@@ -49,6 +49,7 @@ type Config struct {
 	ProxmoxConsoleUser     string        `env:"PROXMOX_CONSOLE_USER"`
 	ProxmoxConsolePassword string        `env:"PROXMOX_CONSOLE_PASSWORD"`
 	ConsoleSessionTTL      time.Duration `env:"CONSOLE_SESSION_TTL" envDefault:"1m"`
+	ProxmoxAgentTimeout    time.Duration `env:"PROXMOX_AGENT_TIMEOUT" envDefault:"3m"`
 
 	PterodactylURL            string        `env:"PTERODACTYL_URL"`
 	PterodactylApplicationKey string        `env:"PTERODACTYL_APPLICATION_KEY"`

@@ -347,3 +347,43 @@ func TestConcurrentProvisionsGetDistinctVMIDs(t *testing.T) {
 		t.Errorf("%d distinct VMIDs and %d clone calls for %d provisions; want one each", len(vmids), s.sim.CountCalls("clone", ""), n)
 	}
 }
+
+func TestProvisionWaitsForTheGuestAgent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		noAgent bool
+		want    string
+	}{
+		{"agent in the image answers", false, "the guest agent answered"},
+		{"image without an agent ends the wait after the timeout", true, "the guest agent did not answer within 500ms; the VM runs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{env: map[string]string{"PROXMOX_AGENT_TIMEOUT": "500ms"}})
+			tmpl, _ := s.sim.VM("pve1", 9000)
+			tmpl.NoAgent = tc.noAgent
+			s.sim.AddVM(tmpl)
+			_, jobID := s.provision(`{"name":"vps-a","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":10},"templateId":9000}`)
+			if job := s.waitJob(jobID, 30*time.Second); job["status"] != "succeeded" {
+				t.Fatalf("provision ended %s: %v", job["status"], job["error"])
+			}
+			events, err := s.q.ListJobEvents(context.Background(), queries.ListJobEventsParams{JobID: uuid.MustParse(jobID)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var lines []string
+			for _, e := range events {
+				if e.Type == "log" {
+					lines = append(lines, e.Message)
+				}
+			}
+			if !slices.Contains(lines, tc.want) {
+				t.Errorf("job log %q; want %q", lines, tc.want)
+			}
+			if s.sim.CountCalls("agent.ping", "") == 0 {
+				t.Error("the guest agent was never asked")
+			}
+		})
+	}
+}

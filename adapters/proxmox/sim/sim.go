@@ -161,6 +161,7 @@ func (s *Server) routes() {
 	s.api("POST /nodes/{node}/qemu/{vmid}/clone", "clone", s.clone)
 	s.api("PUT /nodes/{node}/qemu/{vmid}/resize", "resize", s.resize)
 	s.api("GET /nodes/{node}/qemu/{vmid}/rrddata", "rrddata", s.rrdData)
+	s.api("POST /nodes/{node}/qemu/{vmid}/agent/ping", "agent.ping", s.agentPing)
 	s.api("POST /nodes/{node}/qemu/{vmid}/vncproxy", "vncproxy", s.vncProxy)
 	s.mux.HandleFunc("GET "+prefix+"/nodes/{node}/qemu/{vmid}/vncwebsocket", s.vncWebsocket)
 	for _, op := range powerOps {

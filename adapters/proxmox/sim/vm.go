@@ -29,6 +29,10 @@ type VM struct {
 	// IgnoresShutdown makes the guest ignore ACPI shutdown, so that a
 	// shutdown task runs into its timeout.
 	IgnoresShutdown bool `json:"ignoresShutdown,omitempty"`
+	// NoAgent says the guest has no QEMU guest agent installed: with the
+	// agent enabled in the configuration, it never answers. A clone
+	// inherits it from its template, as it inherits the image.
+	NoAgent bool `json:"noAgent,omitempty"`
 
 	// Sockets defaults to 1.
 	Sockets     int    `json:"sockets,omitempty"`
