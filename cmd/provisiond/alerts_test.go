@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/monitoring/alerting"
@@ -221,6 +222,14 @@ func TestUsageIsCollectedFromProxmoxAndPterodactyl(t *testing.T) {
 		if tc.sample.Online != tc.online || !tc.check(tc.sample) {
 			t.Errorf("%s: sample %+v", tc.name, tc.sample)
 		}
+	}
+
+	// A panel that stops answering holds up its own batch only.
+	as.ptero.Inject(simkit.Fault{Op: "client.resources", Hang: true})
+	as.roundOf(2, web, db)
+	rows, err := as.q.ServiceSamples(context.Background(), queries.ServiceSamplesParams{ServiceID: game, Since: as.start.Add(2 * time.Minute)})
+	if err != nil || len(rows) != 0 {
+		t.Errorf("game server samples %v (%v) while its panel hangs; want none yet", rows, err)
 	}
 }
 
