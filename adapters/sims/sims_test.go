@@ -112,3 +112,49 @@ func TestEverySimulatorAnswersOnItsAddress(t *testing.T) {
 		}
 	})
 }
+
+func TestStateOutlivesARestart(t *testing.T) {
+	cfg := sims.Dev()
+	cfg.TaskDuration = 10 * time.Millisecond
+	dir := t.TempDir()
+	first, err := sims.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := first.Proxmox.VM("pve1", 100)
+	vm.VMID, vm.Name = 150, "made-in-the-first-run"
+	first.Proxmox.AddVM(vm)
+	games := len(first.Pterodactyl.Servers())
+	if err := first.SaveState(dir); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+
+	for _, tc := range []struct {
+		name   string
+		dir    string
+		loaded bool
+		vm150  bool
+	}{
+		{"a saved state is loaded", dir, true, true},
+		{"no state starts from the demo data", t.TempDir(), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next, err := sims.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer next.Close()
+			loaded, err := next.LoadState(tc.dir)
+			if err != nil || loaded != tc.loaded {
+				t.Fatalf("LoadState: %v, %v; want %v", loaded, err, tc.loaded)
+			}
+			if _, ok := next.Proxmox.VM("pve1", 150); ok != tc.vm150 {
+				t.Errorf("VM 150 there: %v, want %v", ok, tc.vm150)
+			}
+			if n := len(next.Pterodactyl.Servers()); n != games {
+				t.Errorf("%d game servers, want %d", n, games)
+			}
+		})
+	}
+}

@@ -77,6 +77,7 @@ type Config struct {
 
 	Sims            sims.Addrs    `envPrefix:""`
 	SimTaskDuration time.Duration `env:"SIM_TASK_DURATION" envDefault:"2s"`
+	SimStateDir     string        `env:"SIM_STATE_DIR" envDefault:".run/dev/sims"`
 }
 
 // loadConfig reads the environment.

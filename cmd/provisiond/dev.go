@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
@@ -67,7 +69,7 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	simCfg.TaskDuration = a.cfg.SimTaskDuration
 	simCfg.ProxmoxTokenID, simCfg.ProxmoxTokenSecret = a.cfg.ProxmoxTokenID, a.cfg.ProxmoxTokenSecret
 	simCfg.ProxmoxPassword = a.cfg.ProxmoxConsolePassword
-	fleet, err := sims.New(simCfg)
+	fleet, err := devFleet(simCfg, a.cfg.SimStateDir, a.log)
 	if err != nil {
 		return err
 	}
@@ -81,7 +83,7 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
-	key, services, err := seedDemo(ctx, a.q, demo)
+	key, services, err := seedDemo(ctx, a.q, demo, fleet.Proxmox.VMs())
 	if err != nil {
 		return err
 	}
@@ -100,15 +102,60 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	g.Go(func() error { return runAsynq(ctx, workers, handler, a.log) })
 	g.Go(func() error { a.sweeper().Run(ctx, a.cfg.SweepInterval); return nil })
 	g.Go(func() error { return a.runPeriodic(ctx) })
+	if dir := a.cfg.SimStateDir; dir != "" {
+		g.Go(func() error { keepSimState(ctx, fleet, dir, a.log); return nil })
+	}
 
 	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), endpoints, key, services)
 	return g.Wait()
 }
 
+// devFleet makes the simulators and loads the state an earlier run kept in
+// dir, so that the services in the database still point at their VMs and
+// game servers. A state that cannot be read is left aside: the simulators
+// start afresh with their demo data.
+func devFleet(cfg sims.Config, dir string, log *slog.Logger) (*sims.Fleet, error) {
+	fleet, err := sims.New(cfg)
+	if err != nil || dir == "" {
+		return fleet, err
+	}
+	loaded, err := fleet.LoadState(dir)
+	switch {
+	case err != nil:
+		log.Warn("simulator state unreadable; the simulators start afresh", "dir", dir, "err", err)
+		fleet.Close()
+		return sims.New(cfg)
+	case loaded:
+		log.Info("simulator state of the last run loaded", "dir", dir)
+	}
+	return fleet, nil
+}
+
+// keepSimState saves the simulators' state every 30 seconds and when ctx
+// ends, so that a stopped or killed dev run leaves at most 30 s behind.
+func keepSimState(ctx context.Context, fleet *sims.Fleet, dir string, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := fleet.SaveState(dir); err != nil {
+				log.Error("simulator state not saved", "dir", dir, "err", err)
+			}
+			return
+		case <-t.C:
+			if err := fleet.SaveState(dir); err != nil {
+				log.Warn("simulator state not saved", "dir", dir, "err", err)
+			}
+		}
+	}
+}
+
 // seedDemo makes the demo team and a service for each demo VM, once, and a
-// demo key when the team has no usable one. It returns the new key ("" when
+// demo key when the team has no usable one. The demo services' power state
+// follows the simulator's VMs (current). It returns the new key ("" when
 // one existed) and the demo services.
-func seedDemo(ctx context.Context, q *queries.Queries, vms []sim.VM) (string, []queries.Service, error) {
+func seedDemo(ctx context.Context, q *queries.Queries, vms, current []sim.VM) (string, []queries.Service, error) {
 	team, err := q.GetTeamByName(ctx, demoTeam)
 	if errors.Is(err, pgx.ErrNoRows) {
 		team, err = q.CreateTeam(ctx, demoTeam)
@@ -137,9 +184,9 @@ func seedDemo(ctx context.Context, q *queries.Queries, vms []sim.VM) (string, []
 			services = append(services, svc)
 		}
 	}
-	// The simulator starts afresh each time; the services follow it.
+	// The simulator may have started afresh; the services follow it.
 	for i, svc := range services {
-		for _, vm := range vms {
+		for _, vm := range current {
 			var ref struct{ VMID int }
 			if json.Unmarshal(svc.ProviderRef, &ref) == nil && ref.VMID == vm.VMID {
 				state := vm.Status

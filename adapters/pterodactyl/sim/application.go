@@ -140,7 +140,7 @@ func (s *Server) eggVariableAttrs(egg *Egg, v EggVariable) map[string]any {
 	return map[string]any{"id": v.ID, "egg_id": egg.ID, "name": v.Name, "description": v.Description,
 		"env_variable": v.EnvVariable, "default_value": v.DefaultValue, "user_viewable": v.UserViewable,
 		"user_editable": v.UserEditable, "rules": v.Rules,
-		"created_at": timestamp(s.bootTime), "updated_at": timestamp(s.bootTime)}
+		"created_at": timestamp(s.epoch), "updated_at": timestamp(s.epoch)}
 }
 
 func (s *Server) listServers(r *http.Request, _ *call) (int, any, error) {
@@ -666,7 +666,7 @@ func (s *Server) getEgg(r *http.Request, _ *call) (int, any, error) {
 		"startup": egg.Startup,
 		"script": map[string]any{"privileged": true, "install": "#!/bin/bash\n# install script", "entry": "bash",
 			"container": "ghcr.io/pterodactyl/installers:debian", "extends": nil},
-		"created_at": timestamp(s.bootTime), "updated_at": timestamp(s.bootTime),
+		"created_at": timestamp(s.epoch), "updated_at": timestamp(s.epoch),
 	}
 	if slices.Contains(includes(r), "variables") {
 		var items []map[string]any
@@ -690,7 +690,7 @@ func (s *Server) listNodes(r *http.Request, _ *call) (int, any, error) {
 			"maintenance_mode": false, "memory": n.Memory, "memory_overallocate": n.MemoryOverallocate,
 			"disk": n.Disk, "disk_overallocate": n.DiskOverallocate, "upload_size": 100,
 			"daemon_listen": 8080, "daemon_sftp": 2022, "daemon_base": "/var/lib/pterodactyl/volumes",
-			"created_at": timestamp(s.bootTime), "updated_at": timestamp(s.bootTime),
+			"created_at": timestamp(s.epoch), "updated_at": timestamp(s.epoch),
 			"allocated_resources": map[string]any{"memory": memory, "disk": disk},
 		}))
 	}
@@ -732,7 +732,7 @@ func (s *Server) listLocations(r *http.Request, _ *call) (int, any, error) {
 	var items []map[string]any
 	for _, l := range sorted(s.locations) {
 		items = append(items, item("location", map[string]any{"id": l.ID, "short": l.Short, "long": l.Long,
-			"created_at": timestamp(s.bootTime), "updated_at": timestamp(s.bootTime)}))
+			"created_at": timestamp(s.epoch), "updated_at": timestamp(s.epoch)}))
 	}
 	return http.StatusOK, paged(r, items, 50, 100), nil
 }
@@ -741,7 +741,7 @@ func (s *Server) userItem(u *User) map[string]any {
 	return item("user", map[string]any{"id": u.ID, "external_id": orNull(u.ExternalID), "uuid": u.UUID,
 		"username": u.Username, "email": u.Email, "first_name": u.FirstName, "last_name": u.LastName,
 		"language": "en", "root_admin": u.RootAdmin, "2fa": false,
-		"created_at": timestamp(s.bootTime), "updated_at": timestamp(s.bootTime)})
+		"created_at": timestamp(s.epoch), "updated_at": timestamp(s.epoch)})
 }
 
 func (s *Server) listUsers(r *http.Request, _ *call) (int, any, error) {

@@ -193,6 +193,11 @@ type serverState struct {
 	console []string // the recent console lines "send logs" replays
 	conns   map[*wsConn]bool
 	backups []*backupState
+	// installRun is how the install in progress will end, nil when none
+	// runs; restarting says the stop in progress is a restart's. Save
+	// writes the server as these transitions would have left it.
+	installRun *installRun
+	restarting bool
 }
 
 type backupState struct {

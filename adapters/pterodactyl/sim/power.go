@@ -102,6 +102,7 @@ func (s *Server) power(gs *serverState, action, taskErr string) error {
 			return errBusy
 		}
 		restart := action == "restart"
+		gs.restarting = restart
 		if gs.State == StateOffline {
 			if restart {
 				s.boot(gs, taskErr)
@@ -165,6 +166,7 @@ func (s *Server) install(gs *serverState, taskErr string, startAfter bool) {
 	gs.busy = false
 	s.setState(gs, StateOffline)
 	gs.Status = StatusInstalling
+	gs.installRun = &installRun{err: taskErr, startAfter: startAfter}
 	s.broadcast(gs, "install started", "")
 	lines := []string{
 		"Pulling Docker container image, this could take a few minutes to complete...",
@@ -180,6 +182,7 @@ func (s *Server) install(gs *serverState, taskErr string, startAfter bool) {
 	}
 	gs.install = append(gs.install, s.later(gs, d, func() {
 		gs.install = nil
+		gs.installRun = nil
 		ok := taskErr == ""
 		if !ok {
 			s.broadcast(gs, "install output", "Install failed: "+taskErr)

@@ -93,6 +93,10 @@ type Server struct {
 	cfg      Config
 	mux      *http.ServeMux
 	bootTime time.Time
+	// epoch is the created_at and updated_at of locations, nodes, eggs
+	// and users: bootTime, or the saved one after Load, while bootTime
+	// stays this Wings' boot. The lock guards it.
+	epoch time.Time
 	// offset is AdvanceClock's shift of the token clock, read without the
 	// lock because tokens are checked while it is held.
 	offset atomic.Int64
@@ -145,6 +149,7 @@ func New(cfg Config) *Server {
 		conns:     map[*wsConn]bool{},
 		downloads: map[string]bool{},
 	}
+	s.epoch = s.bootTime
 	s.load(panel)
 	s.routes()
 	go s.loop()
