@@ -1,9 +1,7 @@
 package sim
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -11,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hostfleet/provisiond/adapters/simkit"
 )
 
 // SnapshotVersion is the version of the snapshot format that Save writes
@@ -309,23 +309,9 @@ func (s *Server) Load(r io.Reader) error {
 
 // decodeSnapshot reads and checks a snapshot's JSON and version.
 func decodeSnapshot(data []byte) (*Snapshot, error) {
-	var probe struct {
-		Version *int `json:"version"`
-	}
-	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, fmt.Errorf("load proxmox simulator state: not a snapshot written by Save: %w", err)
-	}
-	if probe.Version == nil {
-		return nil, errors.New(`load proxmox simulator state: not a snapshot written by Save: it has no "version"`)
-	}
-	if *probe.Version != SnapshotVersion {
-		return nil, fmt.Errorf("load proxmox simulator state: snapshot version %d is not supported; this simulator reads version %d",
-			*probe.Version, SnapshotVersion)
-	}
 	var snap Snapshot
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&snap); err != nil {
-		return nil, fmt.Errorf("load proxmox simulator state: version %d snapshot: %w", SnapshotVersion, err)
+	if err := simkit.DecodeSnapshot(data, SnapshotVersion, &snap); err != nil {
+		return nil, fmt.Errorf("load proxmox simulator state: %w", err)
 	}
 	if snap.MACs < 0 {
 		return nil, fmt.Errorf("load proxmox simulator state: macs %d is negative", snap.MACs)

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +10,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/hostfleet/provisiond/adapters/simkit"
 )
 
 // SnapshotVersion is the version of the format Save writes and the only
@@ -37,7 +38,7 @@ type snapshot struct {
 	Locations   []snapshotLocation `json:"locations"`
 	Nodes       []snapshotNode     `json:"nodes"`
 	Allocations []snapshotAlloc    `json:"allocations"`
-	Eggs        []snapshotEgg      `json:"eggs"`
+	Eggs        []Egg              `json:"eggs"`
 	Users       []snapshotUser     `json:"users"`
 	Servers     []snapshotServer   `json:"servers"`
 }
@@ -73,30 +74,6 @@ type snapshotAlloc struct {
 	Notes  string `json:"notes,omitempty"`
 	// ServerID is the server that holds it, 0 while it is free.
 	ServerID int `json:"serverId,omitempty"`
-}
-
-type snapshotEgg struct {
-	ID           int                   `json:"id"`
-	NestID       int                   `json:"nestId"`
-	UUID         string                `json:"uuid"`
-	Name         string                `json:"name"`
-	Author       string                `json:"author"`
-	Description  string                `json:"description"`
-	DockerImages map[string]string     `json:"dockerImages"`
-	Startup      string                `json:"startup"`
-	Features     []string              `json:"features"`
-	Variables    []snapshotEggVariable `json:"variables"`
-}
-
-type snapshotEggVariable struct {
-	ID           int    `json:"id"`
-	Name         string `json:"name"`
-	Description  string `json:"description"`
-	EnvVariable  string `json:"envVariable"`
-	DefaultValue string `json:"defaultValue"`
-	UserViewable bool   `json:"userViewable"`
-	UserEditable bool   `json:"userEditable"`
-	Rules        string `json:"rules"`
 }
 
 type snapshotUser struct {
@@ -217,7 +194,7 @@ func (s *Server) snapshot(now time.Time) *snapshot {
 	defer s.mu.Unlock()
 	snap := &snapshot{Version: SnapshotVersion, SavedAt: now, Epoch: s.epoch,
 		Locations: []snapshotLocation{}, Nodes: []snapshotNode{}, Allocations: []snapshotAlloc{},
-		Eggs: []snapshotEgg{}, Users: []snapshotUser{}, Servers: []snapshotServer{}}
+		Eggs: []Egg{}, Users: []snapshotUser{}, Servers: []snapshotServer{}}
 	for _, l := range sorted(s.locations) {
 		snap.Locations = append(snap.Locations, snapshotLocation{ID: l.ID, Short: l.Short, Long: l.Long})
 	}
@@ -235,13 +212,9 @@ func (s *Server) snapshot(now time.Time) *snapshot {
 			Port: a.Port, Notes: a.Notes, ServerID: a.ServerID})
 	}
 	for _, e := range sorted(s.eggs) {
-		se := snapshotEgg{ID: e.ID, NestID: e.NestID, UUID: e.UUID, Name: e.Name, Author: e.Author,
-			Description: e.Description, DockerImages: maps.Clone(e.DockerImages), Startup: e.Startup,
-			Features: slices.Clone(e.Features), Variables: []snapshotEggVariable{}}
-		for _, v := range e.Variables {
-			se.Variables = append(se.Variables, snapshotEggVariable(v))
-		}
-		snap.Eggs = append(snap.Eggs, se)
+		egg := *e
+		egg.DockerImages, egg.Features, egg.Variables = maps.Clone(e.DockerImages), slices.Clone(e.Features), slices.Clone(e.Variables)
+		snap.Eggs = append(snap.Eggs, egg)
 	}
 	for _, u := range sorted(s.users) {
 		snap.Users = append(snap.Users, snapshotUser(*u))
@@ -366,30 +339,11 @@ func (s *Server) Load(r io.Reader) error {
 	return nil
 }
 
-// decodeSnapshot checks the version before it reads the rest, so that a
-// snapshot of another version is refused as such.
+// decodeSnapshot reads and checks a snapshot's JSON and version.
 func decodeSnapshot(data []byte) (*snapshot, error) {
-	var head struct {
-		Version *int `json:"version"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return nil, fmt.Errorf("not a simulator snapshot: %w", err)
-	}
-	switch {
-	case head.Version == nil:
-		return nil, errors.New("not a simulator snapshot: no version")
-	case *head.Version != SnapshotVersion:
-		return nil, fmt.Errorf("snapshot version %d is not supported (this simulator reads version %d)",
-			*head.Version, SnapshotVersion)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	snap := &snapshot{}
-	if err := dec.Decode(snap); err != nil {
-		return nil, fmt.Errorf("version %d snapshot: %w", SnapshotVersion, err)
-	}
-	if dec.More() {
-		return nil, errors.New("data after the snapshot")
+	if err := simkit.DecodeSnapshot(data, SnapshotVersion, snap); err != nil {
+		return nil, err
 	}
 	return snap, nil
 }
@@ -442,13 +396,8 @@ func (s *Server) build(snap *snapshot, now time.Time) (*state, error) {
 		if _, dup := st.eggs[e.ID]; dup {
 			return nil, fmt.Errorf("egg %d appears twice", e.ID)
 		}
-		egg := &Egg{ID: e.ID, NestID: e.NestID, UUID: e.UUID, Name: e.Name, Author: e.Author,
-			Description: e.Description, DockerImages: maps.Clone(e.DockerImages), Startup: e.Startup,
-			Features: slices.Clone(e.Features)}
-		for _, v := range e.Variables {
-			egg.Variables = append(egg.Variables, EggVariable(v))
-		}
-		st.eggs[e.ID] = egg
+		egg := e
+		st.eggs[e.ID] = &egg
 	}
 	for _, u := range snap.Users {
 		if _, dup := st.users[u.ID]; dup {

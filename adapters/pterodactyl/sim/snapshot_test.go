@@ -400,10 +400,10 @@ func TestLoadRefusesWhatSaveDidNotWrite(t *testing.T) {
 	tests := []struct {
 		name, data, want string
 	}{
-		{"garbage", "not json at all", "not a simulator snapshot"},
-		{"empty", "", "not a simulator snapshot"},
-		{"no version", `{"servers": []}`, "no version"},
-		{"unknown version", `{"version": 2, "whatever": true}`, "snapshot version 2 is not supported (this simulator reads version 1)"},
+		{"garbage", "not json at all", "not a snapshot written by Save"},
+		{"empty", "", "not a snapshot written by Save"},
+		{"no version", `{"servers": []}`, `it has no "version"`},
+		{"unknown version", `{"version": 2, "whatever": true}`, "snapshot version 2 is not supported; this simulator reads version 1"},
 		{"unknown field", edited(func(m map[string]any) { m["bogus"] = 1 }), `unknown field "bogus"`},
 		{"missing owner", edited(func(m map[string]any) { server(m, 0)["ownerId"] = 99 }), "server 1: owner 99 is not in the snapshot"},
 		{"duplicate identifier", edited(func(m map[string]any) { server(m, 1)["identifier"] = server(m, 0)["identifier"] }), "identifier"},
