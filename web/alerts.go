@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -272,10 +271,13 @@ func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) erro
 	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
 		return aerr
 	}
+	unavailable := &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
+		Message: "This server cannot keep webhook credentials (SECRETS_KEY)"}
 	var hooks alerting.Webhooks
 	if cur.SealedWebhooks != nil {
 		if err := s.Jobs.Sealer.Open(team, cur.SealedWebhooks, &hooks); err != nil {
-			return fmt.Errorf("open team %s's webhooks: %w", team, err)
+			s.logger(r).Error("team's webhooks cannot be opened", "team_id", team, "err", err)
+			return unavailable
 		}
 	}
 	next := cur
@@ -306,8 +308,6 @@ func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) erro
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}
-	unavailable := &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
-		Message: "This server cannot keep webhook credentials (SECRETS_KEY)"}
 	var sealedHooks []byte
 	if hooks != (alerting.Webhooks{}) {
 		if sealedHooks, err = s.Jobs.Sealer.Seal(team, hooks); err != nil {
