@@ -1,12 +1,12 @@
 -- name: ListMonitoredServices :many
 -- Services whose usage is collected: active, on a provider that reports
 -- usage, and placed there already.
-SELECT id, team_id, name, provider, provider_ref, plan FROM services
+SELECT * FROM services
 WHERE status = 'active' AND provider IN ('proxmox', 'pterodactyl') AND provider_ref <> '{}'::jsonb
 ORDER BY provider, id;
 
 -- name: GetMonitoredServices :many
-SELECT id, team_id, name, provider, provider_ref, plan FROM services
+SELECT * FROM services
 WHERE id = ANY(@ids::uuid[]) AND status = 'active'
 ORDER BY id;
 

@@ -147,36 +147,40 @@ func (q *Queries) GetFiredAlert(ctx context.Context, id uuid.UUID) (GetFiredAler
 }
 
 const getMonitoredServices = `-- name: GetMonitoredServices :many
-SELECT id, team_id, name, provider, provider_ref, plan FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services
 WHERE id = ANY($1::uuid[]) AND status = 'active'
 ORDER BY id
 `
 
-type GetMonitoredServicesRow struct {
-	ID          uuid.UUID
-	TeamID      uuid.UUID
-	Name        string
-	Provider    string
-	ProviderRef []byte
-	Plan        []byte
-}
-
-func (q *Queries) GetMonitoredServices(ctx context.Context, ids []uuid.UUID) ([]GetMonitoredServicesRow, error) {
+func (q *Queries) GetMonitoredServices(ctx context.Context, ids []uuid.UUID) ([]Service, error) {
 	rows, err := q.db.Query(ctx, getMonitoredServices, ids)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []GetMonitoredServicesRow{}
+	items := []Service{}
 	for rows.Next() {
-		var i GetMonitoredServicesRow
+		var i Service
 		if err := rows.Scan(
 			&i.ID,
 			&i.TeamID,
 			&i.Name,
 			&i.Provider,
+			&i.Location,
 			&i.ProviderRef,
 			&i.Plan,
+			&i.Status,
+			&i.PowerState,
+			&i.BillingPeriodEnd,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CancellationGeneration,
+			&i.CancelWhen,
+			&i.CancellationReason,
+			&i.CancelledAt,
+			&i.TerminateAt,
+			&i.TerminationJobID,
+			&i.Suspensions,
 		); err != nil {
 			return nil, err
 		}
@@ -272,38 +276,42 @@ func (q *Queries) LatestSamples(ctx context.Context, arg LatestSamplesParams) ([
 }
 
 const listMonitoredServices = `-- name: ListMonitoredServices :many
-SELECT id, team_id, name, provider, provider_ref, plan FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services
 WHERE status = 'active' AND provider IN ('proxmox', 'pterodactyl') AND provider_ref <> '{}'::jsonb
 ORDER BY provider, id
 `
 
-type ListMonitoredServicesRow struct {
-	ID          uuid.UUID
-	TeamID      uuid.UUID
-	Name        string
-	Provider    string
-	ProviderRef []byte
-	Plan        []byte
-}
-
 // Services whose usage is collected: active, on a provider that reports
 // usage, and placed there already.
-func (q *Queries) ListMonitoredServices(ctx context.Context) ([]ListMonitoredServicesRow, error) {
+func (q *Queries) ListMonitoredServices(ctx context.Context) ([]Service, error) {
 	rows, err := q.db.Query(ctx, listMonitoredServices)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []ListMonitoredServicesRow{}
+	items := []Service{}
 	for rows.Next() {
-		var i ListMonitoredServicesRow
+		var i Service
 		if err := rows.Scan(
 			&i.ID,
 			&i.TeamID,
 			&i.Name,
 			&i.Provider,
+			&i.Location,
 			&i.ProviderRef,
 			&i.Plan,
+			&i.Status,
+			&i.PowerState,
+			&i.BillingPeriodEnd,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CancellationGeneration,
+			&i.CancelWhen,
+			&i.CancellationReason,
+			&i.CancelledAt,
+			&i.TerminateAt,
+			&i.TerminationJobID,
+			&i.Suspensions,
 		); err != nil {
 			return nil, err
 		}

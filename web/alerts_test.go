@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/hostfleet/provisiond/queries"
 )
 
 func TestAlertRulesCRUD(t *testing.T) {
@@ -132,4 +134,16 @@ func TestMonitoringSettingsKeepWebhookURLsSealed(t *testing.T) {
 	if len(stored.SealedWebhooks) == 0 || strings.Contains(string(stored.SealedWebhooks), "s3cr3t") || stored.DiscordWebhookHint != shown {
 		t.Errorf("stored %q (hint %q): want the URL sealed and the same hint", stored.SealedWebhooks, stored.DiscordWebhookHint)
 	}
+}
+
+func TestMonitoringSettingsThatCannotBeOpenedAreUnavailable(t *testing.T) {
+	e := newEnv(t)
+	// Sealed with another SECRETS_KEY, or damaged.
+	if _, err := e.q.SaveMonitoringSettings(t.Context(), queries.SaveMonitoringSettingsParams{
+		TeamID: e.team.ID, SealedWebhooks: []byte("not sealed by this server"), DiscordWebhookHint: "https://203.0.113.10/…oken",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/teams/" + e.team.ID.String() + "/monitoring-settings"
+	e.do("PATCH", path, e.key, `{"profileName":"ops"}`).check(t, http.StatusServiceUnavailable, "This server cannot keep webhook credentials (SECRETS_KEY)")
 }

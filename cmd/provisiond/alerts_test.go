@@ -17,6 +17,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/adapters/webhook"
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/monitoring/alerting"
 	"github.com/hostfleet/provisiond/queries"
@@ -193,6 +194,14 @@ func TestAlertFiresAfterItsDurationOnceAndResolves(t *testing.T) {
 	if status != http.StatusOK || len(points) != 7 {
 		t.Fatalf("metrics: %d, %d points; want 7 (one per round): %v", status, len(points), body)
 	}
+	metrics := "/api/services/" + as.services["web-1"].ID.String() + "/metrics"
+	if status, body := as.do("DELETE", metrics, ""); status != http.StatusOK || body["deleted"] != 7.0 {
+		t.Fatalf("delete metrics: %d %v; want the 7 samples deleted", status, body)
+	}
+	_, body = as.do("GET", metrics, "")
+	if points := body["metrics"].(map[string]any)["points"].([]any); len(points) != 0 {
+		t.Errorf("after delete: %d points, want none", len(points))
+	}
 }
 
 func TestUsageIsCollectedFromProxmoxAndPterodactyl(t *testing.T) {
@@ -230,6 +239,24 @@ func TestUsageIsCollectedFromProxmoxAndPterodactyl(t *testing.T) {
 	rows, err := as.q.ServiceSamples(context.Background(), queries.ServiceSamplesParams{ServiceID: game, Since: as.start.Add(2 * time.Minute)})
 	if err != nil || len(rows) != 0 {
 		t.Errorf("game server samples %v (%v) while its panel hangs; want none yet", rows, err)
+	}
+
+	// A game server deleted at the panel is not running, as a VM gone from
+	// its node is.
+	as.ptero.ClearFaults()
+	svc, err := as.q.GetService(context.Background(), game)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := jobs.PterodactylRef(&svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := as.app.ptero.DeleteServer(context.Background(), ref.ServerID, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := as.roundOf(3, game)[game]; got.Online {
+		t.Errorf("deleted game server sample %+v; want it not running", got)
 	}
 }
 

@@ -3,7 +3,6 @@ package alerting
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -107,7 +107,7 @@ func percent(part, whole float64) float64 {
 }
 
 // proxmox reads a node's VMs in one call.
-func (c *Collector) proxmox(ctx context.Context, node string, svcs []queries.GetMonitoredServicesRow) (map[uuid.UUID]usage, error) {
+func (c *Collector) proxmox(ctx context.Context, node string, svcs []queries.Service) (map[uuid.UUID]usage, error) {
 	if c.Proxmox == nil {
 		return nil, errors.New("no Proxmox client")
 	}
@@ -117,8 +117,8 @@ func (c *Collector) proxmox(ctx context.Context, node string, svcs []queries.Get
 	}
 	out := make(map[uuid.UUID]usage, len(svcs))
 	for _, s := range svcs {
-		var ref proxmox.VMRef
-		if json.Unmarshal(s.ProviderRef, &ref) != nil || ref.Node != node {
+		ref, err := jobs.ProxmoxRef(&s)
+		if err != nil || ref.Node != node {
 			continue // moved since the round: the next round finds it
 		}
 		vm, ok := vms[ref.VMID]
@@ -134,7 +134,7 @@ func (c *Collector) proxmox(ctx context.Context, node string, svcs []queries.Get
 }
 
 // pterodactyl asks Wings for each server's resources, a few at a time.
-func (c *Collector) pterodactyl(ctx context.Context, svcs []queries.GetMonitoredServicesRow) (map[uuid.UUID]usage, error) {
+func (c *Collector) pterodactyl(ctx context.Context, svcs []queries.Service) (map[uuid.UUID]usage, error) {
 	if c.Pterodactyl == nil {
 		return nil, errors.New("no Pterodactyl client")
 	}
@@ -146,18 +146,11 @@ func (c *Collector) pterodactyl(ctx context.Context, svcs []queries.GetMonitored
 		sem  = make(chan struct{}, cmp.Or(c.Concurrency, 8))
 	)
 	for _, s := range svcs {
-		var ref struct {
-			Identifier string `json:"identifier"`
-		}
-		var plan struct {
-			MemoryMB int `json:"memoryMb"`
-			DiskMB   int `json:"diskMb"`
-			CPU      int `json:"cpu"`
-		}
-		if json.Unmarshal(s.ProviderRef, &ref) != nil || ref.Identifier == "" {
+		ref, err := jobs.PterodactylRef(&s)
+		if err != nil {
 			continue
 		}
-		_ = json.Unmarshal(s.Plan, &plan)
+		plan, _ := jobs.GameServicePlan(&s)
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {

@@ -15,6 +15,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -144,7 +146,7 @@ func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 	}
 	groups := map[[2]string][]uuid.UUID{}
 	for _, s := range svcs {
-		k := [2]string{s.Provider, nodeOf(s.Provider, s.ProviderRef)}
+		k := [2]string{s.Provider, nodeOf(&s)}
 		groups[k] = append(groups[k], s.ID)
 	}
 	size := cmp.Or(m.BatchSize, 200)
@@ -178,19 +180,14 @@ func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 	return n, nil
 }
 
-// nodeOf names the provider node a service's usage is collected from.
-func nodeOf(provider string, ref []byte) string {
-	var r struct {
-		Node json.RawMessage `json:"node"`
+// nodeOf names the provider node a service's usage is collected from;
+// game servers provisioned before their node was recorded share "".
+func nodeOf(svc *queries.Service) string {
+	if ref, err := jobs.ProxmoxRef(svc); err == nil && svc.Provider == proxmox.Provider {
+		return ref.Node
 	}
-	_ = json.Unmarshal(ref, &r)
-	var s string
-	if json.Unmarshal(r.Node, &s) == nil {
-		return s
-	}
-	var n int
-	if json.Unmarshal(r.Node, &n) == nil {
-		return strconv.Itoa(n)
+	if ref, err := jobs.PterodactylRef(svc); err == nil && ref.Node != 0 {
+		return strconv.Itoa(ref.Node)
 	}
 	return ""
 }

@@ -265,11 +265,10 @@ func (m *Metrics) Reconnected() { m.consoleReconnects.Inc() }
 
 // ObserveSweep records one scheduler sweep and what it repaired.
 func (m *Metrics) ObserveSweep(enqueued, failed, terminations int, err error) {
+	m.sweeps.WithLabelValues(okOrError(err)).Inc()
 	if err != nil {
-		m.sweeps.WithLabelValues("error").Inc()
 		return
 	}
-	m.sweeps.WithLabelValues("ok").Inc()
 	m.lastSweep.SetToCurrentTime()
 	m.swept.WithLabelValues("enqueued").Add(float64(enqueued))
 	m.swept.WithLabelValues("failed").Add(float64(failed))
