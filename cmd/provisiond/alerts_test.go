@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -80,6 +81,7 @@ type alertSystem struct {
 	rcv        *receiver
 	signingKey string
 	tasks      *asynq.Client
+	inspector  *asynq.Inspector
 	start      time.Time
 }
 
@@ -92,8 +94,9 @@ func newAlertSystem(t *testing.T) *alertSystem {
 	clock := &fakeClock{t: start}
 	s := newSystem(t, systemOpts{clock: clock.Now, webhookCAs: cas,
 		env: map[string]string{"WEBHOOK_ALLOWED_NETS": "127.0.0.0/8", "ALERT_INTERVAL": "1m"}})
-	as := &alertSystem{system: s, clock: clock, rcv: rcv, start: start, tasks: asynq.NewClient(s.app.redis)}
-	t.Cleanup(func() { as.tasks.Close() })
+	as := &alertSystem{system: s, clock: clock, rcv: rcv, start: start, tasks: asynq.NewClient(s.app.redis),
+		inspector: asynq.NewInspector(s.app.redis)}
+	t.Cleanup(func() { as.tasks.Close(); as.inspector.Close() })
 	status, body := s.do("PATCH", "/api/teams/"+s.services["web-1"].TeamID.String()+"/monitoring-settings",
 		`{"profileName":"ops","genericWebhookUrl":"`+hooks.URL+`/hook","discordWebhookUrl":"`+hooks.URL+`/discord/123/token"}`)
 	if status != http.StatusOK {
@@ -137,6 +140,28 @@ func (as *alertSystem) roundOf(m int, services ...uuid.UUID) map[uuid.UUID]queri
 				return false
 			}
 			got[id] = rows[0]
+		}
+		return true
+	})
+	// Samples are stored before a batch evaluates its rules: wait until
+	// the round's batches of these services have ended.
+	prefix := fmt.Sprintf("%s:%d:", alerting.TaskCollect, at.Unix())
+	jobtest.Eventually(as.t, 20*time.Second, "the services' batches of minute "+at.Format("15:04")+" to end", func() bool {
+		for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){as.inspector.ListPendingTasks, as.inspector.ListActiveTasks} {
+			tasks, err := list("default")
+			if err != nil {
+				return false
+			}
+			for _, task := range tasks {
+				if !strings.HasPrefix(task.ID, prefix) {
+					continue
+				}
+				for _, id := range services {
+					if strings.Contains(string(task.Payload), id.String()) {
+						return false
+					}
+				}
+			}
 		}
 		return true
 	})
