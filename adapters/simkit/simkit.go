@@ -49,6 +49,13 @@ type Fault struct {
 	// UPID, an install, a reinstall) end in this error instead of success,
 	// without the change it would have made.
 	TaskError string `json:"taskError,omitempty"`
+	// TaskWarning makes the long-running task the call starts print this
+	// warning: it makes its change as usual and ends in success with a
+	// warning (a Proxmox task: a "WARN: " line in its log and exit status
+	// "WARNINGS: 1", which pve-common counts as success). TaskError wins
+	// over it. Simulators whose tasks cannot warn ignore it; so far only
+	// the Proxmox one honours it.
+	TaskWarning string `json:"taskWarning,omitempty"`
 }
 
 // RandomFaults fail a share of all calls, drawn from the seeded source.
@@ -286,7 +293,7 @@ func (f faultJSON) durations() (latency, retryAfter time.Duration, err error) {
 //
 //	GET    /_sim/calls    the call log as JSON
 //	DELETE /_sim/calls    empty it
-//	POST   /_sim/faults   add a fault: {"op","target","times","latency":"250ms","status","message","retryAfter":"5s","drop","hang","taskError"}
+//	POST   /_sim/faults   add a fault: {"op","target","times","latency":"250ms","status","message","retryAfter":"5s","drop","hang","taskError","taskWarning"}
 //	DELETE /_sim/faults   remove every fault
 //	POST   /_sim/random   {"rate":0.1,"status":503,"latency":"100ms"}
 func (k *Kit) Control(mux *http.ServeMux) {

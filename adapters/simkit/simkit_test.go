@@ -132,6 +132,12 @@ func TestControlEndpoints(t *testing.T) {
 	if f := k.Next("start", ""); f.Status != 429 || f.RetryAfter != 3*time.Second || f.Latency != 5*time.Millisecond {
 		t.Errorf("injected fault %+v", f)
 	}
+	if code := post("/_sim/faults", `{"op":"vzdump","taskError":"job errors","taskWarning":"skipping disk"}`); code != http.StatusNoContent {
+		t.Fatalf("POST task fault: %d", code)
+	}
+	if f := k.Next("vzdump", "100"); f.TaskError != "job errors" || f.TaskWarning != "skipping disk" {
+		t.Errorf("injected task fault %+v", f)
+	}
 	if code := post("/_sim/faults", `{"op":"start","latency":"soon"}`); code != http.StatusBadRequest {
 		t.Errorf("bad duration: %d, want 400", code)
 	}

@@ -503,7 +503,7 @@ func (s *Server) configUpdate(sync bool) handler {
 				logLine += " -" + k + " " + val
 			}
 		}
-		t := s.runTask(taskSpec{node: c.node, typ: "qmconfig", id: strconv.Itoa(c.vmid), user: c.user,
+		t := s.callTask(c, taskSpec{node: c.node, typ: "qmconfig", id: strconv.Itoa(c.vmid),
 			d: s.cfg.TaskDuration, exit: c.taskError, log: []string{logLine}, warnings: warnings,
 			onOK: apply, onEnd: func(string) { release() }})
 		return t.upid, nil

@@ -105,6 +105,7 @@ func TestWireShapesMatchRecordedPVEResponses(t *testing.T) {
 		{"version", "8", "GET", "/version", "/version", "", func() any { return new(pve.Version) }},
 		{"nodes", "8", "GET", "/nodes", "/nodes", "", func() any { return new(pve.NodeStatuses) }},
 		{"node status", "8", "GET", "/nodes/node1/status", "/nodes/pve1/status", "", func() any { return new(pve.Node) }},
+		{"node time", "8", "GET", "/nodes/node1/time", "/nodes/pve1/time", "", func() any { return new(pve.NodeTime) }},
 		{"status current", "8", "GET", "/nodes/node1/qemu/101/status/current", "/nodes/pve1/qemu/100/status/current", "", func() any { return new(pve.VirtualMachine) }},
 		{"qemu config", "8", "GET", "/nodes/node1/qemu/100/config", "/nodes/pve1/qemu/101/config", "", func() any { return new(pve.VirtualMachineConfig) }},
 		{"rrddata stopped", "8", "GET", "/nodes/node1/qemu/101/rrddata?timeframe=hour", "/nodes/pve1/qemu/9000/rrddata?timeframe=hour", "", func() any { return new([]*pve.RRDData) }},

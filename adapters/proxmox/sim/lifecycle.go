@@ -118,7 +118,7 @@ func (s *Server) clone(r *http.Request, c *call) (any, error) {
 	if exit != "" && !strings.HasPrefix(exit, "close (rename)") {
 		exit = "clone failed: " + exit
 	}
-	t := s.runTask(taskSpec{node: c.node, typ: "qmclone", id: strconv.Itoa(c.vmid), user: c.user, d: d, exit: exit, log: log,
+	t := s.callTask(c, taskSpec{node: c.node, typ: "qmclone", id: strconv.Itoa(c.vmid), d: d, exit: exit, log: log,
 		onOK: func() {
 			cur, ok := s.vms[vmKey{c.node, c.vmid}]
 			if !ok || dst == nil || s.vms[vmKey{c.node, newid}] != dst {
@@ -216,7 +216,7 @@ func (s *Server) destroy(r *http.Request, c *call) (any, error) {
 	if isTrue(p["purge"]) {
 		log = append(log, fmt.Sprintf("purging VM %d from related configurations..", c.vmid))
 	}
-	t := s.runTask(taskSpec{node: c.node, typ: "qmdestroy", id: strconv.Itoa(c.vmid), user: c.user, d: s.cfg.TaskDuration,
+	t := s.callTask(c, taskSpec{node: c.node, typ: "qmdestroy", id: strconv.Itoa(c.vmid), d: s.cfg.TaskDuration,
 		exit: exit, log: log,
 		onOK:  func() { delete(s.vms, vmKey{c.node, c.vmid}) },
 		onEnd: func(string) { release() },
@@ -288,7 +288,7 @@ func (s *Server) resize(r *http.Request, c *call) (any, error) {
 		return nil, err
 	}
 	log := []string{fmt.Sprintf("  Size of logical volume pve/vm-%d-disk-0 changed from %s to %s.", c.vmid, formatSize(st.diskBytes), formatSize(newSize))}
-	t := s.runTask(taskSpec{node: c.node, typ: "resize", id: strconv.Itoa(c.vmid), user: c.user, d: s.cfg.TaskDuration,
+	t := s.callTask(c, taskSpec{node: c.node, typ: "resize", id: strconv.Itoa(c.vmid), d: s.cfg.TaskDuration,
 		exit: c.taskError, log: log,
 		onOK: func() {
 			if v, ok := s.vms[vmKey{c.node, c.vmid}]; ok && v.diskBytes < newSize {
@@ -373,7 +373,7 @@ func (s *Server) qemuCreate(r *http.Request, c *call) (any, error) {
 		st.setKey(k, v)
 	}
 	s.vms[vmKey{c.node, vmid}] = st
-	t := s.runTask(taskSpec{node: c.node, typ: "qmcreate", id: strconv.Itoa(vmid), user: c.user, d: s.cfg.TaskDuration, exit: c.taskError,
+	t := s.callTask(c, taskSpec{node: c.node, typ: "qmcreate", id: strconv.Itoa(vmid), d: s.cfg.TaskDuration, exit: c.taskError,
 		onOK: func() { st.Lock = "" },
 		onEnd: func(exit string) {
 			if exit != "" && s.vms[vmKey{c.node, vmid}] == st {
@@ -436,7 +436,7 @@ func (s *Server) restore(c *call, p map[string]string) (any, error) {
 		fmt.Sprintf("restore vma archive: zstd -q -d -c /var/lib/vz/dump/%s | vma extract -v -r /var/tmp/vzdumptmp.fifo - /var/tmp/vzdumptmp", strings.TrimPrefix(vol.volid, "local:backup/")),
 		fmt.Sprintf("CFG: size: %d name: qemu-server.conf", 512),
 	}
-	t := s.runTask(taskSpec{node: c.node, typ: "qmrestore", id: strconv.Itoa(c.vmid), user: c.user, d: 3 * s.cfg.TaskDuration,
+	t := s.callTask(c, taskSpec{node: c.node, typ: "qmrestore", id: strconv.Itoa(c.vmid), d: 3 * s.cfg.TaskDuration,
 		exit: c.taskError, log: log,
 		onOK: func() {
 			vm := backup.VM

@@ -7,8 +7,9 @@
 // Besides power operations it covers what VPS jobs need: clone, config
 // (with pending changes, digests and cloud-init keys), disk resize, destroy,
 // vzdump backups and restore, storage content (ISOs, backups, images),
-// cluster resources, RRD data, and VNC consoles over a websocket that speaks
-// a small RFB server, behind PVE's ticket login.
+// cluster resources, RRD data, nodes' clocks (uptime, which UPIDs' pstart
+// counts, and a skew from ours) and VNC consoles over a websocket that
+// speaks a small RFB server, behind PVE's ticket login.
 //
 // Control endpoints under /_sim/ (no token) expose the same controls over
 // HTTP for `provisiond dev` and staging: simkit's calls and faults, and
@@ -47,6 +48,13 @@ type Config struct {
 	// VNCConnectTimeout is how long a vncproxy session waits for its
 	// websocket; default 10s as in PVE.
 	VNCConnectTimeout time.Duration
+	// NodeUptime is how long a node has been up when the server starts,
+	// by node name; default ten days. Past some 497 days the pstart of
+	// the node's UPIDs has 9 hex digits (see SetNodeUptime).
+	NodeUptime map[string]time.Duration
+	// NodeClockSkew is how far a node's clock is ahead of ours (behind
+	// when negative), by node name; default none (see SetNodeClockSkew).
+	NodeClockSkew map[string]time.Duration
 }
 
 // Server is a simulated Proxmox VE cluster. Its methods are safe for
@@ -67,6 +75,7 @@ type Server struct {
 	nextPort int
 	macs     int    // MAC addresses handed out
 	secret   []byte // signs tickets
+	clocks   map[string]*nodeClock
 }
 
 type vmKey struct {
@@ -102,6 +111,7 @@ func New(cfg Config) *Server {
 	for _, n := range cfg.Nodes {
 		s.storages[n] = defaultStorages(n)
 	}
+	s.initClocks(time.Now())
 	s.routes()
 	return s
 }
@@ -143,6 +153,9 @@ type call struct {
 	// taskError, when set by a fault, is the exit status of the task the
 	// request starts.
 	taskError string
+	// taskWarning, when set by a fault, is a warning the task the request
+	// starts prints: it does its work and ends "WARNINGS: 1".
+	taskWarning string
 }
 
 func (s *Server) routes() {
@@ -150,6 +163,7 @@ func (s *Server) routes() {
 	s.api("GET /version", "version", s.version)
 	s.api("GET /nodes", "nodes", s.nodes)
 	s.api("GET /nodes/{node}/status", "node.status", s.nodeStatus)
+	s.api("GET /nodes/{node}/time", "node.time", s.nodeTime)
 	s.api("GET /nodes/{node}/qemu", "qemu.list", s.qemuList)
 	s.api("POST /nodes/{node}/qemu", "qemu.create", s.qemuCreate)
 	s.api("DELETE /nodes/{node}/qemu/{vmid}", "destroy", s.destroy)
@@ -252,7 +266,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op string, idx in
 		}
 		return nil, writeError(w, &apiError{Status: f.Status, Reason: msg, RetryAfter: f.RetryAfter})
 	}
-	c.taskError = f.TaskError
+	c.taskError, c.taskWarning = f.TaskError, f.TaskWarning
 	return &f, 0
 }
 

@@ -124,7 +124,9 @@ const maxHistory = 512
 // no running task holds ("suspended" after hibernation, "create" left by
 // a failed restore, a lock a test set) are kept. Configuration file locks
 // belong to tasks and are never saved. Faults, the call log, VNC sessions
-// and the Kit's state are not saved either.
+// and the Kit's state are not saved either, nor are the nodes' clocks
+// (uptime and skew), which are the server's configuration like
+// Config.Nodes: a loaded server keeps its own.
 //
 // Save may be called at any time, also after Close.
 func (s *Server) Save(w io.Writer) error {
@@ -258,8 +260,8 @@ func saveHistory(h []stateChange) []PowerChange {
 // VM runs (paused if it was), counted as started at the load, with its
 // pending changes still pending; the power history marks the time between
 // the save and the load as stopped. Storages of a node that the snapshot
-// does not list keep their defaults. Faults, the call log and the Kit are
-// left as they are.
+// does not list keep their defaults. Faults, the call log, the Kit and
+// the nodes' clocks are left as they are.
 //
 // Load is meant to run before the server takes requests, but it is safe
 // at any time: it takes the lock, and tasks still running (they belong to

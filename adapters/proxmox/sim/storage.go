@@ -302,7 +302,7 @@ func (s *Server) contentDelete(r *http.Request, c *call) (any, error) {
 	if v != nil && v.protected {
 		return nil, serverError("cannot delete protected volume '%s'", volid)
 	}
-	t := s.runTask(taskSpec{node: c.node, typ: "imgdel", id: id, user: c.user, d: s.cfg.TaskDuration / 2, exit: c.taskError,
+	t := s.callTask(c, taskSpec{node: c.node, typ: "imgdel", id: id, d: s.cfg.TaskDuration / 2, exit: c.taskError,
 		log: []string{fmt.Sprintf("Removed volume '%s'", volid)}, warnings: warnings,
 		onOK: func() {
 			st.volumes = slices.DeleteFunc(st.volumes, func(x *volume) bool { return x == v })
@@ -444,7 +444,8 @@ func (s *Server) vzdump(r *http.Request, c *call) (any, error) {
 	if len(ids) == 1 {
 		taskID = strconv.Itoa(ids[0])
 	}
-	start := time.Now()
+	// vzdump names the archive and dates the backup by the node's clock.
+	start := s.nodeNow(c.node)
 	log := []string{fmt.Sprintf("INFO: starting new backup job: vzdump %s --storage %s --mode %s", strings.Trim(fmt.Sprint(ids), "[]"), sid, mode)}
 	type part struct {
 		st      *vmState
@@ -489,7 +490,7 @@ func (s *Server) vzdump(r *http.Request, c *call) (any, error) {
 		})
 	}
 	var t *task
-	t = s.runTask(taskSpec{node: c.node, typ: "vzdump", id: taskID, user: c.user, d: 3 * s.cfg.TaskDuration, exit: exit, log: log,
+	t = s.callTask(c, taskSpec{node: c.node, typ: "vzdump", id: taskID, d: 3 * s.cfg.TaskDuration, exit: exit, log: log,
 		onEnd: func(exit string) {
 			if exit == "" {
 				t.log = append(t.log, "INFO: Backup job finished successfully")

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,13 +19,15 @@ type task struct {
 	id     string
 	user   string
 	pid    uint32
-	pstart uint32
-	start  time.Time
-	end    time.Time // zero while running
-	exit   string
-	timer  *time.Timer
-	log    []string
-	spec   taskSpec
+	pstart uint64 // clock ticks since the node booted
+	// start and end are on the node's clock, as its task log and index
+	// keep them; end is zero while the task runs.
+	start time.Time
+	end   time.Time
+	exit  string
+	timer *time.Timer
+	log   []string
+	spec  taskSpec
 }
 
 // taskSpec describes a task to start.
@@ -50,19 +53,34 @@ type taskSpec struct {
 // ("" for OK), calling onOK under the lock when it ends well. The lock must
 // be held.
 func (s *Server) startTask(c *call, typ string, d time.Duration, exit string, onOK func()) *task {
-	return s.runTask(taskSpec{node: c.node, typ: typ, id: strconv.Itoa(c.vmid), user: c.user, d: d, exit: exit, onOK: onOK})
+	return s.callTask(c, taskSpec{node: c.node, typ: typ, id: strconv.Itoa(c.vmid), d: d, exit: exit, onOK: onOK})
 }
 
-// runTask starts the task sp describes; the lock must be held.
+// callTask starts the task an API call asks for: it runs as the call's
+// user and prints the warning a TaskWarning fault gives the call, after
+// its own. The lock must be held.
+func (s *Server) callTask(c *call, sp taskSpec) *task {
+	sp.user = c.user
+	if c.taskWarning != "" {
+		sp.warnings = append(slices.Clone(sp.warnings), c.taskWarning)
+	}
+	return s.runTask(sp)
+}
+
+// runTask starts the task sp describes; the lock must be held. Its UPID
+// is PVE's "UPID:node:PID:PSTART:STARTTIME:type:id:user:" with the fields
+// in upper-case hex as pve-common's upid_encode prints them ("%08X"
+// each): PSTART has a 9th digit once the node has been up long enough,
+// and STARTTIME is on the node's clock.
 func (s *Server) runTask(sp taskSpec) *task {
 	s.pid++
-	now := time.Now()
+	now := s.nodeNow(sp.node)
 	if sp.user == "" {
 		sp.user = s.cfg.TokenID
 	}
 	t := &task{
 		node: sp.node, typ: sp.typ, id: sp.id, user: sp.user,
-		pid: s.pid, pstart: uint32(now.UnixMilli() / 10), start: now, spec: sp,
+		pid: s.pid, pstart: s.pstart(sp.node), start: now, spec: sp,
 		log: slices.Clone(sp.log),
 	}
 	t.upid = fmt.Sprintf("UPID:%s:%08X:%08X:%08X:%s:%s:%s:", t.node, t.pid, t.pstart, uint32(now.Unix()), t.typ, t.id, t.user)
@@ -83,7 +101,7 @@ func (s *Server) finish(t *task, exit string) {
 	if !t.end.IsZero() {
 		return
 	}
-	t.end = time.Now()
+	t.end = s.nodeNow(t.node)
 	if exit == "" && t.spec.onOK != nil {
 		t.spec.onOK()
 	}
@@ -121,7 +139,49 @@ func (s *Server) CountTasks(typ string, vmid int) int {
 	return n
 }
 
-var upidRE = regexp.MustCompile(`^UPID:([^:]+):[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[^:]+:[^:]*:[^:]+:$`)
+// TaskView is a task as a test sees it.
+type TaskView struct {
+	UPID string
+	Node string
+	// Type is the worker type ("qmstart", "qmclone", "vzdump", "imgdel",
+	// ...); ID is what it works on: a VMID, "VMID@STORAGE" for a backup
+	// volume deleted, or empty.
+	Type, ID string
+	// User is who started it: the API token's "user@realm!name" or the
+	// ticket's "user@realm".
+	User string
+	// Start and End are on the node's clock; End is zero while the task
+	// runs.
+	Start, End time.Time
+	// Exit is its exit status ("OK", "WARNINGS: n" or the error), empty
+	// while it runs.
+	Exit string
+	// Log is its log as GET .../log shows it, without line numbers.
+	Log []string
+}
+
+// Tasks returns the tasks of a type (any when empty) that were started on
+// vmid (any when zero; a backup volume's imgdel, "VMID@STORAGE", counts as
+// its VM's), oldest first, so that a test can tell which tasks ran, as
+// whom, and how they ended.
+func (s *Server) Tasks(typ string, vmid int) []TaskView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []TaskView
+	for _, t := range s.tasks {
+		id, _, _ := strings.Cut(t.id, "@")
+		if (typ != "" && t.typ != typ) || (vmid != 0 && id != strconv.Itoa(vmid)) {
+			continue
+		}
+		out = append(out, TaskView{UPID: t.upid, Node: t.node, Type: t.typ, ID: t.id, User: t.user,
+			Start: t.start, End: t.end, Exit: t.exit, Log: slices.Clone(t.log)})
+	}
+	return out
+}
+
+// upidRE is pve-common's upid_decode pattern, which allows up to 9 hex
+// digits for pstart (a node up for more than some 497 days has them).
+var upidRE = regexp.MustCompile(`^UPID:([^:]+):[0-9A-F]{8}:[0-9A-F]{8,9}:[0-9A-F]{8}:[^:]+:[^:]*:[^:]+:$`)
 
 // task finds the call's task by the UPID in the path; the lock must be held.
 func (s *Server) task(r *http.Request, c *call) (*task, error) {

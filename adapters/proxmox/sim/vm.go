@@ -151,7 +151,7 @@ func (s *Server) AddVM(vm VM) {
 	s.vms[vmKey{vm.Node, vm.VMID}] = st
 	if seed > 0 && len(s.backupsOf(vm.Node, vm.VMID)) == 0 {
 		for i := seed; i >= 1; i-- {
-			s.addBackup(vm.Node, "local", st, time.Now().Add(-time.Duration(i)*24*time.Hour), "zstd", vm.Name)
+			s.addBackup(vm.Node, "local", st, s.nodeNow(vm.Node).Add(-time.Duration(i)*24*time.Hour), "zstd", vm.Name)
 		}
 	}
 }
@@ -262,7 +262,7 @@ func (s *Server) nodeResource(n string) map[string]any {
 		"node": n, "id": "node/" + n, "type": "node", "status": "online", "level": "",
 		"cpu": float64(cores) / 64, "maxcpu": 32,
 		"mem": int64(mem) << 20, "maxmem": int64(128) * gib,
-		"disk": int64(20) * gib, "maxdisk": int64(100) * gib, "uptime": 864000,
+		"disk": int64(20) * gib, "maxdisk": int64(100) * gib, "uptime": int64(s.uptime(n).Seconds()),
 		"ssl_fingerprint": "3E:7A:5C:C4:2F:9B:19:0D:8E:33:51:0A:6B:7F:C2:94:AF:10:DE:61:53:27:8B:0C:E4:49:A8:3F:71:12:5D:C6",
 	}
 }
@@ -275,7 +275,7 @@ func (s *Server) nodeStatus(_ *http.Request, c *call) (any, error) {
 	defer s.mu.Unlock()
 	cores, mem, _ := s.nodeUsage(c.node)
 	return map[string]any{
-		"cpu": float64(cores) / 64, "uptime": 864000, "loadavg": []string{"0.50", "0.40", "0.30"},
+		"cpu": float64(cores) / 64, "uptime": int64(s.uptime(c.node).Seconds()), "loadavg": []string{"0.50", "0.40", "0.30"},
 		"memory":   map[string]any{"total": int64(128) * gib, "used": int64(mem) << 20, "free": int64(128)*gib - int64(mem)<<20},
 		"rootfs":   map[string]any{"total": int64(100) * gib, "used": int64(20) * gib, "free": int64(80) * gib, "avail": int64(80) * gib},
 		"cpuinfo":  map[string]any{"cpus": 32, "cores": 16, "sockets": 1, "model": "Simulated CPU", "mhz": "3000.000", "user_hz": 100},

@@ -94,7 +94,7 @@ func (s *Server) vncProxy(r *http.Request, c *call) (any, error) {
 		res["password"] = sess.password
 	}
 	exit := c.taskError
-	sess.task = s.runTask(taskSpec{node: c.node, typ: "vncproxy", id: strconv.Itoa(c.vmid), user: c.user, manual: true,
+	sess.task = s.callTask(c, taskSpec{node: c.node, typ: "vncproxy", id: strconv.Itoa(c.vmid), manual: true,
 		log: []string{fmt.Sprintf("starting vnc proxy UPID for VM %d on port %d", c.vmid, port)},
 		onEnd: func(string) {
 			if s.vnc[port] == sess {
