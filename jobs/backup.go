@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -137,23 +138,53 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err erro
 	err = job.Steps(ctx,
 		Step{"queue", func(ctx context.Context) error { return w.acquire(ctx, lease, job.Row.ID, job.Log) }},
 		Step{"backup", func(ctx context.Context) error {
-			return v.tasks.do(ctx, pveOp{Key: "vzdump", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-				return "vzdump", func(ctx context.Context) (string, error) {
-					return w.Proxmox.Backup(ctx, ref, proxmox.BackupOptions{Storage: w.backupStorage(), Mode: "snapshot", Notes: notes})
-				}, nil
-			}})
+			// The backups there before: the new one is the archive that
+			// was not, and the job succeeds only when it can be listed.
+			var before []string
+			return v.tasks.do(ctx, pveOp{Key: "vzdump", VM: ref,
+				Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+					backups, err := ListBackups(ctx, w.Proxmox, ref, w.backupStorage())
+					if err != nil {
+						return "", nil, err
+					}
+					for _, b := range backups {
+						before = append(before, b.ID)
+					}
+					if err := job.Remember(ctx, "before", before); err != nil {
+						return "", nil, err
+					}
+					return "vzdump", func(ctx context.Context) (string, error) {
+						return w.Proxmox.Backup(ctx, ref, proxmox.BackupOptions{Storage: w.backupStorage(), Mode: "snapshot", Notes: notes})
+					}, nil
+				},
+				Check: func(ctx context.Context) error {
+					if _, err := job.Recall("before", &before); err != nil {
+						return err
+					}
+					backups, err := ListBackups(ctx, w.Proxmox, ref, w.backupStorage())
+					if err != nil {
+						return err
+					}
+					for _, b := range backups {
+						if !slices.Contains(before, b.ID) {
+							return job.Set(ctx, "backup", b)
+						}
+					}
+					return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "vzdump.check",
+						Message: fmt.Sprintf("the backup task ended but no new archive of VM %d is on storage %s", ref.VMID, w.backupStorage())}
+				},
+			})
 		}},
 		Step{"prune", func(ctx context.Context) error { return v.prune(ctx, plan.BackupLimit) }},
 	)
 	if err != nil {
 		return v.stopped(ctx, err)
 	}
-	backups, err := ListBackups(ctx, w.Proxmox, ref, w.backupStorage())
-	if err != nil {
+	var made Backup
+	if ok, err := job.Get("backup", &made); err != nil {
 		return err
-	}
-	if len(backups) > 0 {
-		job.SetResult(map[string]any{"backup": backups[len(backups)-1]})
+	} else if ok {
+		job.SetResult(map[string]any{"backup": made})
 	}
 	return nil
 }
@@ -214,18 +245,27 @@ func (v *vpsJob) prune(ctx context.Context, limit int) error {
 func (v *vpsJob) deleteBackup(ctx context.Context, id string) error {
 	ref, _ := v.vm()
 	volid := v.w.backupStorage() + ":backup/" + id
-	return v.tasks.do(ctx, pveOp{Key: "delete " + id, VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+	listed := func(ctx context.Context) (bool, error) {
 		backups, err := ListBackups(ctx, v.w.Proxmox, ref, v.w.backupStorage())
-		if err != nil {
-			return "", nil, err
-		}
-		for _, b := range backups {
-			if b.ID == id {
-				return "imgdel", func(ctx context.Context) (string, error) { return v.w.Proxmox.DeleteVolume(ctx, ref.Node, volid) }, nil
+		return slices.ContainsFunc(backups, func(b Backup) bool { return b.ID == id }), err
+	}
+	// The archive is not the VM: deleting it needs no VM (a termination
+	// deletes backups after the VM is gone); its name carries the VMID.
+	return v.tasks.do(ctx, pveOp{Key: "delete " + id, VM: ref, Foreign: true,
+		Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+			if ok, err := listed(ctx); err != nil || !ok {
+				return "", nil, err
 			}
-		}
-		return "", nil, nil
-	}})
+			return "imgdel", func(ctx context.Context) (string, error) { return v.w.Proxmox.DeleteVolume(ctx, ref.Node, volid) }, nil
+		},
+		Check: func(ctx context.Context) error {
+			if ok, err := listed(ctx); err != nil || !ok {
+				return err
+			}
+			return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "imgdel.check",
+				Message: fmt.Sprintf("backup %s is still listed after its delete task", id)}
+		},
+	})
 }
 
 // DeleteBackup implements Worker for BackupDeleteArgs.
@@ -250,12 +290,28 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 		return err
 	}
 	volid := w.backupStorage() + ":backup/" + job.Args.BackupID
+	// Once the restore starts the disk is being overwritten: it is carried
+	// through, and a restore that fails leaves the service needs_repair.
+	job.CommitAt("restore")
 	err = job.Steps(ctx,
 		Step{"stop", p.ensure(proxmox.OpStop)},
 		Step{"restore", func(ctx context.Context) error {
-			return v.tasks.do(ctx, pveOp{Key: "restore", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-				return "qmrestore", func(ctx context.Context) (string, error) { return w.Proxmox.Restore(ctx, ref, volid, "") }, nil
-			}})
+			return v.tasks.do(ctx, pveOp{Key: "restore", VM: ref,
+				Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+					return "qmrestore", func(ctx context.Context) (string, error) { return w.Proxmox.Restore(ctx, ref, volid, "") }, nil
+				},
+				Check: func(ctx context.Context) error {
+					cfg, err := w.Proxmox.Config(ctx, ref)
+					if err != nil {
+						return err
+					}
+					if cfg.Lock != "" || bootDisk(cfg) == "" {
+						return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "restore.check",
+							Message: fmt.Sprintf("after the restore, VM %d is locked (%s) or has no disk", ref.VMID, cfg.Lock)}
+					}
+					return nil
+				},
+			})
 		}},
 		Step{"start", v.start},
 	)

@@ -57,6 +57,10 @@ func (w *VPSWorkers) Console(ctx context.Context, job *Job[ConsoleArgs]) error {
 		return err
 	}
 	ref, _ := v.vm()
+	// A console is the keys to the VM: never to one that is not the service's.
+	if err := v.tasks.verifyOwn(ctx, ref); err != nil {
+		return err
+	}
 	st, err := w.Proxmox.State(ctx, ref)
 	if err != nil {
 		return err

@@ -163,7 +163,9 @@ func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]
 }
 
 // waitInstalled waits until the server's install has ended, copying its
-// output into the job's log when it can; a failed install fails the job.
+// output into the job's log when it can; a failed install or reinstall
+// fails the job. A failed reinstall leaves the server "installed" in the
+// panel's eyes, so the status, not the installed flag, says it failed.
 func (w *GameWorkers) waitInstalled(ctx context.Context, run *Run, id int) (pterodactyl.Server, error) {
 	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
 	defer tick.Stop()
@@ -173,14 +175,16 @@ func (w *GameWorkers) waitInstalled(ctx context.Context, run *Run, id int) (pter
 		if err != nil {
 			return s, err
 		}
-		if !watching && w.Consoles != nil && s.Identifier != "" && s.Status == "installing" {
+		if !watching && w.Consoles != nil && s.Identifier != "" && s.Status == pterodactyl.StatusInstalling {
 			watching = true
 			w.copyInstallOutput(ctx, run, s.Identifier)
 		}
 		switch {
-		case s.Status == "install_failed":
+		case s.Status == pterodactyl.StatusInstallFailed:
 			return s, permanent("install", "the game server's install failed; see its install log on the panel")
-		case s.Container.Installed && s.Status != "installing":
+		case s.Status == pterodactyl.StatusReinstallFailed:
+			return s, permanent("install", "the game server's reinstall failed; see its install log on the panel")
+		case s.Container.Installed && s.Status != pterodactyl.StatusInstalling:
 			return s, nil
 		}
 		select {
@@ -336,7 +340,10 @@ func (GameBackupArgs) InsertOpts() InsertOpts {
 }
 
 // Backup implements Worker for GameBackupArgs. A restore stops the server
-// (Wings does), restores and starts it again.
+// (Wings does), restores and starts it again. Whether a backup can be
+// restored is the panel's to say (it takes one that completed without
+// success, and refuses one still running with a 400 that fails the job in
+// its words), so it is not checked here.
 func (w *GameWorkers) Backup(ctx context.Context, job *Job[GameBackupArgs]) error {
 	ref, err := gameServer(job)
 	if err != nil {
@@ -397,7 +404,7 @@ func (w *GameWorkers) Backup(ctx context.Context, job *Job[GameBackupArgs]) erro
 				}
 				return job.Run.Remember(ctx, "asked", true)
 			}},
-			Step{"wait", func(ctx context.Context) error { _, err := w.waitInstalled(ctx, job.Run, ref.ServerID); return err }},
+			Step{"wait", func(ctx context.Context) error { return w.waitRestored(ctx, ref.ServerID) }},
 			Step{"start", func(ctx context.Context) error {
 				return powerGame(ctx, job.Run, w.Pterodactyl, ref.Identifier, "start", w.PollInterval)
 			}},
@@ -432,6 +439,25 @@ func (w *GameWorkers) waitBackup(ctx context.Context, identifier, id string) (pt
 		select {
 		case <-ctx.Done():
 			return b, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// waitRestored waits until the server is no longer restoring a backup. The
+// panel marks it restoring_backup before it accepts the restore, so a
+// normal status means the restore has ended.
+func (w *GameWorkers) waitRestored(ctx context.Context, id int) error {
+	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
+	defer tick.Stop()
+	for {
+		s, err := w.Pterodactyl.Server(ctx, id)
+		if err != nil || s.Status != pterodactyl.StatusRestoringBackup {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-tick.C:
 		}
 	}

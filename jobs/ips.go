@@ -42,26 +42,39 @@ func (w *VPSWorkers) ReleaseIP(ctx context.Context, job *Job[ReleaseIPArgs]) err
 		return nil
 	}
 	ref, _ := v.vm()
+	carrying := func(ctx context.Context) ([]string, error) {
+		cfg, err := w.Proxmox.Config(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		var keys []string
+		for k, val := range cfg.Raw {
+			if strings.HasPrefix(k, "ipconfig") && k != "ipconfig0" && carriesIP(val, ip) {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		return keys, nil
+	}
 	err = job.Steps(ctx, Step{"unconfigure", func(ctx context.Context) error {
-		return v.tasks.do(ctx, pveOp{Key: "ipconfig", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-			cfg, err := w.Proxmox.Config(ctx, ref)
-			if err != nil {
-				return "", nil, err
-			}
-			var keys []string
-			for k, val := range cfg.Raw {
-				if strings.HasPrefix(k, "ipconfig") && k != "ipconfig0" && carriesIP(val, ip) {
-					keys = append(keys, k)
+		return v.tasks.do(ctx, pveOp{Key: "ipconfig", VM: ref,
+			Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+				keys, err := carrying(ctx)
+				if err != nil || len(keys) == 0 {
+					return "", nil, err
 				}
-			}
-			if len(keys) == 0 {
-				return "", nil, nil
-			}
-			slices.Sort(keys)
-			return "qmconfig", func(ctx context.Context) (string, error) {
-				return w.Proxmox.Configure(ctx, ref, map[string]any{"delete": strings.Join(keys, ",")})
-			}, nil
-		}})
+				return "qmconfig", func(ctx context.Context) (string, error) {
+					return w.Proxmox.Configure(ctx, ref, map[string]any{"delete": strings.Join(keys, ",")})
+				}, nil
+			},
+			Check: func(ctx context.Context) error {
+				keys, err := carrying(ctx)
+				if err != nil || len(keys) == 0 {
+					return err
+				}
+				return configDrift(ref, strings.Join(keys, ","), "still carries "+ip)
+			},
+		})
 	}})
 	if err != nil {
 		return v.stopped(ctx, err)

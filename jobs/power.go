@@ -91,7 +91,7 @@ func (w *PowerWorker) proxmox(ctx context.Context, job *Job[PowerArgs]) error {
 	if err != nil {
 		return err
 	}
-	vm := &pvePower{c: w.Proxmox, tasks: &pveTasks{c: w.Proxmox, run: job.Run, log: job.Log}, ref: ref, run: job.Run, log: job.Log, shutdownTimeout: w.ShutdownTimeout}
+	vm := &pvePower{c: w.Proxmox, tasks: newPVETasks(w.Proxmox, job.Run, job.Log, job.Service.ID), ref: ref, run: job.Run, log: job.Log, shutdownTimeout: w.ShutdownTimeout}
 	var steps []Step
 	switch job.Args.Action {
 	case "start":
@@ -99,6 +99,8 @@ func (w *PowerWorker) proxmox(ctx context.Context, job *Job[PowerArgs]) error {
 	case "stop", "kill":
 		steps = []Step{{"stop", vm.ensure(proxmox.OpStop)}}
 	case "restart":
+		// Once the guest goes down it comes up again, cancelled or not.
+		job.CommitAt("shutdown")
 		steps = []Step{{"shutdown", vm.shutdown}, {"start", vm.ensure(proxmox.OpStart)}}
 	case "reset":
 		steps = []Step{{"reset", vm.ensure(proxmox.OpReset)}}
@@ -208,9 +210,22 @@ type pvePower struct {
 // started, and otherwise starts the task and waits for it.
 func (p *pvePower) ensure(op proxmox.PowerOp) func(context.Context) error {
 	return func(ctx context.Context) error {
-		err := p.tasks.do(ctx, pveOp{Key: string(op), VM: p.ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-			return p.plan(ctx, op)
-		}})
+		err := p.tasks.do(ctx, pveOp{Key: string(op), VM: p.ref,
+			Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+				return p.plan(ctx, op)
+			},
+			Check: func(ctx context.Context) error {
+				st, err := p.c.State(ctx, p.ref)
+				if err != nil {
+					return err
+				}
+				if op == proxmox.OpReset && st.Running() || reached(op, st) {
+					return nil
+				}
+				return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: string(op) + ".check",
+					Message: fmt.Sprintf("after its %s task, VM %d on %s is %s", op, p.ref.VMID, p.ref.Node, st.PowerState())}
+			},
+		})
 		if err == nil || !errors.Is(err, proxmox.ErrTaskFailed) {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -126,7 +127,7 @@ type vpsJob struct {
 
 func newVPSJob[T Args](w *VPSWorkers, job *Job[T]) *vpsJob {
 	return &vpsJob{w: w, run: job.Run, svc: job.Service, log: job.Log,
-		tasks: &pveTasks{c: w.Proxmox, run: job.Run, log: job.Log}}
+		tasks: newPVETasks(w.Proxmox, job.Run, job.Log, job.Service.ID)}
 }
 
 // Provision implements Worker for ProvisionArgs.
@@ -143,6 +144,9 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 		return err
 	}
 	v := newVPSJob(w, job)
+	// Once the clone starts the VM is carried through to running: a
+	// cancelled provision never leaves a half-made VM behind.
+	job.CommitAt("clone")
 	if err := job.Steps(ctx,
 		Step{"place", func(ctx context.Context) error { return v.place(ctx, job.Args.TemplateID) }},
 		Step{"clone", func(ctx context.Context) error { return v.clone(ctx, job.Args.Hostname) }},
@@ -157,6 +161,9 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 	}
 	ref, err := v.vm()
 	if err != nil {
+		return err
+	}
+	if err := v.recordInstall(ctx, job.Args.Install); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(ref)
@@ -230,11 +237,23 @@ func (v *vpsJob) reserveVMID(ctx context.Context, from int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	id, err := v.w.Queries.TakeVMID(ctx, int32(max(next, from)))
-	if err != nil {
-		return 0, fmt.Errorf("take a VMID: %w", err)
+	from = max(next, from)
+	for {
+		id, err := v.w.Queries.TakeVMID(ctx, int32(from))
+		if err != nil {
+			return 0, fmt.Errorf("take a VMID: %w", err)
+		}
+		// A VMID some service references (registered, or made before the
+		// counter) is never handed out again.
+		n, err := v.w.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: id, ServiceID: v.svc.ID})
+		if err != nil {
+			return 0, fmt.Errorf("reserve VMID %d: %w", id, err)
+		}
+		if n == 1 {
+			return int(id), nil
+		}
+		from = int(id) + 1
 	}
-	return int(id), nil
 }
 
 // pickNode returns the online node of the service's location, among those
@@ -261,28 +280,14 @@ func (v *vpsJob) pickNode(ctx context.Context, usable func(node string) bool) (s
 	return best.Node, nil
 }
 
-// clone makes the VM as a full clone of the template unless it exists: a
-// clone an earlier attempt started is recognised by its description, and
-// waited on while Proxmox still holds its clone lock.
+// clone makes the VM as a full clone of the template unless it exists. The
+// clone's task is found again after a lost answer (it is on the template's
+// task list, started by us after the intent), and a clone of ours that is
+// still running (its description comes only when it ends, but the task is
+// ours) is waited on rather than taken for someone else's VM.
 func (v *vpsJob) clone(ctx context.Context, name string) error {
 	ref, err := v.vm()
 	if err != nil {
-		return err
-	}
-	var upid string
-	if ok, err := v.run.Recall("upid", &upid); err != nil {
-		return err
-	} else if ok {
-		return v.waitClone(ctx, upid)
-	}
-	cfg, err := v.w.Proxmox.Config(ctx, ref)
-	switch {
-	case err == nil && v.ours(cfg):
-		return v.waitUnlocked(ctx, ref)
-	case err == nil:
-		// Someone else took the VMID between nextid and our clone.
-		return v.replace(ctx, ref)
-	case !errors.Is(err, proxmox.ErrNotFound):
 		return err
 	}
 	var template proxmox.VMRef
@@ -292,43 +297,49 @@ func (v *vpsJob) clone(ctx context.Context, name string) error {
 	if name == "" {
 		name = "vps-" + v.svc.ID.String()[:8]
 	}
-	upid, err = v.w.Proxmox.Clone(ctx, template, proxmox.CloneOptions{
-		NewID: ref.VMID, Name: name, Target: ref.Node, Storage: v.w.Storage, Description: vmDescription(v.svc.ID),
+	return v.tasks.do(ctx, pveOp{Key: "clone", VM: template, Foreign: true,
+		Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+			cfg, err := v.w.Proxmox.Config(ctx, ref)
+			switch {
+			case err == nil && ownedBy(cfg, v.svc.ID):
+				return "", nil, v.waitUnlocked(ctx, ref)
+			case err == nil:
+				// Someone else's VM has the VMID.
+				return "", nil, v.replace(ctx, ref)
+			case !errors.Is(err, proxmox.ErrNotFound):
+				return "", nil, err
+			}
+			return "qmclone", func(ctx context.Context) (string, error) {
+				upid, err := v.w.Proxmox.Clone(ctx, template, proxmox.CloneOptions{
+					NewID: ref.VMID, Name: name, Target: ref.Node, Storage: v.w.Storage, Description: vmDescription(v.svc.ID),
+				})
+				if err != nil && strings.Contains(failure.UserMessage(err), "already exists") {
+					return "", v.replace(ctx, ref)
+				}
+				return upid, err
+			}, nil
+		},
+		Check: func(ctx context.Context) error {
+			cfg, err := v.w.Proxmox.Config(ctx, ref)
+			if err != nil {
+				return err
+			}
+			if !ownedBy(cfg, v.svc.ID) {
+				return v.replace(ctx, ref)
+			}
+			if cfg.Lock != "" {
+				return lockedErr("clone", cfg.Lock)
+			}
+			return nil
+		},
 	})
-	if err != nil {
-		if strings.Contains(failure.UserMessage(err), "already exists") {
-			return v.replace(ctx, ref)
-		}
-		return err
-	}
-	v.log.Info("clone started", "template", template.VMID, "vmid", ref.VMID, "upid", upid)
-	if err := v.run.Remember(ctx, "upid", upid); err != nil {
-		return err
-	}
-	return v.waitClone(ctx, upid)
-}
-
-func (v *vpsJob) waitClone(ctx context.Context, upid string) error {
-	err := v.w.Proxmox.WaitTask(ctx, upid)
-	if errors.Is(err, proxmox.ErrTaskFailed) {
-		// A failed clone leaves nothing to wait on; the next attempt looks afresh.
-		if ferr := v.run.Forget(ctx, "upid"); ferr != nil {
-			return ferr
-		}
-	}
-	return err
-}
-
-// ours reports whether a VM's configuration marks it as the service's.
-func (v *vpsJob) ours(cfg proxmox.VMConfig) bool {
-	return strings.Contains(cfg.Raw["description"], v.svc.ID.String()) || slices.Contains(cfg.Tags, VMTag(v.svc.ID))
 }
 
 // replace picks another VMID after the chosen one was taken. A VM that
 // must keep its VMID (a reinstall) cannot.
 func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
 	if v.ref != nil {
-		return permanent("clone", fmt.Sprintf("VMID %d was taken by another VM while the service's VM was being replaced", taken.VMID))
+		return needsRepair("clone", fmt.Sprintf("VMID %d was taken by another VM while the service's VM was being re-imaged; a repair moves the service to a new VMID", taken.VMID))
 	}
 	id, err := v.reserveVMID(ctx, taken.VMID+1)
 	if err != nil {
@@ -387,9 +398,54 @@ func (v *vpsJob) configure(ctx context.Context, values map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return v.tasks.do(ctx, pveOp{Key: "config", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-		return "qmconfig", func(ctx context.Context) (string, error) { return v.w.Proxmox.Configure(ctx, ref, values) }, nil
-	}})
+	return v.tasks.do(ctx, pveOp{Key: "config", VM: ref,
+		Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+			return "qmconfig", func(ctx context.Context) (string, error) { return v.w.Proxmox.Configure(ctx, ref, values) }, nil
+		},
+		Check: func(ctx context.Context) error { return v.checkConfig(ctx, ref, values) },
+	})
+}
+
+// checkConfig reads the VM's configuration (pending changes included, as
+// they apply at the next start) and returns an error naming the first key
+// that is not as values set it. Secrets cannot be read back, and PVE
+// re-encodes SSH keys, so those are left out.
+func (v *vpsJob) checkConfig(ctx context.Context, ref proxmox.VMRef, values map[string]any) error {
+	cfg, err := v.w.Proxmox.Config(ctx, ref)
+	if err != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		want := fmt.Sprint(values[k])
+		switch k {
+		case "cipassword", "sshkeys":
+		case "delete":
+			for _, d := range strings.Split(want, ",") {
+				if _, ok := cfg.Raw[d]; ok {
+					return configDrift(ref, d, "still set")
+				}
+			}
+		case "tags":
+			if !slices.Equal(slices.Sorted(slices.Values(cfg.Tags)), slices.Sorted(slices.Values(splitTags(want)))) {
+				return configDrift(ref, k, fmt.Sprintf("is %q, want %q", cfg.Raw[k], want))
+			}
+		default:
+			if cfg.Raw[k] != want {
+				return configDrift(ref, k, fmt.Sprintf("is %q, want %q", cfg.Raw[k], want))
+			}
+		}
+	}
+	return nil
+}
+
+// splitTags reads PVE's tag list.
+func splitTags(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ',' || r == ' ' })
+}
+
+func configDrift(ref proxmox.VMRef, key, what string) error {
+	return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "config.check",
+		Message: fmt.Sprintf("after the configuration task, %s of VM %d on %s %s", key, ref.VMID, ref.Node, what)}
 }
 
 // growDisk grows the VM's first disk to the plan's size; Proxmox cannot
@@ -412,6 +468,16 @@ func (v *vpsJob) growDisk(ctx context.Context, sizeGB int) error {
 			return "", nil, nil
 		}
 		return "resize", func(ctx context.Context) (string, error) { return v.w.Proxmox.Resize(ctx, ref, disk, sizeGB) }, nil
+	}, Check: func(ctx context.Context) error {
+		cfg, err := v.w.Proxmox.Config(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if got := cfg.Disks[bootDisk(cfg)]; got < sizeGB {
+			return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "resize.check",
+				Message: fmt.Sprintf("after the resize, the disk of VM %d is %d GB, want %d GB", ref.VMID, got, sizeGB)}
+		}
+		return nil
 	}})
 }
 

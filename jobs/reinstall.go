@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -60,21 +61,13 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 	if err != nil {
 		return err
 	}
+	// From the destroy on, the re-image is carried through: a cancelled or
+	// interrupted reinstall never leaves the service without its VM.
+	job.CommitAt("destroy")
 	err = job.Steps(ctx,
-		Step{"inspect", func(ctx context.Context) error { return v.inspectForReinstall(ctx, job.Args.TemplateID) }},
+		Step{"inspect", func(ctx context.Context) error { return v.inspectForReinstall(ctx, job.Args.Install) }},
 		Step{"stop", p.ensure(proxmox.OpStop)},
-		Step{"destroy", func(ctx context.Context) error {
-			return v.tasks.do(ctx, pveOp{Key: "destroy", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-				_, err := w.Proxmox.Config(ctx, ref)
-				if errors.Is(err, proxmox.ErrNotFound) {
-					return "", nil, nil
-				}
-				if err != nil {
-					return "", nil, err
-				}
-				return "qmdestroy", func(ctx context.Context) (string, error) { return w.Proxmox.Destroy(ctx, ref) }, nil
-			}})
-		}},
+		Step{"destroy", func(ctx context.Context) error { return v.destroy(ctx, ref) }},
 		Step{"clone", func(ctx context.Context) error {
 			var k kept
 			if _, err := job.Get("kept", &k); err != nil {
@@ -108,12 +101,41 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 	return nil
 }
 
+// destroy removes the service's VM, checked to be its own first, and
+// checks that it is gone; one an earlier attempt destroyed counts as done.
+func (v *vpsJob) destroy(ctx context.Context, ref proxmox.VMRef) error {
+	exists := func(ctx context.Context) (bool, error) {
+		_, err := v.w.Proxmox.Config(ctx, ref)
+		if errors.Is(err, proxmox.ErrNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	return v.tasks.do(ctx, pveOp{Key: "destroy", VM: ref, MayBeGone: true,
+		Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+			if ok, err := exists(ctx); err != nil || !ok {
+				return "", nil, err
+			}
+			return "qmdestroy", func(ctx context.Context) (string, error) { return v.w.Proxmox.Destroy(ctx, ref) }, nil
+		},
+		Check: func(ctx context.Context) error {
+			if ok, err := exists(ctx); err != nil || !ok {
+				return err
+			}
+			return lockedErr("destroy", "the VM still exists after its destroy task")
+		},
+	})
+}
+
 // inspectForReinstall records what the new VM keeps from the old one and
-// the template to clone on the VM's node: the chosen one, or one of the
-// same name there.
-func (v *vpsJob) inspectForReinstall(ctx context.Context, templateID int) error {
+// the template to clone on the VM's node, and records both on the service
+// before anything is destroyed, for a repair should the re-image not end.
+func (v *vpsJob) inspectForReinstall(ctx context.Context, in Install) error {
 	ref, err := v.vm()
 	if err != nil {
+		return err
+	}
+	if err := v.tasks.verifyOwn(ctx, ref); err != nil {
 		return err
 	}
 	cfg, err := v.w.Proxmox.Config(ctx, ref)
@@ -123,34 +145,37 @@ func (v *vpsJob) inspectForReinstall(ctx context.Context, templateID int) error 
 	if cfg.Lock != "" {
 		return lockedErr("inspect", cfg.Lock)
 	}
-	templates, err := v.w.Proxmox.Templates(ctx)
+	template, err := v.templateOn(ctx, in.TemplateID, ref.Node)
 	if err != nil {
 		return err
-	}
-	var chosen *proxmox.Template
-	for i, t := range templates {
-		if t.VMID == templateID {
-			chosen = &templates[i]
-		}
-	}
-	if chosen == nil {
-		return permanent("inspect", fmt.Sprintf("template %d does not exist", templateID))
-	}
-	template := chosen.VMRef
-	if template.Node != ref.Node && v.w.Storage == "" {
-		i := -1
-		for j, t := range templates {
-			if t.Node == ref.Node && t.Name == chosen.Name {
-				i = j
-			}
-		}
-		if i < 0 {
-			return permanent("inspect", fmt.Sprintf("template %q is not on node %s, where the VM is", chosen.Name, ref.Node))
-		}
-		template = templates[i].VMRef
 	}
 	if err := v.run.Set(ctx, "template", template); err != nil {
 		return err
 	}
-	return v.run.Set(ctx, "kept", kept{Name: cfg.Name, Net0: cfg.Raw["net0"], IPConfig0: cfg.Raw["ipconfig0"]})
+	if err := v.run.Set(ctx, "kept", kept{Name: cfg.Name, Net0: cfg.Raw["net0"], IPConfig0: cfg.Raw["ipconfig0"]}); err != nil {
+		return err
+	}
+	return v.recordInstall(ctx, in)
+}
+
+// templateOn returns the template to clone on node: the chosen one, or
+// without shared storage one of the same name there.
+func (v *vpsJob) templateOn(ctx context.Context, templateID int, node string) (proxmox.VMRef, error) {
+	templates, err := v.w.Proxmox.Templates(ctx)
+	if err != nil {
+		return proxmox.VMRef{}, err
+	}
+	i := slices.IndexFunc(templates, func(t proxmox.Template) bool { return t.VMID == templateID })
+	if i < 0 {
+		return proxmox.VMRef{}, permanent("inspect", fmt.Sprintf("template %d does not exist", templateID))
+	}
+	chosen := templates[i]
+	if chosen.Node == node || v.w.Storage != "" {
+		return chosen.VMRef, nil
+	}
+	j := slices.IndexFunc(templates, func(t proxmox.Template) bool { return t.Node == node && t.Name == chosen.Name })
+	if j < 0 {
+		return proxmox.VMRef{}, permanent("inspect", fmt.Sprintf("template %q is not on node %s, where the VM is", chosen.Name, node))
+	}
+	return templates[j].VMRef, nil
 }

@@ -57,6 +57,9 @@ func (w *VPSWorkers) Rescue(ctx context.Context, job *Job[RescueArgs]) error {
 			return job.SetSecret(ctx, "password", secrets)
 		}})
 	}
+	// Once the boot order changes the VM is restarted into it, cancelled
+	// or not: it never waits half-switched.
+	job.CommitAt("configure")
 	steps = append(steps,
 		Step{"configure", func(ctx context.Context) error {
 			cfg, err := w.Proxmox.Config(ctx, ref)

@@ -51,6 +51,9 @@ func (w *VPSWorkers) Resize(ctx context.Context, job *Job[ResizeArgs]) error {
 		Running, CPUMem bool
 	}
 	var was before
+	// Once the configuration changes, the rest of the plan follows and a
+	// VM stopped for it starts again.
+	job.CommitAt("configure")
 	err = job.Steps(ctx,
 		Step{"inspect", func(ctx context.Context) error {
 			ref, _ := v.vm()

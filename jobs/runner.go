@@ -21,6 +21,9 @@ type Checkpoint struct {
 	// for a later attempt of the same step, and what the job Set for later
 	// steps (a new VM's id) by "/key".
 	Data map[string]json.RawMessage `json:"data,omitempty"`
+	// Committed says the job passed its point of no return (Run.CommitAt):
+	// it is carried through to its end and no longer cancelled.
+	Committed bool `json:"committed,omitempty"`
 }
 
 // Step is one named, resumable piece of a job. Do must be safe to run again
@@ -45,6 +48,8 @@ type Run struct {
 	// secretResult is sealed into jobs.sealed_result when the job succeeds.
 	secretResult any
 	sealer       *Sealer
+	// commitAt is the step from which on the job is carried through.
+	commitAt string
 }
 
 // errSuperseded says that a newer attempt owns the job, or that the job
@@ -63,18 +68,27 @@ func newRun(q *queries.Queries, row queries.Job, log *slog.Logger, sealer *Seale
 
 // Steps runs the steps in order, skipping those a previous attempt finished.
 // Before each step it checks whether the job was asked to stop and returns
-// ErrCancelled if so. After each step it records the checkpoint and progress.
+// ErrCancelled if so, until the job passes its point of no return (CommitAt).
+// After each step it records the checkpoint and progress.
 func (r *Run) Steps(ctx context.Context, steps ...Step) error {
 	for i, s := range steps {
 		if slices.Contains(r.cp.Done, s.Name) {
 			continue
 		}
-		cancel, err := r.q.JobCancelRequested(ctx, r.jobID)
-		if err != nil {
-			return fmt.Errorf("check cancellation: %w", err)
+		if !r.cp.Committed {
+			cancel, err := r.q.JobCancelRequested(ctx, r.jobID)
+			if err != nil {
+				return fmt.Errorf("check cancellation: %w", err)
+			}
+			if cancel {
+				return ErrCancelled
+			}
 		}
-		if cancel {
-			return ErrCancelled
+		if s.Name == r.commitAt && !r.cp.Committed {
+			// Recorded before the step starts: from here on a stop at any
+			// point must not leave the service half-made.
+			r.cp.Committed = true
+			r.log.Info("point of no return: the job is carried through to its end", "step", s.Name)
 		}
 		r.step = s.Name
 		if err := r.save(ctx); err != nil {
@@ -93,6 +107,15 @@ func (r *Run) Steps(ctx context.Context, steps ...Step) error {
 	}
 	return nil
 }
+
+// CommitAt names the step at whose start the job passes its point of no
+// return (a reinstall's destroy): from then on cancellation requests are
+// refused, an interrupted attempt resumes, and a job that fails all the same
+// marks its service needs_repair.
+func (r *Run) CommitAt(step string) { r.commitAt = step }
+
+// Committed reports whether the job passed its point of no return.
+func (r *Run) Committed() bool { return r.cp.Committed }
 
 // Step returns the name of the step that runs now, or ran last.
 func (r *Run) Step() string { return r.step }

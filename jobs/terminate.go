@@ -29,6 +29,7 @@ func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) e
 		}
 		return err == nil, err
 	}
+	job.CommitAt("destroy")
 	err = job.Steps(ctx,
 		Step{"stop", func(ctx context.Context) error {
 			if ok, err := exists(ctx); err != nil || !ok {
@@ -36,14 +37,7 @@ func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) e
 			}
 			return p.ensure(proxmox.OpStop)(ctx)
 		}},
-		Step{"destroy", func(ctx context.Context) error {
-			return v.tasks.do(ctx, pveOp{Key: "destroy", VM: ref, Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
-				if ok, err := exists(ctx); err != nil || !ok {
-					return "", nil, err
-				}
-				return "qmdestroy", func(ctx context.Context) (string, error) { return w.Proxmox.Destroy(ctx, ref) }, nil
-			}})
-		}},
+		Step{"destroy", func(ctx context.Context) error { return v.destroy(ctx, ref) }},
 		Step{"backups", func(ctx context.Context) error { return v.prune(ctx, -1) }},
 	)
 	if err != nil {

@@ -97,11 +97,10 @@ func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context
 	a.log = a.log.With("attempt", row.Attempts)
 	ws.metrics.JobStarted(row.Kind)
 	start := time.Now()
-	if row.CancelRequestedAt != nil {
-		return ws.finish(ctx, a, start, ErrCancelled)
-	}
 	a.run, err = newRun(ws.q, row, a.log, ws.Sealer)
-	if err == nil {
+	if err == nil && row.CancelRequestedAt != nil && !a.run.Committed() {
+		err = ErrCancelled
+	} else if err == nil {
 		a.log.Info("job attempt started", "step", row.Step)
 		err = work(ctx, a)
 	}
@@ -200,7 +199,8 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	if errors.Is(err, errSuperseded) {
 		return "superseded", nil
 	}
-	if errors.Is(err, ErrCancelled) || (ctx.Err() != nil && ws.cancelRequested(db, row.ID)) {
+	committed := a.run != nil && a.run.Committed()
+	if errors.Is(err, ErrCancelled) || (ctx.Err() != nil && !committed && ws.cancelRequested(db, row.ID)) {
 		msg := "cancelled before it started"
 		if s := a.stepName(); s != "" {
 			msg = "cancelled at step " + s
@@ -223,24 +223,41 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		msg = fmt.Sprintf("attempt timed out after %ds at step %s", row.TimeoutSeconds, a.stepName())
 	}
-	if failure.IsPermanent(err) {
+	failed := func(ret error) (string, error) {
+		if committed || errors.Is(err, ErrNeedsRepair) {
+			if rErr := ws.markNeedsRepair(db, a, msg); rErr != nil {
+				return StatusFailed, fmt.Errorf("mark the service needs_repair after %w: %w", err, rErr)
+			}
+		}
 		if fErr := finish(StatusFailed, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
 			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
 		}
-		return StatusFailed, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		return StatusFailed, ret
+	}
+	if failure.IsPermanent(err) {
+		return failed(fmt.Errorf("%w: %w", err, asynq.SkipRetry))
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		if fErr := finish(StatusFailed, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
-			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
-		}
-		return StatusFailed, err
+		return failed(err)
 	}
 	if rErr := retrying(msg); rErr != nil {
 		return "retrying", fmt.Errorf("%w (and recording the retry failed: %w)", err, rErr)
 	}
 	return "retrying", err
+}
+
+// markNeedsRepair records, before the job's failure, that its service was
+// left half-made or found not to be its own, so that the API shows it and a
+// repair job can be started.
+func (ws *Workers) markNeedsRepair(ctx context.Context, a *attempt, msg string) error {
+	if a.service == nil {
+		return nil
+	}
+	reason := fmt.Sprintf("%s job %s failed at step %s: %s", a.row.Kind, a.row.ID, a.stepName(), msg)
+	a.log.Warn("service needs repair", "reason", reason)
+	return ws.q.SetServiceNeedsRepair(ctx, queries.SetServiceNeedsRepairParams{ID: a.service.ID, RepairReason: reason})
 }
 
 func (ws *Workers) cancelRequested(ctx context.Context, id uuid.UUID) bool {

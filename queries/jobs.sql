@@ -72,6 +72,7 @@ RETURNING *;
 UPDATE jobs
 SET status = 'cancelled', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
+  AND NOT coalesce((checkpoint->>'committed')::boolean, false)
 RETURNING *;
 
 -- FailUnfinishedJob ends a job whose task is gone (for the sweeper).
@@ -82,8 +83,11 @@ WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
 RETURNING *;
 
 -- name: RequestJobCancel :one
+-- A job past its point of no return (see jobs.Run.CommitAt) is carried
+-- through and cannot be cancelled.
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+  AND NOT coalesce((checkpoint->>'committed')::boolean, false)
 RETURNING *;
 
 -- name: JobCancelRequested :one
@@ -133,3 +137,14 @@ LIMIT 1;
 -- name: ListScheduledJobs :many
 SELECT * FROM jobs
 WHERE service_id = $1 AND kind = $2 AND status = 'scheduled';
+
+-- name: ClaimTask :one
+-- Records that the job's step holds a provider task and returns the job that
+-- holds it: this job, or the one that claimed it first.
+INSERT INTO job_tasks (upid, job_id, step) VALUES ($1, $2, $3)
+ON CONFLICT (upid) DO UPDATE SET upid = excluded.upid
+RETURNING job_id;
+
+-- name: ClaimedTasks :many
+-- The tasks among upids that some job holds.
+SELECT upid, job_id FROM job_tasks WHERE upid = ANY(sqlc.arg(upids)::text[]);

@@ -16,6 +16,7 @@ const cancelWaitingJob = `-- name: CancelWaitingJob :one
 UPDATE jobs
 SET status = 'cancelled', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
+  AND NOT coalesce((checkpoint->>'committed')::boolean, false)
 RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
@@ -60,6 +61,57 @@ func (q *Queries) CancelWaitingJob(ctx context.Context, arg CancelWaitingJobPara
 		&i.SealedResult,
 	)
 	return i, err
+}
+
+const claimTask = `-- name: ClaimTask :one
+INSERT INTO job_tasks (upid, job_id, step) VALUES ($1, $2, $3)
+ON CONFLICT (upid) DO UPDATE SET upid = excluded.upid
+RETURNING job_id
+`
+
+type ClaimTaskParams struct {
+	Upid  string
+	JobID uuid.UUID
+	Step  string
+}
+
+// Records that the job's step holds a provider task and returns the job that
+// holds it: this job, or the one that claimed it first.
+func (q *Queries) ClaimTask(ctx context.Context, arg ClaimTaskParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, claimTask, arg.Upid, arg.JobID, arg.Step)
+	var job_id uuid.UUID
+	err := row.Scan(&job_id)
+	return job_id, err
+}
+
+const claimedTasks = `-- name: ClaimedTasks :many
+SELECT upid, job_id FROM job_tasks WHERE upid = ANY($1::text[])
+`
+
+type ClaimedTasksRow struct {
+	Upid  string
+	JobID uuid.UUID
+}
+
+// The tasks among upids that some job holds.
+func (q *Queries) ClaimedTasks(ctx context.Context, upids []string) ([]ClaimedTasksRow, error) {
+	rows, err := q.db.Query(ctx, claimedTasks, upids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ClaimedTasksRow{}
+	for rows.Next() {
+		var i ClaimedTasksRow
+		if err := rows.Scan(&i.Upid, &i.JobID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const countTeamJobs = `-- name: CountTeamJobs :one
@@ -793,9 +845,12 @@ func (q *Queries) MarkJobSwept(ctx context.Context, id uuid.UUID) error {
 const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+  AND NOT coalesce((checkpoint->>'committed')::boolean, false)
 RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
 `
 
+// A job past its point of no return (see jobs.Run.CommitAt) is carried
+// through and cannot be cancelled.
 func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, error) {
 	row := q.db.QueryRow(ctx, requestJobCancel, id)
 	var i Job

@@ -110,6 +110,13 @@ type JobEvent struct {
 	Message  string
 }
 
+type JobTask struct {
+	Upid      string
+	JobID     uuid.UUID
+	Step      string
+	ClaimedAt time.Time
+}
+
 type Lease struct {
 	Resource  string
 	Holder    uuid.UUID
@@ -146,6 +153,8 @@ type Service struct {
 	TerminateAt            *time.Time
 	TerminationJobID       uuid.NullUUID
 	Suspensions            []string
+	RepairReason           string
+	Install                []byte
 }
 
 type ServiceSample struct {
@@ -170,4 +179,10 @@ type Team struct {
 type VmidCounter struct {
 	ID   int32
 	Next int32
+}
+
+type VmidReservation struct {
+	Vmid       int32
+	ServiceID  uuid.UUID
+	ReservedAt time.Time
 }

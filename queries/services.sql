@@ -65,3 +65,21 @@ UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING
 
 -- name: ListScheduledTerminations :many
 SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at;
+
+-- name: SetServiceNeedsRepair :exec
+-- Marks a service whose VM is missing, half-made or not its own; a
+-- terminated service stays terminated.
+UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE id = $1 AND status <> 'terminated';
+
+-- name: SetServiceRepaired :exec
+-- Points a repaired service at its VM and makes it usable again (suspended
+-- while a suspension reason remains).
+UPDATE services
+SET provider_ref = $2, repair_reason = '', power_state = 'running',
+    status = CASE WHEN cardinality(suspensions) > 0 THEN 'suspended' ELSE 'active' END,
+    updated_at = now()
+WHERE id = $1;
+
+-- name: SetServiceInstall :exec
+UPDATE services SET install = $2, updated_at = now() WHERE id = $1;

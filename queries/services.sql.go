@@ -17,7 +17,7 @@ UPDATE services
 SET cancel_when = NULL, cancellation_reason = '', cancelled_at = NULL, terminate_at = NULL,
     termination_job_id = NULL, updated_at = now()
 WHERE id = $1
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
 `
 
 func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -43,6 +43,8 @@ func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service,
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }
@@ -61,7 +63,7 @@ func (q *Queries) CountTeamServices(ctx context.Context, teamID uuid.UUID) (int6
 const createService = `-- name: CreateService :one
 INSERT INTO services (team_id, name, provider, location, provider_ref, plan, status, billing_period_end)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
 `
 
 type CreateServiceParams struct {
@@ -107,6 +109,8 @@ func (q *Queries) CreateService(ctx context.Context, arg CreateServiceParams) (S
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }
@@ -124,7 +128,7 @@ func (q *Queries) DeletePendingService(ctx context.Context, id uuid.UUID) error 
 }
 
 const getService = `-- name: GetService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE id = $1
 `
 
 func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -150,12 +154,14 @@ func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error)
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }
 
 const getTeamService = `-- name: GetTeamService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE id = $1 AND team_id = $2
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamServiceParams struct {
@@ -186,12 +192,14 @@ func (q *Queries) GetTeamService(ctx context.Context, arg GetTeamServiceParams) 
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }
 
 const listScheduledTerminations = `-- name: ListScheduledTerminations :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
 `
 
 func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, error) {
@@ -223,6 +231,8 @@ func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, err
 			&i.TerminateAt,
 			&i.TerminationJobID,
 			&i.Suspensions,
+			&i.RepairReason,
+			&i.Install,
 		); err != nil {
 			return nil, err
 		}
@@ -235,7 +245,7 @@ func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, err
 }
 
 const listTeamServices = `-- name: ListTeamServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions FROM services WHERE team_id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE team_id = $1
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3
 `
@@ -275,6 +285,8 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 			&i.TerminateAt,
 			&i.TerminationJobID,
 			&i.Suspensions,
+			&i.RepairReason,
+			&i.Install,
 		); err != nil {
 			return nil, err
 		}
@@ -287,7 +299,7 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 }
 
 const moveTermination = `-- name: MoveTermination :one
-UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
 `
 
 type MoveTerminationParams struct {
@@ -318,6 +330,8 @@ func (q *Queries) MoveTermination(ctx context.Context, arg MoveTerminationParams
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }
@@ -328,7 +342,7 @@ SET cancellation_generation = cancellation_generation + 1, cancel_when = $1,
     cancellation_reason = $2, cancelled_at = now(), terminate_at = $3,
     termination_job_id = $4, updated_at = now()
 WHERE id = $5 AND termination_job_id IS NULL AND status <> 'terminated'
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
 `
 
 type ScheduleTerminationParams struct {
@@ -370,12 +384,14 @@ func (q *Queries) ScheduleTermination(ctx context.Context, arg ScheduleTerminati
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }
 
 const setBillingPeriodEnd = `-- name: SetBillingPeriodEnd :one
-UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
 `
 
 type SetBillingPeriodEndParams struct {
@@ -406,8 +422,41 @@ func (q *Queries) SetBillingPeriodEnd(ctx context.Context, arg SetBillingPeriodE
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
+}
+
+const setServiceInstall = `-- name: SetServiceInstall :exec
+UPDATE services SET install = $2, updated_at = now() WHERE id = $1
+`
+
+type SetServiceInstallParams struct {
+	ID      uuid.UUID
+	Install []byte
+}
+
+func (q *Queries) SetServiceInstall(ctx context.Context, arg SetServiceInstallParams) error {
+	_, err := q.db.Exec(ctx, setServiceInstall, arg.ID, arg.Install)
+	return err
+}
+
+const setServiceNeedsRepair = `-- name: SetServiceNeedsRepair :exec
+UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE id = $1 AND status <> 'terminated'
+`
+
+type SetServiceNeedsRepairParams struct {
+	ID           uuid.UUID
+	RepairReason string
+}
+
+// Marks a service whose VM is missing, half-made or not its own; a
+// terminated service stays terminated.
+func (q *Queries) SetServiceNeedsRepair(ctx context.Context, arg SetServiceNeedsRepairParams) error {
+	_, err := q.db.Exec(ctx, setServiceNeedsRepair, arg.ID, arg.RepairReason)
+	return err
 }
 
 const setServicePlan = `-- name: SetServicePlan :exec
@@ -454,6 +503,26 @@ func (q *Queries) SetServiceProvisioned(ctx context.Context, arg SetServiceProvi
 	return err
 }
 
+const setServiceRepaired = `-- name: SetServiceRepaired :exec
+UPDATE services
+SET provider_ref = $2, repair_reason = '', power_state = 'running',
+    status = CASE WHEN cardinality(suspensions) > 0 THEN 'suspended' ELSE 'active' END,
+    updated_at = now()
+WHERE id = $1
+`
+
+type SetServiceRepairedParams struct {
+	ID          uuid.UUID
+	ProviderRef []byte
+}
+
+// Points a repaired service at its VM and makes it usable again (suspended
+// while a suspension reason remains).
+func (q *Queries) SetServiceRepaired(ctx context.Context, arg SetServiceRepairedParams) error {
+	_, err := q.db.Exec(ctx, setServiceRepaired, arg.ID, arg.ProviderRef)
+	return err
+}
+
 const setServiceStatus = `-- name: SetServiceStatus :exec
 UPDATE services SET status = $2, updated_at = now() WHERE id = $1
 `
@@ -469,7 +538,7 @@ func (q *Queries) SetServiceStatus(ctx context.Context, arg SetServiceStatusPara
 }
 
 const setSuspensions = `-- name: SetSuspensions :one
-UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions
+UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
 `
 
 type SetSuspensionsParams struct {
@@ -500,6 +569,8 @@ func (q *Queries) SetSuspensions(ctx context.Context, arg SetSuspensionsParams) 
 		&i.TerminateAt,
 		&i.TerminationJobID,
 		&i.Suspensions,
+		&i.RepairReason,
+		&i.Install,
 	)
 	return i, err
 }

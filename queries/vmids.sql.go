@@ -7,7 +7,29 @@ package queries
 
 import (
 	"context"
+
+	"github.com/google/uuid"
 )
+
+const reserveVMID = `-- name: ReserveVMID :execrows
+INSERT INTO vmid_reservations (vmid, service_id) VALUES ($1, $2)
+ON CONFLICT (vmid) DO UPDATE SET vmid = excluded.vmid
+WHERE vmid_reservations.service_id = excluded.service_id
+`
+
+type ReserveVMIDParams struct {
+	Vmid      int32
+	ServiceID uuid.UUID
+}
+
+// Reserves vmid for the service; 0 rows when another service holds it.
+func (q *Queries) ReserveVMID(ctx context.Context, arg ReserveVMIDParams) (int64, error) {
+	result, err := q.db.Exec(ctx, reserveVMID, arg.Vmid, arg.ServiceID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
 
 const takeVMID = `-- name: TakeVMID :one
 INSERT INTO vmid_counter (id, next) VALUES (1, $1::integer + 1)
@@ -21,4 +43,15 @@ func (q *Queries) TakeVMID(ctx context.Context, fromID int32) (int32, error) {
 	var vmid int32
 	err := row.Scan(&vmid)
 	return vmid, err
+}
+
+const vMIDHolder = `-- name: VMIDHolder :one
+SELECT service_id FROM vmid_reservations WHERE vmid = $1
+`
+
+func (q *Queries) VMIDHolder(ctx context.Context, vmid int32) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, vMIDHolder, vmid)
+	var service_id uuid.UUID
+	err := row.Scan(&service_id)
+	return service_id, err
 }

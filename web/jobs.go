@@ -172,6 +172,10 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	job, err = s.Queries.RequestJobCancel(r.Context(), job.ID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		job, _ = s.teamJob(r)
+		if !jobs.Finished(job.Status) {
+			return &apiError{Status: http.StatusConflict, ErrorKey: "job_committed",
+				Message: fmt.Sprintf("Job has passed its point of no return (step %s) and is carried through to its end", job.Step)}
+		}
 		return &apiError{Status: http.StatusConflict, ErrorKey: "job_finished",
 			Message: fmt.Sprintf("Job has already ended (%s)", job.Status)}
 	}

@@ -108,6 +108,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /api/services/{id}/ips/cancel", api(s.ipCancellation))
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
+	mux.Handle("POST /api/services/{id}/repair", api(s.repair))
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame})))
 	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
@@ -32,15 +33,17 @@ type serviceJSON struct {
 	Plan             json.RawMessage `json:"plan"`
 	ProviderRef      json.RawMessage `json:"providerRef"`
 	BillingPeriodEnd *time.Time      `json:"billingPeriodEnd"`
-	CreatedAt        time.Time       `json:"createdAt"`
-	UpdatedAt        time.Time       `json:"updatedAt"`
+	// RepairReason says why a needs_repair service needs it.
+	RepairReason string    `json:"repairReason,omitempty"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
 }
 
 func toServiceJSON(s queries.Service) serviceJSON {
 	return serviceJSON{
 		ID: s.ID, Name: s.Name, Provider: s.Provider, Location: s.Location, Status: s.Status,
 		PowerState: s.PowerState, Plan: s.Plan, ProviderRef: s.ProviderRef,
-		BillingPeriodEnd: s.BillingPeriodEnd, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+		BillingPeriodEnd: s.BillingPeriodEnd, RepairReason: s.RepairReason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
 	}
 }
 
@@ -217,15 +220,56 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	if req.ProviderRef == nil {
 		return s.provision(w, r, req, plan, end)
 	}
-	ref, _ := json.Marshal(req.ProviderRef)
-	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
+	return s.register(w, r, req, plan, end)
+}
+
+// register records a service for an existing VM. The service is pending
+// until its VMID is reserved for it and the VM carries its tag: a VM that
+// does not exist, or that another service holds, is refused, and the same VM
+// cannot be registered twice.
+func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServiceRequest, plan []byte, end *time.Time) error {
+	if s.Proxmox == nil {
+		return providerMissing(proxmox.Provider)
+	}
+	ctx := r.Context()
+	vm := proxmox.VMRef{Node: req.ProviderRef.Node, VMID: req.ProviderRef.VMID}
+	ref, _ := json.Marshal(vm)
+	svc, err := s.Queries.CreateService(ctx, queries.CreateServiceParams{
 		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
-		ProviderRef: ref, Plan: plan, Status: "active", BillingPeriodEnd: end,
+		ProviderRef: ref, Plan: plan, Status: "pending", BillingPeriodEnd: end,
 	})
 	if err != nil {
 		return err
 	}
-	s.logger(r).Info("service registered", "service_id", svc.ID, "provider", svc.Provider)
+	taken := &apiError{Status: http.StatusConflict, ErrorKey: "vm_taken",
+		Message: fmt.Sprintf("VM %d on %s belongs to another service", vm.VMID, vm.Node)}
+	n, err := s.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vm.VMID), ServiceID: svc.ID})
+	switch {
+	case err != nil:
+	case n == 0:
+		err = taken
+	default:
+		err = jobs.ClaimVM(ctx, s.Proxmox, vm, svc.ID)
+		switch {
+		case errors.Is(err, jobs.ErrVMTaken):
+			err = taken
+		case errors.Is(err, proxmox.ErrNotFound):
+			err = invalid(fmt.Sprintf("providerRef: there is no VM %d on node %s", vm.VMID, vm.Node))
+		case err != nil:
+			err = providerError(err)
+		}
+	}
+	if err == nil {
+		err = s.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: svc.ID, Status: "active"})
+		svc.Status = "active"
+	}
+	if err != nil {
+		if derr := s.Queries.DeletePendingService(context.WithoutCancel(ctx), svc.ID); derr != nil {
+			s.logger(r).Error("could not remove a service whose registration failed", "service_id", svc.ID, "err", derr)
+		}
+		return err
+	}
+	s.logger(r).Info("service registered", "service_id", svc.ID, "provider", svc.Provider, "node", vm.Node, "vmid", vm.VMID)
 	ok(w, http.StatusCreated, "service", toServiceJSON(svc))
 	return nil
 }
@@ -322,8 +366,17 @@ func usable(svc queries.Service) *apiError {
 		return &apiError{Status: http.StatusConflict, Message: "Service is terminated", ErrorKey: "service_terminated"}
 	case "pending":
 		return &apiError{Status: http.StatusConflict, Message: "Service is not provisioned yet", ErrorKey: "service_pending"}
+	case "needs_repair":
+		return needsRepair(svc)
 	}
 	return nil
+}
+
+// needsRepair answers for a service whose VM is missing, half-made or not
+// its own: nothing may act on or read it until a repair brings it back.
+func needsRepair(svc queries.Service) *apiError {
+	return &apiError{Status: http.StatusConflict, ErrorKey: "service_needs_repair",
+		Message: "Service needs repair (" + svc.RepairReason + "); POST /api/services/" + svc.ID.String() + "/repair starts one"}
 }
 
 // insertJob records and enqueues a job for the caller and answers 202 with

@@ -119,11 +119,63 @@ func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
 	if err != nil {
 		return proxmox.VMRef{}, err
 	}
+	if svc.Status == "needs_repair" {
+		// Its reference may name someone else's VM now: nothing is read.
+		return proxmox.VMRef{}, needsRepair(svc)
+	}
 	ref, err := jobs.ProxmoxRef(&svc)
 	if err != nil {
 		return ref, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
 	}
 	return ref, nil
+}
+
+// repairRequest optionally names the template to make a VM from (required
+// when none was recorded, as for a registered VM) and a root password for it.
+type repairRequest struct {
+	TemplateID int    `json:"templateId"`
+	Password   string `json:"password"`
+}
+
+// repair starts a repair of a VPS whose VM is missing, half-made or not its
+// own (see jobs.VPSWorkers.Repair); a pending service whose provision never
+// finished can be repaired too.
+func (s *Server) repair(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.proxmoxService(r)
+	if err != nil {
+		return err
+	}
+	if svc.Status == "terminated" {
+		return usable(svc)
+	}
+	var req repairRequest
+	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
+		return aerr
+	}
+	var errs []string
+	if req.TemplateID != 0 && (req.TemplateID < 100 || req.TemplateID > 999999999) {
+		errs = append(errs, "templateId must be the VMID of a template (GET /api/services/{id}/templates lists them)")
+	}
+	if _, recorded := jobs.ServiceInstall(&svc); !recorded && req.TemplateID == 0 {
+		if _, err := jobs.ProxmoxRef(&svc); err != nil || svc.Status == "needs_repair" {
+			errs = append(errs, "templateId is required: no install was recorded for this service")
+		}
+	}
+	pw := installRequest{TemplateID: 100, Password: req.Password}
+	errs = append(errs, pw.validate()...)
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	var secrets any
+	if req.Password != "" {
+		secrets = jobs.InstallSecrets{Password: req.Password}
+	}
+	job, replayed, err := s.recordJob(r, svc.ID, jobs.RepairArgs{ServiceID: svc.ID, TemplateID: req.TemplateID}, secrets)
+	if err != nil {
+		return err
+	}
+	answerJob(w, s.logger(r), job, replayed)
+	return nil
 }
 
 // serviceStatus answers the VM's power state and usage, live from Proxmox.

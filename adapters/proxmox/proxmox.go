@@ -66,6 +66,7 @@ type Client struct {
 	// calls PVE refuses to API tokens (consoles); nil without them.
 	login   *pve.Client
 	base    string
+	tokenID string
 	timeout time.Duration
 	tls     *tls.Config
 }
@@ -107,7 +108,7 @@ func New(cfg Config, obs Observer) (*Client, error) {
 		pve.WithAPIToken(cfg.TokenID, cfg.TokenSecret),
 		pve.WithUserAgent("provisiond"),
 	)
-	c := &Client{api: api, poll: poll, obs: obs, base: base, timeout: timeout, tls: tlsConfig(next)}
+	c := &Client{api: api, poll: poll, obs: obs, base: base, tokenID: cfg.TokenID, timeout: timeout, tls: tlsConfig(next)}
 	if cfg.ConsoleUser != "" && cfg.ConsolePassword != "" {
 		c.login = pve.NewClient(base, pve.WithHTTPClient(hc), pve.WithUserAgent("provisiond"),
 			pve.WithCredentials(&pve.Credentials{Username: cfg.ConsoleUser, Password: cfg.ConsolePassword}))
@@ -223,19 +224,27 @@ func (c *Client) Power(ctx context.Context, ref VMRef, op PowerOp, opts PowerOpt
 	if err != nil {
 		return "", err
 	}
-	if !upidRE.MatchString(string(upid)) {
-		return "", &failure.Error{Class: failure.Transient, Provider: Provider, Op: string(op),
-			Message: fmt.Sprintf("unexpected task id %q", upid)}
-	}
-	return string(upid), nil
+	return c.checkUPID(string(op), string(upid))
 }
 
-// FindTask returns the UPID of a task of the given type on the VM, so that a
-// retried step waits on the task an earlier attempt started instead of
-// starting a second one. With a zero since it looks only at running tasks;
-// otherwise also at tasks that started since then and have ended.
-func (c *Client) FindTask(ctx context.Context, ref VMRef, taskType string, since time.Time) (string, bool, error) {
-	opts := &pve.NodeTasksOptions{Source: "active", VMID: ref.VMID, TypeFilter: taskType}
+// Task is a task as a node's task list shows it.
+type Task struct {
+	UPID string
+	Type string
+	// ID is the object the task is about: a VMID (for a clone, the source's).
+	ID string
+	// User is who started it: "user@realm!token" for an API token.
+	User string
+	// Start is when it started, by the node's clock.
+	Start   time.Time
+	Running bool
+}
+
+// Tasks lists the node's tasks of a type about the VM, newest first: the
+// running ones, and with a non-zero since also those that started since
+// then (by the node's clock) and have ended.
+func (c *Client) Tasks(ctx context.Context, ref VMRef, taskType string, since time.Time) ([]Task, error) {
+	opts := &pve.NodeTasksOptions{Source: "active", VMID: ref.VMID, TypeFilter: taskType, Limit: 500}
 	if !since.IsZero() {
 		opts.Source, opts.Since = "all", since.Unix()
 	}
@@ -246,31 +255,80 @@ func (c *Client) FindTask(ctx context.Context, ref VMRef, taskType string, since
 		return err
 	})
 	if err != nil {
-		return "", false, err
+		return nil, err
 	}
+	out := make([]Task, 0, len(tasks))
 	for _, t := range tasks {
-		if t.Type == taskType && t.ID == strconv.Itoa(ref.VMID) && upidRE.MatchString(string(t.UPID)) {
-			return string(t.UPID), true, nil
+		if t == nil || t.Type != taskType || t.ID != strconv.Itoa(ref.VMID) || !upidRE.MatchString(string(t.UPID)) {
+			continue
 		}
+		if !since.IsZero() && t.StartTime.Before(since) {
+			continue
+		}
+		out = append(out, Task{UPID: string(t.UPID), Type: t.Type, ID: t.ID, User: t.User, Start: t.StartTime,
+			Running: t.EndTime.IsZero()})
 	}
-	return "", false, nil
+	return out, nil
 }
 
-// upidRE is the shape of a UPID; go-proxmox panics on a shorter one, so every
-// UPID is checked before it is handed to it.
-var upidRE = regexp.MustCompile(`^UPID:[^:]+:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8}:[^:]+:[^:]*:[^:]+:$`)
+// TokenID is the API token the client acts as: the user of every task it
+// starts.
+func (c *Client) TokenID() string { return c.tokenID }
+
+// NodeTime reads the node's clock and returns how far it is ahead of ours
+// (negative when behind), give or take the round trip, which is returned
+// too: task start times are the node's, so a caller comparing them with its
+// own clock must add the skew.
+func (c *Client) NodeTime(ctx context.Context, node string) (skew, uncertainty time.Duration, err error) {
+	var t struct {
+		Time int64 `json:"time"`
+	}
+	before := time.Now()
+	err = c.call(ctx, "node.time", func(ctx context.Context) error {
+		return c.api.Get(ctx, fmt.Sprintf("/nodes/%s/time", url.PathEscape(node)), &t)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	after := time.Now()
+	mid := before.Add(after.Sub(before) / 2)
+	// The node answers in whole seconds: the reading is up to a second off.
+	return time.Unix(t.Time, 0).Sub(mid), after.Sub(before)/2 + time.Second, nil
+}
+
+// upidRE is the shape of a UPID (pve-common's upid_decode: pstart has 8 or,
+// on a node up for more than about 497 days, 9 hex digits); go-proxmox
+// panics on a shorter one, so every UPID is checked before it is handed to it.
+var upidRE = regexp.MustCompile(`^UPID:[^:]+:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:]+:[^:]*:[^:]+:$`)
+
+// ValidUPID reports whether upid has the shape of a PVE task id.
+func ValidUPID(upid string) bool { return upidRE.MatchString(upid) }
 
 // ErrTaskFailed is wrapped by WaitTask's error when the task ended with an
-// exit status other than OK.
+// exit status that PVE counts as an error.
 var ErrTaskFailed = errors.New("proxmox task failed")
 
-// WaitTask polls the task until it stops. It returns nil when the task ended
-// OK, and a classified error wrapping ErrTaskFailed with the task's exit
-// status otherwise. go-proxmox's own Task.Wait is not used: it ignores the
-// context while sleeping and returns nil for failed tasks.
-func (c *Client) WaitTask(ctx context.Context, upid string) error {
+// warningsRE is the exit status of a task that succeeded with warnings;
+// pve-common's upid_status_is_error counts only "OK" and this as success.
+var warningsRE = regexp.MustCompile(`^WARNINGS: \d+$`)
+
+// TaskEnd is how a task that succeeded ended.
+type TaskEnd struct {
+	// ExitStatus is "OK" or "WARNINGS: n".
+	ExitStatus string
+	// Warnings are the task log's warning lines when it ended with
+	// warnings.
+	Warnings []string
+}
+
+// WaitTask polls the task until it stops. It returns how it ended when PVE
+// counts that as success (OK, or warnings), and a classified error wrapping
+// ErrTaskFailed with the task's exit status otherwise. go-proxmox's own
+// Task.Wait is not used: it ignores the context while sleeping and returns
+// nil for failed tasks.
+func (c *Client) WaitTask(ctx context.Context, upid string) (TaskEnd, error) {
 	if !upidRE.MatchString(upid) {
-		return &failure.Error{Class: failure.Permanent, Provider: Provider, Op: "task.status",
+		return TaskEnd{}, &failure.Error{Class: failure.Permanent, Provider: Provider, Op: "task.status",
 			Message: fmt.Sprintf("malformed task id %q", upid)}
 	}
 	tick := time.NewTicker(c.poll)
@@ -278,20 +336,42 @@ func (c *Client) WaitTask(ctx context.Context, upid string) error {
 	for {
 		task := pve.NewTask(pve.UPID(upid), c.api)
 		if err := c.call(ctx, "task.status", task.Ping); err != nil {
-			return err
+			return TaskEnd{}, err
 		}
 		if task.IsCompleted {
-			if task.IsSuccessful {
-				return nil
+			switch {
+			case task.ExitStatus == "OK":
+				return TaskEnd{ExitStatus: "OK"}, nil
+			case warningsRE.MatchString(task.ExitStatus):
+				return TaskEnd{ExitStatus: task.ExitStatus, Warnings: c.taskWarnings(ctx, task)}, nil
 			}
-			return taskError(task)
+			return TaskEnd{}, taskError(task)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return TaskEnd{}, ctx.Err()
 		case <-tick.C:
 		}
 	}
+}
+
+// taskWarnings reads the warning lines of a finished task's log; a log that
+// cannot be read leaves them out (the task succeeded all the same).
+func (c *Client) taskWarnings(ctx context.Context, t *pve.Task) []string {
+	var lines []struct {
+		T string `json:"t"`
+	}
+	p := fmt.Sprintf("/nodes/%s/tasks/%s/log?start=0&limit=1000", url.PathEscape(t.Node), url.PathEscape(string(t.UPID)))
+	if err := c.call(ctx, "task.log", func(ctx context.Context) error { return c.api.Get(ctx, p, &lines) }); err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range lines {
+		if w, ok := strings.CutPrefix(l.T, "WARN: "); ok {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // taskError classifies a task's failing exit status. A lock held by another

@@ -135,10 +135,11 @@ func TestAdapterCallsDecodeBothSimulatorAndRecordedPVE(t *testing.T) {
 			return err
 		}},
 		{"task that ended OK", func(t *testing.T, b backend, c *proxmox.Client) error {
-			return c.WaitTask(ctx, b.okTask(t))
+			_, err := c.WaitTask(ctx, b.okTask(t))
+			return err
 		}},
 		{"task that failed", func(t *testing.T, b backend, c *proxmox.Client) error {
-			if err := c.WaitTask(ctx, b.failedTask(t)); !errors.Is(err, proxmox.ErrTaskFailed) {
+			if _, err := c.WaitTask(ctx, b.failedTask(t)); !errors.Is(err, proxmox.ErrTaskFailed) {
 				t.Errorf("WaitTask = %v, want ErrTaskFailed", err)
 			}
 			return nil

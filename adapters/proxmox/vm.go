@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -203,6 +204,17 @@ func diskSizeGB(opts string) int {
 // Proxmox only, never into errors or logs.
 func (c *Client) Configure(ctx context.Context, ref VMRef, values map[string]any) (string, error) {
 	return c.task(ctx, "config.set", http.MethodPost, vmPath(ref, "config"), values)
+}
+
+// SetConfig changes configuration keys at once (PUT .../config, which PVE
+// carries out without a task). With digest set, PVE refuses the change when
+// the configuration changed since it was read.
+func (c *Client) SetConfig(ctx context.Context, ref VMRef, values map[string]any, digest string) error {
+	body := maps.Clone(values)
+	if digest != "" {
+		body["digest"] = digest
+	}
+	return c.call(ctx, "config.put", func(ctx context.Context) error { return c.api.Put(ctx, vmPath(ref, "config"), body, nil) })
 }
 
 // Resize grows a disk to sizeGB; Proxmox refuses to shrink.

@@ -203,6 +203,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RescueArgs](vps.Rescue))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReleaseIPArgs](vps.ReleaseIP))
+	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RepairArgs](vps.Repair))
 	if err := a.addMonitoring(ws, pve, ptero, log); err != nil {
 		return nil, nil, err
 	}

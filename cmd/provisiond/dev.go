@@ -19,8 +19,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/sims"
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/sql/migrations"
 	"github.com/hostfleet/provisiond/web/apikey"
@@ -83,7 +85,13 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
-	key, services, err := seedDemo(ctx, a.q, demo, fleet.Proxmox.VMs())
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sims.Serve(ctx, endpoints, fleet, a.log.With("component", "simulators")) })
+	pve, err := a.proxmox()
+	if err != nil {
+		return err
+	}
+	key, services, err := seedDemo(ctx, a.q, pve, demo, fleet.Proxmox.VMs())
 	if err != nil {
 		return err
 	}
@@ -96,8 +104,6 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return sims.Serve(ctx, endpoints, fleet, a.log.With("component", "simulators")) })
 	g.Go(func() error { return serveListener(ctx, apiLn, api, a.log) })
 	g.Go(func() error { return runAsynq(ctx, workers, handler, a.log) })
 	g.Go(func() error { a.sweeper().Run(ctx, a.cfg.SweepInterval); return nil })
@@ -155,7 +161,7 @@ func keepSimState(ctx context.Context, fleet *sims.Fleet, dir string, log *slog.
 // demo key when the team has no usable one. The demo services' power state
 // follows the simulator's VMs (current). It returns the new key ("" when
 // one existed) and the demo services.
-func seedDemo(ctx context.Context, q *queries.Queries, vms, current []sim.VM) (string, []queries.Service, error) {
+func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms, current []sim.VM) (string, []queries.Service, error) {
 	team, err := q.GetTeamByName(ctx, demoTeam)
 	if errors.Is(err, pgx.ErrNoRows) {
 		team, err = q.CreateTeam(ctx, demoTeam)
@@ -182,6 +188,20 @@ func seedDemo(ctx context.Context, q *queries.Queries, vms, current []sim.VM) (s
 				return "", nil, fmt.Errorf("demo service: %w", err)
 			}
 			services = append(services, svc)
+		}
+	}
+	// Registered VMs carry their service's tag and their VMID is reserved
+	// (every time: the simulator may have started afresh).
+	for _, svc := range services {
+		ref, err := jobs.ProxmoxRef(&svc)
+		if err != nil {
+			continue
+		}
+		if _, err := q.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(ref.VMID), ServiceID: svc.ID}); err != nil {
+			return "", nil, fmt.Errorf("demo VMID: %w", err)
+		}
+		if err := jobs.ClaimVM(ctx, pve, ref, svc.ID); err != nil && !errors.Is(err, proxmox.ErrNotFound) {
+			return "", nil, fmt.Errorf("demo VM %d: %w", ref.VMID, err)
 		}
 	}
 	// The simulator may have started afresh; the services follow it.

@@ -108,7 +108,11 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	}
 	a.now, a.webhookCAs = opts.clock, opts.webhookCAs
 	s.q, s.db, s.jobs, s.app = a.q, a.pool, a.jobClient(), a
-	key, services, err := seedDemo(ctx, a.q, sim.DemoVMs(), sim.DemoVMs())
+	px, err := a.proxmox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, services, err := seedDemo(ctx, a.q, px, sim.DemoVMs(), sim.DemoVMs())
 	if err != nil {
 		t.Fatal(err)
 	}

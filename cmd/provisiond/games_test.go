@@ -12,6 +12,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	pterosim "github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
+	"github.com/hostfleet/provisiond/adapters/simkit"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -197,5 +201,120 @@ func TestGameInstallOutputReachesTheJobLog(t *testing.T) {
 	}
 	if len(lines) == 0 {
 		t.Errorf("no install output in the job's log; events %v", events)
+	}
+}
+
+// pteroServer returns the id of the simulated game server behind a game
+// service's API path.
+func (s *system) pteroServer(path string) int {
+	s.t.Helper()
+	for _, g := range s.ptero.Servers() {
+		if g.ExternalID != "" && strings.HasSuffix(path, "/"+g.ExternalID) {
+			return g.ID
+		}
+	}
+	s.t.Fatalf("no game server behind %s", path)
+	return 0
+}
+
+// TestGamePowerOnAFailedInstallFailsAtOnce: the panel refuses a server whose
+// install failed with the 409 it gives one still installing; the job reads
+// the server's status and gives up at once, saying why.
+func TestGamePowerOnAFailedInstallFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	if err := s.ptero.SetStatus(s.pteroServer(path), pterosim.StatusInstallFailed); err != nil {
+		t.Fatal(err)
+	}
+	job := s.waitJob(s.startJob("POST", path+"/action", `{"action":"start"}`), 30*time.Second)
+	if job["status"] != "failed" || job["attempts"] != 1.0 {
+		t.Fatalf("job %s after %v attempts (%v); want failed after 1", job["status"], job["attempts"], job["error"])
+	}
+	if msg, _ := job["error"].(string); msg != pterodactyl.InstallFailedMessage {
+		t.Errorf("error %q, want %q", msg, pterodactyl.InstallFailedMessage)
+	}
+}
+
+// TestGamePowerWhileInstallingIsRetried: the same 409 on a server still
+// installing clears by itself, so the job tries again until it does.
+func TestGamePowerWhileInstallingIsRetried(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	srv := s.pteroServer(path)
+	if err := s.ptero.SetStatus(srv, pterosim.StatusInstalling); err != nil {
+		t.Fatal(err)
+	}
+	id := s.startJob("POST", path+"/action", `{"action":"start"}`)
+	jobtest.Eventually(t, 20*time.Second, "a retry of the start", func() bool {
+		job := s.job(id)
+		if st := job["status"]; st == "succeeded" || st == "failed" || st == "cancelled" {
+			t.Fatalf("job ended %s (%v) while the server was installing", job["status"], job["error"])
+		}
+		return job["attempts"].(float64) >= 2
+	})
+	if err := s.ptero.SetStatus(srv, ""); err != nil {
+		t.Fatal(err)
+	}
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("job ended %s: %v", job["status"], job["error"])
+	}
+	if g, _ := s.ptero.Server(srv); g.State != pterosim.StateRunning {
+		t.Errorf("server is %s after the start, want running", g.State)
+	}
+}
+
+// TestGameRestoreOfAFailedBackupIsThePanelsToRefuse: a backup that
+// completed without success goes to the panel, which accepts it; a
+// refusal of the panel fails the job at once in its words.
+func TestGameRestoreOfAFailedBackupIsThePanelsToRefuse(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	srv := s.pteroServer(path)
+	s.ptero.Inject(simkit.Fault{Op: "backups.create", Times: 1, TaskError: "disk full"})
+	if job := s.waitJob(s.startJob("POST", path+"/backups", `{"note":"nightly"}`), 30*time.Second); job["status"] != "failed" {
+		t.Fatalf("backup job ended %s, want failed", job["status"])
+	}
+	backups := s.ptero.Backups(srv)
+	if len(backups) != 1 || backups[0].Successful || backups[0].CompletedAt.IsZero() {
+		t.Fatalf("backups %+v, want one that failed", backups)
+	}
+	failed := backups[0].UUID
+
+	s.runJob("POST", path+"/backups/"+failed, `{"truncate":false}`)
+	restores := 0
+	for _, c := range s.ptero.Calls() {
+		if c.Op == "backups.restore" && c.Target == failed && c.Status == http.StatusNoContent {
+			restores++
+		}
+	}
+	if restores != 1 {
+		t.Errorf("the panel accepted %d restores of the failed backup, want 1", restores)
+	}
+
+	// The panel restores only onto a server in a normal state.
+	if err := s.ptero.SetStatus(srv, pterosim.StatusReinstallFailed); err != nil {
+		t.Fatal(err)
+	}
+	job := s.waitJob(s.startJob("POST", path+"/backups/"+failed, `{"truncate":false}`), 30*time.Second)
+	const refusal = "This server is not currently in a state that allows for a backup to be restored."
+	if msg, _ := job["error"].(string); job["status"] != "failed" || job["attempts"] != 1.0 || msg != refusal {
+		t.Errorf("refused restore: job %s after %v attempts saying %q; want failed after 1 saying %q",
+			job["status"], job["attempts"], msg, refusal)
+	}
+}
+
+// TestGameReinstallThatFailsFailsTheJob: the panel marks a failed reinstall
+// reinstall_failed, which it counts as installed; the job still fails.
+func TestGameReinstallThatFailsFailsTheJob(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	s.ptero.Inject(simkit.Fault{Op: "servers.reinstall", Times: 1, TaskError: "install script exited 1"})
+	job := s.waitJob(s.startJob("POST", path+"/reinstall", ""), 30*time.Second)
+	if msg, _ := job["error"].(string); job["status"] != "failed" || !strings.Contains(msg, "reinstall failed") {
+		t.Fatalf("job %s (%q); want failed saying the reinstall failed", job["status"], msg)
 	}
 }
