@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
@@ -35,6 +38,8 @@ type env struct {
 	inspector *asynq.Inspector
 	team      queries.Team
 	key       string
+	// pve is the simulated Proxmox cluster, with the demo VMs.
+	pve *sim.Server
 }
 
 func newEnv(t *testing.T) *env {
@@ -53,7 +58,18 @@ func newEnv(t *testing.T) *env {
 	go hub.Run(ctx)
 	keys := apikey.NewCache(q, time.Minute)
 	go keys.Run(ctx, pool, log)
+	pve := sim.New(sim.Config{TokenID: "root@pam!t", TokenSecret: "s", TaskDuration: 10 * time.Millisecond})
+	for _, vm := range sim.DemoVMs() {
+		pve.AddVM(vm)
+	}
+	pveSrv := httptest.NewServer(pve)
+	t.Cleanup(func() { pveSrv.Close(); pve.Close() })
+	px, err := proxmox.New(proxmox.Config{URL: pveSrv.URL + "/api2/json", TokenID: "root@pam!t", TokenSecret: "s"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := &web.Server{
+		Proxmox:   px,
 		Keys:      keys,
 		Config:    web.Config{RateLimit: 1000, KeepAlive: 50 * time.Millisecond},
 		Queries:   q,
@@ -67,7 +83,7 @@ func newEnv(t *testing.T) *env {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	e := &env{t: t, url: ts.URL, q: q, inspector: inspector}
+	e := &env{t: t, url: ts.URL, q: q, inspector: inspector, pve: pve}
 	e.team = e.newTeam("acme")
 	e.key = e.newKey(apikey.Spec{TeamID: e.team.ID})
 	return e
@@ -314,6 +330,43 @@ func TestCreateServiceAnswersCreated(t *testing.T) {
 	p := list.body["pagination"].(map[string]any)
 	if p["total"] != 1.0 || p["pages"] != 1.0 || len(list.body["services"].([]any)) != 1 {
 		t.Fatalf("list = %s", list.raw)
+	}
+	vm, _ := e.pve.VM("pve1", 101)
+	if !slices.Contains(vm.Tags, jobs.VMTag(uuid.MustParse(svc["id"].(string)))) {
+		t.Errorf("registered VM's tags = %v, want the service's tag", vm.Tags)
+	}
+}
+
+func TestRegisteringAVMThatIsNotFreeIsRefused(t *testing.T) {
+	e := newEnv(t)
+	register := func(key, vmid string) response {
+		return e.do("POST", "/api/services", key,
+			`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve1","vmid":`+vmid+`}}`)
+	}
+	register(e.key, "100").check(t, 201, "")
+	other := e.newKey(apikey.Spec{TeamID: e.newTeam("other").ID})
+	tests := []struct {
+		name, key, vmid string
+		status          int
+		errorKey        string
+	}{
+		{"the same VM again", e.key, "100", 409, "vm_taken"},
+		{"another team's VM", other, "100", 409, "vm_taken"},
+		{"a VM that does not exist", other, "4242", 400, ""},
+		{"a template", other, "9000", 409, "vm_taken"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := register(tt.key, tt.vmid)
+			res.check(t, tt.status, "")
+			if res.body["errorKey"] != tt.errorKey && tt.errorKey != "" {
+				t.Errorf("errorKey = %v, want %s", res.body["errorKey"], tt.errorKey)
+			}
+		})
+	}
+	list := e.do("GET", "/api/services", other, "")
+	if n := len(list.body["services"].([]any)); n != 0 {
+		t.Errorf("refused registrations left %d services behind", n)
 	}
 }
 

@@ -427,6 +427,23 @@ func TestProviderRefusalFailsTheJobAtOnce(t *testing.T) {
 func TestCancelRunningJobStopsAtTheStep(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, systemOpts{taskDuration: time.Second})
+	id := s.startJob("POST", "/api/services/"+s.services["web-1"].ID.String()+"/backups", "")
+	jobtest.Eventually(t, 10*time.Second, "the backup task to start", func() bool {
+		return s.sim.CountTasks("vzdump", 100) == 1
+	})
+	status, body := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+	if status != http.StatusAccepted && status != http.StatusOK {
+		t.Fatalf("cancel: status %d: %v", status, body)
+	}
+	job := s.waitJob(id, 10*time.Second)
+	if job["status"] != "cancelled" || job["step"] != "backup" || !strings.Contains(fmt.Sprint(job["error"]), "backup") {
+		t.Fatalf("job %s at step %v (%v), want cancelled at backup", job["status"], job["step"], job["error"])
+	}
+}
+
+func TestRestartCancelledDuringItsShutdownStartsTheVMAgain(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: time.Second})
 	vm := s.vm("web-1")
 	vm.IgnoresShutdown = true // the shutdown task runs for ten task durations
 	s.sim.AddVM(vm)
@@ -435,15 +452,14 @@ func TestCancelRunningJobStopsAtTheStep(t *testing.T) {
 		return s.sim.CountTasks("qmshutdown", 100) == 1
 	})
 	status, body := s.do("POST", "/api/jobs/"+id+"/cancel", "")
-	if status != http.StatusAccepted && status != http.StatusOK {
-		t.Fatalf("cancel: status %d: %v", status, body)
+	if status != http.StatusConflict || body["errorKey"] != "job_committed" {
+		t.Fatalf("cancel: status %d: %v; want 409 job_committed", status, body)
 	}
-	job := s.waitJob(id, 10*time.Second)
-	if job["status"] != "cancelled" || job["step"] != "shutdown" || !strings.Contains(fmt.Sprint(job["error"]), "shutdown") {
-		t.Fatalf("job %s at step %v (%v), want cancelled at shutdown", job["status"], job["step"], job["error"])
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("job %s (%v), want the restart carried through", job["status"], job["error"])
 	}
-	if n := s.sim.CountTasks("qmstart", 100); n != 0 {
-		t.Errorf("the cancelled restart started the VM %d times", n)
+	if vm := s.vm("web-1"); vm.Status != "running" {
+		t.Errorf("VM is %s after the restart, want running", vm.Status)
 	}
 }
 

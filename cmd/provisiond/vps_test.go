@@ -311,18 +311,20 @@ func TestRescueBootsTheISOAndShowsThePasswordOnce(t *testing.T) {
 	}
 }
 
-func TestCancelledProvisionSaysWhereItLeftTheVM(t *testing.T) {
+func TestProvisionCancelledAfterItsCloneStartedIsCarriedThrough(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, systemOpts{taskDuration: time.Second})
-	_, id := s.provision(`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"templateId":9000}`)
+	svc, id := s.provision(`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"templateId":9000}`)
 	jobtest.Eventually(t, 20*time.Second, "the clone to start", func() bool { return s.sim.CountTasks("qmclone", 0) == 1 })
-	if status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", ""); status != http.StatusAccepted && status != http.StatusOK {
-		t.Fatalf("cancel: %d %v", status, resp)
+	status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+	if status != http.StatusConflict || resp["errorKey"] != "job_committed" {
+		t.Fatalf("cancel: %d %v; want 409 job_committed", status, resp)
 	}
-	job := s.waitJob(id, 20*time.Second)
-	msg, _ := job["error"].(string)
-	if job["status"] != "cancelled" || !strings.HasPrefix(msg, "cancelled at step clone; VM 103 on pve1") {
-		t.Errorf("job %s: %q; want cancelled at the clone, saying what became of VM 103", job["status"], msg)
+	if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("job %s: %v; want it carried through", job["status"], job["error"])
+	}
+	if got := s.serviceByID(svc); got["status"] != "active" || got["powerState"] != "running" {
+		t.Errorf("service %v/%v, want active/running", got["status"], got["powerState"])
 	}
 }
 

@@ -16,7 +16,7 @@ CREATE INDEX job_tasks_job ON job_tasks (job_id);
 -- customer's VM made by us.
 CREATE TABLE vmid_reservations (
     vmid        integer     PRIMARY KEY CHECK (vmid >= 100),
-    service_id  uuid        NOT NULL REFERENCES services (id),
+    service_id  uuid        NOT NULL REFERENCES services (id) ON DELETE CASCADE,
     reserved_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX vmid_reservations_service ON vmid_reservations (service_id);

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/adapters/simkit"
+	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
+	"github.com/hostfleet/provisiond/queries"
+)
+
+// The failure classes of issue 11, each as its own test on the real path.
+
+// serviceByID reads a service through the API.
+func (s *system) serviceByID(id string) map[string]any {
+	s.t.Helper()
+	_, resp := s.do("GET", "/api/services/"+id, "")
+	return resp["service"].(map[string]any)
+}
+
+// vmsOf returns the simulated VMs that carry the service's tag or
+// description: the ones the fleet made or claimed for it.
+func (s *system) vmsOf(service string) []sim.VM {
+	var out []sim.VM
+	for _, vm := range s.sim.VMs() {
+		if slices.Contains(vm.Tags, jobs.VMTag(uuid.MustParse(service))) || strings.Contains(vm.Description, service) {
+			out = append(out, vm)
+		}
+	}
+	return out
+}
+
+// jobLog returns the job's log lines.
+func (s *system) jobLog(id string) []string {
+	s.t.Helper()
+	events, err := s.q.ListJobEvents(context.Background(), queries.ListJobEventsParams{JobID: uuid.MustParse(id)})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range events {
+		if e.Type == "log" {
+			out = append(out, e.Message)
+		}
+	}
+	return out
+}
+
+func TestRetryAfterARefusedStartDoesNotAdoptAnEarlierJobsTask(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	first := s.waitJob(s.action("web-1", "reset"), 30*time.Second)
+	if first["status"] != "succeeded" {
+		t.Fatalf("first reset %s: %v", first["status"], first["error"])
+	}
+	// Refused, not carried out: the retry must reset the VM itself rather
+	// than take the first job's qmreset, which ran just before its intent.
+	s.sim.Inject(simkit.Fault{Op: "reset", Times: 1, Status: 500, Message: "got timeout"})
+	second := s.waitJob(s.action("web-1", "reset"), 30*time.Second)
+	if second["status"] != "succeeded" || second["attempts"].(float64) < 2 {
+		t.Fatalf("second reset %s after %v attempts: %v; want succeeded after a retry", second["status"], second["attempts"], second["error"])
+	}
+	if n := s.sim.CountTasks("qmreset", 100); n != 2 {
+		t.Errorf("the VM was reset %d times by two reset jobs, want 2", n)
+	}
+}
+
+func TestTasksEndingWithWarningsSucceedAndLogTheirWarnings(t *testing.T) {
+	tests := []struct {
+		name          string
+		method, path  string
+		fault         simkit.Fault
+		wantInLogLine string
+	}{
+		// qemu-server warns when asked to delete a key that is not set.
+		{"rescue off when it is off already", "DELETE", "/rescue", simkit.Fault{}, "cannot delete 'ide2'"},
+		{"a backup whose vzdump warned", "POST", "/backups", simkit.Fault{Op: "vzdump", Times: 1, TaskWarning: "guest agent not responding"}, "guest agent not responding"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSystem(t, systemOpts{})
+			if tt.fault.Op != "" {
+				s.sim.Inject(tt.fault)
+			}
+			id := s.startJob(tt.method, "/api/services/"+s.services["web-1"].ID.String()+tt.path, "")
+			if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
+				t.Fatalf("job %s: %v; a task ending with warnings succeeded", job["status"], job["error"])
+			}
+			logged := s.jobLog(id)
+			if !slices.ContainsFunc(logged, func(l string) bool {
+				return strings.Contains(l, "WARNINGS: 1") && strings.Contains(l, tt.wantInLogLine)
+			}) {
+				t.Errorf("job log %q, want the warning %q", logged, tt.wantInLogLine)
+			}
+		})
+	}
+}
+
+func TestLostCloneAnswerWhileTheCloneRunsMakesOneVM(t *testing.T) {
+	t.Parallel()
+	// A full clone runs 1.5 s; the retry comes while it still runs, when
+	// the new VM has its clone lock and no description yet.
+	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond})
+	s.sim.Inject(simkit.Fault{Op: "clone", Times: 1, Drop: true})
+	svc, id := s.provision(`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"templateId":9000}`)
+	if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("provision %s: %v", job["status"], job["error"])
+	}
+	if n := s.sim.CountTasks("qmclone", 0); n != 1 {
+		t.Errorf("%d clones, want 1", n)
+	}
+	if vms := s.vmsOf(svc); len(vms) != 1 {
+		t.Errorf("%d VMs of the service (%+v), want 1 and no orphan", len(vms), vms)
+	}
+}
+
+func TestReinstallCancelledAtItsDestroyIsCarriedThrough(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond})
+	before := s.vm("web-1")
+	id := s.startJob("POST", "/api/services/"+s.services["web-1"].ID.String()+"/reinstall", `{"templateId":9000}`)
+	jobtest.Eventually(t, 20*time.Second, "the destroy to start", func() bool { return s.sim.CountTasks("qmdestroy", 100) == 1 })
+	status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+	if status != http.StatusConflict || resp["errorKey"] != "job_committed" {
+		t.Fatalf("cancel: %d %v; want 409 job_committed", status, resp)
+	}
+	if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("reinstall %s: %v; want it carried through", job["status"], job["error"])
+	}
+	after := s.vm("web-1")
+	if after.Status != "running" || after.Config["net0"] != before.Config["net0"] ||
+		!slices.Contains(after.Tags, jobs.VMTag(s.services["web-1"].ID)) {
+		t.Errorf("VM after the reinstall: %s, net0 %q (was %q), tags %v", after.Status, after.Config["net0"], before.Config["net0"], after.Tags)
+	}
+}
+
+// foreignVM puts another customer's VM where the demo service's VM was: the
+// VMID was handed out again behind the fleet's back.
+func (s *system) foreignVM(service string) sim.VM {
+	s.t.Helper()
+	old := s.vm(service)
+	foreign := sim.VM{Node: old.Node, VMID: old.VMID, Name: "someone-else", Status: "running", Cores: 1, MemoryMB: 1024, DiskGB: 10}
+	s.sim.AddVM(foreign)
+	return foreign
+}
+
+func TestJobsNeverActOnAVMThatIsNotTheServices(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	foreign := s.foreignVM("web-1")
+	job := s.waitJob(s.action("web-1", "stop"), 30*time.Second)
+	if msg, _ := job["error"].(string); job["status"] != "failed" || !strings.Contains(msg, "is not this service's") {
+		t.Fatalf("stop on another's VM ended %s: %q; want failed saying the VM is not the service's", job["status"], msg)
+	}
+	if vm, _ := s.sim.VM(foreign.Node, foreign.VMID); vm.Status != "running" || s.sim.CountTasks("qmstop", foreign.VMID) != 0 {
+		t.Fatalf("the other customer's VM was touched: %s", vm.Status)
+	}
+	got := s.serviceByID(svc)
+	if got["status"] != "needs_repair" || !strings.Contains(got["repairReason"].(string), "is not this service's") {
+		t.Fatalf("service %v (%v), want needs_repair with the reason", got["status"], got["repairReason"])
+	}
+	if status, resp := s.do("GET", "/api/services/"+svc+"/status", ""); status != http.StatusConflict || resp["errorKey"] != "service_needs_repair" {
+		t.Errorf("live status of a service needing repair: %d %v; want 409 service_needs_repair", status, resp)
+	}
+	// A registered VM has no recorded install: the repair needs a template.
+	if status, _ := s.do("POST", "/api/services/"+svc+"/repair", ""); status != http.StatusBadRequest {
+		t.Errorf("repair without a template: %d, want 400", status)
+	}
+	repair := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/repair", `{"templateId":9000}`), 60*time.Second)
+	if repair["status"] != "succeeded" {
+		t.Fatalf("repair %s: %v", repair["status"], repair["error"])
+	}
+	var res jobs.RepairResult
+	b, _ := json.Marshal(repair["result"])
+	json.Unmarshal(b, &res)
+	if res.Action != "moved" || res.VMID == foreign.VMID {
+		t.Errorf("repair result %+v, want the service moved to a new VMID", res)
+	}
+	got = s.serviceByID(svc)
+	if got["status"] != "active" {
+		t.Errorf("service after its repair: %v, want active", got["status"])
+	}
+	if vms := s.vmsOf(svc); len(vms) != 1 || vms[0].VMID != res.VMID || vms[0].Status != "running" {
+		t.Errorf("the service's VMs after its repair: %+v, want one running at %d", vms, res.VMID)
+	}
+	if vm, _ := s.sim.VM(foreign.Node, foreign.VMID); vm.Name != "someone-else" || vm.Status != "running" {
+		t.Errorf("the other customer's VM after the repair: %+v", vm)
+	}
+}
+
+func TestReinstallFailingAfterItsDestroyLeavesTheServiceToRepairInPlace(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	before := s.vm("web-1")
+	s.sim.Inject(simkit.Fault{Op: "clone", Times: 1, TaskError: "storage 'local-lvm' is full"})
+	job := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/reinstall", `{"templateId":9000}`), 60*time.Second)
+	if job["status"] != "failed" {
+		t.Fatalf("reinstall %s, want failed on the clone", job["status"])
+	}
+	if got := s.serviceByID(svc); got["status"] != "needs_repair" {
+		t.Fatalf("service %v after a reinstall that destroyed its VM and failed, want needs_repair", got["status"])
+	}
+	repair := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/repair", ""), 60*time.Second)
+	if repair["status"] != "succeeded" || repair["result"].(map[string]any)["action"] != "recloned" {
+		t.Fatalf("repair %s (%v): %v; want recloned", repair["status"], repair["result"], repair["error"])
+	}
+	after := s.vm("web-1")
+	if after.Status != "running" || after.Config["net0"] != before.Config["net0"] {
+		t.Errorf("repaired VM %s with net0 %q, want running with the old %q", after.Status, after.Config["net0"], before.Config["net0"])
+	}
+	if got := s.serviceByID(svc); got["status"] != "active" || got["repairReason"] != nil {
+		t.Errorf("service after its repair: %v (%v), want active", got["status"], got["repairReason"])
+	}
+}
+
+func TestNodeUpForMoreThan497DaysIsDrivenLikeAnyOther(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	s.sim.SetNodeUptime("pve2", 600*24*time.Hour) // pstart has 9 hex digits
+	job := s.waitJob(s.action("game-1", "restart"), 30*time.Second)
+	if job["status"] != "succeeded" || job["attempts"].(float64) != 1 {
+		t.Fatalf("restart on a long-running node %s after %v attempts: %v; want succeeded at once", job["status"], job["attempts"], job["error"])
+	}
+	if n := s.sim.CountTasks("qmstart", 102); n != 1 {
+		t.Errorf("%d starts, want 1", n)
+	}
+}
