@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 )
@@ -33,12 +34,23 @@ type Container struct {
 	Environment           map[string]string
 }
 
+// Server statuses as the panel reports them; "" (null) is a normal
+// server. The client API refuses calls on a server that is installing or
+// whose install failed with the same 409; one whose reinstall failed
+// (panels from v1.11; older ones say install_failed) is served.
+const (
+	StatusInstalling      = "installing"
+	StatusInstallFailed   = "install_failed"
+	StatusReinstallFailed = "reinstall_failed"
+	StatusSuspended       = "suspended"
+	StatusRestoringBackup = "restoring_backup"
+)
+
 // Server is a server as the application API shows it.
 type Server struct {
 	ID                                              int
 	ExternalID, UUID, Identifier, Name, Description string
-	// Status is "", "installing", "install_failed", "suspended" or
-	// "restoring_backup".
+	// Status is "" or one of the Status constants.
 	Status        string
 	Suspended     bool
 	Limits        Limits
@@ -229,6 +241,32 @@ func (c *Client) ServerByExternalID(ctx context.Context, externalID string) (Ser
 			Message: "no external id given", Err: ErrNotFound}
 	}
 	return c.serverCall(ctx, "servers.external", http.MethodGet, "/servers/external/"+url.PathEscape(externalID), nil)
+}
+
+// ServerByIdentifier reads the server with the given 8-character
+// identifier (or uuid), through the application API's filter on it; the
+// error wraps ErrNotFound when there is none.
+func (c *Client) ServerByIdentifier(ctx context.Context, identifier string) (Server, error) {
+	const op = "servers.identifier"
+	if identifier != "" {
+		filter := "filter[uuidShort]"
+		if len(identifier) > 8 {
+			filter = "filter[uuid]"
+		}
+		q := url.Values{filter: {identifier}, "per_page": {strconv.Itoa(perPage)}}
+		var out list[serverJSON]
+		if err := c.appCall(ctx, op, http.MethodGet, "/servers?"+q.Encode(), nil, &out); err != nil {
+			return Server{}, err
+		}
+		// The filter matches a part of the field: the exact one is picked.
+		for _, it := range out.Data {
+			if s := it.Attributes; s.Identifier == identifier || s.UUID == identifier {
+				return s.server(), nil
+			}
+		}
+	}
+	return Server{}, &failure.Error{Class: failure.Permanent, Provider: Provider, Op: op,
+		Message: fmt.Sprintf("no server with identifier %q", identifier), Err: ErrNotFound}
 }
 
 // Build is a server's complete build configuration: every field is sent,

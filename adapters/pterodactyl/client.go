@@ -18,7 +18,8 @@ type Resources struct {
 }
 
 // Resources reads a server's power state and usage. It works while the
-// server is suspended, not while it installs or restores (409, transient).
+// server is suspended, not while it installs or restores (409, transient)
+// nor once its install failed (409, permanent).
 func (c *Client) Resources(ctx context.Context, identifier string) (Resources, error) {
 	var out item[struct {
 		CurrentState string `json:"current_state"`
@@ -207,11 +208,12 @@ func (c *Client) Backup(ctx context.Context, identifier, uuid string) (Backup, e
 	return out.Attributes.backup(), nil
 }
 
-// RestoreBackup restores a completed, successful backup; with truncate
-// the server's files are deleted first. Wings stops the server, which is
-// "restoring_backup" until it ends. The panel refuses a backup that has
-// not completed or failed, and a server that is not in a normal state
-// (400, permanent).
+// RestoreBackup restores a backup; with truncate the server's files are
+// deleted first. Wings stops the server, which is "restoring_backup" until
+// it ends. The panel refuses a backup still running and a server that is
+// not in a normal state (400, permanent, in its words); it decides for
+// itself about a backup that completed without success (it hands it to
+// Wings), so no check is made here.
 func (c *Client) RestoreBackup(ctx context.Context, identifier, uuid string, truncate bool) error {
 	body := map[string]bool{"truncate": truncate}
 	return c.clientCall(ctx, "backups.restore", http.MethodPost, identifier, backupPath(uuid, "/restore"), body, nil)

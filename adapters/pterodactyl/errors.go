@@ -137,13 +137,40 @@ func statusClass(e *apiError) failure.Class {
 	case e.Status == http.StatusConflict:
 		// ServerStateConflictException: installing, restoring a backup,
 		// being transferred or the node in maintenance all end by
-		// themselves; a suspension or a failed install does not.
-		d := strings.ToLower(e.Detail)
-		if strings.Contains(d, "suspended") || strings.Contains(d, "installation has failed") {
+		// themselves; a suspension does not. A failed install gets the
+		// installing server's words: clientCall tells the two apart.
+		if strings.Contains(strings.ToLower(e.Detail), "suspended") {
 			return failure.Permanent
 		}
 		return failure.Transient
 	default:
 		return failure.Permanent
 	}
+}
+
+// installIncomplete reports whether err is the panel's 409 for a server
+// that "has not yet completed its installation process". The panel says
+// so both of a server still installing and of one whose install failed
+// (Server::isInstalled is false for both), so the words alone cannot say
+// whether a retry can help.
+func installIncomplete(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.Status == http.StatusConflict &&
+		strings.Contains(strings.ToLower(ae.Detail), "not yet completed its installation")
+}
+
+// InstallFailedMessage is the message of a call refused because the
+// server's install failed.
+const InstallFailedMessage = "the server's installation failed; reinstall it"
+
+// installFailed turns the classified error of a call the panel refused
+// because the server's install failed into a permanent one that says so.
+func installFailed(err error) error {
+	var fe *failure.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	out := *fe
+	out.Class, out.RetryAfter, out.Message = failure.Permanent, 0, InstallFailedMessage
+	return &out
 }

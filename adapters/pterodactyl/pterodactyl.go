@@ -91,9 +91,20 @@ func (c *Client) appCall(ctx context.Context, op, method, path string, body, out
 	return c.call(ctx, op, c.appKey, method, "/api/application"+path, body, out)
 }
 
-// clientCall sends a request about one server to the client API.
+// clientCall sends a request about one server to the client API. A 409
+// saying the server has not completed its install is transient while the
+// server installs, and permanent when its install failed: the server's
+// status on the application API tells which.
 func (c *Client) clientCall(ctx context.Context, op, method, identifier, path string, body, out any) error {
-	return c.call(ctx, op, c.clientKey, method, "/api/client/servers/"+url.PathEscape(identifier)+path, body, out)
+	err := c.call(ctx, op, c.clientKey, method, "/api/client/servers/"+url.PathEscape(identifier)+path, body, out)
+	if installIncomplete(err) {
+		// Unread, the status leaves the error transient: a retry asks
+		// again.
+		if s, serr := c.ServerByIdentifier(ctx, identifier); serr == nil && s.Status == StatusInstallFailed {
+			return installFailed(err)
+		}
+	}
+	return err
 }
 
 // call runs one API request, records it and classifies its error.

@@ -573,26 +573,68 @@ func TestStateConflictsAreTransientOnlyWhenTheyClear(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name  string
-		call  func(p *panel) error
+		call  func(t *testing.T, p *panel) error
 		class failure.Class
 		msg   string
 	}{
-		{"installing", func(p *panel) error {
+		{"installing", func(_ *testing.T, p *panel) error {
 			if err := p.c.Reinstall(ctx, 2); err != nil {
 				return err
 			}
 			return p.c.Power(ctx, p.ids[2], "start")
 		}, failure.Transient, "This server has not yet completed its installation process, please try again later."},
-		{"suspended", func(p *panel) error { return p.c.Power(ctx, p.ids[3], "start") },
+		{"suspended", func(t *testing.T, p *panel) error { return p.c.Power(ctx, p.ids[3], "start") },
 			failure.Permanent, "This server is currently suspended and the functionality requested is unavailable."},
+		// The panel refuses a server whose install failed in the words it
+		// uses for one installing; its status tells them apart.
+		{"install failed", func(t *testing.T, p *panel) error {
+			p.markInstallFailed(t, 2)
+			return p.c.Power(ctx, p.ids[2], "start")
+		}, failure.Permanent, pterodactyl.InstallFailedMessage},
+		{"install failed, on any client call", func(t *testing.T, p *panel) error {
+			p.markInstallFailed(t, 2)
+			_, err := p.c.Backups(ctx, p.ids[2])
+			return err
+		}, failure.Permanent, pterodactyl.InstallFailedMessage},
+		{"install failed, status unreadable", func(t *testing.T, p *panel) error {
+			p.markInstallFailed(t, 2)
+			p.sim.Inject(simkit.Fault{Op: "servers.list", Times: 1, Status: 503})
+			return p.c.Power(ctx, p.ids[2], "start")
+		}, failure.Transient, "This server has not yet completed its installation process, please try again later."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fe := failureOf(t, tt.call(newPanel(t)))
+			fe := failureOf(t, tt.call(t, newPanel(t)))
 			if fe.Class != tt.class || fe.Status != http.StatusConflict || fe.Message != tt.msg {
 				t.Errorf("failure %+v, want a %v 409 saying %q", fe, tt.class, tt.msg)
 			}
 		})
+	}
+}
+
+// markInstallFailed leaves a server as a failed install does.
+func (p *panel) markInstallFailed(t *testing.T, id int) {
+	t.Helper()
+	if err := p.sim.SetStatus(id, sim.StatusInstallFailed); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServerByIdentifier(t *testing.T) {
+	ctx := context.Background()
+	p := newPanel(t)
+	p.markInstallFailed(t, 2)
+	s, err := p.c.ServerByIdentifier(ctx, p.ids[2])
+	if err != nil || s.ID != 2 || s.Identifier != p.ids[2] || s.Status != pterodactyl.StatusInstallFailed {
+		t.Fatalf("ServerByIdentifier(%s) = %+v, %v; want server 2, install_failed", p.ids[2], s, err)
+	}
+	if s, err := p.c.ServerByIdentifier(ctx, p.server(t, 2).UUID); err != nil || s.ID != 2 {
+		t.Errorf("by uuid: %+v, %v", s, err)
+	}
+	for _, id := range []string{"", p.ids[2][:4], "0000ffff"} {
+		if _, err := p.c.ServerByIdentifier(ctx, id); !errors.Is(err, pterodactyl.ErrNotFound) || !failure.IsPermanent(err) {
+			t.Errorf("ServerByIdentifier(%q): %v, want a permanent not found", id, err)
+		}
 	}
 }
 

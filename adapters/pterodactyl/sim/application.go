@@ -304,7 +304,7 @@ func (s *Server) createServer(r *http.Request, c *call) (int, any, error) {
 			s.allocs[toInt(v)].ServerID = gs.ID
 		}
 	}
-	s.install(gs, c.taskError, startAfter)
+	s.install(gs, c.taskError, startAfter, false)
 	return http.StatusCreated, s.appServerItem(gs, includes(r)), nil
 }
 
@@ -594,7 +594,7 @@ func (s *Server) reinstallServer(r *http.Request, c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	s.install(gs, c.taskError, false)
+	s.install(gs, c.taskError, false, true)
 	return http.StatusNoContent, nil, nil
 }
 

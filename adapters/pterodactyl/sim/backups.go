@@ -174,8 +174,12 @@ func (s *Server) downloadBackup(r *http.Request, c *call, b *backupState, _ map[
 	return http.StatusOK, map[string]any{"object": "signed_url", "attributes": map[string]any{"url": url}}, nil
 }
 
-// restoreBackup restores a completed backup: Wings stops the server and
-// the server is restoring_backup for TaskDuration.
+// restoreBackup restores a backup: Wings stops the server and the server
+// is restoring_backup for TaskDuration. Like the panel's
+// BackupController::restore, it refuses only a backup still running
+// (!is_successful && completed_at null): one that completed without
+// success goes to Wings, whose restore of its incomplete archive then
+// fails.
 func (s *Server) restoreBackup(_ *http.Request, c *call, b *backupState, body map[string]any) (int, any, error) {
 	if err := validate(body, []check{{field: "truncate", rules: "required|boolean"}}); err != nil {
 		return 0, nil, err
@@ -184,13 +188,15 @@ func (s *Server) restoreBackup(_ *http.Request, c *call, b *backupState, body ma
 	if gs.Status != "" {
 		return 0, nil, badRequest("This server is not currently in a state that allows for a backup to be restored.")
 	}
-	// The panel means to refuse both; its test only catches a running one.
-	if !b.Successful || b.CompletedAt.IsZero() {
+	if !b.Successful && b.CompletedAt.IsZero() {
 		return 0, nil, badRequest("This backup cannot be restored at this time: not completed or failed.")
 	}
 	gs.Status = StatusRestoringBackup
 	s.power(gs, "kill", "")
 	taskErr := c.taskError
+	if taskErr == "" && !b.Successful {
+		taskErr = "the archive of a failed backup is incomplete"
+	}
 	gs.restore = s.later(gs, s.cfg.TaskDuration, func() {
 		if gs.Status == StatusRestoringBackup {
 			gs.Status = ""

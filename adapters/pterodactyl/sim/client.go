@@ -31,14 +31,15 @@ func (s *Server) clientServer(r *http.Request, u *User) (*serverState, error) {
 // checkState refuses a client call on a server that is not in a normal
 // status, as AuthenticateServerAccess does: viewing it always works, its
 // resources also while suspended, and a root admin may open the websocket
-// of an installing or restoring server.
+// of an installing or restoring server. A server whose reinstall failed
+// passes Server::validateCurrentState, as a normal one does.
 func (s *Server) checkState(gs *serverState, route string, u *User) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case gs.deleted:
 		return notFound()
-	case gs.Status == "", route == "view":
+	case gs.Status == "", gs.Status == StatusReinstallFailed, route == "view":
 		return nil
 	case gs.Status == StatusSuspended:
 		if route == "resources" {
@@ -275,6 +276,6 @@ func (s *Server) clientAllocations(_ *http.Request, c *call) (int, any, error) {
 func (s *Server) clientReinstall(_ *http.Request, c *call) (int, any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.install(c.srv, c.taskError, false)
+	s.install(c.srv, c.taskError, false, true)
 	return http.StatusAccepted, []any{}, nil
 }

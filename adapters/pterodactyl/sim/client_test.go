@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
+	"github.com/hostfleet/provisiond/adapters/simkit"
 )
 
 // clientURL is the client API base of a demo server.
@@ -275,6 +276,26 @@ func TestRestoreNeedsACompletedBackup(t *testing.T) {
 	}
 	wantError(t, do(t, "POST", base+"/backups/"+running+"/restore", aliceKey, map[string]any{"truncate": true}), 400,
 		"BadRequestHttpException", "This backup cannot be restored at this time: not completed or failed.")
+}
+
+// TestRestoreOfAFailedBackupIsAccepted: the panel refuses only a backup
+// still running (!is_successful && completed_at null); one that completed
+// without success goes to Wings.
+func TestRestoreOfAFailedBackupIsAccepted(t *testing.T) {
+	s, url := newSim(t)
+	s.Inject(simkit.Fault{Op: "backups.create", Times: 1, TaskError: "disk full"})
+	base := clientURL(t, s, url, 1)
+	id := path(do(t, "POST", base+"/backups", aliceKey, nil).json(t), "attributes", "uuid").(string)
+	eventually(t, "the failed backup", func() bool {
+		return path(get(t, base+"/backups/"+id, aliceKey), "attributes", "completed_at") != nil
+	})
+	if r := do(t, "POST", base+"/backups/"+id+"/restore", aliceKey, map[string]any{"truncate": false}); r.status != 204 {
+		t.Fatalf("restore of a failed backup: %d %s, want 204", r.status, r.body)
+	}
+	if g := mustServer(t, s, 1); g.Status != sim.StatusRestoringBackup {
+		t.Errorf("server restoring a failed backup is %q", g.Status)
+	}
+	eventually(t, "the restore", func() bool { return mustServer(t, s, 1).Status == "" })
 }
 
 func TestRestoreRunsAsATask(t *testing.T) {

@@ -114,6 +114,25 @@ func TestTaskErrorFailsTheInstall(t *testing.T) {
 		"ServerStateConflictException", "This server has not yet completed its installation process, please try again later.")
 }
 
+// TestTaskErrorFailsTheReinstall: the panel (from v1.11) marks a failed
+// reinstall reinstall_failed, which counts as installed: the client API
+// serves the server.
+func TestTaskErrorFailsTheReinstall(t *testing.T) {
+	s, url := newSim(t)
+	s.Inject(simkit.Fault{Op: "servers.reinstall", Times: 1, TaskError: "install script exited with code 1"})
+	if r := do(t, "POST", url+"/api/application/servers/2/reinstall", appKey, nil); r.status != http.StatusNoContent {
+		t.Fatalf("reinstall: %d %s", r.status, r.body)
+	}
+	eventually(t, "the failed reinstall", func() bool { return mustServer(t, s, 2).Status == sim.StatusReinstallFailed })
+	got := get(t, url+"/api/application/servers/2", appKey)
+	if path(got, "attributes", "status") != "reinstall_failed" || path(got, "attributes", "container", "installed") != 1.0 {
+		t.Errorf("failed reinstall shows %v", got["attributes"])
+	}
+	if r := do(t, "POST", clientURL(t, s, url, 2)+"/power", aliceKey, map[string]any{"signal": "start"}); r.status != http.StatusNoContent {
+		t.Errorf("power on a server whose reinstall failed: %d %s, want 204", r.status, r.body)
+	}
+}
+
 func TestTaskErrorFailsTheBackup(t *testing.T) {
 	s, url := newSim(t)
 	s.Inject(simkit.Fault{Op: "backups.create", Times: 1, TaskError: "disk full"})

@@ -103,10 +103,14 @@ type Panel struct {
 	Users       []User
 }
 
-// Server statuses as the panel reports them; "" is a normal server.
+// Server statuses as the panel reports them; "" is a normal server. The
+// client API refuses calls on a server installing or whose install failed
+// alike ("has not yet completed its installation process"); one whose
+// reinstall failed counts as installed and is served.
 const (
 	StatusInstalling      = "installing"
 	StatusInstallFailed   = "install_failed"
+	StatusReinstallFailed = "reinstall_failed"
 	StatusSuspended       = "suspended"
 	StatusRestoringBackup = "restoring_backup"
 )
@@ -432,6 +436,30 @@ func (s *Server) Server(id int) (GameServer, bool) {
 		return GameServer{}, false
 	}
 	return gs.snapshot(), true
+}
+
+// SetStatus sets a server's status on the panel without a task behind it,
+// as the admin area's Toggle Install Status (installing or normal) or an
+// install that Wings reported failed leaves it: status is "",
+// installing, install_failed or reinstall_failed. Wings is not told: the
+// power state stays. A server installing or restoring a backup is
+// refused, as its task would overwrite the status, and so is a suspended
+// one (unsuspend it through the API).
+func (s *Server) SetStatus(id int, status string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gs, ok := s.servers[id]
+	if !ok || gs.deleted {
+		return fmt.Errorf("no server %d", id)
+	}
+	if !slices.Contains([]string{"", StatusInstalling, StatusInstallFailed, StatusReinstallFailed}, status) {
+		return fmt.Errorf("status %q cannot be set; suspend through the API", status)
+	}
+	if gs.installRun != nil || gs.Status == StatusRestoringBackup || gs.Status == StatusSuspended {
+		return fmt.Errorf("server %d is %s", id, cmp.Or(gs.Status, StatusInstalling))
+	}
+	gs.Status, gs.UpdatedAt = status, time.Now()
+	return nil
 }
 
 // Servers returns every server, ordered by id.

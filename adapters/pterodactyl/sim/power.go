@@ -159,14 +159,15 @@ func (s *Server) boot(gs *serverState, taskErr string) {
 // install (re)installs a server: Wings stops it, runs the egg's install
 // script for InstallDuration with its output going to viewers allowed to
 // see it, then reports the result to the panel. A taskErr makes the
-// install fail. startAfter boots a server that installed well. The lock
-// must be held.
-func (s *Server) install(gs *serverState, taskErr string, startAfter bool) {
+// install fail: the panel marks the server install_failed, or
+// reinstall_failed when reinstall says Wings reinstalled it. startAfter
+// boots a server that installed well. The lock must be held.
+func (s *Server) install(gs *serverState, taskErr string, startAfter, reinstall bool) {
 	gs.stopTimers()
 	gs.busy = false
 	s.setState(gs, StateOffline)
 	gs.Status = StatusInstalling
-	gs.installRun = &installRun{err: taskErr, startAfter: startAfter}
+	gs.installRun = &installRun{err: taskErr, startAfter: startAfter, reinstall: reinstall}
 	s.broadcast(gs, "install started", "")
 	lines := []string{
 		"Pulling Docker container image, this could take a few minutes to complete...",
@@ -191,7 +192,7 @@ func (s *Server) install(gs *serverState, taskErr string, startAfter bool) {
 		if gs.Status == StatusInstalling {
 			gs.Status = ""
 			if !ok {
-				gs.Status = StatusInstallFailed
+				gs.Status = failedStatus(reinstall)
 			}
 		}
 		gs.UpdatedAt = time.Now()
@@ -275,4 +276,13 @@ func (s *Server) loop() {
 func (s *Server) broadcastStats(gs *serverState) {
 	b, _ := json.Marshal(s.stats(gs))
 	s.broadcast(gs, "stats", string(b))
+}
+
+// failedStatus is the status the panel gives a server whose install or,
+// with reinstall, reinstall failed (ServerInstallController).
+func failedStatus(reinstall bool) string {
+	if reinstall {
+		return StatusReinstallFailed
+	}
+	return StatusInstallFailed
 }

@@ -548,3 +548,30 @@ func TestMalformedJSONIsABadRequest(t *testing.T) {
 	wantError(t, response{res.StatusCode, res.Header, b}, 400, "BadRequestHttpException",
 		"The JSON data passed in the request appears to be malformed: Syntax error")
 }
+
+func TestSetStatusLeavesTheServerAsThePanelWould(t *testing.T) {
+	s, url := newSim(t)
+	base := clientURL(t, s, url, 2)
+	if err := s.SetStatus(2, sim.StatusInstallFailed); err != nil {
+		t.Fatal(err)
+	}
+	if got := appServer(t, url, 2); got["status"] != "install_failed" || path(got, "container", "installed") != 0.0 {
+		t.Errorf("server marked install_failed shows %v", got)
+	}
+	wantError(t, do(t, "POST", base+"/power", aliceKey, map[string]any{"signal": "start"}), 409,
+		"ServerStateConflictException", "This server has not yet completed its installation process, please try again later.")
+	if err := s.SetStatus(2, ""); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, "POST", base+"/power", aliceKey, map[string]any{"signal": "start"}); r.status != http.StatusNoContent {
+		t.Errorf("power after the status is cleared: %d %s", r.status, r.body)
+	}
+	for _, tt := range []struct {
+		id     int
+		status string
+	}{{2, sim.StatusSuspended}, {2, "bogus"}, {3, ""}, {99, ""}} {
+		if err := s.SetStatus(tt.id, tt.status); err == nil {
+			t.Errorf("SetStatus(%d, %q) succeeded, want refused", tt.id, tt.status)
+		}
+	}
+}

@@ -22,6 +22,7 @@ const SnapshotVersion = 1
 type installRun struct {
 	err        string // the task error that fails it, "" to succeed
 	startAfter bool   // start_on_completion
+	reinstall  bool   // a reinstall: a failure is reinstall_failed
 }
 
 // The snapshot format. It is its own set of types, so that the exported
@@ -94,8 +95,8 @@ type snapshotServer struct {
 	Identifier  string `json:"identifier"`
 	Name        string `json:"name"`
 	Description string `json:"description"`
-	// Status is "", "install_failed" or "suspended": Save writes no task
-	// in progress.
+	// Status is "", "install_failed", "reinstall_failed" or "suspended":
+	// Save writes no task in progress.
 	Status string `json:"status"`
 	// State is "offline" or "running".
 	State         string                `json:"state"`
@@ -157,10 +158,11 @@ type snapshotBackup struct {
 //
 // Tasks in progress are not saved; each server is written as its tasks
 // would have left it had they ended at the time of Save:
-//   - a server mid-install comes back installed, or install_failed if an
-//     injected task error had already doomed the install; one created
-//     with start_on_completion comes back running; a server suspended
-//     while it installed stays suspended;
+//   - a server mid-install comes back installed, or install_failed
+//     (reinstall_failed for a reinstall) if an injected task error had
+//     already doomed the install; one created with start_on_completion
+//     comes back running; a server suspended while it installed stays
+//     suspended;
 //   - a server restoring a backup comes back restored (status "" and
 //     offline, as the restore stopped it);
 //   - a starting server comes back running, a stopping one offline, or
@@ -234,7 +236,7 @@ func settled(gs *serverState, now time.Time) snapshotServer {
 		if g.Status == StatusInstalling {
 			g.Status = ""
 			if failed {
-				g.Status = StatusInstallFailed
+				g.Status = failedStatus(run.reinstall)
 			}
 		}
 		g.UpdatedAt = now
@@ -490,7 +492,7 @@ func checkServer(st *state, g snapshotServer) error {
 	if a == nil || a.ServerID != g.ID || a.NodeID != g.NodeID {
 		return fmt.Errorf("server %d: allocation %d is missing, not held by it or not on its node", g.ID, g.AllocationID)
 	}
-	if !slices.Contains([]string{"", StatusInstalling, StatusInstallFailed, StatusSuspended, StatusRestoringBackup}, g.Status) {
+	if !slices.Contains([]string{"", StatusInstalling, StatusInstallFailed, StatusReinstallFailed, StatusSuspended, StatusRestoringBackup}, g.Status) {
 		return fmt.Errorf("server %d: unknown status %q", g.ID, g.Status)
 	}
 	if !slices.Contains([]string{StateOffline, StateStarting, StateRunning, StateStopping}, g.State) {

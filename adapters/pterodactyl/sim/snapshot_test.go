@@ -327,6 +327,16 @@ func TestServerSavedMidInstallDoesNotComeBackInstalling(t *testing.T) {
 	}
 }
 
+func TestServerSavedMidFailingReinstallComesBackReinstallFailed(t *testing.T) {
+	s1, url1, cfg := snapshotSim(t, slow)
+	s1.Inject(simkit.Fault{Op: "servers.reinstall", Times: 1, TaskError: "install script exited with code 1"})
+	post(t, url1+"/api/application/servers/2/reinstall", appKey, nil, http.StatusNoContent)
+	s2, _ := loaded(t, cfg, save(t, s1))
+	if g := mustServer(t, s2, 2); g.Status != sim.StatusReinstallFailed {
+		t.Errorf("server saved mid failing reinstall came back %q, want reinstall_failed", g.Status)
+	}
+}
+
 func TestServerSavedMidTransitionComesBackWhereItWasHeading(t *testing.T) {
 	tests := []struct {
 		signal string
