@@ -237,3 +237,125 @@ func TestNodeUpForMoreThan497DaysIsDrivenLikeAnyOther(t *testing.T) {
 		t.Errorf("%d starts, want 1", n)
 	}
 }
+
+// TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound cancels each VPS
+// job kind while it is at each of its steps. Whatever the step, the job ends
+// cancelled (the service as before) or, past its point of no return, is
+// carried through (as asked); either way the service points at a VM of its
+// own that is not locked, or at none when no VM was made yet, and a service
+// that needs repair is repaired by its repair job.
+func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
+	web1 := func(s *system) string { return "/api/services/" + s.services["web-1"].ID.String() }
+	kinds := []struct {
+		kind  string
+		steps []string
+		// start starts the job and returns its id and its service's id.
+		start func(s *system) (job, service string)
+	}{
+		{"vps.provision", []string{"place", "clone", "configure", "resize", "start", "agent"}, func(s *system) (string, string) {
+			svc, id := s.provision(`{"name":"v","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":20},"templateId":9000}`)
+			return id, svc
+		}},
+		{"vps.reinstall", []string{"inspect", "stop", "destroy", "clone", "configure", "resize", "start", "agent"}, func(s *system) (string, string) {
+			return s.startJob("POST", web1(s)+"/reinstall", `{"templateId":9000}`), s.services["web-1"].ID.String()
+		}},
+		{"vps.resize", []string{"inspect", "stop", "configure", "resize", "start"}, func(s *system) (string, string) {
+			return s.startJob("POST", web1(s)+"/upgrade", `{"cores":4,"diskGb":60}`), s.services["web-1"].ID.String()
+		}},
+		{"vps.backup", []string{"queue", "backup", "prune"}, func(s *system) (string, string) {
+			return s.startJob("POST", web1(s)+"/backups", ""), s.services["web-1"].ID.String()
+		}},
+		{"vps.restore", []string{"stop", "restore", "start"}, func(s *system) (string, string) {
+			return s.startJob("POST", web1(s)+"/backups/"+s.backups("web-1")[0]["id"].(string), ""), s.services["web-1"].ID.String()
+		}},
+		{"vps.backup.delete", []string{"delete"}, func(s *system) (string, string) {
+			return s.startJob("DELETE", web1(s)+"/backups/"+s.backups("web-1")[0]["id"].(string), ""), s.services["web-1"].ID.String()
+		}},
+		{"vps.rescue", []string{"password", "configure", "reboot"}, func(s *system) (string, string) {
+			return s.startJob("POST", web1(s)+"/rescue", ""), s.services["web-1"].ID.String()
+		}},
+		{"service.power restart", []string{"shutdown", "start"}, func(s *system) (string, string) {
+			return s.action("web-1", "restart"), s.services["web-1"].ID.String()
+		}},
+		{"vps.repair", []string{"inspect", "clone", "configure", "resize", "start", "agent"}, func(s *system) (string, string) {
+			svc := s.services["web-1"].ID.String()
+			s.foreignVM("web-1")
+			s.waitJob(s.action("web-1", "stop"), 30*time.Second) // finds the foreign VM: needs_repair
+			return s.startJob("POST", web1(s)+"/repair", `{"templateId":9000}`), svc
+		}},
+	}
+	for _, k := range kinds {
+		for _, step := range k.steps {
+			t.Run(k.kind+" at "+step, func(t *testing.T) {
+				t.Parallel()
+				s := newSystem(t, systemOpts{taskDuration: 300 * time.Millisecond})
+				id, svc := k.start(s)
+				s.sim.Inject(simkit.Fault{Latency: 100 * time.Millisecond})
+				var cancelled bool
+				jobtest.Eventually(t, 60*time.Second, "the job to reach "+step, func() bool {
+					job := s.job(id)
+					if job["step"] == step || job["status"] == "succeeded" || job["status"] == "failed" {
+						status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", "")
+						switch {
+						case status == http.StatusOK || status == http.StatusAccepted:
+							cancelled = true
+						case status == http.StatusConflict && (resp["errorKey"] == "job_committed" || resp["errorKey"] == "job_finished"):
+						default:
+							t.Fatalf("cancel: %d %v", status, resp)
+						}
+						return true
+					}
+					return false
+				})
+				job := s.waitJob(id, 60*time.Second)
+				switch {
+				case job["status"] == "succeeded":
+				case job["status"] == "cancelled" && cancelled:
+				default:
+					t.Fatalf("job ended %s (%v); want cancelled as asked or carried through", job["status"], job["error"])
+				}
+				s.sim.ClearFaults()
+				s.checkSound(svc)
+			})
+		}
+	}
+}
+
+// checkSound checks that the service points at a VM of its own that is not
+// locked (or, for one never provisioned, at none and has no VM), repairing
+// it first when it says it needs repair.
+func (s *system) checkSound(svc string) {
+	s.t.Helper()
+	got := s.serviceByID(svc)
+	if got["status"] == "needs_repair" {
+		if repair := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/repair", `{"templateId":9000}`), 60*time.Second); repair["status"] != "succeeded" {
+			s.t.Fatalf("repair of a service that needs it ended %s: %v", repair["status"], repair["error"])
+		}
+		got = s.serviceByID(svc)
+	}
+	var ref struct {
+		Node string
+		VMID int
+	}
+	b, _ := json.Marshal(got["providerRef"])
+	json.Unmarshal(b, &ref)
+	if got["status"] == "pending" {
+		if ref.VMID != 0 || len(s.vmsOf(svc)) != 0 {
+			s.t.Errorf("a pending service points at %+v and has VMs %+v; want neither", ref, s.vmsOf(svc))
+		}
+		return
+	}
+	if got["status"] != "active" {
+		s.t.Fatalf("service is %v (%v); want active", got["status"], got["repairReason"])
+	}
+	vm, ok := s.sim.VM(ref.Node, ref.VMID)
+	if !ok {
+		s.t.Fatalf("active service points at VM %d on %s, which does not exist", ref.VMID, ref.Node)
+	}
+	if !slices.Contains(vm.Tags, jobs.VMTag(uuid.MustParse(svc))) || vm.Lock != "" {
+		s.t.Errorf("the service's VM %d: tags %v, lock %q; want its own tag and no lock", vm.VMID, vm.Tags, vm.Lock)
+	}
+	if vms := s.vmsOf(svc); len(vms) != 1 {
+		s.t.Errorf("the service has %d VMs (%+v), want 1", len(vms), vms)
+	}
+}
