@@ -309,6 +309,12 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 						return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "restore.check",
 							Message: fmt.Sprintf("after the restore, VM %d is locked (%s) or has no disk", ref.VMID, cfg.Lock)}
 					}
+					if !ownedBy(cfg, job.Service.ID) {
+						// The archive's configuration came back with it; one
+						// made before the VM was registered lacks the tag.
+						// The VM was checked to be ours before the restore.
+						return tagVM(ctx, w.Proxmox, ref, cfg, job.Service.ID)
+					}
 					return nil
 				},
 			})

@@ -263,6 +263,12 @@ func ClaimVM(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, service 
 		slices.ContainsFunc(cfg.Tags, func(t string) bool { return strings.HasPrefix(t, "svc-") }) {
 		return ErrVMTaken
 	}
+	return tagVM(ctx, c, ref, cfg, service)
+}
+
+// tagVM adds the service's tag to the VM whose configuration cfg is,
+// refused by PVE if the configuration changed since it was read.
+func tagVM(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, cfg proxmox.VMConfig, service uuid.UUID) error {
 	tags := append(slices.Clone(cfg.Tags), "provisiond", VMTag(service))
 	slices.Sort(tags)
 	return c.SetConfig(ctx, ref, map[string]any{"tags": strings.Join(slices.Compact(tags), ";")}, cfg.Digest)
