@@ -45,13 +45,40 @@ func TestVPSJobsSurviveProviderFaults(t *testing.T) {
 			simkit.Fault{Op: "vzdump", Times: 1, Drop: true}, "vzdump", ""},
 		{"rescue through a configuration outage", on("/rescue", "POST", ""),
 			simkit.Fault{Op: "config.update", Times: 2, Status: 503}, "qmconfig", ""},
+		// Every other task-starting call, its answer lost: found again by
+		// its intent, never started a second time.
+		{"stop whose answer is lost", on("/action", "POST", `{"action":"stop"}`),
+			simkit.Fault{Op: "stop", Times: 1, Drop: true}, "qmstop", ""},
+		{"restart whose shutdown answer is lost", on("/action", "POST", `{"action":"restart"}`),
+			simkit.Fault{Op: "shutdown", Times: 1, Drop: true}, "qmshutdown", ""},
+		{"restart whose start answer is lost", on("/action", "POST", `{"action":"restart"}`),
+			simkit.Fault{Op: "start", Times: 1, Drop: true}, "qmstart", ""},
+		{"reset whose answer is lost", on("/action", "POST", `{"action":"reset"}`),
+			simkit.Fault{Op: "reset", Times: 1, Drop: true}, "qmreset", ""},
+		{"suspend whose answer is lost", on("/action", "POST", `{"action":"suspend"}`),
+			simkit.Fault{Op: "suspend", Times: 1, Drop: true}, "qmpause", ""},
+		{"upgrade whose resize answer is lost", on("/upgrade", "POST", `{"diskGb":60}`),
+			simkit.Fault{Op: "resize", Times: 1, Drop: true}, "resize", ""},
+		{"rescue whose configuration answer is lost", on("/rescue", "POST", ""),
+			simkit.Fault{Op: "config.update", Times: 1, Drop: true}, "qmconfig", ""},
+		{"restore whose answer is lost", func(s *system) (string, string, string) {
+			return "POST", web1(s) + "/backups/" + s.backups("web-1")[0]["id"].(string), ""
+		}, simkit.Fault{Op: "qemu.create", Times: 1, Drop: true}, "qmrestore", ""},
+		{"backup delete whose answer is lost", func(s *system) (string, string, string) {
+			return "DELETE", web1(s) + "/backups/" + s.backups("web-1")[0]["id"].(string), ""
+		}, simkit.Fault{Op: "content.delete", Times: 1, Drop: true}, "imgdel", ""},
+		{"reset on a node whose clock is 5 minutes behind, its answer lost", on("/action", "POST", `{"action":"reset"}`),
+			simkit.Fault{Op: "reset", Times: 1, Drop: true}, "qmreset", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := newSystem(t, systemOpts{})
-			s.sim.Inject(tt.fault)
+			if strings.Contains(tt.name, "clock is 5 minutes behind") {
+				s.sim.SetNodeClockSkew("pve1", -5*time.Minute)
+			}
 			method, path, body := tt.request(s)
+			s.sim.Inject(tt.fault)
 			status, resp := s.do(method, path, body)
 			if status != http.StatusAccepted {
 				t.Fatalf("%s %s: %d %v", method, path, status, resp)

@@ -84,6 +84,7 @@ func TestTasksEndingWithWarningsSucceedAndLogTheirWarnings(t *testing.T) {
 		// qemu-server warns when asked to delete a key that is not set.
 		{"rescue off when it is off already", "DELETE", "/rescue", simkit.Fault{}, "cannot delete 'ide2'"},
 		{"a backup whose vzdump warned", "POST", "/backups", simkit.Fault{Op: "vzdump", Times: 1, TaskWarning: "guest agent not responding"}, "guest agent not responding"},
+		{"a backup delete that warned", "DELETE", "/backups/", simkit.Fault{Op: "content.delete", Times: 1, TaskWarning: "notes file already gone"}, "notes file already gone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,7 +93,11 @@ func TestTasksEndingWithWarningsSucceedAndLogTheirWarnings(t *testing.T) {
 			if tt.fault.Op != "" {
 				s.sim.Inject(tt.fault)
 			}
-			id := s.startJob(tt.method, "/api/services/"+s.services["web-1"].ID.String()+tt.path, "")
+			path := tt.path
+			if strings.HasSuffix(path, "/") {
+				path += s.backups("web-1")[0]["id"].(string)
+			}
+			id := s.startJob(tt.method, "/api/services/"+s.services["web-1"].ID.String()+path, "")
 			if job := s.waitJob(id, 30*time.Second); job["status"] != "succeeded" {
 				t.Fatalf("job %s: %v; a task ending with warnings succeeded", job["status"], job["error"])
 			}
