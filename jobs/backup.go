@@ -114,7 +114,7 @@ const backupLeaseTTL = 4 * time.Hour
 // plan's backup limit is kept by deleting the oldest backups after the new
 // one exists.
 func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err error) {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}
@@ -170,12 +170,11 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err erro
 							return job.Set(ctx, "backup", b)
 						}
 					}
-					return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "vzdump.check",
-						Message: fmt.Sprintf("the backup task ended but no new archive of VM %d is on storage %s", ref.VMID, w.backupStorage())}
+					return notSeen("vzdump", fmt.Sprintf("the backup task ended but no new archive of VM %d is on storage %s", ref.VMID, w.backupStorage()))
 				},
 			})
 		}},
-		Step{"prune", func(ctx context.Context) error { return v.prune(ctx, plan.BackupLimit) }},
+		Step{"prune", func(ctx context.Context) error { return v.prune(ctx, plan.BackupLimit, nil) }},
 	)
 	if err != nil {
 		return v.stopped(ctx, err)
@@ -219,9 +218,9 @@ func (w *VPSWorkers) backupStorage() string {
 	return w.BackupStorage
 }
 
-// prune deletes the oldest backups beyond limit; a zero limit keeps all,
-// a negative one deletes all.
-func (v *vpsJob) prune(ctx context.Context, limit int) error {
+// prune deletes the oldest backups beyond limit, among those only says
+// yes to (all when nil); a zero limit keeps all, a negative one deletes all.
+func (v *vpsJob) prune(ctx context.Context, limit int, only func(Backup) bool) error {
 	if limit == 0 {
 		return nil
 	}
@@ -230,6 +229,9 @@ func (v *vpsJob) prune(ctx context.Context, limit int) error {
 	backups, err := ListBackups(ctx, v.w.Proxmox, ref, v.w.backupStorage())
 	if err != nil {
 		return err
+	}
+	if only != nil {
+		backups = slices.DeleteFunc(backups, func(b Backup) bool { return !only(b) })
 	}
 	for i := 0; i < len(backups)-limit; i++ {
 		if err := v.deleteBackup(ctx, backups[i].ID); err != nil {
@@ -262,15 +264,14 @@ func (v *vpsJob) deleteBackup(ctx context.Context, id string) error {
 			if ok, err := listed(ctx); err != nil || !ok {
 				return err
 			}
-			return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "imgdel.check",
-				Message: fmt.Sprintf("backup %s is still listed after its delete task", id)}
+			return notSeen("imgdel", fmt.Sprintf("backup %s is still listed after its delete task", id))
 		},
 	})
 }
 
 // DeleteBackup implements Worker for BackupDeleteArgs.
 func (w *VPSWorkers) DeleteBackup(ctx context.Context, job *Job[BackupDeleteArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}
@@ -280,7 +281,7 @@ func (w *VPSWorkers) DeleteBackup(ctx context.Context, job *Job[BackupDeleteArgs
 // Restore implements Worker for RestoreArgs: the VM is stopped, restored in
 // place from the archive and started.
 func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}
@@ -305,9 +306,12 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 					if err != nil {
 						return err
 					}
-					if cfg.Lock != "" || bootDisk(cfg) == "" {
-						return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "restore.check",
-							Message: fmt.Sprintf("after the restore, VM %d is locked (%s) or has no disk", ref.VMID, cfg.Lock)}
+					switch {
+					case cfg.Lock != "":
+						// Kept, not planned afresh: a second restore is never started.
+						return lockedErr("restore.check", cfg.Lock)
+					case bootDisk(cfg) == "":
+						return permanent("restore.check", fmt.Sprintf("after the restore, VM %d has no disk", ref.VMID))
 					}
 					if !ownedBy(cfg, job.Service.ID) {
 						// The archive's configuration came back with it; one

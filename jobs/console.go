@@ -52,7 +52,7 @@ func ConsoleTokenHash(token string) []byte {
 // as PVE waits only seconds for a console's connection; no Proxmox ticket
 // is ever stored.
 func (w *VPSWorkers) Console(ctx context.Context, job *Job[ConsoleArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}

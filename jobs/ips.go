@@ -28,7 +28,7 @@ func (ReleaseIPArgs) InsertOpts() InsertOpts {
 // entry carrying the address is removed from the VM and the address from
 // the service's plan. An address no longer in the plan counts as released.
 func (w *VPSWorkers) ReleaseIP(ctx context.Context, job *Job[ReleaseIPArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}

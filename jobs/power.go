@@ -87,7 +87,7 @@ func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 }
 
 func (w *PowerWorker) proxmox(ctx context.Context, job *Job[PowerArgs]) error {
-	ref, err := ProxmoxRef(job.Service)
+	ref, err := locateVM(ctx, w.Proxmox, w.Queries, job.Service, job.Log)
 	if err != nil {
 		return err
 	}
@@ -222,8 +222,7 @@ func (p *pvePower) ensure(op proxmox.PowerOp) func(context.Context) error {
 				if op == proxmox.OpReset && st.Running() || reached(op, st) {
 					return nil
 				}
-				return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: string(op) + ".check",
-					Message: fmt.Sprintf("after its %s task, VM %d on %s is %s", op, p.ref.VMID, p.ref.Node, st.PowerState())}
+				return notSeen(string(op), fmt.Sprintf("after its %s task, VM %d on %s is %s", op, p.ref.VMID, p.ref.Node, st.PowerState()))
 			},
 		})
 		if err == nil || !errors.Is(err, proxmox.ErrTaskFailed) {

@@ -149,7 +149,12 @@ func (w *VPSWorkers) Provision(ctx context.Context, job *Job[ProvisionArgs]) err
 	job.CommitAt("clone")
 	if err := job.Steps(ctx,
 		Step{"place", func(ctx context.Context) error { return v.place(ctx, job.Args.TemplateID) }},
-		Step{"clone", func(ctx context.Context) error { return v.clone(ctx, job.Args.Hostname) }},
+		Step{"clone", func(ctx context.Context) error {
+			if err := v.recordInstall(ctx, job.Args.Install); err != nil {
+				return err
+			}
+			return v.clone(ctx, job.Args.Hostname)
+		}},
 		Step{"configure", func(ctx context.Context) error {
 			return v.configure(ctx, installConfig(v.svc.ID, plan, job.Args.Install, secrets))
 		}},
@@ -245,12 +250,8 @@ func (v *vpsJob) reserveVMID(ctx context.Context, from int) (int, error) {
 		}
 		// A VMID some service references (registered, or made before the
 		// counter) is never handed out again.
-		n, err := v.w.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: id, ServiceID: v.svc.ID})
-		if err != nil {
-			return 0, fmt.Errorf("reserve VMID %d: %w", id, err)
-		}
-		if n == 1 {
-			return int(id), nil
+		if mine, err := v.reserved(ctx, int(id)); err != nil || mine {
+			return int(id), err
 		}
 		from = int(id) + 1
 	}
@@ -297,9 +298,23 @@ func (v *vpsJob) clone(ctx context.Context, name string) error {
 	if name == "" {
 		name = "vps-" + v.svc.ID.String()[:8]
 	}
-	return v.tasks.do(ctx, pveOp{Key: "clone", VM: template, Foreign: true,
+	return v.tasks.do(ctx, pveOp{Key: "clone", VM: template, Foreign: true, NoAdopt: true,
 		Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
 			cfg, err := v.w.Proxmox.Config(ctx, ref)
+			if err == nil && !ownedBy(cfg, v.svc.ID) && cfg.Lock == "clone" {
+				// PVE writes the target's configuration, locked, before the
+				// clone's task starts, and its description only when it
+				// ends: at a VMID reserved for the service, this is the
+				// clone an earlier attempt started. Wait for its end.
+				if mine, rerr := v.reserved(ctx, ref.VMID); rerr != nil || !mine {
+					return "", nil, cmpErr(rerr, v.replace(ctx, ref))
+				}
+				v.log.Info("waiting on the clone an earlier attempt started", "vmid", ref.VMID)
+				if err := v.waitUnlocked(ctx, ref); err != nil {
+					return "", nil, err
+				}
+				cfg, err = v.w.Proxmox.Config(ctx, ref)
+			}
 			switch {
 			case err == nil && ownedBy(cfg, v.svc.ID):
 				return "", nil, v.waitUnlocked(ctx, ref)
@@ -333,6 +348,16 @@ func (v *vpsJob) clone(ctx context.Context, name string) error {
 			return nil
 		},
 	})
+}
+
+// reserved reports whether vmid is reserved for the service (reserving it
+// when nobody holds it).
+func (v *vpsJob) reserved(ctx context.Context, vmid int) (bool, error) {
+	n, err := v.w.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vmid), ServiceID: v.svc.ID})
+	if err != nil {
+		return false, fmt.Errorf("reserve VMID %d: %w", vmid, err)
+	}
+	return n == 1, nil
 }
 
 // replace picks another VMID after the chosen one was taken. A VM that
@@ -426,11 +451,12 @@ func (v *vpsJob) checkConfig(ctx context.Context, ref proxmox.VMRef, values map[
 				}
 			}
 		case "tags":
-			if !slices.Equal(slices.Sorted(slices.Values(cfg.Tags)), slices.Sorted(slices.Values(splitTags(want)))) {
+			// We write tags separated by ';', as PVE lists them.
+			if !slices.Equal(slices.Sorted(slices.Values(cfg.Tags)), slices.Sorted(slices.Values(strings.Split(want, ";")))) {
 				return configDrift(ref, k, fmt.Sprintf("is %q, want %q", cfg.Raw[k], want))
 			}
 		default:
-			if cfg.Raw[k] != want {
+			if !optionsMatch(cfg.Raw[k], want) {
 				return configDrift(ref, k, fmt.Sprintf("is %q, want %q", cfg.Raw[k], want))
 			}
 		}
@@ -438,14 +464,22 @@ func (v *vpsJob) checkConfig(ctx context.Context, ref proxmox.VMRef, values map[
 	return nil
 }
 
-// splitTags reads PVE's tag list.
-func splitTags(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ',' || r == ' ' })
+// optionsMatch reports whether a configuration value as PVE shows it holds
+// what was set: each comma-separated part of want is among got's. PVE adds
+// parts of its own (an ISO's size=, a NIC's firewall default) and writes
+// MAC addresses in upper case, so neither extra parts nor case count.
+func optionsMatch(got, want string) bool {
+	have := strings.Split(strings.ToLower(got), ",")
+	for _, part := range strings.Split(strings.ToLower(want), ",") {
+		if !slices.Contains(have, part) {
+			return false
+		}
+	}
+	return true
 }
 
 func configDrift(ref proxmox.VMRef, key, what string) error {
-	return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "config.check",
-		Message: fmt.Sprintf("after the configuration task, %s of VM %d on %s %s", key, ref.VMID, ref.Node, what)}
+	return notSeen("config", fmt.Sprintf("after the configuration task, %s of VM %d on %s %s", key, ref.VMID, ref.Node, what))
 }
 
 // growDisk grows the VM's first disk to the plan's size; Proxmox cannot
@@ -474,8 +508,7 @@ func (v *vpsJob) growDisk(ctx context.Context, sizeGB int) error {
 			return err
 		}
 		if got := cfg.Disks[bootDisk(cfg)]; got < sizeGB {
-			return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: "resize.check",
-				Message: fmt.Sprintf("after the resize, the disk of VM %d is %d GB, want %d GB", ref.VMID, got, sizeGB)}
+			return notSeen("resize", fmt.Sprintf("after the resize, the disk of VM %d is %d GB, want %d GB", ref.VMID, got, sizeGB))
 		}
 		return nil
 	}})

@@ -69,14 +69,29 @@ type pveOp struct {
 	// that an earlier attempt carried out); otherwise a missing VM means
 	// the service needs repair.
 	MayBeGone bool
+	// NoAdopt says that a task this step may have started is recognised by
+	// its effect in Plan, never picked from the task list: a clone's task
+	// is listed under its template, shared by every clone of it.
+	NoAdopt bool
 	// Plan looks at the VM and returns the task type to start and how, or
 	// "" when the operation's effect is there already. Start may return ""
 	// when its call found the effect there after all.
 	Plan func(ctx context.Context) (taskType string, start func(ctx context.Context) (string, error), err error)
 	// Check, when set, reads the VM after the task ended well and returns
-	// an error when the change cannot be seen: the job succeeds only on
-	// what Proxmox shows.
+	// an error wrapping errChangeNotSeen when the change is not there (the
+	// operation is then planned afresh), or another error when it could not
+	// look (the next attempt looks again): the job succeeds only on what
+	// Proxmox shows.
 	Check func(ctx context.Context) error
+}
+
+// errChangeNotSeen is wrapped by a Check's error when Proxmox shows the VM
+// without the change its task was to make.
+var errChangeNotSeen = errors.New("the change cannot be seen")
+
+// notSeen returns the transient error of a change that cannot be seen.
+func notSeen(op, msg string) error {
+	return &failure.Error{Class: failure.Transient, Provider: proxmox.Provider, Op: op + ".check", Message: msg, Err: errChangeNotSeen}
 }
 
 // do carries out op: it waits on the task an earlier attempt of the step
@@ -111,8 +126,12 @@ func (p *pveTasks) do(ctx context.Context, op pveOp) error {
 		}
 	}
 	if werr == nil && op.Check != nil {
-		if werr = op.Check(ctx); werr != nil && !failure.IsPermanent(werr) {
-			// Look again from the start: the change may need doing anew.
+		werr = op.Check(ctx)
+		if werr != nil && !errors.Is(werr, errChangeNotSeen) {
+			return werr // keep the task: the next attempt checks again
+		}
+		if werr != nil {
+			// Plan afresh: the change may need doing anew.
 			p.log.Warn("task ended well but its change cannot be seen", "upid", upid, "err", werr)
 		}
 	}
@@ -145,7 +164,7 @@ func (p *pveTasks) begin(ctx context.Context, op pveOp, upidKey, intentKey strin
 	if err != nil {
 		return "", err
 	}
-	if hadIntent {
+	if hadIntent && !op.NoAdopt {
 		upid, err := p.adopt(ctx, op.VM, in)
 		if err != nil || upid != "" {
 			if upid != "" {

@@ -44,7 +44,7 @@ type kept struct {
 // VMID would avoid the moment without a VM, but needs PVE's disk reassign,
 // which differs between versions; each step here is resumable instead.
 func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}
@@ -65,9 +65,15 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 	// interrupted reinstall never leaves the service without its VM.
 	job.CommitAt("destroy")
 	err = job.Steps(ctx,
-		Step{"inspect", func(ctx context.Context) error { return v.inspectForReinstall(ctx, job.Args.Install) }},
+		Step{"inspect", func(ctx context.Context) error { return v.inspectForReinstall(ctx, job.Args.TemplateID) }},
 		Step{"stop", p.ensure(proxmox.OpStop)},
-		Step{"destroy", func(ctx context.Context) error { return v.destroy(ctx, ref) }},
+		Step{"destroy", func(ctx context.Context) error {
+			// What the repair needs, should the re-image not end.
+			if err := v.recordInstall(ctx, job.Args.Install); err != nil {
+				return err
+			}
+			return v.destroy(ctx, ref)
+		}},
 		Step{"clone", func(ctx context.Context) error {
 			var k kept
 			if _, err := job.Get("kept", &k); err != nil {
@@ -122,15 +128,14 @@ func (v *vpsJob) destroy(ctx context.Context, ref proxmox.VMRef) error {
 			if ok, err := exists(ctx); err != nil || !ok {
 				return err
 			}
-			return lockedErr("destroy", "the VM still exists after its destroy task")
+			return notSeen("destroy", fmt.Sprintf("VM %d on %s still exists after its destroy task", ref.VMID, ref.Node))
 		},
 	})
 }
 
 // inspectForReinstall records what the new VM keeps from the old one and
-// the template to clone on the VM's node, and records both on the service
-// before anything is destroyed, for a repair should the re-image not end.
-func (v *vpsJob) inspectForReinstall(ctx context.Context, in Install) error {
+// the template to clone on the VM's node.
+func (v *vpsJob) inspectForReinstall(ctx context.Context, templateID int) error {
 	ref, err := v.vm()
 	if err != nil {
 		return err
@@ -145,17 +150,14 @@ func (v *vpsJob) inspectForReinstall(ctx context.Context, in Install) error {
 	if cfg.Lock != "" {
 		return lockedErr("inspect", cfg.Lock)
 	}
-	template, err := v.templateOn(ctx, in.TemplateID, ref.Node)
+	template, err := v.templateOn(ctx, templateID, ref.Node)
 	if err != nil {
 		return err
 	}
 	if err := v.run.Set(ctx, "template", template); err != nil {
 		return err
 	}
-	if err := v.run.Set(ctx, "kept", kept{Name: cfg.Name, Net0: cfg.Raw["net0"], IPConfig0: cfg.Raw["ipconfig0"]}); err != nil {
-		return err
-	}
-	return v.recordInstall(ctx, in)
+	return v.run.Set(ctx, "kept", kept{Name: cfg.Name, Net0: cfg.Raw["net0"], IPConfig0: cfg.Raw["ipconfig0"]})
 }
 
 // templateOn returns the template to clone on node: the chosen one, or

@@ -40,8 +40,9 @@ func ServiceInstall(svc *queries.Service) (rec InstallRecord, ok bool) {
 }
 
 // recordInstall records the install on the service: the job's template, in,
-// and the network identity of the VM (from its configuration, or kept when
-// the job recorded one from the VM it replaces).
+// and the network identity of the VM (kept from the VM it replaces, or read
+// from its configuration; none while it is not made yet). Jobs record it
+// when they pass their point of no return, and again when they end.
 func (v *vpsJob) recordInstall(ctx context.Context, in Install) error {
 	rec := InstallRecord{Install: in}
 	if _, err := v.run.Get("template", &rec.Template); err != nil {
@@ -58,10 +59,12 @@ func (v *vpsJob) recordInstall(ctx context.Context, in Install) error {
 			return err
 		}
 		cfg, err := v.w.Proxmox.Config(ctx, ref)
-		if err != nil {
+		switch {
+		case err == nil:
+			rec.Name, rec.Net0, rec.IPConfig0 = cfg.Name, cfg.Raw["net0"], cfg.Raw["ipconfig0"]
+		case !errors.Is(err, proxmox.ErrNotFound):
 			return err
 		}
-		rec.Name, rec.Net0, rec.IPConfig0 = cfg.Name, cfg.Raw["net0"], cfg.Raw["ipconfig0"]
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
@@ -149,6 +152,17 @@ func (w *VPSWorkers) Repair(ctx context.Context, job *Job[RepairArgs]) error {
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
 		Step{"start", v.start},
 		Step{"agent", v.waitAgent},
+		Step{"suspend", func(ctx context.Context) error {
+			// A suspended service comes back suspended.
+			if len(job.Service.Suspensions) == 0 {
+				return nil
+			}
+			p, err := v.power()
+			if err != nil {
+				return err
+			}
+			return p.ensure(proxmox.OpSuspend)(ctx)
+		}},
 	)
 	if err != nil {
 		return v.stopped(ctx, err)
@@ -181,14 +195,22 @@ func (v *vpsJob) inspectForRepair(ctx context.Context, rec InstallRecord, templa
 	}
 	ref, err := ProxmoxRef(v.svc)
 	if err != nil {
-		// Never provisioned: place it as a provision would.
-		if template.VMID == 0 {
-			return permanent("inspect", "the service has no VM and no recorded template; give templateId")
-		}
-		if err := v.run.Set(ctx, "action", "provisioned"); err != nil {
+		// Never provisioned to the end: a clone of its own at a VMID
+		// reserved for it, or else place it as a provision would.
+		found, err := v.madeVM(ctx)
+		if err != nil {
 			return err
 		}
-		return v.place(ctx, template.VMID)
+		if found == nil {
+			if template.VMID == 0 {
+				return permanent("inspect", "the service has no VM and no recorded template; give templateId")
+			}
+			if err := v.run.Set(ctx, "action", "provisioned"); err != nil {
+				return err
+			}
+			return v.place(ctx, template.VMID)
+		}
+		ref = *found
 	}
 	keep := kept{Name: rec.Name, Net0: rec.Net0, IPConfig0: rec.IPConfig0}
 	cfg, err := v.w.Proxmox.Config(ctx, ref)
@@ -197,6 +219,14 @@ func (v *vpsJob) inspectForRepair(ctx context.Context, rec InstallRecord, templa
 	case err == nil && ownedBy(cfg, v.svc.ID):
 		action = "verified"
 		keep = kept{Name: cmp.Or(cfg.Name, rec.Name), Net0: cmp.Or(cfg.Raw["net0"], rec.Net0), IPConfig0: cmp.Or(cfg.Raw["ipconfig0"], rec.IPConfig0)}
+	case err == nil && rec.Net0 != "" && strings.EqualFold(macOf(cfg.Raw["net0"]), macOf(rec.Net0)):
+		// The service's network device, without its tag (its configuration
+		// came back from an archive made before it had one): ours.
+		action = "verified"
+		keep = kept{Name: cfg.Name, Net0: cfg.Raw["net0"], IPConfig0: cmp.Or(cfg.Raw["ipconfig0"], rec.IPConfig0)}
+		if err := tagVM(ctx, v.w.Proxmox, ref, cfg, v.svc.ID); err != nil {
+			return err
+		}
 	case err == nil:
 		action = "moved"
 		id, err := v.reserveVMID(ctx, 0)
@@ -240,6 +270,41 @@ func (v *vpsJob) inspectForRepair(ctx context.Context, rec InstallRecord, templa
 		return err
 	}
 	return v.run.Set(ctx, "vm", ref)
+}
+
+// madeVM returns a VM of the service's own at one of the VMIDs reserved
+// for it (a provision that ended before it recorded its VM), or nil.
+func (v *vpsJob) madeVM(ctx context.Context) (*proxmox.VMRef, error) {
+	ids, err := v.w.Queries.ServiceVMIDs(ctx, v.svc.ID)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	inv, err := v.w.Proxmox.Inventory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		ref, ok := inv.ByVMID(int(id))
+		if !ok {
+			continue
+		}
+		cfg, err := v.w.Proxmox.Config(ctx, ref)
+		if err != nil && !errors.Is(err, proxmox.ErrNotFound) {
+			return nil, err
+		}
+		if err == nil && ownedBy(cfg, v.svc.ID) {
+			return &ref, nil
+		}
+	}
+	return nil, nil
+}
+
+// macOf reads the MAC address out of a network device's configuration
+// ("virtio=BC:24:11:00:64:00,bridge=vmbr0").
+func macOf(net string) string {
+	model, _, _ := strings.Cut(net, ",")
+	_, mac, _ := strings.Cut(model, "=")
+	return mac
 }
 
 // ErrVMTaken is wrapped by ClaimVM's error when the VM is another

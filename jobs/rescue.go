@@ -41,7 +41,7 @@ type RescueSecrets struct {
 // through cloud-init; disabling detaches it and boots from the disk again.
 // Either way the VM is restarted.
 func (w *VPSWorkers) Rescue(ctx context.Context, job *Job[RescueArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}

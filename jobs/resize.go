@@ -3,7 +3,9 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -42,7 +44,7 @@ type ResizeResult struct {
 // shut down for the change and started again; a disk grows online. The
 // service's plan follows only once Proxmox has applied it.
 func (w *VPSWorkers) Resize(ctx context.Context, job *Job[ResizeArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}
@@ -103,17 +105,51 @@ func (w *VPSWorkers) Resize(ctx context.Context, job *Job[ResizeArgs]) error {
 }
 
 // existingVM returns a job's view of its service's VM, which must exist.
-func existingVM[T Args](w *VPSWorkers, job *Job[T]) (*vpsJob, error) {
+func existingVM[T Args](ctx context.Context, w *VPSWorkers, job *Job[T]) (*vpsJob, error) {
 	if job.Service == nil || job.Service.Provider != proxmox.Provider {
 		return nil, permanent(job.Row.Kind, "this job needs a Proxmox service")
 	}
-	ref, err := ProxmoxRef(job.Service)
+	ref, err := locateVM(ctx, w.Proxmox, w.Queries, job.Service, job.Log)
 	if err != nil {
 		return nil, err
 	}
 	v := newVPSJob(w, job)
 	v.ref = &ref
 	return v, nil
+}
+
+// locateVM returns where the service's VM is now: at its reference or,
+// when that node no longer has it (PVE moved it: a migration, HA), on the
+// node the cluster lists it on, provided it is the service's own there; the
+// service's reference follows it. A VM found nowhere is left to the job's
+// own checks (a destroy's retry, or the service needs repair).
+func locateVM(ctx context.Context, c *proxmox.Client, q *queries.Queries, svc *queries.Service, log *slog.Logger) (proxmox.VMRef, error) {
+	ref, err := ProxmoxRef(svc)
+	if err != nil {
+		return ref, err
+	}
+	if _, err := c.Config(ctx, ref); !errors.Is(err, proxmox.ErrNotFound) {
+		return ref, err
+	}
+	inv, err := c.Inventory(ctx)
+	if err != nil {
+		return ref, err
+	}
+	moved, ok := inv.ByVMID(ref.VMID)
+	if !ok || moved == ref {
+		return ref, nil
+	}
+	cfg, err := c.Config(ctx, moved)
+	if err != nil || !ownedBy(cfg, svc.ID) {
+		return ref, err
+	}
+	b, _ := json.Marshal(moved)
+	if err := q.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: svc.ID, ProviderRef: b}); err != nil {
+		return ref, fmt.Errorf("record the VM's node: %w", err)
+	}
+	log.Info("the service's VM moved to another node", "from", ref.Node, "node", moved.Node, "vmid", ref.VMID)
+	svc.ProviderRef = b
+	return moved, nil
 }
 
 // savePlan records plan as the service's plan.

@@ -84,14 +84,15 @@ func (r *Run) Steps(ctx context.Context, steps ...Step) error {
 				return ErrCancelled
 			}
 		}
+		r.step = s.Name
 		if s.Name == r.commitAt && !r.cp.Committed {
 			// Recorded before the step starts: from here on a stop at any
 			// point must not leave the service half-made.
-			r.cp.Committed = true
+			if err := r.commit(ctx); err != nil {
+				return err
+			}
 			r.log.Info("point of no return: the job is carried through to its end", "step", s.Name)
-		}
-		r.step = s.Name
-		if err := r.save(ctx); err != nil {
+		} else if err := r.save(ctx); err != nil {
 			return err
 		}
 		r.log.Info("step started", "step", s.Name)
@@ -213,6 +214,30 @@ func (r *Run) GetSecret(key string, v any) (bool, error) {
 		return ok, err
 	}
 	return true, r.sealer.Open(r.jobID, sealed, v)
+}
+
+// commit records the point of no return, unless a cancellation came first
+// (between the check before the step and now): then the job is cancelled.
+func (r *Run) commit(ctx context.Context) error {
+	r.cp.Committed = true
+	b, err := json.Marshal(r.cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	n, err := r.q.CommitJobCheckpoint(ctx, queries.CommitJobCheckpointParams{
+		ID: r.jobID, Attempts: r.attempt, Step: r.step, Progress: r.progress, Checkpoint: b,
+	})
+	if err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	r.cp.Committed = false
+	if cancel, err := r.q.JobCancelRequested(ctx, r.jobID); err != nil || cancel {
+		return cmpErr(err, ErrCancelled)
+	}
+	return errSuperseded
 }
 
 func (r *Run) save(ctx context.Context) error {

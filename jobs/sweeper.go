@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,7 +89,9 @@ func (s *Sweeper) check(ctx context.Context, job queries.Job) (string, error) {
 	info, err := s.Inspector.GetTaskInfo(job.Queue, job.ID.String())
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		if job.Status == StatusQueued {
+		if job.Status == StatusQueued || committed(job) {
+			// A job past its point of no return resumes from its
+			// checkpoint: failing it would leave its service half-made.
 			if err := s.Client.Enqueue(ctx, job); err != nil {
 				return "", fmt.Errorf("re-enqueue job %s: %w", job.ID, err)
 			}
@@ -108,7 +111,18 @@ func (s *Sweeper) check(ctx context.Context, job queries.Job) (string, error) {
 	return "", nil
 }
 
+// committed reports whether the job passed its point of no return.
+func committed(job queries.Job) bool {
+	var cp Checkpoint
+	return json.Unmarshal(job.Checkpoint, &cp) == nil && cp.Committed
+}
+
 func (s *Sweeper) fail(ctx context.Context, log *slog.Logger, job queries.Job, msg string) (string, error) {
+	if committed(job) {
+		if err := markNeedsRepair(ctx, s.Queries, job, job.Step, msg); err != nil {
+			return "", err
+		}
+	}
 	_, err := s.Queries.FailUnfinishedJob(ctx, queries.FailUnfinishedJobParams{ID: job.ID, Error: msg})
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("fail job %s: %w", job.ID, err)

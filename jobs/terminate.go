@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/queries"
@@ -11,9 +12,12 @@ import (
 
 // Terminate is the Proxmox Terminator: the VM is powered off,
 // destroyed with purge (which frees its VMID), its backups are deleted, and
-// the service is marked terminated. Its jobs' history stays.
+// the service is marked terminated. Its jobs' history stays. A VM at the
+// service's VMID that is not the service's (the VMID went to someone else)
+// is left alone, with its backups: only the archives the service's own
+// backups made go.
 func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) error {
-	v, err := existingVM(w, job)
+	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
 	}
@@ -22,23 +26,44 @@ func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) e
 	if err != nil {
 		return err
 	}
-	exists := func(ctx context.Context) (bool, error) {
-		_, err := w.Proxmox.Config(ctx, ref)
-		if errors.Is(err, proxmox.ErrNotFound) {
-			return false, nil
+	// present says whether the service's own VM is there to end.
+	present := func(ctx context.Context) (bool, error) {
+		err := v.tasks.verifyOwn(ctx, ref)
+		if errors.Is(err, ErrNeedsRepair) {
+			var foreign bool
+			if !errors.Is(err, errVMGone) {
+				job.Log.Warn("the VM at the service's VMID is not the service's; it is left alone", "vmid", ref.VMID)
+				foreign = true
+			}
+			return false, job.Set(ctx, "foreign", foreign)
 		}
 		return err == nil, err
 	}
 	job.CommitAt("destroy")
 	err = job.Steps(ctx,
 		Step{"stop", func(ctx context.Context) error {
-			if ok, err := exists(ctx); err != nil || !ok {
+			if ok, err := present(ctx); err != nil || !ok {
 				return err
 			}
 			return p.ensure(proxmox.OpStop)(ctx)
 		}},
-		Step{"destroy", func(ctx context.Context) error { return v.destroy(ctx, ref) }},
-		Step{"backups", func(ctx context.Context) error { return v.prune(ctx, -1) }},
+		Step{"destroy", func(ctx context.Context) error {
+			if ok, err := present(ctx); err != nil || !ok {
+				return err
+			}
+			return v.destroy(ctx, ref)
+		}},
+		Step{"backups", func(ctx context.Context) error {
+			var foreign bool
+			if _, err := job.Get("foreign", &foreign); err != nil {
+				return err
+			}
+			if !foreign {
+				return v.prune(ctx, -1, nil)
+			}
+			mark := vmDescription(job.Service.ID)
+			return v.prune(ctx, -1, func(b Backup) bool { return strings.Contains(b.Notes, mark) })
+		}},
 	)
 	if err != nil {
 		return v.stopped(ctx, err)

@@ -225,8 +225,9 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	}
 	failed := func(ret error) (string, error) {
 		if committed || errors.Is(err, ErrNeedsRepair) {
-			if rErr := ws.markNeedsRepair(db, a, msg); rErr != nil {
-				return StatusFailed, fmt.Errorf("mark the service needs_repair after %w: %w", err, rErr)
+			a.log.Warn("the job leaves its service needing repair")
+			if rErr := markNeedsRepair(db, ws.q, row, a.stepName(), msg); rErr != nil {
+				return StatusFailed, fmt.Errorf("%w (after %w)", rErr, err)
 			}
 		}
 		if fErr := finish(StatusFailed, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
@@ -250,14 +251,20 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 
 // markNeedsRepair records, before the job's failure, that its service was
 // left half-made or found not to be its own, so that the API shows it and a
-// repair job can be started.
-func (ws *Workers) markNeedsRepair(ctx context.Context, a *attempt, msg string) error {
-	if a.service == nil {
+// repair job can be started. A termination is not repaired: the service is
+// ending, and a failed termination is the operators' to look at (the job's
+// error says why).
+func markNeedsRepair(ctx context.Context, q *queries.Queries, job queries.Job, step, msg string) error {
+	if !job.ServiceID.Valid || job.Kind == (TerminationArgs{}).Kind() {
 		return nil
 	}
-	reason := fmt.Sprintf("%s job %s failed at step %s: %s", a.row.Kind, a.row.ID, a.stepName(), msg)
-	a.log.Warn("service needs repair", "reason", reason)
-	return ws.q.SetServiceNeedsRepair(ctx, queries.SetServiceNeedsRepairParams{ID: a.service.ID, RepairReason: reason})
+	err := q.SetServiceNeedsRepair(ctx, queries.SetServiceNeedsRepairParams{
+		ID: job.ServiceID.UUID, JobID: job.ID, Attempts: job.Attempts,
+		Reason: fmt.Sprintf("%s job %s failed at step %s: %s", job.Kind, job.ID, step, msg)})
+	if err != nil {
+		return fmt.Errorf("mark service %s needs_repair: %w", job.ServiceID.UUID, err)
+	}
+	return nil
 }
 
 func (ws *Workers) cancelRequested(ctx context.Context, id uuid.UUID) bool {

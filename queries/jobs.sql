@@ -55,6 +55,13 @@ UPDATE jobs
 SET step = $3, progress = $4, checkpoint = $5, updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running';
 
+-- name: CommitJobCheckpoint :execrows
+-- Saves the checkpoint that records a job's point of no return, unless a
+-- cancellation was asked for meanwhile (which then wins).
+UPDATE jobs
+SET step = $3, progress = $4, checkpoint = $5, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running' AND cancel_requested_at IS NULL;
+
 -- name: RetryJobAttempt :execrows
 UPDATE jobs SET status = 'retrying', error = $3, updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running';
@@ -144,7 +151,3 @@ WHERE service_id = $1 AND kind = $2 AND status = 'scheduled';
 INSERT INTO job_tasks (upid, job_id, step) VALUES ($1, $2, $3)
 ON CONFLICT (upid) DO UPDATE SET upid = excluded.upid
 RETURNING job_id;
-
--- name: ClaimedTasks :many
--- The tasks among upids that some job holds.
-SELECT upid, job_id FROM job_tasks WHERE upid = ANY(sqlc.arg(upids)::text[]);

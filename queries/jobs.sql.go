@@ -84,34 +84,34 @@ func (q *Queries) ClaimTask(ctx context.Context, arg ClaimTaskParams) (uuid.UUID
 	return job_id, err
 }
 
-const claimedTasks = `-- name: ClaimedTasks :many
-SELECT upid, job_id FROM job_tasks WHERE upid = ANY($1::text[])
+const commitJobCheckpoint = `-- name: CommitJobCheckpoint :execrows
+UPDATE jobs
+SET step = $3, progress = $4, checkpoint = $5, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running' AND cancel_requested_at IS NULL
 `
 
-type ClaimedTasksRow struct {
-	Upid  string
-	JobID uuid.UUID
+type CommitJobCheckpointParams struct {
+	ID         uuid.UUID
+	Attempts   int32
+	Step       string
+	Progress   int16
+	Checkpoint []byte
 }
 
-// The tasks among upids that some job holds.
-func (q *Queries) ClaimedTasks(ctx context.Context, upids []string) ([]ClaimedTasksRow, error) {
-	rows, err := q.db.Query(ctx, claimedTasks, upids)
+// Saves the checkpoint that records a job's point of no return, unless a
+// cancellation was asked for meanwhile (which then wins).
+func (q *Queries) CommitJobCheckpoint(ctx context.Context, arg CommitJobCheckpointParams) (int64, error) {
+	result, err := q.db.Exec(ctx, commitJobCheckpoint,
+		arg.ID,
+		arg.Attempts,
+		arg.Step,
+		arg.Progress,
+		arg.Checkpoint,
+	)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	defer rows.Close()
-	items := []ClaimedTasksRow{}
-	for rows.Next() {
-		var i ClaimedTasksRow
-		if err := rows.Scan(&i.Upid, &i.JobID); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+	return result.RowsAffected(), nil
 }
 
 const countTeamJobs = `-- name: CountTeamJobs :one

@@ -68,9 +68,12 @@ SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'termi
 
 -- name: SetServiceNeedsRepair :exec
 -- Marks a service whose VM is missing, half-made or not its own; a
--- terminated service stays terminated.
-UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
-WHERE id = $1 AND status <> 'terminated';
+-- terminated service stays terminated. Fenced by the job's attempt, like
+-- the job's own writes: a stale attempt marks nothing.
+UPDATE services SET status = 'needs_repair', repair_reason = sqlc.arg(reason), updated_at = now()
+WHERE services.id = sqlc.arg(id) AND services.status <> 'terminated'
+  AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = sqlc.arg(job_id) AND j.attempts = sqlc.arg(attempts)
+              AND j.status IN ('running', 'retrying', 'queued'));
 
 -- name: SetServiceRepaired :exec
 -- Points a repaired service at its VM and makes it usable again (suspended
@@ -83,3 +86,15 @@ WHERE id = $1;
 
 -- name: SetServiceInstall :exec
 UPDATE services SET install = $2, updated_at = now() WHERE id = $1;
+
+-- name: SetServiceProviderRef :exec
+UPDATE services SET provider_ref = $2, updated_at = now() WHERE id = $1;
+
+-- name: DeleteStaleRegistration :execrows
+-- Removes the team's registration of vmid that an API stopped halfway more
+-- than a minute ago (pending, without jobs), freeing its reservation.
+DELETE FROM services s
+USING vmid_reservations r
+WHERE r.vmid = $1 AND r.service_id = s.id AND s.team_id = $2 AND s.status = 'pending'
+  AND s.provider_ref ? 'vmid' AND s.created_at < now() - interval '1 minute'
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id);

@@ -127,6 +127,29 @@ func (q *Queries) DeletePendingService(ctx context.Context, id uuid.UUID) error 
 	return err
 }
 
+const deleteStaleRegistration = `-- name: DeleteStaleRegistration :execrows
+DELETE FROM services s
+USING vmid_reservations r
+WHERE r.vmid = $1 AND r.service_id = s.id AND s.team_id = $2 AND s.status = 'pending'
+  AND s.provider_ref ? 'vmid' AND s.created_at < now() - interval '1 minute'
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id)
+`
+
+type DeleteStaleRegistrationParams struct {
+	Vmid   int32
+	TeamID uuid.UUID
+}
+
+// Removes the team's registration of vmid that an API stopped halfway more
+// than a minute ago (pending, without jobs), freeing its reservation.
+func (q *Queries) DeleteStaleRegistration(ctx context.Context, arg DeleteStaleRegistrationParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteStaleRegistration, arg.Vmid, arg.TeamID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const getService = `-- name: GetService :one
 SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE id = $1
 `
@@ -443,19 +466,29 @@ func (q *Queries) SetServiceInstall(ctx context.Context, arg SetServiceInstallPa
 }
 
 const setServiceNeedsRepair = `-- name: SetServiceNeedsRepair :exec
-UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
-WHERE id = $1 AND status <> 'terminated'
+UPDATE services SET status = 'needs_repair', repair_reason = $1, updated_at = now()
+WHERE services.id = $2 AND services.status <> 'terminated'
+  AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $3 AND j.attempts = $4
+              AND j.status IN ('running', 'retrying', 'queued'))
 `
 
 type SetServiceNeedsRepairParams struct {
-	ID           uuid.UUID
-	RepairReason string
+	Reason   string
+	ID       uuid.UUID
+	JobID    uuid.UUID
+	Attempts int32
 }
 
 // Marks a service whose VM is missing, half-made or not its own; a
-// terminated service stays terminated.
+// terminated service stays terminated. Fenced by the job's attempt, like
+// the job's own writes: a stale attempt marks nothing.
 func (q *Queries) SetServiceNeedsRepair(ctx context.Context, arg SetServiceNeedsRepairParams) error {
-	_, err := q.db.Exec(ctx, setServiceNeedsRepair, arg.ID, arg.RepairReason)
+	_, err := q.db.Exec(ctx, setServiceNeedsRepair,
+		arg.Reason,
+		arg.ID,
+		arg.JobID,
+		arg.Attempts,
+	)
 	return err
 }
 
@@ -484,6 +517,20 @@ type SetServicePowerStateParams struct {
 
 func (q *Queries) SetServicePowerState(ctx context.Context, arg SetServicePowerStateParams) error {
 	_, err := q.db.Exec(ctx, setServicePowerState, arg.ID, arg.PowerState)
+	return err
+}
+
+const setServiceProviderRef = `-- name: SetServiceProviderRef :exec
+UPDATE services SET provider_ref = $2, updated_at = now() WHERE id = $1
+`
+
+type SetServiceProviderRefParams struct {
+	ID          uuid.UUID
+	ProviderRef []byte
+}
+
+func (q *Queries) SetServiceProviderRef(ctx context.Context, arg SetServiceProviderRefParams) error {
+	_, err := q.db.Exec(ctx, setServiceProviderRef, arg.ID, arg.ProviderRef)
 	return err
 }
 

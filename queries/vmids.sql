@@ -10,5 +10,6 @@ INSERT INTO vmid_reservations (vmid, service_id) VALUES ($1, $2)
 ON CONFLICT (vmid) DO UPDATE SET vmid = excluded.vmid
 WHERE vmid_reservations.service_id = excluded.service_id;
 
--- name: VMIDHolder :one
-SELECT service_id FROM vmid_reservations WHERE vmid = $1;
+-- name: ServiceVMIDs :many
+-- The VMIDs reserved for a service, newest first.
+SELECT vmid FROM vmid_reservations WHERE service_id = $1 ORDER BY reserved_at DESC, vmid DESC;

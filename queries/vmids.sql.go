@@ -31,6 +31,31 @@ func (q *Queries) ReserveVMID(ctx context.Context, arg ReserveVMIDParams) (int64
 	return result.RowsAffected(), nil
 }
 
+const serviceVMIDs = `-- name: ServiceVMIDs :many
+SELECT vmid FROM vmid_reservations WHERE service_id = $1 ORDER BY reserved_at DESC, vmid DESC
+`
+
+// The VMIDs reserved for a service, newest first.
+func (q *Queries) ServiceVMIDs(ctx context.Context, serviceID uuid.UUID) ([]int32, error) {
+	rows, err := q.db.Query(ctx, serviceVMIDs, serviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int32{}
+	for rows.Next() {
+		var vmid int32
+		if err := rows.Scan(&vmid); err != nil {
+			return nil, err
+		}
+		items = append(items, vmid)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const takeVMID = `-- name: TakeVMID :one
 INSERT INTO vmid_counter (id, next) VALUES (1, $1::integer + 1)
 ON CONFLICT (id) DO UPDATE SET next = greatest(vmid_counter.next, $1::integer) + 1
@@ -43,15 +68,4 @@ func (q *Queries) TakeVMID(ctx context.Context, fromID int32) (int32, error) {
 	var vmid int32
 	err := row.Scan(&vmid)
 	return vmid, err
-}
-
-const vMIDHolder = `-- name: VMIDHolder :one
-SELECT service_id FROM vmid_reservations WHERE vmid = $1
-`
-
-func (q *Queries) VMIDHolder(ctx context.Context, vmid int32) (uuid.UUID, error) {
-	row := q.db.QueryRow(ctx, vMIDHolder, vmid)
-	var service_id uuid.UUID
-	err := row.Scan(&service_id)
-	return service_id, err
 }

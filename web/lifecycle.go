@@ -193,7 +193,8 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if aerr := usable(svc); aerr != nil {
+	// A service that needs repair is still the customer's to pay for.
+	if aerr := usable(svc); aerr != nil && svc.Status != "needs_repair" {
 		return aerr
 	}
 	body, aerr := readBody(w, r)

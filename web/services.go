@@ -241,20 +241,20 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServ
 	if err != nil {
 		return err
 	}
-	taken := &apiError{Status: http.StatusConflict, ErrorKey: "vm_taken",
-		Message: fmt.Sprintf("VM %d on %s belongs to another service", vm.VMID, vm.Node)}
-	n, err := s.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vm.VMID), ServiceID: svc.ID})
+	// One answer whether the VM is missing or another's: the API tells
+	// nobody which VMIDs exist or whose they are.
+	unavailable := &apiError{Status: http.StatusConflict, ErrorKey: "vm_unavailable",
+		Message: fmt.Sprintf("VM %d on %s cannot be registered: it does not exist, is a template, or belongs to another service", vm.VMID, vm.Node)}
+	n, err := s.reserveForRegistration(ctx, vm.VMID, svc)
 	switch {
 	case err != nil:
 	case n == 0:
-		err = taken
+		err = unavailable
 	default:
 		err = jobs.ClaimVM(ctx, s.Proxmox, vm, svc.ID)
 		switch {
-		case errors.Is(err, jobs.ErrVMTaken):
-			err = taken
-		case errors.Is(err, proxmox.ErrNotFound):
-			err = invalid(fmt.Sprintf("providerRef: there is no VM %d on node %s", vm.VMID, vm.Node))
+		case errors.Is(err, jobs.ErrVMTaken), errors.Is(err, proxmox.ErrNotFound):
+			err = unavailable
 		case err != nil:
 			err = providerError(err)
 		}
@@ -272,6 +272,20 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServ
 	s.logger(r).Info("service registered", "service_id", svc.ID, "provider", svc.Provider, "node", vm.Node, "vmid", vm.VMID)
 	ok(w, http.StatusCreated, "service", toServiceJSON(svc))
 	return nil
+}
+
+// reserveForRegistration reserves the VMID for the service being
+// registered, taking it over from a registration of the same team that an
+// API stopped halfway.
+func (s *Server) reserveForRegistration(ctx context.Context, vmid int, svc queries.Service) (int64, error) {
+	n, err := s.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vmid), ServiceID: svc.ID})
+	if err != nil || n == 1 {
+		return n, err
+	}
+	if gone, err := s.Queries.DeleteStaleRegistration(ctx, queries.DeleteStaleRegistrationParams{Vmid: int32(vmid), TeamID: svc.TeamID}); err != nil || gone == 0 {
+		return 0, err
+	}
+	return s.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vmid), ServiceID: svc.ID})
 }
 
 // provision creates a pending VPS service and its provision job.

@@ -43,8 +43,8 @@ func (req installRequest) validate() []string {
 	if req.User != "" && !userRE.MatchString(req.User) {
 		errs = append(errs, "user must be a Linux user name: lower case letters, digits, _ and -, at most 32")
 	}
-	if req.Password != "" && (len(req.Password) < 8 || len(req.Password) > 128 || strings.ContainsAny(req.Password, "\n\r")) {
-		errs = append(errs, "password must be 8 to 128 characters on one line")
+	if msg := validatePassword(req.Password); msg != "" {
+		errs = append(errs, msg)
 	}
 	if len(req.SSHKeys) > 20 {
 		errs = append(errs, "sshKeys may hold at most 20 keys")
@@ -55,6 +55,15 @@ func (req installRequest) validate() []string {
 		}
 	}
 	return errs
+}
+
+// validatePassword checks an optional root password and says what is
+// wrong with it, or "".
+func validatePassword(pw string) string {
+	if pw != "" && (len(pw) < 8 || len(pw) > 128 || strings.ContainsAny(pw, "\n\r")) {
+		return "password must be 8 to 128 characters on one line"
+	}
+	return ""
 }
 
 // install splits the request into job arguments and the secrets to seal.
@@ -148,6 +157,10 @@ func (s *Server) repair(w http.ResponseWriter, r *http.Request) error {
 	if svc.Status == "terminated" {
 		return usable(svc)
 	}
+	if svc.TerminateAt != nil && !svc.TerminateAt.After(s.now()) {
+		return &apiError{Status: http.StatusConflict, ErrorKey: "termination_due",
+			Message: "Service is being terminated; a repair would make a VM for a cancelled service"}
+	}
 	var req repairRequest
 	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
 		return aerr
@@ -161,8 +174,9 @@ func (s *Server) repair(w http.ResponseWriter, r *http.Request) error {
 			errs = append(errs, "templateId is required: no install was recorded for this service")
 		}
 	}
-	pw := installRequest{TemplateID: 100, Password: req.Password}
-	errs = append(errs, pw.validate()...)
+	if msg := validatePassword(req.Password); msg != "" {
+		errs = append(errs, msg)
+	}
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}

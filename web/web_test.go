@@ -350,16 +350,16 @@ func TestRegisteringAVMThatIsNotFreeIsRefused(t *testing.T) {
 		status          int
 		errorKey        string
 	}{
-		{"the same VM again", e.key, "100", 409, "vm_taken"},
-		{"another team's VM", other, "100", 409, "vm_taken"},
-		{"a VM that does not exist", other, "4242", 400, ""},
-		{"a template", other, "9000", 409, "vm_taken"},
+		{"the same VM again", e.key, "100", 409, "vm_unavailable"},
+		{"another team's VM", other, "100", 409, "vm_unavailable"},
+		{"a VM that does not exist", other, "4242", 409, "vm_unavailable"},
+		{"a template", other, "9000", 409, "vm_unavailable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := register(tt.key, tt.vmid)
 			res.check(t, tt.status, "")
-			if res.body["errorKey"] != tt.errorKey && tt.errorKey != "" {
+			if res.body["errorKey"] != tt.errorKey {
 				t.Errorf("errorKey = %v, want %s", res.body["errorKey"], tt.errorKey)
 			}
 		})

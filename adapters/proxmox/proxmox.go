@@ -231,13 +231,10 @@ func (c *Client) Power(ctx context.Context, ref VMRef, op PowerOp, opts PowerOpt
 type Task struct {
 	UPID string
 	Type string
-	// ID is the object the task is about: a VMID (for a clone, the source's).
-	ID string
 	// User is who started it: "user@realm!token" for an API token.
 	User string
 	// Start is when it started, by the node's clock.
-	Start   time.Time
-	Running bool
+	Start time.Time
 }
 
 // Tasks lists the node's tasks of a type about the VM, newest first: the
@@ -265,8 +262,7 @@ func (c *Client) Tasks(ctx context.Context, ref VMRef, taskType string, since ti
 		if !since.IsZero() && t.StartTime.Before(since) {
 			continue
 		}
-		out = append(out, Task{UPID: string(t.UPID), Type: t.Type, ID: t.ID, User: t.User, Start: t.StartTime,
-			Running: t.EndTime.IsZero()})
+		out = append(out, Task{UPID: string(t.UPID), Type: t.Type, User: t.User, Start: t.StartTime})
 	}
 	return out, nil
 }
@@ -300,9 +296,6 @@ func (c *Client) NodeTime(ctx context.Context, node string) (skew, uncertainty t
 // on a node up for more than about 497 days, 9 hex digits); go-proxmox
 // panics on a shorter one, so every UPID is checked before it is handed to it.
 var upidRE = regexp.MustCompile(`^UPID:[^:]+:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:]+:[^:]*:[^:]+:$`)
-
-// ValidUPID reports whether upid has the shape of a PVE task id.
-func ValidUPID(upid string) bool { return upidRE.MatchString(upid) }
 
 // ErrTaskFailed is wrapped by WaitTask's error when the task ended with an
 // exit status that PVE counts as an error.

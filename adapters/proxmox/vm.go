@@ -81,6 +81,16 @@ func (inv Inventory) ByTag(tag string) (VMRef, bool) {
 	return VMRef{}, false
 }
 
+// ByVMID finds the VM (not a template) with the VMID, on whatever node.
+func (inv Inventory) ByVMID(vmid int) (VMRef, bool) {
+	for _, r := range inv {
+		if r.Template != 1 && int(r.VMID) == vmid {
+			return VMRef{Node: r.Node, VMID: vmid}, true
+		}
+	}
+	return VMRef{}, false
+}
+
 // Templates lists the templates, ordered by VMID.
 func (inv Inventory) Templates() []Template {
 	var out []Template
@@ -176,25 +186,28 @@ func (c *Client) Config(ctx context.Context, ref VMRef) (VMConfig, error) {
 	return cfg, nil
 }
 
-// diskSizeGB reads "size=" from a disk's option string ("local-lvm:vm-100-disk-0,size=20G").
+// diskSizeGB reads "size=" from a disk's option string
+// ("local-lvm:vm-100-disk-0,size=20G"): a number with a unit of K, M, G or
+// T, or bytes without one, as PVE writes it.
 func diskSizeGB(opts string) int {
 	for _, part := range strings.Split(opts, ",") {
 		v, ok := strings.CutPrefix(part, "size=")
 		if !ok || v == "" {
 			continue
 		}
-		n, err := strconv.ParseFloat(v[:len(v)-1], 64)
+		perGiB := map[byte]float64{'K': 1 << 20, 'M': 1 << 10, 'G': 1, 'T': 1.0 / (1 << 10)}
+		unit := v[len(v)-1]
+		div, ok := perGiB[unit]
+		if ok {
+			v = v[:len(v)-1]
+		} else {
+			div = 1 << 30
+		}
+		n, err := strconv.ParseFloat(v, 64)
 		if err != nil {
 			return 0
 		}
-		switch v[len(v)-1] {
-		case 'T':
-			return int(n * 1024)
-		case 'G':
-			return int(n)
-		case 'M':
-			return int(n / 1024)
-		}
+		return int(n / div)
 	}
 	return 0
 }
