@@ -44,6 +44,20 @@ func TestSweeper(t *testing.T) {
 			wantStatus: StatusFailed, wantError: "the job's task was lost from the queue",
 		},
 		{
+			name: "running job past its point of no return whose task is gone resumes",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				job := f.insert(t)
+				started, _ := f.q.StartJobAttempt(ctx, job.ID)
+				if _, err := f.q.SaveJobCheckpoint(ctx, queries.SaveJobCheckpointParams{ID: job.ID, Attempts: started.Attempts,
+					Step: "destroy", Checkpoint: []byte(`{"done":["inspect","stop"],"committed":true}`)}); err != nil {
+					t.Fatal(err)
+				}
+				in.DeleteTask(job.Queue, job.ID.String())
+				return job
+			},
+			wantStatus: StatusRunning, wantTask: true,
+		},
+		{
 			name: "job whose task was archived fails",
 			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
 				job := f.insert(t)

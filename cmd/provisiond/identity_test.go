@@ -364,3 +364,72 @@ func (s *system) checkSound(svc string) {
 		s.t.Errorf("the service has %d VMs (%+v), want 1", len(vms), vms)
 	}
 }
+
+func TestAVMMovedToAnotherNodeIsFollowed(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	if !s.sim.MoveVM("pve1", 100, "pve2") {
+		t.Fatal("could not move the VM")
+	}
+	if job := s.waitJob(s.action("web-1", "stop"), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("stop of a migrated VM %s: %v", job["status"], job["error"])
+	}
+	if vm, _ := s.sim.VM("pve2", 100); vm.Status != "stopped" {
+		t.Errorf("the migrated VM is %s, want stopped", vm.Status)
+	}
+	ref := s.serviceByID(svc)["providerRef"].(map[string]any)
+	if ref["node"] != "pve2" {
+		t.Errorf("the service's reference %v, want it to follow the VM to pve2", ref)
+	}
+}
+
+func TestTerminationLeavesAnotherCustomersVMAndItsBackupsAlone(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	// Our own backup of web-1, then its VMID goes to someone else, who has
+	// backups of their own (the two seeded ones).
+	s.runJob("POST", "/api/services/"+s.services["web-1"].ID.String()+"/backups", "")
+	foreign := s.foreignVM("web-1")
+	resp := s.cancel("web-1", "immediately")
+	if job := s.waitJob(resp["job"].(map[string]any)["id"].(string), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("termination %s: %v", job["status"], job["error"])
+	}
+	if vm, ok := s.sim.VM(foreign.Node, foreign.VMID); !ok || vm.Status != "running" || s.sim.CountTasks("qmdestroy", foreign.VMID) != 0 {
+		t.Errorf("the other customer's VM after the termination: %+v (exists %v)", vm, ok)
+	}
+	var left []string
+	for _, v := range s.sim.Tasks("imgdel", foreign.VMID) {
+		left = append(left, v.UPID)
+	}
+	if len(left) != 1 {
+		t.Errorf("%d backups deleted, want only the service's own one", len(left))
+	}
+	if got := s.service("web-1"); got["status"] != "terminated" {
+		t.Errorf("service %v, want terminated", got["status"])
+	}
+}
+
+func TestRepairOfASuspendedServiceLeavesItSuspended(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	if job := s.waitJob(s.action("web-1", "suspend"), 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("suspend %s: %v", job["status"], job["error"])
+	}
+	s.foreignVM("web-1")
+	s.waitJob(s.action("web-1", "stop"), 30*time.Second) // finds the foreign VM
+	if got := s.serviceByID(svc); got["status"] != "needs_repair" {
+		t.Fatalf("service %v, want needs_repair", got["status"])
+	}
+	repair := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/repair", `{"templateId":9000}`), 60*time.Second)
+	if repair["status"] != "succeeded" {
+		t.Fatalf("repair %s: %v", repair["status"], repair["error"])
+	}
+	if got := s.serviceByID(svc); got["status"] != "suspended" {
+		t.Errorf("service after its repair: %v, want suspended", got["status"])
+	}
+	if vms := s.vmsOf(svc); len(vms) != 1 || !vms[0].Paused {
+		t.Errorf("the repaired VM %+v, want one, paused", vms)
+	}
+}

@@ -184,6 +184,21 @@ func (st *vmState) snapshot() VM {
 	return vm
 }
 
+// MoveVM moves a VM to another node with everything it has, as a migration
+// (or HA after a node failure) does behind the fleet's back.
+func (s *Server) MoveVM(node string, vmid int, to string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.vms[vmKey{node, vmid}]
+	if !ok || s.knownNode(to) != nil {
+		return false
+	}
+	delete(s.vms, vmKey{node, vmid})
+	st.Node = to
+	s.vms[vmKey{to, vmid}] = st
+	return true
+}
+
 // VM returns a copy of the VM's current state.
 func (s *Server) VM(node string, vmid int) (VM, bool) {
 	s.mu.Lock()
