@@ -98,3 +98,10 @@ USING vmid_reservations r
 WHERE r.vmid = $1 AND r.service_id = s.id AND s.team_id = $2 AND s.status = 'pending'
   AND s.provider_ref ? 'vmid' AND s.created_at < now() - interval '1 minute'
   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id);
+
+-- name: ListRegisteredProxmoxServices :many
+-- Live Proxmox services the fleet did not install (no install recorded):
+-- registered VMs, which must carry their service's tag.
+SELECT * FROM services
+WHERE provider = 'proxmox' AND status IN ('active', 'suspended') AND install = '{}'::jsonb
+ORDER BY created_at, id;

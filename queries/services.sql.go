@@ -221,6 +221,56 @@ func (q *Queries) GetTeamService(ctx context.Context, arg GetTeamServiceParams) 
 	return i, err
 }
 
+const listRegisteredProxmoxServices = `-- name: ListRegisteredProxmoxServices :many
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services
+WHERE provider = 'proxmox' AND status IN ('active', 'suspended') AND install = '{}'::jsonb
+ORDER BY created_at, id
+`
+
+// Live Proxmox services the fleet did not install (no install recorded):
+// registered VMs, which must carry their service's tag.
+func (q *Queries) ListRegisteredProxmoxServices(ctx context.Context) ([]Service, error) {
+	rows, err := q.db.Query(ctx, listRegisteredProxmoxServices)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Service{}
+	for rows.Next() {
+		var i Service
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.Name,
+			&i.Provider,
+			&i.Location,
+			&i.ProviderRef,
+			&i.Plan,
+			&i.Status,
+			&i.PowerState,
+			&i.BillingPeriodEnd,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CancellationGeneration,
+			&i.CancelWhen,
+			&i.CancellationReason,
+			&i.CancelledAt,
+			&i.TerminateAt,
+			&i.TerminationJobID,
+			&i.Suspensions,
+			&i.RepairReason,
+			&i.Install,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listScheduledTerminations = `-- name: ListScheduledTerminations :many
 SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
 `

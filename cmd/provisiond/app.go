@@ -330,3 +330,35 @@ func (a *app) metricsHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	return mux
 }
+
+// claimRegisteredVMs tags the VMs of services registered before jobs
+// checked a VM's identity, so that their jobs can: a VM that carries no
+// service's mark is given its service's tag. One that is gone or carries
+// another's is left alone and logged; its service's next job marks it
+// needs_repair. Safe to run again.
+func (a *app) claimRegisteredVMs(ctx context.Context) error {
+	pve, err := a.proxmox()
+	if err != nil || pve == nil {
+		return err
+	}
+	services, err := a.q.ListRegisteredProxmoxServices(ctx)
+	if err != nil {
+		return err
+	}
+	for _, svc := range services {
+		ref, err := jobs.ProxmoxRef(&svc)
+		if err != nil {
+			continue
+		}
+		log := a.log.With("service_id", svc.ID, "provider", proxmox.Provider, "node", ref.Node, "vmid", ref.VMID)
+		switch err := jobs.ClaimVM(ctx, pve, ref, svc.ID); {
+		case err == nil:
+			log.Info("registered VM carries its service's tag")
+		case errors.Is(err, jobs.ErrVMTaken), errors.Is(err, proxmox.ErrNotFound):
+			log.Warn("registered VM is gone or another's; its service's next job will mark it needs_repair", "err", err)
+		default:
+			return fmt.Errorf("claim VM %d of service %s: %w", ref.VMID, svc.ID, err)
+		}
+	}
+	return nil
+}

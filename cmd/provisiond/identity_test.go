@@ -433,3 +433,34 @@ func TestRepairOfASuspendedServiceLeavesItSuspended(t *testing.T) {
 		t.Errorf("the repaired VM %+v, want one, paused", vms)
 	}
 }
+
+func TestMigrateTagsVMsRegisteredBeforeIdentityChecks(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	ctx := context.Background()
+	team := s.services["web-1"].TeamID
+	register := func(vmid int, tags ...string) queries.Service {
+		s.sim.AddVM(sim.VM{Node: "pve2", VMID: vmid, Status: "running", Tags: tags})
+		ref, _ := json.Marshal(map[string]any{"node": "pve2", "vmid": vmid})
+		svc, err := s.q.CreateService(ctx, queries.CreateServiceParams{TeamID: team, Name: "old", Provider: "proxmox",
+			ProviderRef: ref, Plan: []byte(`{"cores":1,"memoryMb":512,"diskGb":8}`), Status: "active"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	plain := register(150)
+	other := register(151, "svc-00000000-0000-0000-0000-000000000001")
+	if err := s.app.claimRegisteredVMs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if vm, _ := s.sim.VM("pve2", 150); !slices.Contains(vm.Tags, jobs.VMTag(plain.ID)) {
+		t.Errorf("VM 150's tags %v, want its service's", vm.Tags)
+	}
+	if vm, _ := s.sim.VM("pve2", 151); slices.Contains(vm.Tags, jobs.VMTag(other.ID)) {
+		t.Errorf("VM 151, another service's, was tagged: %v", vm.Tags)
+	}
+	if err := s.app.claimRegisteredVMs(ctx); err != nil {
+		t.Errorf("a second run: %v", err)
+	}
+}

@@ -76,7 +76,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "scheduler":
 		cmd = runScheduler
 	case "migrate":
-		cmd = func(ctx context.Context, a *app) error { return migrations.Up(ctx, a.pool, a.log) }
+		cmd = func(ctx context.Context, a *app) error {
+			if err := migrations.Up(ctx, a.pool, a.log); err != nil {
+				return err
+			}
+			return a.claimRegisteredVMs(ctx)
+		}
 	case "dev":
 		cmd = func(ctx context.Context, a *app) error { return runDev(ctx, a, stdout) }
 	case "keys":
