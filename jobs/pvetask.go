@@ -138,6 +138,14 @@ func (p *pveTasks) do(ctx context.Context, op pveOp) error {
 	if werr == nil {
 		return nil
 	}
+	// Spent: never adopted again by this step, however close its start.
+	var spent []string
+	if _, err := p.run.Recall(op.Key+".spent", &spent); err != nil {
+		return err
+	}
+	if err := p.run.Remember(ctx, op.Key+".spent", append(spent, upid)); err != nil {
+		return err
+	}
 	if err := p.run.Forget(ctx, upidKey); err != nil {
 		return err
 	}
@@ -165,7 +173,7 @@ func (p *pveTasks) begin(ctx context.Context, op pveOp, upidKey, intentKey strin
 		return "", err
 	}
 	if hadIntent && !op.NoAdopt {
-		upid, err := p.adopt(ctx, op.VM, in)
+		upid, err := p.adopt(ctx, op.Key, op.VM, in)
 		if err != nil || upid != "" {
 			if upid != "" {
 				p.log.Info("found the task an earlier attempt started", "upid", upid)
@@ -219,14 +227,21 @@ func (p *pveTasks) nodeNow(ctx context.Context, node string) (time.Time, error) 
 
 // adopt returns the task an earlier attempt started after recording in, or
 // "" when it never started: the oldest task of the intent's type on the VM
-// that our token started at or after the intent and that no other job
-// holds. The claim makes it this job's.
-func (p *pveTasks) adopt(ctx context.Context, vm proxmox.VMRef, in intent) (string, error) {
+// that our token started at or after the intent, that no other job holds
+// and that this step did not give up on already (a task that failed). The
+// claim makes it this job's.
+func (p *pveTasks) adopt(ctx context.Context, key string, vm proxmox.VMRef, in intent) (string, error) {
 	tasks, err := p.c.Tasks(ctx, vm, in.Type, in.At)
 	if err != nil {
 		return "", err
 	}
-	tasks = slices.DeleteFunc(tasks, func(t proxmox.Task) bool { return t.User != p.c.TokenID() || t.Start.Before(in.At) })
+	var spent []string
+	if _, err := p.run.Recall(key+".spent", &spent); err != nil {
+		return "", err
+	}
+	tasks = slices.DeleteFunc(tasks, func(t proxmox.Task) bool {
+		return t.User != p.c.TokenID() || t.Start.Before(in.At) || slices.Contains(spent, t.UPID)
+	})
 	slices.SortStableFunc(tasks, func(a, b proxmox.Task) int { return a.Start.Compare(b.Start) })
 	for _, t := range tasks {
 		holder, err := p.claim(ctx, t.UPID)
