@@ -220,32 +220,29 @@ func (r *Run) GetSecret(key string, v any) (bool, error) {
 // (between the check before the step and now): then the job is cancelled.
 func (r *Run) commit(ctx context.Context) error {
 	r.cp.Committed = true
-	b, err := json.Marshal(r.cp)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
-	}
-	n, err := r.q.CommitJobCheckpoint(ctx, queries.CommitJobCheckpointParams{
-		ID: r.jobID, Attempts: r.attempt, Step: r.step, Progress: r.progress, Checkpoint: b,
+	err := r.write(ctx, func(ctx context.Context, p queries.SaveJobCheckpointParams) (int64, error) {
+		return r.q.CommitJobCheckpoint(ctx, queries.CommitJobCheckpointParams(p))
 	})
-	if err != nil {
-		return fmt.Errorf("save checkpoint: %w", err)
-	}
-	if n == 1 {
-		return nil
+	if !errors.Is(err, errSuperseded) {
+		return err
 	}
 	r.cp.Committed = false
-	if cancel, err := r.q.JobCancelRequested(ctx, r.jobID); err != nil || cancel {
-		return cmpErr(err, ErrCancelled)
+	if cancel, cerr := r.q.JobCancelRequested(ctx, r.jobID); cerr != nil || cancel {
+		return cmpErr(cerr, ErrCancelled)
 	}
-	return errSuperseded
+	return err
 }
 
-func (r *Run) save(ctx context.Context) error {
+func (r *Run) save(ctx context.Context) error { return r.write(ctx, r.q.SaveJobCheckpoint) }
+
+// write stores the checkpoint with query, which changes no row (and write
+// returns errSuperseded) when the attempt may not write any more.
+func (r *Run) write(ctx context.Context, query func(context.Context, queries.SaveJobCheckpointParams) (int64, error)) error {
 	b, err := json.Marshal(r.cp)
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	n, err := r.q.SaveJobCheckpoint(ctx, queries.SaveJobCheckpointParams{
+	n, err := query(ctx, queries.SaveJobCheckpointParams{
 		ID: r.jobID, Attempts: r.attempt, Step: r.step, Progress: r.progress, Checkpoint: b,
 	})
 	if err != nil {

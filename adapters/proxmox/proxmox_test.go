@@ -29,18 +29,27 @@ type backend struct {
 	okTask, failedTask func(t *testing.T) string
 }
 
-func simBackend(t *testing.T) backend {
-	s := sim.New(sim.Config{TokenID: "root@pam!t", TokenSecret: "s", TaskDuration: 10 * time.Millisecond})
+// newSim serves a simulator configured by cfg (its token and task
+// duration set here) with the demo VMs, and returns it with a client of it.
+func newSim(t *testing.T, cfg sim.Config) (*sim.Server, *proxmox.Client) {
+	t.Helper()
+	cfg.TokenID, cfg.TokenSecret, cfg.TaskDuration = "root@pam!t", "s", 10*time.Millisecond
+	s := sim.New(cfg)
 	for _, vm := range sim.DemoVMs() {
 		s.AddVM(vm)
 	}
 	ts := httptest.NewServer(s)
 	t.Cleanup(func() { ts.Close(); s.Close() })
-	c, err := proxmox.New(proxmox.Config{URL: ts.URL + "/api2/json", TokenID: "root@pam!t", TokenSecret: "s",
+	c, err := proxmox.New(proxmox.Config{URL: ts.URL + "/api2/json", TokenID: cfg.TokenID, TokenSecret: cfg.TokenSecret,
 		PollInterval: 5 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, c
+}
+
+func simBackend(t *testing.T) backend {
+	s, c := newSim(t, sim.Config{})
 	task := func(fault simkit.Fault) func(t *testing.T) string {
 		return func(t *testing.T) string {
 			s.Inject(fault)

@@ -2,7 +2,6 @@ package proxmox_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -16,21 +15,9 @@ import (
 // node pve2 has been up for 600 days and whose node pve1's clock runs
 // 90 s ahead.
 func simClient(t *testing.T) (*sim.Server, *proxmox.Client) {
-	t.Helper()
-	s := sim.New(sim.Config{TokenID: "root@pam!t", TokenSecret: "s", TaskDuration: 10 * time.Millisecond,
+	return newSim(t, sim.Config{
 		NodeUptime:    map[string]time.Duration{"pve2": 600 * 24 * time.Hour},
 		NodeClockSkew: map[string]time.Duration{"pve1": 90 * time.Second}})
-	for _, vm := range sim.DemoVMs() {
-		s.AddVM(vm)
-	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(func() { ts.Close(); s.Close() })
-	c, err := proxmox.New(proxmox.Config{URL: ts.URL + "/api2/json", TokenID: "root@pam!t", TokenSecret: "s",
-		PollInterval: 5 * time.Millisecond}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, c
 }
 
 func TestTaskWithWarningsSucceedsAndKeepsItsWarnings(t *testing.T) {
