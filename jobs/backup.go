@@ -286,16 +286,12 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 		return err
 	}
 	ref, _ := v.vm()
-	p, err := v.power()
-	if err != nil {
-		return err
-	}
 	volid := w.backupStorage() + ":backup/" + job.Args.BackupID
 	// Once the restore starts the disk is being overwritten: it is carried
 	// through, and a restore that fails leaves the service needs_repair.
 	job.CommitAt("restore")
 	err = job.Steps(ctx,
-		Step{"stop", p.ensure(proxmox.OpStop)},
+		Step{"stop", v.powerOff(false)},
 		Step{"restore", func(ctx context.Context) error {
 			return v.tasks.do(ctx, pveOp{Key: "restore", VM: ref,
 				Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {

@@ -585,6 +585,9 @@ func cmpErr(err, alt error) error {
 // stopped adds the VM's condition to an error that stopped the job early
 // (a cancellation or a shutdown), so that the job records where it left the
 // VM. Other errors pass through.
+//
+// A job cancelled before its point of no return after it powered a running
+// VM off (powerOff) starts it again: the service is as it was before.
 func (v *vpsJob) stopped(ctx context.Context, err error) error {
 	if err == nil || (!errors.Is(err, ErrCancelled) && ctx.Err() == nil) {
 		return err
@@ -606,5 +609,44 @@ func (v *vpsJob) stopped(ctx context.Context, err error) error {
 	if st.Lock != "" {
 		cond += ", locked (" + st.Lock + ")"
 	}
+	// Only a cancellation met between steps, on a live context: one that
+	// cut an attempt short is delivered again at once by asynq, and that
+	// attempt meets it between steps.
+	var wasRunning bool
+	if _, gerr := v.run.Get("wasRunning", &wasRunning); gerr == nil && wasRunning && st.Stopped() && !v.run.Committed() &&
+		errors.Is(err, ErrCancelled) && ctx.Err() == nil {
+		if rerr := v.start(ctx); rerr != nil {
+			cond += "; starting it again failed: " + failure.UserMessage(rerr)
+		} else {
+			cond = fmt.Sprintf("VM %d on %s is running again, as before the job", ref.VMID, ref.Node)
+		}
+	}
 	return &StoppedError{Err: err, Condition: cond}
+}
+
+// powerOff returns a step that powers the VM off (a shutdown first, when
+// graceful), remembering whether it ran, so that a job cancelled before
+// its point of no return starts it again (see stopped).
+func (v *vpsJob) powerOff(graceful bool) func(context.Context) error {
+	return func(ctx context.Context) error {
+		p, err := v.power()
+		if err != nil {
+			return err
+		}
+		if ok, err := v.run.Get("wasRunning", new(bool)); err != nil {
+			return err
+		} else if !ok {
+			st, err := p.c.State(ctx, p.ref)
+			if err != nil {
+				return err
+			}
+			if err := v.run.Set(ctx, "wasRunning", !st.Stopped()); err != nil {
+				return err
+			}
+		}
+		if graceful {
+			return p.shutdown(ctx)
+		}
+		return p.ensure(proxmox.OpStop)(ctx)
+	}
 }

@@ -57,16 +57,12 @@ func (w *VPSWorkers) Reinstall(ctx context.Context, job *Job[ReinstallArgs]) err
 		return err
 	}
 	ref, _ := v.vm()
-	p, err := v.power()
-	if err != nil {
-		return err
-	}
 	// From the destroy on, the re-image is carried through: a cancelled or
 	// interrupted reinstall never leaves the service without its VM.
 	job.CommitAt("destroy")
 	err = job.Steps(ctx,
 		Step{"inspect", func(ctx context.Context) error { return v.inspectForReinstall(ctx, job.Args.TemplateID) }},
-		Step{"stop", p.ensure(proxmox.OpStop)},
+		Step{"stop", v.powerOff(false)},
 		Step{"destroy", func(ctx context.Context) error {
 			// What the repair needs, should the re-image not end.
 			if err := v.recordInstall(ctx, job.Args.Install); err != nil {

@@ -77,11 +77,7 @@ func (w *VPSWorkers) Resize(ctx context.Context, job *Job[ResizeArgs]) error {
 			if _, err := job.Get("before", &was); err != nil || !was.Running || !was.CPUMem {
 				return err
 			}
-			p, err := v.power()
-			if err != nil {
-				return err
-			}
-			return p.shutdown(ctx)
+			return v.powerOff(true)(ctx)
 		}},
 		Step{"configure", func(ctx context.Context) error {
 			return v.configure(ctx, map[string]any{"cores": plan.Cores, "memory": plan.MemoryMB})

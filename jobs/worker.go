@@ -98,9 +98,12 @@ func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context
 	ws.metrics.JobStarted(row.Kind)
 	start := time.Now()
 	a.run, err = newRun(ws.q, row, a.log, ws.Sealer)
-	if err == nil && row.CancelRequestedAt != nil && !a.run.Committed() {
+	if err == nil && row.CancelRequestedAt != nil && row.Step == "" {
+		// Nothing done yet: nothing to undo either.
 		err = ErrCancelled
 	} else if err == nil {
+		// A job that ran before meets the cancellation at its next step, and
+		// its worker puts back what it changed (a VM it powered off).
 		a.log.Info("job attempt started", "step", row.Step)
 		err = work(ctx, a)
 	}
@@ -200,7 +203,11 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		return "superseded", nil
 	}
 	committed := a.run != nil && a.run.Committed()
-	if errors.Is(err, ErrCancelled) || (ctx.Err() != nil && !committed && ws.cancelRequested(db, row.ID)) {
+	// A cancellation that cut a step short is not recorded here: asynq
+	// delivers the task again at once, and that attempt meets the
+	// cancellation between steps, where its worker can put back what the
+	// job changed. One that came before any step ends the job now.
+	if errors.Is(err, ErrCancelled) || (ctx.Err() != nil && a.stepName() == "" && ws.cancelRequested(db, row.ID)) {
 		msg := "cancelled before it started"
 		if s := a.stepName(); s != "" {
 			msg = "cancelled at step " + s

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -294,6 +295,7 @@ func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
 			t.Run(k.kind+" at "+step, func(t *testing.T) {
 				t.Parallel()
 				s := newSystem(t, systemOpts{taskDuration: 300 * time.Millisecond})
+				before := s.vm("web-1").Status
 				id, svc := k.start(s)
 				s.sim.Inject(simkit.Fault{Latency: 100 * time.Millisecond})
 				var cancelled bool
@@ -320,7 +322,12 @@ func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
 					t.Fatalf("job ended %s (%v); want cancelled as asked or carried through", job["status"], job["error"])
 				}
 				s.sim.ClearFaults()
-				s.checkSound(svc)
+				t.Logf("outcome: job %s at step %v; service %s", job["status"], job["step"], s.checkSound(svc))
+				if job["status"] == "cancelled" && svc == s.services["web-1"].ID.String() && k.kind != "vps.repair" {
+					if after := s.vm("web-1").Status; after != before {
+						t.Errorf("the cancelled job left the VM %s; it was %s (%v)", after, before, job["error"])
+					}
+				}
 			})
 		}
 	}
@@ -328,11 +335,13 @@ func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
 
 // checkSound checks that the service points at a VM of its own that is not
 // locked (or, for one never provisioned, at none and has no VM), repairing
-// it first when it says it needs repair.
-func (s *system) checkSound(svc string) {
+// it first when it says it needs repair. It says which it found.
+func (s *system) checkSound(svc string) (found string) {
 	s.t.Helper()
 	got := s.serviceByID(svc)
+	found = fmt.Sprint(got["status"])
 	if got["status"] == "needs_repair" {
+		found = "needs_repair, repaired"
 		if repair := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/repair", `{"templateId":9000}`), 60*time.Second); repair["status"] != "succeeded" {
 			s.t.Fatalf("repair of a service that needs it ended %s: %v", repair["status"], repair["error"])
 		}
@@ -348,7 +357,7 @@ func (s *system) checkSound(svc string) {
 		if ref.VMID != 0 || len(s.vmsOf(svc)) != 0 {
 			s.t.Errorf("a pending service points at %+v and has VMs %+v; want neither", ref, s.vmsOf(svc))
 		}
-		return
+		return found
 	}
 	if got["status"] != "active" {
 		s.t.Fatalf("service is %v (%v); want active", got["status"], got["repairReason"])
@@ -363,6 +372,7 @@ func (s *system) checkSound(svc string) {
 	if vms := s.vmsOf(svc); len(vms) != 1 {
 		s.t.Errorf("the service has %d VMs (%+v), want 1", len(vms), vms)
 	}
+	return found
 }
 
 func TestAVMMovedToAnotherNodeIsFollowed(t *testing.T) {
@@ -462,5 +472,25 @@ func TestMigrateTagsVMsRegisteredBeforeIdentityChecks(t *testing.T) {
 	}
 	if err := s.app.claimRegisteredVMs(ctx); err != nil {
 		t.Errorf("a second run: %v", err)
+	}
+}
+
+func TestReinstallCancelledAfterItStoppedTheVMStartsItAgain(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 300 * time.Millisecond})
+	// Reading the VM's state is slow: the cancellation lands after the
+	// stop task, while the step checks that the VM is off.
+	s.sim.Inject(simkit.Fault{Op: "status.current", Latency: time.Second})
+	id := s.startJob("POST", "/api/services/"+s.services["web-1"].ID.String()+"/reinstall", `{"templateId":9000}`)
+	jobtest.Eventually(t, 30*time.Second, "the VM to be stopped", func() bool { return s.vm("web-1").Status == "stopped" })
+	if status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", ""); status != http.StatusAccepted && status != http.StatusOK {
+		t.Fatalf("cancel: %d %v", status, resp)
+	}
+	job := s.waitJob(id, 30*time.Second)
+	if msg, _ := job["error"].(string); job["status"] != "cancelled" || !strings.Contains(msg, "running again") {
+		t.Fatalf("job %s: %q; want cancelled, the VM running again", job["status"], msg)
+	}
+	if vm := s.vm("web-1"); vm.Status != "running" || s.sim.CountTasks("qmdestroy", 100) != 0 {
+		t.Errorf("VM after a reinstall cancelled before its destroy: %s, %d destroys; want running, none", vm.Status, s.sim.CountTasks("qmdestroy", 100))
 	}
 }
