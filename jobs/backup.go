@@ -176,6 +176,18 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err erro
 		}},
 		Step{"prune", func(ctx context.Context) error { return v.prune(ctx, plan.BackupLimit, nil) }},
 	)
+	if errors.Is(err, ErrCancelled) && ctx.Err() == nil {
+		// A cancelled backup stops its vzdump: it would hold the VM's lock
+		// and the node's disks after the node's backup slot is given up.
+		var upid string
+		if ok, rerr := job.Recall("vzdump.upid", &upid); rerr == nil && ok && job.Step() == "backup" {
+			if serr := w.Proxmox.StopTask(ctx, upid); serr != nil {
+				job.Log.Warn("could not stop the cancelled backup's vzdump task", "upid", upid, "err", serr)
+			} else if _, werr := w.Proxmox.WaitTask(ctx, upid); errors.Is(werr, proxmox.ErrTaskFailed) || werr == nil {
+				job.Log.Info("the cancelled backup's vzdump task was stopped", "upid", upid)
+			}
+		}
+	}
 	if err != nil {
 		return v.stopped(ctx, err)
 	}

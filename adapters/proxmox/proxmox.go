@@ -348,6 +348,18 @@ func (c *Client) WaitTask(ctx context.Context, upid string) (TaskEnd, error) {
 	}
 }
 
+// StopTask asks the node to stop a running task (PVE kills its worker); a
+// task that has ended already is left as it is.
+func (c *Client) StopTask(ctx context.Context, upid string) error {
+	if !upidRE.MatchString(upid) {
+		return permanentf("task.stop", fmt.Sprintf("malformed task id %q", upid))
+	}
+	node := strings.Split(upid, ":")[1]
+	return c.call(ctx, "task.stop", func(ctx context.Context) error {
+		return c.api.Delete(ctx, fmt.Sprintf("/nodes/%s/tasks/%s", url.PathEscape(node), url.PathEscape(upid)), nil)
+	})
+}
+
 // taskWarnings reads the warning lines of a finished task's log; a log that
 // cannot be read leaves them out (the task succeeded all the same).
 func (c *Client) taskWarnings(ctx context.Context, t *pve.Task) []string {

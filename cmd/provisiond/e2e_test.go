@@ -439,6 +439,11 @@ func TestCancelRunningJobStopsAtTheStep(t *testing.T) {
 	if job["status"] != "cancelled" || job["step"] != "backup" || !strings.Contains(fmt.Sprint(job["error"]), "backup") {
 		t.Fatalf("job %s at step %v (%v), want cancelled at backup", job["status"], job["step"], job["error"])
 	}
+	if tasks := s.sim.Tasks("vzdump", 100); len(tasks) != 1 || tasks[0].Exit != "interrupted by signal" {
+		t.Errorf("vzdump tasks %+v, want the one stopped", tasks)
+	}
+	// The node's backup slot was given up: the next backup there runs.
+	s.runJob("POST", "/api/services/"+s.services["db-1"].ID.String()+"/backups", "")
 }
 
 func TestRestartCancelledDuringItsShutdownStartsTheVMAgain(t *testing.T) {
