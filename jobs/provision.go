@@ -310,14 +310,14 @@ func (v *vpsJob) clone(ctx context.Context, name string) error {
 					return "", nil, cmpErr(rerr, v.replace(ctx, ref))
 				}
 				v.log.Info("waiting on the clone an earlier attempt started", "vmid", ref.VMID)
-				if err := v.waitUnlocked(ctx, ref); err != nil {
+				if err := v.waitUnlocked(ctx, ref, template); err != nil {
 					return "", nil, err
 				}
 				cfg, err = v.w.Proxmox.Config(ctx, ref)
 			}
 			switch {
 			case err == nil && ownedBy(cfg, v.svc.ID):
-				return "", nil, v.waitUnlocked(ctx, ref)
+				return "", nil, v.waitUnlocked(ctx, ref, template)
 			case err == nil:
 				// Someone else's VM has the VMID.
 				return "", nil, v.replace(ctx, ref)
@@ -378,14 +378,34 @@ func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
 		Message: fmt.Sprintf("VMID %d was taken; retrying with %d", taken.VMID, id)}
 }
 
-// waitUnlocked waits until Proxmox releases the VM's lock.
-func (v *vpsJob) waitUnlocked(ctx context.Context, ref proxmox.VMRef) error {
+// waitUnlocked waits until Proxmox releases the VM's lock. A lock is held
+// by a running task: on the VM, or for a clone's lock on the template the
+// clone is made from. A lock with no task left to release it (a task that
+// died with its node, a failed restore's "create") never goes by itself:
+// waiting ends with an error that says how to clear it.
+func (v *vpsJob) waitUnlocked(ctx context.Context, ref, template proxmox.VMRef) error {
 	tick := time.NewTicker(v.w.Proxmox.PollInterval())
 	defer tick.Stop()
 	for {
 		cfg, err := v.w.Proxmox.Config(ctx, ref)
 		if err != nil || cfg.Lock == "" {
 			return err
+		}
+		holder := ref
+		if cfg.Lock == "clone" {
+			holder = template
+		}
+		busy, err := v.w.Proxmox.Busy(ctx, holder)
+		if err != nil {
+			return err
+		}
+		if !busy {
+			// Read again: the task may have ended between the two reads.
+			if cfg, err = v.w.Proxmox.Config(ctx, ref); err != nil || cfg.Lock == "" {
+				return err
+			}
+			return permanent("unlock", fmt.Sprintf("VM %d on %s is locked (%s) and no task is running to release it; "+
+				"an operator must check it and unlock it (qm unlock %d) before the service can be repaired", ref.VMID, ref.Node, cfg.Lock, ref.VMID))
 		}
 		select {
 		case <-ctx.Done():

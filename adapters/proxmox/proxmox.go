@@ -267,6 +267,21 @@ func (c *Client) Tasks(ctx context.Context, ref VMRef, taskType string, since ti
 	return out, nil
 }
 
+// Busy reports whether a task of any type is running on the VM (for a
+// clone, on the template it is made from).
+func (c *Client) Busy(ctx context.Context, ref VMRef) (bool, error) {
+	var tasks []*pve.Task
+	err := c.call(ctx, "tasks.list", func(ctx context.Context) error {
+		var err error
+		tasks, err = (&pve.Node{}).New(c.api, ref.Node).Tasks(ctx, &pve.NodeTasksOptions{Source: "active", VMID: ref.VMID})
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(tasks, func(t *pve.Task) bool { return t != nil && t.ID == strconv.Itoa(ref.VMID) }), nil
+}
+
 // TokenID is the API token the client acts as: the user of every task it
 // starts.
 func (c *Client) TokenID() string { return c.tokenID }

@@ -494,3 +494,24 @@ func TestReinstallCancelledAfterItStoppedTheVMStartsItAgain(t *testing.T) {
 		t.Errorf("VM after a reinstall cancelled before its destroy: %s, %d destroys; want running, none", vm.Status, s.sim.CountTasks("qmdestroy", 100))
 	}
 }
+
+func TestRepairOfAVMLockedWithNoTaskSaysHowToUnlockIt(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := s.services["web-1"].ID.String()
+	s.sim.Inject(simkit.Fault{Op: "qemu.create", Times: 1, TaskError: "restore failed"})
+	restore := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/backups/"+s.backups("web-1")[0]["id"].(string), ""), 30*time.Second)
+	if restore["status"] != "failed" || s.serviceByID(svc)["status"] != "needs_repair" {
+		t.Fatalf("restore %s, service %v; want failed and needs_repair", restore["status"], s.serviceByID(svc)["status"])
+	}
+	if lock := s.vm("web-1").Lock; lock == "" {
+		t.Fatalf("the failed restore left no lock; this test needs one")
+	}
+	repair := s.waitJob(s.startJob("POST", "/api/services/"+svc+"/repair", `{"templateId":9000}`), 30*time.Second)
+	if msg, _ := repair["error"].(string); repair["status"] != "failed" || !strings.Contains(msg, "qm unlock 100") {
+		t.Fatalf("repair %s: %q; want failed at once saying how to unlock the VM", repair["status"], msg)
+	}
+	if got := s.serviceByID(svc); got["status"] != "needs_repair" || !strings.Contains(got["repairReason"].(string), "qm unlock") {
+		t.Errorf("service %v (%v), want needs_repair saying how to unlock", got["status"], got["repairReason"])
+	}
+}
