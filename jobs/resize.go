@@ -148,6 +148,27 @@ func locateVM(ctx context.Context, c *proxmox.Client, q *queries.Queries, svc *q
 	return moved, nil
 }
 
+// ServiceVM returns the service's VM for a live read: where it is now (see
+// locateVM), checked to be the service's own. A VM that is gone or another's
+// is not read: the service is marked needs_repair and the error wraps
+// ErrNeedsRepair.
+func ServiceVM(ctx context.Context, c *proxmox.Client, q *queries.Queries, svc *queries.Service, log *slog.Logger) (proxmox.VMRef, error) {
+	ref, err := locateVM(ctx, c, q, svc, log)
+	if err != nil {
+		return ref, err
+	}
+	verr := (&pveTasks{c: c, owner: svc.ID}).verifyOwn(ctx, ref)
+	if !errors.Is(verr, ErrNeedsRepair) {
+		return ref, verr
+	}
+	log.Warn("a read found the service's VM gone or not its own", "node", ref.Node, "vmid", ref.VMID, "err", verr)
+	if err := q.FlagServiceNeedsRepair(ctx, queries.FlagServiceNeedsRepairParams{ID: svc.ID, RepairReason: failure.UserMessage(verr)}); err != nil {
+		return ref, fmt.Errorf("mark service %s needs_repair: %w", svc.ID, err)
+	}
+	svc.Status, svc.RepairReason = "needs_repair", failure.UserMessage(verr)
+	return ref, verr
+}
+
 // savePlan records plan as the service's plan.
 func (w *VPSWorkers) savePlan(ctx context.Context, svc *queries.Service, plan Plan) error {
 	b, err := json.Marshal(plan)

@@ -105,3 +105,9 @@ WHERE r.vmid = $1 AND r.service_id = s.id AND s.team_id = $2 AND s.status = 'pen
 SELECT * FROM services
 WHERE provider = 'proxmox' AND status IN ('active', 'suspended') AND install = '{}'::jsonb
 ORDER BY created_at, id;
+
+-- name: FlagServiceNeedsRepair :exec
+-- Marks a service whose VM a read found missing or not its own (no job is
+-- involved); a terminated service stays terminated.
+UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE id = $1 AND status IN ('active', 'suspended');

@@ -150,6 +150,23 @@ func (q *Queries) DeleteStaleRegistration(ctx context.Context, arg DeleteStaleRe
 	return result.RowsAffected(), nil
 }
 
+const flagServiceNeedsRepair = `-- name: FlagServiceNeedsRepair :exec
+UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE id = $1 AND status IN ('active', 'suspended')
+`
+
+type FlagServiceNeedsRepairParams struct {
+	ID           uuid.UUID
+	RepairReason string
+}
+
+// Marks a service whose VM a read found missing or not its own (no job is
+// involved); a terminated service stays terminated.
+func (q *Queries) FlagServiceNeedsRepair(ctx context.Context, arg FlagServiceNeedsRepairParams) error {
+	_, err := q.db.Exec(ctx, flagServiceNeedsRepair, arg.ID, arg.RepairReason)
+	return err
+}
+
 const getService = `-- name: GetService :one
 SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE id = $1
 `

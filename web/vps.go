@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"regexp"
@@ -132,9 +133,15 @@ func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
 		// Its reference may name someone else's VM now: nothing is read.
 		return proxmox.VMRef{}, needsRepair(svc)
 	}
-	ref, err := jobs.ProxmoxRef(&svc)
-	if err != nil {
-		return ref, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
+	if _, err := jobs.ProxmoxRef(&svc); err != nil {
+		return proxmox.VMRef{}, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
+	}
+	ref, err := jobs.ServiceVM(r.Context(), s.Proxmox, s.Queries, &svc, s.logger(r))
+	switch {
+	case errors.Is(err, jobs.ErrNeedsRepair):
+		return ref, needsRepair(svc)
+	case err != nil:
+		return ref, providerError(err)
 	}
 	return ref, nil
 }

@@ -515,3 +515,23 @@ func TestRepairOfAVMLockedWithNoTaskSaysHowToUnlockIt(t *testing.T) {
 		t.Errorf("service %v (%v), want needs_repair saying how to unlock", got["status"], got["repairReason"])
 	}
 }
+
+func TestLiveReadsNeverShowAnotherCustomersVM(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	web1, db1 := s.services["web-1"].ID.String(), s.services["db-1"].ID.String()
+	s.foreignVM("web-1")
+	for _, path := range []string{"/status", "/traffic?timeframe=hour", "/backups"} {
+		if status, resp := s.do("GET", "/api/services/"+web1+path, ""); status != http.StatusConflict || resp["errorKey"] != "service_needs_repair" {
+			t.Errorf("GET %s of a service whose VMID holds another's VM: %d %v; want 409 service_needs_repair", path, status, resp)
+		}
+	}
+	if got := s.serviceByID(web1); got["status"] != "needs_repair" {
+		t.Errorf("service %v after a read found another's VM, want needs_repair", got["status"])
+	}
+	// A VM PVE moved to another node is read where it is now.
+	s.sim.MoveVM("pve1", 101, "pve2")
+	if status, resp := s.do("GET", "/api/services/"+db1+"/status", ""); status != http.StatusOK {
+		t.Errorf("GET status of a migrated VM: %d %v; want 200", status, resp)
+	}
+}
