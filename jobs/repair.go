@@ -315,18 +315,25 @@ var ErrVMTaken = errors.New("the VM belongs to another service")
 // by it, as the service's: it adds the service's tag, so that every job can
 // check before it acts that the VM is still the service's own. A VM that
 // carries another service's tag or description is refused (ErrVMTaken);
-// one that is the service's already is left as it is.
-func ClaimVM(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, service uuid.UUID) error {
+// one that is the service's already is left as it is. reserve, when set,
+// is called once the VM is found free and before it is tagged, and says
+// whether the service could reserve its VMID (ErrVMTaken when not).
+func ClaimVM(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, service uuid.UUID, reserve func(context.Context) (bool, error)) error {
 	cfg, err := c.Config(ctx, ref)
 	if err != nil {
 		return err
 	}
+	if !ownedBy(cfg, service) && (cfg.Raw["template"] == "1" || strings.Contains(cfg.Raw["description"], "provisiond service ") ||
+		slices.ContainsFunc(cfg.Tags, func(t string) bool { return strings.HasPrefix(t, "svc-") })) {
+		return ErrVMTaken
+	}
+	if reserve != nil {
+		if ok, err := reserve(ctx); err != nil || !ok {
+			return cmpErr(err, ErrVMTaken)
+		}
+	}
 	if ownedBy(cfg, service) {
 		return nil
-	}
-	if cfg.Raw["template"] == "1" || strings.Contains(cfg.Raw["description"], "provisiond service ") ||
-		slices.ContainsFunc(cfg.Tags, func(t string) bool { return strings.HasPrefix(t, "svc-") }) {
-		return ErrVMTaken
 	}
 	return tagVM(ctx, c, ref, cfg, service)
 }

@@ -233,6 +233,18 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServ
 	}
 	ctx := r.Context()
 	vm := proxmox.VMRef{Node: req.ProviderRef.Node, VMID: req.ProviderRef.VMID}
+	// One answer whether the VM is missing or another's: the API tells
+	// nobody which nodes or VMIDs exist or whose they are, and every
+	// answer reads the VM at Proxmox first.
+	unavailable := &apiError{Status: http.StatusConflict, ErrorKey: "vm_unavailable",
+		Message: fmt.Sprintf("VM %d on %s cannot be registered: it does not exist, is a template, or belongs to another service", vm.VMID, vm.Node)}
+	nodes, err := s.Proxmox.Nodes(ctx)
+	if err != nil {
+		return providerError(err)
+	}
+	if !slices.ContainsFunc(nodes, func(n proxmox.NodeLoad) bool { return n.Node == vm.Node }) {
+		return unavailable
+	}
 	ref, _ := json.Marshal(vm)
 	svc, err := s.Queries.CreateService(ctx, queries.CreateServiceParams{
 		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
@@ -241,23 +253,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServ
 	if err != nil {
 		return err
 	}
-	// One answer whether the VM is missing or another's: the API tells
-	// nobody which VMIDs exist or whose they are.
-	unavailable := &apiError{Status: http.StatusConflict, ErrorKey: "vm_unavailable",
-		Message: fmt.Sprintf("VM %d on %s cannot be registered: it does not exist, is a template, or belongs to another service", vm.VMID, vm.Node)}
-	n, err := s.reserveForRegistration(ctx, vm.VMID, svc)
+	err = jobs.ClaimVM(ctx, s.Proxmox, vm, svc.ID, func(ctx context.Context) (bool, error) {
+		n, err := s.reserveForRegistration(ctx, vm.VMID, svc)
+		return n == 1, err
+	})
 	switch {
-	case err != nil:
-	case n == 0:
+	case errors.Is(err, jobs.ErrVMTaken), errors.Is(err, proxmox.ErrNotFound):
 		err = unavailable
-	default:
-		err = jobs.ClaimVM(ctx, s.Proxmox, vm, svc.ID)
-		switch {
-		case errors.Is(err, jobs.ErrVMTaken), errors.Is(err, proxmox.ErrNotFound):
-			err = unavailable
-		case err != nil:
-			err = providerError(err)
-		}
+	case err != nil:
+		err = providerError(err)
 	}
 	if err == nil {
 		err = s.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: svc.ID, Status: "active"})

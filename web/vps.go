@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -59,10 +61,13 @@ func (req installRequest) validate() []string {
 }
 
 // validatePassword checks an optional root password and says what is
-// wrong with it, or "".
+// wrong with it, or "". Control characters cannot be typed at a login, and
+// U+FFFD is what JSON decoding made of bytes that were not UTF-8: the
+// password set would not be the one the caller meant.
 func validatePassword(pw string) string {
-	if pw != "" && (len(pw) < 8 || len(pw) > 128 || strings.ContainsAny(pw, "\n\r")) {
-		return "password must be 8 to 128 characters on one line"
+	bad := strings.ContainsFunc(pw, func(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError })
+	if pw != "" && (len(pw) < 8 || len(pw) > 128 || bad) {
+		return "password must be 8 to 128 printable characters"
 	}
 	return ""
 }
@@ -161,8 +166,12 @@ func (s *Server) repair(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if svc.Status == "terminated" {
+	switch svc.Status {
+	case "terminated":
 		return usable(svc)
+	case "active", "suspended":
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_sound",
+			Message: "Service does not need repair; repair is for a service that needs_repair or whose provision never finished"}
 	}
 	if svc.TerminateAt != nil && !svc.TerminateAt.After(s.now()) {
 		return &apiError{Status: http.StatusConflict, ErrorKey: "termination_due",

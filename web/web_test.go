@@ -297,6 +297,9 @@ func TestBadInput(t *testing.T) {
 		{"service of an unknown provider", "POST", "/api/services", `{"name":"x","provider":"aws","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "provider must be one of: proxmox, pterodactyl"},
 		{"service with a bad period end", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":1},"billingPeriodEnd":"tomorrow"}`, 400, "Validation failed", "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z"},
 		{"service plan of the wrong type", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":"two"}}`, 400, "Validation failed", "plan.cores must be an integer"},
+		{"password with a NUL", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000,"password":"abcdefgh\u0000ij"}`, 400, "Validation failed", "password must be 8 to 128 printable characters"},
+		{"password with bytes that are not UTF-8", "POST", "/api/services", "{\"name\":\"x\",\"provider\":\"proxmox\",\"plan\":{\"cores\":1,\"memoryMb\":512,\"diskGb\":10},\"templateId\":9000,\"password\":\"abc\xffdefghij\"}", 400, "Validation failed", "password must be 8 to 128 printable characters"},
+		{"repair of a sound service", "POST", "/api/services/" + svc.ID.String() + "/repair", ``, 409, "Service does not need repair; repair is for a service that needs_repair or whose provision never finished", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -363,6 +366,11 @@ func TestRegisteringAVMThatIsNotFreeIsRefused(t *testing.T) {
 				t.Errorf("errorKey = %v, want %s", res.body["errorKey"], tt.errorKey)
 			}
 		})
+	}
+	onNowhere := e.do("POST", "/api/services", other,
+		`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve9","vmid":100}}`)
+	if onNowhere.status != 409 || onNowhere.body["errorKey"] != "vm_unavailable" {
+		t.Errorf("a VM on a node that does not exist: %d %s; want 409 vm_unavailable", onNowhere.status, onNowhere.raw)
 	}
 	list := e.do("GET", "/api/services", other, "")
 	if n := len(list.body["services"].([]any)); n != 0 {

@@ -351,7 +351,7 @@ func (a *app) claimRegisteredVMs(ctx context.Context) error {
 			continue
 		}
 		log := a.log.With("service_id", svc.ID, "provider", proxmox.Provider, "node", ref.Node, "vmid", ref.VMID)
-		switch err := jobs.ClaimVM(ctx, pve, ref, svc.ID); {
+		switch err := jobs.ClaimVM(ctx, pve, ref, svc.ID, nil); {
 		case err == nil:
 			log.Info("registered VM carries its service's tag")
 		case errors.Is(err, jobs.ErrVMTaken), errors.Is(err, proxmox.ErrNotFound):

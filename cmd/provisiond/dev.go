@@ -200,7 +200,7 @@ func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms,
 		if _, err := q.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(ref.VMID), ServiceID: svc.ID}); err != nil {
 			return "", nil, fmt.Errorf("demo VMID: %w", err)
 		}
-		if err := jobs.ClaimVM(ctx, pve, ref, svc.ID); err != nil && !errors.Is(err, proxmox.ErrNotFound) {
+		if err := jobs.ClaimVM(ctx, pve, ref, svc.ID, nil); err != nil && !errors.Is(err, proxmox.ErrNotFound) {
 			return "", nil, fmt.Errorf("demo VM %d: %w", ref.VMID, err)
 		}
 	}
