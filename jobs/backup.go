@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
@@ -12,10 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -105,15 +101,12 @@ func ListBackups(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, stor
 	return out, nil
 }
 
-// backupLeaseTTL bounds how long a crashed worker's hold on a node's backup
-// slot lasts.
-const backupLeaseTTL = 4 * time.Hour
-
 // Backup implements Worker for BackupArgs. Backups of one node run one at a
-// time: a job waits for the node's backup lease. A
-// plan's backup limit is kept by deleting the oldest backups after the new
-// one exists.
-func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err error) {
+// time: a job waits for the node's backup lease, holds it while its vzdump
+// runs (taking it again in a later attempt) and gives it up when the
+// attempt ends. A plan's backup limit is kept by deleting the oldest
+// backups after the new one exists.
+func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) error {
 	v, err := existingVM(ctx, w, job)
 	if err != nil {
 		return err
@@ -123,21 +116,18 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err erro
 		return err
 	}
 	ref, _ := v.vm()
-	lease := "backup:" + ref.Node
-	defer func() {
-		if err == nil || failure.IsPermanent(err) || errors.Is(err, ErrCancelled) {
-			if rerr := w.Queries.ReleaseLease(context.WithoutCancel(ctx), queries.ReleaseLeaseParams{Resource: lease, Holder: job.Row.ID}); rerr != nil {
-				job.Log.Warn("could not release the node's backup lease", "err", rerr)
-			}
-		}
-	}()
+	slot := newLease(w.Queries, "backup:"+ref.Node, job.Row.ID, w.Proxmox.PollInterval(), job.Log)
+	defer slot.release(ctx)
 	notes := fmt.Sprintf("provisiond service %s", job.Service.ID)
 	if job.Args.Note != "" {
 		notes += ": " + job.Args.Note
 	}
 	err = job.Steps(ctx,
-		Step{"queue", func(ctx context.Context) error { return w.acquire(ctx, lease, job.Row.ID, job.Log) }},
+		Step{"queue", slot.hold},
 		Step{"backup", func(ctx context.Context) error {
+			if err := slot.hold(ctx); err != nil { // an earlier attempt queued
+				return err
+			}
 			// The backups there before: the new one is the archive that
 			// was not, and the job succeeds only when it can be listed.
 			var before []string
@@ -198,29 +188,6 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) (err erro
 		job.SetResult(map[string]any{"backup": made})
 	}
 	return nil
-}
-
-// acquire waits until it holds the lease. Waiting happens here rather than
-// as retries, so that a long queue of backups on one node does not use up
-// the jobs' attempts.
-func (w *VPSWorkers) acquire(ctx context.Context, resource string, holder uuid.UUID, log *slog.Logger) error {
-	tick := time.NewTicker(w.Proxmox.PollInterval())
-	defer tick.Stop()
-	for waited := false; ; waited = true {
-		_, err := w.Queries.AcquireLease(ctx, queries.AcquireLeaseParams{Resource: resource, Holder: holder,
-			Ttl: pgtype.Interval{Microseconds: backupLeaseTTL.Microseconds(), Valid: true}})
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		if !waited {
-			log.Info("waiting for another backup on the node to finish", "lease", resource)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
 }
 
 func (w *VPSWorkers) backupStorage() string {

@@ -167,10 +167,17 @@ func (c *Client) byIdempotencyKey(ctx context.Context, req Request) (queries.Job
 // Enqueue puts the job's task on its queue. Enqueueing a job whose task
 // exists already is not an error, so the sweeper may call it freely.
 func (c *Client) Enqueue(ctx context.Context, job queries.Job) error {
+	// A job put back after its task was lost keeps the attempts it used;
+	// the one a lost task cut short is not held against it.
+	used := job.Attempts
+	if job.Status == StatusRunning {
+		used--
+	}
+	left := max(int(job.MaxAttempts-used), 1)
 	opts := []asynq.Option{
 		asynq.TaskID(job.ID.String()),
 		asynq.Queue(job.Queue),
-		asynq.MaxRetry(int(job.MaxAttempts) - 1),
+		asynq.MaxRetry(left - 1),
 		asynq.Timeout(time.Duration(job.TimeoutSeconds) * time.Second),
 	}
 	if c.retention > 0 {

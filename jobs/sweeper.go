@@ -16,8 +16,11 @@ import (
 
 // Sweeper keeps job rows and their tasks from drifting apart. A job left
 // queued without a task (the API stopped between the insert and the enqueue)
-// is enqueued again; a job whose task is gone or was archived while the row
-// still says it runs is marked failed, so no job waits forever.
+// is enqueued again; a job whose task is gone while it ran, waited for a
+// retry or for its time (Redis lost its data, was flushed or failed over)
+// is put back to resume from its checkpoint with the attempts it has left;
+// a job whose task was archived while the row still says it runs is marked
+// failed, so no job waits forever.
 type Sweeper struct {
 	Queries   *queries.Queries
 	Inspector *asynq.Inspector
@@ -31,13 +34,18 @@ type Sweeper struct {
 	// Observer, when set, is told of every sweep, so that operators see
 	// that the scheduler runs.
 	Observer interface {
-		ObserveSweep(enqueued, failed, terminations int, err error)
+		ObserveSweep(enqueued, resumed, failed, terminations int, err error)
+		// ObserveResume is told how long a resumed job's task had been
+		// gone at most: since the job last changed.
+		ObserveResume(kind string, lost time.Duration)
 	}
 }
 
 // SweepResult counts what one sweep did.
 type SweepResult struct {
 	Checked, Enqueued, Failed int
+	// Resumed counts jobs put back after their task was lost.
+	Resumed int
 	// ConsoleSessions counts the long-expired console sessions removed.
 	ConsoleSessions int64
 	// Terminations counts scheduled terminations put back in the queue
@@ -68,6 +76,8 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		switch outcome {
 		case "enqueued":
 			res.Enqueued++
+		case "resumed":
+			res.Resumed++
 		case "failed":
 			res.Failed++
 		}
@@ -89,16 +99,19 @@ func (s *Sweeper) check(ctx context.Context, job queries.Job) (string, error) {
 	info, err := s.Inspector.GetTaskInfo(job.Queue, job.ID.String())
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		if job.Status == StatusQueued || committed(job) {
-			// A job past its point of no return resumes from its
-			// checkpoint: failing it would leave its service half-made.
-			if err := s.Client.Enqueue(ctx, job); err != nil {
-				return "", fmt.Errorf("re-enqueue job %s: %w", job.ID, err)
-			}
+		if err := s.Client.Enqueue(ctx, job); err != nil {
+			return "", fmt.Errorf("re-enqueue job %s: %w", job.ID, err)
+		}
+		if job.Status == StatusQueued {
 			log.Warn("queued job had no task; enqueued again")
 			return "enqueued", nil
 		}
-		return s.fail(ctx, log, job, "the job's task was lost from the queue")
+		// Our own infrastructure lost it: it resumes from its checkpoint.
+		log.Warn("job's task was lost; put back to resume from its checkpoint", "step", job.Step, "attempts", job.Attempts)
+		if s.Observer != nil {
+			s.Observer.ObserveResume(job.Kind, time.Since(job.UpdatedAt))
+		}
+		return "resumed", nil
 	case err != nil:
 		return "", fmt.Errorf("inspect task of job %s: %w", job.ID, err)
 	case info.State == asynq.TaskStateArchived:
@@ -138,7 +151,7 @@ func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
 	for {
 		res, err := s.Sweep(ctx)
 		if s.Observer != nil && ctx.Err() == nil {
-			s.Observer.ObserveSweep(res.Enqueued, res.Failed, res.Terminations, err)
+			s.Observer.ObserveSweep(res.Enqueued, res.Resumed, res.Failed, res.Terminations, err)
 		}
 		if err != nil && ctx.Err() == nil {
 			s.Log.Error("sweep failed", "err", err)

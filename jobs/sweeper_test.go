@@ -21,6 +21,9 @@ func TestSweeper(t *testing.T) {
 		wantStatus string
 		wantError  string
 		wantTask   bool
+		// wantAttemptsLeft, when set, is how many attempts the task put
+		// back carries (asynq's MaxRetry + 1).
+		wantAttemptsLeft func(job queries.Job) int
 	}{
 		{
 			name: "queued job without a task is enqueued again",
@@ -34,14 +37,28 @@ func TestSweeper(t *testing.T) {
 			wantStatus: StatusQueued, wantTask: true,
 		},
 		{
-			name: "running job whose task is gone fails",
+			name: "running job whose task is gone resumes",
 			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
 				job := f.insert(t)
 				f.q.StartJobAttempt(ctx, job.ID)
 				in.DeleteTask(job.Queue, job.ID.String())
 				return job
 			},
-			wantStatus: StatusFailed, wantError: "the job's task was lost from the queue",
+			wantStatus: StatusRunning, wantTask: true,
+			// The attempt the lost task cut short is not held against it.
+			wantAttemptsLeft: func(job queries.Job) int { return int(job.MaxAttempts) },
+		},
+		{
+			name: "job waiting for its retry whose task is gone resumes",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				job := f.insert(t)
+				started, _ := f.q.StartJobAttempt(ctx, job.ID)
+				f.q.RetryJobAttempt(ctx, queries.RetryJobAttemptParams{ID: job.ID, Attempts: started.Attempts, Error: "503"})
+				in.DeleteTask(job.Queue, job.ID.String())
+				return job
+			},
+			wantStatus: StatusRetrying, wantTask: true,
+			wantAttemptsLeft: func(job queries.Job) int { return int(job.MaxAttempts) - 1 },
 		},
 		{
 			name: "running job past its point of no return whose task is gone resumes",
@@ -95,9 +112,12 @@ func TestSweeper(t *testing.T) {
 			if row.Status != tt.wantStatus || !strings.HasPrefix(row.Error, tt.wantError) {
 				t.Fatalf("job is %s (%q), want %s (%q)", row.Status, row.Error, tt.wantStatus, tt.wantError)
 			}
-			_, err = in.GetTaskInfo(job.Queue, job.ID.String())
+			info, err := in.GetTaskInfo(job.Queue, job.ID.String())
 			if hasTask := err == nil; hasTask != tt.wantTask {
 				t.Fatalf("task exists: %v, want %v", hasTask, tt.wantTask)
+			}
+			if tt.wantAttemptsLeft != nil && info.MaxRetry+1 != tt.wantAttemptsLeft(row) {
+				t.Errorf("the task put back has %d attempts, want %d", info.MaxRetry+1, tt.wantAttemptsLeft(row))
 			}
 		})
 	}

@@ -24,29 +24,47 @@ type Workers struct {
 	q       *queries.Queries
 	metrics *metrics.Metrics
 	log     *slog.Logger
-	mux     *asynq.ServeMux
+	// kinds maps a task type to its handler, matched exactly: asynq's own
+	// ServeMux falls back to the longest registered prefix, which would run
+	// a vps.backup.delete as a vps.backup in a worker that lacks the first.
+	kinds map[string]asynq.Handler
 	// Sealer opens jobs' sealed secrets.
 	Sealer *Sealer
 }
 
 // NewWorkers returns an empty set of workers.
 func NewWorkers(q *queries.Queries, m *metrics.Metrics, log *slog.Logger) *Workers {
-	return &Workers{q: q, metrics: m, log: log, mux: asynq.NewServeMux(), Sealer: &Sealer{}}
+	return &Workers{q: q, metrics: m, log: log, kinds: map[string]asynq.Handler{}, Sealer: &Sealer{}}
 }
 
 // Handler is the asynq handler that serves every added kind.
-func (ws *Workers) Handler() asynq.Handler { return ws.mux }
+func (ws *Workers) Handler() asynq.Handler { return asynq.HandlerFunc(ws.route) }
+
+// ErrNoWorker is returned for a task whose type no worker of this process
+// carries out (a kind newer than this process, during a rolling deploy):
+// asynq puts it back without counting an attempt, for a worker that has it.
+var ErrNoWorker = errors.New("no worker for this task type in this process")
+
+// route hands a task to the handler of exactly its type.
+func (ws *Workers) route(ctx context.Context, t *asynq.Task) error {
+	h, ok := ws.kinds[t.Type()]
+	if !ok {
+		ws.log.Warn("task of a type this process has no worker for; left for another", "kind", t.Type())
+		return fmt.Errorf("%w: %s", ErrNoWorker, t.Type())
+	}
+	return h.ProcessTask(ctx, t)
+}
 
 // HandleTask registers h for tasks of a type that are not jobs (no job
 // row): periodic housekeeping such as monitoring rounds.
-func (ws *Workers) HandleTask(taskType string, h asynq.HandlerFunc) { ws.mux.HandleFunc(taskType, h) }
+func (ws *Workers) HandleTask(taskType string, h asynq.HandlerFunc) { ws.kinds[taskType] = h }
 
 // AddWorker registers w as the worker of T's kind. T must be a value type
 // (not a pointer) whose zero value answers Kind.
 func AddWorker[T Args](ws *Workers, w Worker[T]) {
 	var zero T
 	kind := zero.Kind()
-	ws.mux.HandleFunc(kind, func(ctx context.Context, t *asynq.Task) error {
+	ws.kinds[kind] = asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		return ws.process(ctx, t, func(ctx context.Context, a *attempt) error {
 			var args T
 			if err := json.Unmarshal(t.Payload(), &args); err != nil {
@@ -223,7 +241,9 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	if errors.Is(ctx.Err(), context.Canceled) {
 		// The worker is shutting down (or lost its lease); asynq requeues the
 		// task and the next attempt resumes from the checkpoint.
-		_ = retrying("interrupted at step " + a.stepName() + "; it will resume")
+		if rErr := retrying("interrupted at step " + a.stepName() + "; it will resume"); rErr != nil {
+			return "interrupted", fmt.Errorf("%w (and recording the interruption failed: %w)", err, rErr)
+		}
 		return "interrupted", err
 	}
 	msg := failure.UserMessage(err)
@@ -314,7 +334,7 @@ func NewServer(redis asynq.RedisConnOpt, cfg ServerConfig, log *slog.Logger) *as
 		LogLevel:                 asynq.WarnLevel,
 		// A permanent failure is archived at once; it is no sign of an
 		// unhealthy queue, but it is a failure for the stats all the same.
-		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) },
+		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) && !errors.Is(err, ErrNoWorker) },
 	})
 }
 

@@ -104,7 +104,7 @@ SELECT (cancel_requested_at IS NOT NULL)::boolean AS requested FROM jobs WHERE i
 -- not finished, for the sweeper to compare with their tasks.
 -- name: ListUnfinishedJobs :many
 SELECT * FROM jobs
-WHERE status IN ('queued', 'running', 'retrying') AND coalesce(swept_at, updated_at) < sqlc.arg(unchanged_since)::timestamptz
+WHERE status IN ('queued', 'scheduled', 'running', 'retrying') AND coalesce(swept_at, updated_at) < sqlc.arg(unchanged_since)::timestamptz
 ORDER BY coalesce(swept_at, updated_at)
 LIMIT sqlc.arg(max_jobs);
 

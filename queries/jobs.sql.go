@@ -771,7 +771,7 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 
 const listUnfinishedJobs = `-- name: ListUnfinishedJobs :many
 SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
-WHERE status IN ('queued', 'running', 'retrying') AND coalesce(swept_at, updated_at) < $1::timestamptz
+WHERE status IN ('queued', 'scheduled', 'running', 'retrying') AND coalesce(swept_at, updated_at) < $1::timestamptz
 ORDER BY coalesce(swept_at, updated_at)
 LIMIT $2
 `

@@ -19,6 +19,7 @@ VALUES ($1, $2, now() + $3::interval)
 ON CONFLICT (resource) DO UPDATE
 SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE leases.expires_at < now() OR leases.holder = excluded.holder
+   OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = leases.holder AND j.status = 'running')
 RETURNING holder
 `
 
@@ -28,8 +29,10 @@ type AcquireLeaseParams struct {
 	Ttl      pgtype.Interval
 }
 
-// Takes the lease when it is free, expired or already the holder's, and
-// returns the holder afterwards: the caller holds it when that is itself.
+// Takes the lease when it is free, expired, already the holder's, or held
+// by a job that is not running (it ended, or waits for a retry, which takes
+// the lease again), and returns the holder afterwards: the caller holds it
+// when that is itself.
 func (q *Queries) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (uuid.UUID, error) {
 	row := q.db.QueryRow(ctx, acquireLease, arg.Resource, arg.Holder, arg.Ttl)
 	var holder uuid.UUID

@@ -46,6 +46,7 @@ type Metrics struct {
 	sweeps    *prometheus.CounterVec
 	lastSweep prometheus.Gauge
 	swept     *prometheus.CounterVec
+	resumeLag *prometheus.HistogramVec
 }
 
 // New registers the fleet's collectors, plus the Go runtime and process
@@ -154,8 +155,13 @@ func New() *Metrics {
 		}),
 		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provisiond_scheduler_repairs_total",
-			Help: "What sweeps repaired: jobs enqueued again, jobs failed, terminations put back.",
+			Help: "What sweeps repaired: jobs enqueued again (enqueued), jobs put back after their task was lost (resumed), jobs failed, terminations put back.",
 		}, []string{"action"}),
+		resumeLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provisiond_job_resume_lag_seconds",
+			Help:    "For a job put back after its task was lost (Redis lost its data), how long it had not moved: at most the sweep grace plus the sweep interval once Redis is back.",
+			Buckets: []float64{30, 60, 120, 180, 300, 600, 1800, 3600},
+		}, []string{"kind"}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -164,7 +170,7 @@ func New() *Metrics {
 		m.jobsStarted, m.jobsFinished, m.jobDuration,
 		m.providerCalls, m.providerTime,
 		m.consoleUpstreams, m.consoleViewers, m.consoleRelayed, m.consoleDropped, m.consoleReconnects,
-		m.sweeps, m.lastSweep, m.swept,
+		m.sweeps, m.lastSweep, m.swept, m.resumeLag,
 		m.alertRounds, m.alertBatches, m.alertCollect, m.alertEvaluate, m.alertLag, m.alertLastEval,
 		m.alertRules, m.alertTransitions, m.notifications,
 	)
@@ -263,14 +269,21 @@ func (m *Metrics) SlowViewerDropped() { m.consoleDropped.Inc() }
 // Reconnected records a Wings console connection re-established.
 func (m *Metrics) Reconnected() { m.consoleReconnects.Inc() }
 
+// ObserveResume records a job put back after its task was lost, and how
+// long it had not moved.
+func (m *Metrics) ObserveResume(kind string, lost time.Duration) {
+	m.resumeLag.WithLabelValues(kind).Observe(lost.Seconds())
+}
+
 // ObserveSweep records one scheduler sweep and what it repaired.
-func (m *Metrics) ObserveSweep(enqueued, failed, terminations int, err error) {
+func (m *Metrics) ObserveSweep(enqueued, resumed, failed, terminations int, err error) {
 	m.sweeps.WithLabelValues(okOrError(err)).Inc()
 	if err != nil {
 		return
 	}
 	m.lastSweep.SetToCurrentTime()
 	m.swept.WithLabelValues("enqueued").Add(float64(enqueued))
+	m.swept.WithLabelValues("resumed").Add(float64(resumed))
 	m.swept.WithLabelValues("failed").Add(float64(failed))
 	m.swept.WithLabelValues("termination").Add(float64(terminations))
 }
