@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -8,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -67,8 +67,8 @@ func (w *TerminationWorker) Work(ctx context.Context, job *Job[TerminationArgs])
 	case svc.TerminateAt != nil && time.Until(*svc.TerminateAt) > time.Minute:
 		// Renewed meanwhile; the renewal rescheduled the task, this is a
 		// stale delivery. Come back at the new time.
-		return &failure.Error{Class: failure.Transient, Provider: "provisiond", Op: "terminate",
-			Message: "the termination was moved to " + svc.TerminateAt.UTC().Format(time.RFC3339), RetryAfter: time.Until(*svc.TerminateAt)}
+		return &SnoozeError{After: time.Until(*svc.TerminateAt),
+			Reason: "the termination was moved to " + svc.TerminateAt.UTC().Format(time.RFC3339)}
 	}
 	t, ok := w.Terminators[svc.Provider]
 	if !ok {
@@ -84,42 +84,23 @@ const (
 	SuspendedForCancellation = "cancellation"
 )
 
-// suspensionChange records reason being added (suspend) or removed and
-// reports whether the provider must act: only the first reason suspends and
-// only the last one's removal resumes (or a resume when no reason was
-// recorded at all).
-func (w *PowerWorker) suspensionChange(ctx context.Context, svc *queries.Service, reason string, suspend bool) (bool, error) {
-	before := svc.Suspensions
-	if !suspend && len(before) == 0 {
-		return true, nil // suspended by nothing we recorded: resume as asked
-	}
-	after := slices.DeleteFunc(slices.Clone(before), func(r string) bool { return r == reason })
-	if suspend {
-		after = append(after, reason)
-	}
-	if slices.Equal(before, after) {
-		return false, nil
-	}
-	if _, err := w.Queries.SetSuspensions(ctx, queries.SetSuspensionsParams{ID: svc.ID, Suspensions: after}); err != nil {
-		return false, fmt.Errorf("record suspensions: %w", err)
-	}
-	return (len(before) == 0) != (len(after) == 0), nil
-}
-
-// decideSuspension records, once per job, whether a suspend or resume must
-// reach the provider, and returns that decision.
+// decideSuspension records the job's reason as added (suspend) or removed
+// (resume) and reports whether the provider must act: a suspend acts while
+// any reason is recorded, a resume only once none is left (or when none was
+// recorded at all). Both halves are idempotent, so a retry after a failure
+// anywhere decides the same: the reasons form a set, and the provider's
+// operations leave a server that is where they would take it alone.
 func (w *PowerWorker) decideSuspension(ctx context.Context, job *Job[PowerArgs]) (bool, error) {
-	var act bool
-	if ok, err := job.Get("suspension", &act); err != nil || ok {
-		return act, err
+	reason := cmp.Or(job.Args.Reason, SuspendedForPayment)
+	suspend := job.Args.Action == "suspend"
+	reasons := slices.DeleteFunc(slices.Clone(job.Service.Suspensions), func(r string) bool { return r == reason })
+	if suspend {
+		reasons = append(reasons, reason)
 	}
-	reason := job.Args.Reason
-	if reason == "" {
-		reason = SuspendedForPayment
+	if !slices.Equal(reasons, job.Service.Suspensions) {
+		if _, err := w.Queries.SetSuspensions(ctx, queries.SetSuspensionsParams{ID: job.Service.ID, Suspensions: reasons}); err != nil {
+			return false, fmt.Errorf("record suspensions: %w", err)
+		}
 	}
-	act, err := w.suspensionChange(ctx, job.Service, reason, job.Args.Action == "suspend")
-	if err != nil {
-		return false, err
-	}
-	return act, job.Set(ctx, "suspension", act)
+	return suspend || len(reasons) == 0, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/proxmox"
@@ -25,6 +26,11 @@ type PowerArgs struct {
 	// SuspendedForCancellation. The provider suspends for the first reason
 	// and resumes when none is left.
 	Reason string `json:"reason,omitempty"`
+	// WaitForService queues the action behind the service's running job (a
+	// cancellation's suspension during a 4-hour backup) instead of being
+	// refused: such a job does not hold its service, and waits, without
+	// spending attempts, until no other job does.
+	WaitForService bool `json:"waitForService,omitempty"`
 }
 
 // Kind implements Args.
@@ -32,8 +38,8 @@ func (PowerArgs) Kind() string { return "service.power" }
 
 // InsertOpts puts power actions on the critical queue: a customer waits for
 // the button to work.
-func (PowerArgs) InsertOpts() InsertOpts {
-	return InsertOpts{Queue: QueueCritical, MaxAttempts: 10, Timeout: 10 * time.Minute, Mutating: true}
+func (a PowerArgs) InsertOpts() InsertOpts {
+	return InsertOpts{Queue: QueueCritical, MaxAttempts: 10, Timeout: 10 * time.Minute, Mutating: !a.WaitForService}
 }
 
 // PowerActions are the actions of POST /api/services/{id}/action. kill is
@@ -63,6 +69,16 @@ type PowerWorker struct {
 func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 	if job.Service == nil {
 		return permanent(job.Args.Kind(), "power job has no service")
+	}
+	if job.Args.WaitForService {
+		other, err := w.Queries.GetActiveServiceJob(ctx, nullUUID(job.Service.ID))
+		if err == nil {
+			return &SnoozeError{After: 15 * time.Second,
+				Reason: fmt.Sprintf("waiting for job %s (%s) on the service to end", other.ID, other.Kind)}
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("look for the service's running job: %w", err)
+		}
 	}
 	if a := job.Args.Action; a == "suspend" || a == "resume" {
 		act, err := w.decideSuspension(ctx, job)

@@ -29,6 +29,9 @@ func (p RetryPolicy) Delay(n int, err error) time.Duration {
 	if errors.Is(err, context.Canceled) {
 		return 0
 	}
+	if se := (*SnoozeError)(nil); errors.As(err, &se) {
+		return se.After
+	}
 	d := p.Base << min(n, 30)
 	if d <= 0 || d > p.Max {
 		d = p.Max
@@ -39,6 +42,16 @@ func (p RetryPolicy) Delay(n int, err error) time.Duration {
 	}
 	return min(d, p.Max)
 }
+
+// SnoozeError puts a job back for later without spending an attempt, as
+// River's JobSnooze does: a job that waits for its service to be free, or
+// for its time. The job shows it as retrying, with the reason.
+type SnoozeError struct {
+	After  time.Duration
+	Reason string
+}
+
+func (e *SnoozeError) Error() string { return e.Reason }
 
 // RetryDelayFunc adapts the policy to asynq.
 func (p RetryPolicy) RetryDelayFunc() asynq.RetryDelayFunc {

@@ -246,6 +246,12 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		}
 		return "interrupted", err
 	}
+	if snooze := (*SnoozeError)(nil); errors.As(err, &snooze) {
+		if rErr := retrying(snooze.Reason); rErr != nil {
+			return "snoozed", fmt.Errorf("%w (and recording the wait failed: %w)", err, rErr)
+		}
+		return "snoozed", err
+	}
 	msg := failure.UserMessage(err)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		msg = fmt.Sprintf("attempt timed out after %ds at step %s", row.TimeoutSeconds, a.stepName())
@@ -334,7 +340,10 @@ func NewServer(redis asynq.RedisConnOpt, cfg ServerConfig, log *slog.Logger) *as
 		LogLevel:                 asynq.WarnLevel,
 		// A permanent failure is archived at once; it is no sign of an
 		// unhealthy queue, but it is a failure for the stats all the same.
-		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) && !errors.Is(err, ErrNoWorker) },
+		IsFailure: func(err error) bool {
+			var snooze *SnoozeError
+			return !errors.Is(err, context.Canceled) && !errors.Is(err, ErrNoWorker) && !errors.As(err, &snooze)
+		},
 	})
 }
 

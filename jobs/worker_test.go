@@ -8,6 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/hostfleet/provisiond/jobs/jobtest"
+	"github.com/hostfleet/provisiond/queries"
 )
 
 func TestTaskTypesAreRoutedExactly(t *testing.T) {
@@ -18,5 +19,35 @@ func TestTaskTypesAreRoutedExactly(t *testing.T) {
 	if !errors.Is(err, ErrNoWorker) || ran {
 		t.Errorf("a %s task in a process with only %s's worker: %v, ran the backup worker %v; want ErrNoWorker, not run",
 			BackupDeleteArgs{}.Kind(), BackupArgs{}.Kind(), err, ran)
+	}
+}
+
+func TestSuspensionDecisionIsTheSameOnARetry(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		action   string
+		reason   string
+		recorded []string // the reasons on the service when the (retried) job runs
+		want     bool
+	}{
+		{"suspend, first attempt", "suspend", SuspendedForPayment, nil, true},
+		{"suspend retried after its reason was recorded", "suspend", SuspendedForPayment, []string{SuspendedForPayment}, true},
+		{"resume, another reason left", "resume", SuspendedForPayment, []string{SuspendedForPayment, SuspendedForCancellation}, false},
+		{"resume retried after its reason was removed", "resume", SuspendedForPayment, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			svc, err := f.q.SetSuspensions(ctx, queries.SetSuspensionsParams{ID: f.svc.ID, Suspensions: append([]string{}, tt.recorded...)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := &PowerWorker{Queries: f.q}
+			act, err := w.decideSuspension(ctx, &Job[PowerArgs]{Service: &svc, Args: PowerArgs{Action: tt.action, Reason: tt.reason}})
+			if err != nil || act != tt.want {
+				t.Errorf("decideSuspension = %v, %v; want %v", act, err, tt.want)
+			}
+		})
 	}
 }

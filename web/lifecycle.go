@@ -61,7 +61,7 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 		return invalid(errs...)
 	}
 	if svc.TerminationJobID.Valid {
-		return s.answerCancellation(w, r, svc, http.StatusOK)
+		return s.answerCancellation(w, r, svc, http.StatusOK, nil)
 	}
 	now := s.now()
 	at := now.Add(s.Config.CancelGrace).UTC()
@@ -81,7 +81,7 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 		if svc, err = s.teamService(r); err != nil {
 			return err
 		}
-		return s.answerCancellation(w, r, svc, http.StatusOK)
+		return s.answerCancellation(w, r, svc, http.StatusOK, nil)
 	}
 	if err != nil {
 		return err
@@ -93,49 +93,48 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 		// The scheduler records the job from the cancellation.
 		s.logger(r).Error("termination job not recorded; the scheduler will", "service_id", svc.ID, "err", err)
 	}
+	var suspension *queries.Job
 	if req.When == "immediately" {
-		s.suspendFor(r, svc, true)
+		suspension = s.suspendFor(r, svc, true)
 	}
 	s.logger(r).Info("service cancelled", "service_id", svc.ID, "when", req.When, "terminate_at", at)
-	return s.answerCancellation(w, r, updated, http.StatusAccepted)
+	return s.answerCancellation(w, r, updated, http.StatusAccepted, suspension)
 }
 
-// suspendFor asks for the service to be suspended (or resumed) for its
-// cancellation, apart from any suspension for payment.
-func (s *Server) suspendFor(r *http.Request, svc queries.Service, suspend bool) {
+// suspendFor queues the service's suspension (or resumption) for its
+// cancellation, apart from any suspension for payment. The job waits for a
+// job the service has running (a 4-hour backup) rather than being refused,
+// and runs as soon as the service is free. It returns the job, or nil when
+// it could not be recorded (logged; the termination still comes).
+func (s *Server) suspendFor(r *http.Request, svc queries.Service, suspend bool) *queries.Job {
 	action := "resume"
 	if suspend {
 		action = "suspend"
 	}
 	c := callerOf(r)
-	// A job the service has running (the suspension itself, a backup) ends
-	// soon; wait a little for it rather than drop the request.
-	for wait := 0; ; wait++ {
-		_, _, err := s.Jobs.Insert(r.Context(), jobs.PowerArgs{ServiceID: svc.ID, Action: action, Reason: jobs.SuspendedForCancellation},
-			jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "cancellation"})
-		var busy *jobs.BusyError
-		if errors.As(err, &busy) && wait < 40 {
-			select {
-			case <-r.Context().Done():
-			case <-time.After(250 * time.Millisecond):
-				continue
-			}
-		}
-		if err != nil {
-			s.logger(r).Warn("could not "+action+" the service for its cancellation", "service_id", svc.ID, "err", err)
-		}
-		return
+	job, _, err := s.Jobs.Insert(r.Context(), jobs.PowerArgs{ServiceID: svc.ID, Action: action, Reason: jobs.SuspendedForCancellation, WaitForService: true},
+		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "cancellation"})
+	if err != nil {
+		s.logger(r).Error("could not queue the service's "+action+" for its cancellation", "service_id", svc.ID, "err", err)
+		return nil
 	}
+	return &job
 }
 
-func (s *Server) answerCancellation(w http.ResponseWriter, r *http.Request, svc queries.Service, status int) error {
-	var job any
+// answerCancellation answers with the service, its cancellation, the
+// termination job and, when the cancellation just queued one, the job that
+// suspends the service (suspensionJob).
+func (s *Server) answerCancellation(w http.ResponseWriter, r *http.Request, svc queries.Service, status int, suspension *queries.Job) error {
+	var job, suspending any
 	if svc.TerminationJobID.Valid {
 		if j, err := s.Queries.GetJob(r.Context(), svc.TerminationJobID.UUID); err == nil {
 			job = toJobJSON(j)
 		}
 	}
-	ok(w, status, "service", toServiceJSON(svc), "cancellation", cancellationJSON(svc), "job", job)
+	if suspension != nil {
+		suspending = toJobJSON(*suspension)
+	}
+	ok(w, status, "service", toServiceJSON(svc), "cancellation", cancellationJSON(svc), "job", job, "suspensionJob", suspending)
 	return nil
 }
 
@@ -242,7 +241,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.answerCancellation(w, r, updated, http.StatusOK)
+	return s.answerCancellation(w, r, updated, http.StatusOK, nil)
 }
 
 // ipCancellation schedules (POST) or undoes (DELETE) the release of one of

@@ -384,3 +384,33 @@ func TestCancelledGameServerIsSuspendedThenDeleted(t *testing.T) {
 		}
 	}
 }
+
+func TestCancellationDuringALongJobQueuesTheSuspension(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond, env: map[string]string{"CANCEL_GRACE": "1h"}})
+	backup := s.startJob("POST", "/api/services/"+s.services["web-1"].ID.String()+"/backups", "")
+	jobtest.Eventually(t, 10*time.Second, "the backup to run", func() bool { return s.sim.CountTasks("vzdump", 100) == 1 })
+	resp := s.cancel("web-1", "immediately")
+	suspension, ok := resp["suspensionJob"].(map[string]any)
+	if !ok {
+		t.Fatalf("cancellation answer %v, want the suspension's job", resp)
+	}
+	id := suspension["id"].(string)
+	jobtest.Eventually(t, 10*time.Second, "the suspension to wait for the backup", func() bool {
+		job := s.job(id)
+		msg, _ := job["error"].(string)
+		return job["status"] == "retrying" && strings.Contains(msg, backup)
+	})
+	if job := s.waitJob(backup, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("backup %s: %v", job["status"], job["error"])
+	}
+	if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("suspension %s: %v", job["status"], job["error"])
+	}
+	if vm := s.vm("web-1"); !vm.Paused {
+		t.Error("the VM runs after the suspension queued behind the backup")
+	}
+	if got := s.service("web-1"); got["status"] != "suspended" {
+		t.Errorf("service %v, want suspended", got["status"])
+	}
+}
