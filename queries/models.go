@@ -133,6 +133,13 @@ type MonitoringSetting struct {
 	GenericWebhookHint string
 }
 
+type OrphanVm struct {
+	Node      string
+	Vmid      int32
+	ServiceID uuid.UUID
+	FirstSeen time.Time
+}
+
 type Service struct {
 	ID                     uuid.UUID
 	TeamID                 uuid.UUID
@@ -155,6 +162,8 @@ type Service struct {
 	Suspensions            []string
 	RepairReason           string
 	Install                []byte
+	Drift                  []byte
+	VerifiedAt             *time.Time
 }
 
 type ServiceSample struct {

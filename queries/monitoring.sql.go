@@ -147,7 +147,7 @@ func (q *Queries) GetFiredAlert(ctx context.Context, id uuid.UUID) (GetFiredAler
 }
 
 const getMonitoredServices = `-- name: GetMonitoredServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
 WHERE id = ANY($1::uuid[]) AND status = 'active'
 ORDER BY id
 `
@@ -183,6 +183,8 @@ func (q *Queries) GetMonitoredServices(ctx context.Context, ids []uuid.UUID) ([]
 			&i.Suspensions,
 			&i.RepairReason,
 			&i.Install,
+			&i.Drift,
+			&i.VerifiedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -278,7 +280,7 @@ func (q *Queries) LatestSamples(ctx context.Context, arg LatestSamplesParams) ([
 }
 
 const listMonitoredServices = `-- name: ListMonitoredServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
 WHERE status = 'active' AND provider IN ('proxmox', 'pterodactyl') AND provider_ref <> '{}'::jsonb
 ORDER BY provider, id
 `
@@ -316,6 +318,8 @@ func (q *Queries) ListMonitoredServices(ctx context.Context) ([]Service, error) 
 			&i.Suspensions,
 			&i.RepairReason,
 			&i.Install,
+			&i.Drift,
+			&i.VerifiedAt,
 		); err != nil {
 			return nil, err
 		}

@@ -111,3 +111,26 @@ ORDER BY created_at, id;
 -- involved); a terminated service stays terminated.
 UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
 WHERE id = $1 AND status IN ('active', 'suspended');
+
+-- name: SetServiceDrift :exec
+UPDATE services SET drift = $2, verified_at = now() WHERE id = $1;
+
+-- name: ListVerifiableServices :many
+-- Live services of a provider, with whether a mutating job holds them now
+-- (those are left for the next round: they are changing).
+SELECT sqlc.embed(s), EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id AND j.mutating
+                    AND j.status IN ('queued', 'scheduled', 'running', 'retrying'))::boolean AS busy
+FROM services s
+WHERE s.provider = $1 AND s.status IN ('active', 'suspended', 'needs_repair')
+ORDER BY s.id;
+
+-- name: SeeOrphanVM :one
+-- Records a VM seen without a live service (first time only) and returns
+-- when it was first seen.
+INSERT INTO orphan_vms (node, vmid, service_id) VALUES ($1, $2, $3)
+ON CONFLICT (vmid) DO UPDATE SET node = excluded.node
+RETURNING first_seen;
+
+-- name: ForgetOrphanVMs :exec
+-- Forgets the VMs no longer seen without a live service.
+DELETE FROM orphan_vms WHERE NOT (vmid = ANY(sqlc.arg(seen)::integer[]));

@@ -17,7 +17,7 @@ UPDATE services
 SET cancel_when = NULL, cancellation_reason = '', cancelled_at = NULL, terminate_at = NULL,
     termination_job_id = NULL, updated_at = now()
 WHERE id = $1
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
 
 func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -45,6 +45,8 @@ func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service,
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }
@@ -63,7 +65,7 @@ func (q *Queries) CountTeamServices(ctx context.Context, teamID uuid.UUID) (int6
 const createService = `-- name: CreateService :one
 INSERT INTO services (team_id, name, provider, location, provider_ref, plan, status, billing_period_end)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
 
 type CreateServiceParams struct {
@@ -111,6 +113,8 @@ func (q *Queries) CreateService(ctx context.Context, arg CreateServiceParams) (S
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }
@@ -167,8 +171,18 @@ func (q *Queries) FlagServiceNeedsRepair(ctx context.Context, arg FlagServiceNee
 	return err
 }
 
+const forgetOrphanVMs = `-- name: ForgetOrphanVMs :exec
+DELETE FROM orphan_vms WHERE NOT (vmid = ANY($1::integer[]))
+`
+
+// Forgets the VMs no longer seen without a live service.
+func (q *Queries) ForgetOrphanVMs(ctx context.Context, seen []int32) error {
+	_, err := q.db.Exec(ctx, forgetOrphanVMs, seen)
+	return err
+}
+
 const getService = `-- name: GetService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE id = $1
 `
 
 func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -196,12 +210,14 @@ func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error)
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }
 
 const getTeamService = `-- name: GetTeamService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE id = $1 AND team_id = $2
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamServiceParams struct {
@@ -234,12 +250,14 @@ func (q *Queries) GetTeamService(ctx context.Context, arg GetTeamServiceParams) 
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }
 
 const listRegisteredProxmoxServices = `-- name: ListRegisteredProxmoxServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
 WHERE provider = 'proxmox' AND status IN ('active', 'suspended') AND install = '{}'::jsonb
 ORDER BY created_at, id
 `
@@ -277,6 +295,8 @@ func (q *Queries) ListRegisteredProxmoxServices(ctx context.Context) ([]Service,
 			&i.Suspensions,
 			&i.RepairReason,
 			&i.Install,
+			&i.Drift,
+			&i.VerifiedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -289,7 +309,7 @@ func (q *Queries) ListRegisteredProxmoxServices(ctx context.Context) ([]Service,
 }
 
 const listScheduledTerminations = `-- name: ListScheduledTerminations :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
 `
 
 func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, error) {
@@ -323,6 +343,8 @@ func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, err
 			&i.Suspensions,
 			&i.RepairReason,
 			&i.Install,
+			&i.Drift,
+			&i.VerifiedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -335,7 +357,7 @@ func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, err
 }
 
 const listTeamServices = `-- name: ListTeamServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install FROM services WHERE team_id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE team_id = $1
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3
 `
@@ -377,6 +399,68 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 			&i.Suspensions,
 			&i.RepairReason,
 			&i.Install,
+			&i.Drift,
+			&i.VerifiedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listVerifiableServices = `-- name: ListVerifiableServices :many
+SELECT s.id, s.team_id, s.name, s.provider, s.location, s.provider_ref, s.plan, s.status, s.power_state, s.billing_period_end, s.created_at, s.updated_at, s.cancellation_generation, s.cancel_when, s.cancellation_reason, s.cancelled_at, s.terminate_at, s.termination_job_id, s.suspensions, s.repair_reason, s.install, s.drift, s.verified_at, EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id AND j.mutating
+                    AND j.status IN ('queued', 'scheduled', 'running', 'retrying'))::boolean AS busy
+FROM services s
+WHERE s.provider = $1 AND s.status IN ('active', 'suspended', 'needs_repair')
+ORDER BY s.id
+`
+
+type ListVerifiableServicesRow struct {
+	Service Service
+	Busy    bool
+}
+
+// Live services of a provider, with whether a mutating job holds them now
+// (those are left for the next round: they are changing).
+func (q *Queries) ListVerifiableServices(ctx context.Context, provider string) ([]ListVerifiableServicesRow, error) {
+	rows, err := q.db.Query(ctx, listVerifiableServices, provider)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListVerifiableServicesRow{}
+	for rows.Next() {
+		var i ListVerifiableServicesRow
+		if err := rows.Scan(
+			&i.Service.ID,
+			&i.Service.TeamID,
+			&i.Service.Name,
+			&i.Service.Provider,
+			&i.Service.Location,
+			&i.Service.ProviderRef,
+			&i.Service.Plan,
+			&i.Service.Status,
+			&i.Service.PowerState,
+			&i.Service.BillingPeriodEnd,
+			&i.Service.CreatedAt,
+			&i.Service.UpdatedAt,
+			&i.Service.CancellationGeneration,
+			&i.Service.CancelWhen,
+			&i.Service.CancellationReason,
+			&i.Service.CancelledAt,
+			&i.Service.TerminateAt,
+			&i.Service.TerminationJobID,
+			&i.Service.Suspensions,
+			&i.Service.RepairReason,
+			&i.Service.Install,
+			&i.Service.Drift,
+			&i.Service.VerifiedAt,
+			&i.Busy,
 		); err != nil {
 			return nil, err
 		}
@@ -389,7 +473,7 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 }
 
 const moveTermination = `-- name: MoveTermination :one
-UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
+UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
 
 type MoveTerminationParams struct {
@@ -422,6 +506,8 @@ func (q *Queries) MoveTermination(ctx context.Context, arg MoveTerminationParams
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }
@@ -432,7 +518,7 @@ SET cancellation_generation = cancellation_generation + 1, cancel_when = $1,
     cancellation_reason = $2, cancelled_at = now(), terminate_at = $3,
     termination_job_id = $4, updated_at = now()
 WHERE id = $5 AND termination_job_id IS NULL AND status <> 'terminated'
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
 
 type ScheduleTerminationParams struct {
@@ -476,12 +562,35 @@ func (q *Queries) ScheduleTermination(ctx context.Context, arg ScheduleTerminati
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }
 
+const seeOrphanVM = `-- name: SeeOrphanVM :one
+INSERT INTO orphan_vms (node, vmid, service_id) VALUES ($1, $2, $3)
+ON CONFLICT (vmid) DO UPDATE SET node = excluded.node
+RETURNING first_seen
+`
+
+type SeeOrphanVMParams struct {
+	Node      string
+	Vmid      int32
+	ServiceID uuid.UUID
+}
+
+// Records a VM seen without a live service (first time only) and returns
+// when it was first seen.
+func (q *Queries) SeeOrphanVM(ctx context.Context, arg SeeOrphanVMParams) (time.Time, error) {
+	row := q.db.QueryRow(ctx, seeOrphanVM, arg.Node, arg.Vmid, arg.ServiceID)
+	var first_seen time.Time
+	err := row.Scan(&first_seen)
+	return first_seen, err
+}
+
 const setBillingPeriodEnd = `-- name: SetBillingPeriodEnd :one
-UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
+UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
 
 type SetBillingPeriodEndParams struct {
@@ -514,8 +623,24 @@ func (q *Queries) SetBillingPeriodEnd(ctx context.Context, arg SetBillingPeriodE
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
+}
+
+const setServiceDrift = `-- name: SetServiceDrift :exec
+UPDATE services SET drift = $2, verified_at = now() WHERE id = $1
+`
+
+type SetServiceDriftParams struct {
+	ID    uuid.UUID
+	Drift []byte
+}
+
+func (q *Queries) SetServiceDrift(ctx context.Context, arg SetServiceDriftParams) error {
+	_, err := q.db.Exec(ctx, setServiceDrift, arg.ID, arg.Drift)
+	return err
 }
 
 const setServiceInstall = `-- name: SetServiceInstall :exec
@@ -652,7 +777,7 @@ func (q *Queries) SetServiceStatus(ctx context.Context, arg SetServiceStatusPara
 }
 
 const setSuspensions = `-- name: SetSuspensions :one
-UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install
+UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
 
 type SetSuspensionsParams struct {
@@ -685,6 +810,8 @@ func (q *Queries) SetSuspensions(ctx context.Context, arg SetSuspensionsParams) 
 		&i.Suspensions,
 		&i.RepairReason,
 		&i.Install,
+		&i.Drift,
+		&i.VerifiedAt,
 	)
 	return i, err
 }

@@ -70,6 +70,11 @@ type Server struct {
 	// Proxmox answers live reads (templates, status, traffic); nil when
 	// this process has no Proxmox configuration.
 	Proxmox *proxmox.Client
+	// Verifier compares one service with its provider on demand
+	// (POST /api/services/{id}/verify).
+	Verifier interface {
+		Verify(ctx context.Context, svc *queries.Service) ([]jobs.Drift, error)
+	}
 	// Pterodactyl answers the game servers' live reads; nil when this
 	// process has no Pterodactyl configuration.
 	Pterodactyl *pterodactyl.Client
@@ -109,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
 	mux.Handle("POST /api/services/{id}/repair", api(s.repair))
+	mux.Handle("POST /api/services/{id}/verify", api(s.verify))
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame})))
 	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{

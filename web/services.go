@@ -34,16 +34,21 @@ type serviceJSON struct {
 	ProviderRef      json.RawMessage `json:"providerRef"`
 	BillingPeriodEnd *time.Time      `json:"billingPeriodEnd"`
 	// RepairReason says why a needs_repair service needs it.
-	RepairReason string    `json:"repairReason,omitempty"`
-	CreatedAt    time.Time `json:"createdAt"`
-	UpdatedAt    time.Time `json:"updatedAt"`
+	RepairReason string `json:"repairReason,omitempty"`
+	// Drift is what the last verification found differing from the
+	// provider, at VerifiedAt (null before the first).
+	Drift      json.RawMessage `json:"drift"`
+	VerifiedAt *time.Time      `json:"verifiedAt"`
+	CreatedAt  time.Time       `json:"createdAt"`
+	UpdatedAt  time.Time       `json:"updatedAt"`
 }
 
 func toServiceJSON(s queries.Service) serviceJSON {
 	return serviceJSON{
 		ID: s.ID, Name: s.Name, Provider: s.Provider, Location: s.Location, Status: s.Status,
 		PowerState: s.PowerState, Plan: s.Plan, ProviderRef: s.ProviderRef,
-		BillingPeriodEnd: s.BillingPeriodEnd, RepairReason: s.RepairReason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+		BillingPeriodEnd: s.BillingPeriodEnd, RepairReason: s.RepairReason, Drift: s.Drift, VerifiedAt: s.VerifiedAt,
+		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
 	}
 }
 

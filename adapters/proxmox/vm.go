@@ -81,6 +81,29 @@ func (inv Inventory) ByTag(tag string) (VMRef, bool) {
 	return VMRef{}, false
 }
 
+// TaggedVM is a VM with the first of its tags that has a given prefix.
+type TaggedVM struct {
+	VMRef
+	Tag string
+}
+
+// Tagged lists the VMs (not templates) carrying a tag with the prefix.
+func (inv Inventory) Tagged(prefix string) []TaggedVM {
+	var out []TaggedVM
+	for _, r := range inv {
+		if r.Template == 1 {
+			continue
+		}
+		for _, t := range splitTags(r.Tags) {
+			if strings.HasPrefix(t, prefix) {
+				out = append(out, TaggedVM{VMRef: VMRef{Node: r.Node, VMID: int(r.VMID)}, Tag: t})
+				break
+			}
+		}
+	}
+	return out
+}
+
 // ByVMID finds the VM (not a template) with the VMID, on whatever node.
 func (inv Inventory) ByVMID(vmid int) (VMRef, bool) {
 	for _, r := range inv {

@@ -148,6 +148,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
+		Verifier: a.reconciler(pve),
 		Webhooks: guard, Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil
@@ -204,6 +205,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReleaseIPArgs](vps.ReleaseIP))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RepairArgs](vps.Repair))
+	ws.HandleTask(jobs.TaskReconcile, a.reconciler(pve).HandleRound)
 	if err := a.addMonitoring(ws, pve, ptero, log); err != nil {
 		return nil, nil, err
 	}
@@ -233,6 +235,13 @@ func (a *app) addMonitoring(ws *jobs.Workers, pve *proxmox.Client, ptero *pterod
 	ws.HandleTask(alerting.TaskRound, m.HandleRound)
 	ws.HandleTask(alerting.TaskCollect, m.HandleCollect)
 	return nil
+}
+
+// reconciler compares live services with their provider (see
+// jobs.Reconciler).
+func (a *app) reconciler(pve *proxmox.Client) *jobs.Reconciler {
+	return &jobs.Reconciler{Queries: a.q, Proxmox: pve, RescueISO: a.cfg.ProxmoxRescueISO, OrphanGrace: a.cfg.OrphanGrace,
+		Observer: a.metrics, Log: a.log.With("component", "reconciler")}
 }
 
 func (a *app) monitorConfig() alerting.Config {

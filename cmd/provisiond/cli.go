@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web/apikey"
 )
@@ -183,4 +184,30 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// reconcileCommand runs one reconciliation round (see jobs.Reconciler) and
+// prints what it found.
+func reconcileCommand(ctx context.Context, a *app, out io.Writer) error {
+	pve, err := a.proxmox()
+	if err != nil {
+		return err
+	}
+	if pve == nil {
+		return errors.New("PROXMOX_TOKEN_SECRET is not set: nothing to reconcile")
+	}
+	res, err := a.reconciler(pve).Round(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "services verified\t%d\n", res.Services)
+	fmt.Fprintf(tw, "left for the next round (a job changes them)\t%d\n", res.Busy)
+	for _, kind := range jobs.DriftKinds {
+		fmt.Fprintf(tw, "drift: %s\t%d\n", kind, res.Drifted[kind])
+	}
+	for _, vm := range res.Destroyed {
+		fmt.Fprintf(tw, "destroyed orphan VM\t%d on %s\n", vm.VMID, vm.Node)
+	}
+	return tw.Flush()
 }

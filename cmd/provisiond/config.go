@@ -69,6 +69,9 @@ type Config struct {
 	SweepGrace    time.Duration `env:"SWEEP_GRACE" envDefault:"2m"`
 	CancelGrace   time.Duration `env:"CANCEL_GRACE" envDefault:"48h"`
 
+	ReconcileInterval time.Duration `env:"RECONCILE_INTERVAL" envDefault:"10m"`
+	OrphanGrace       time.Duration `env:"ORPHAN_GRACE" envDefault:"24h"`
+
 	AlertInterval      time.Duration `env:"ALERT_INTERVAL" envDefault:"1m"`
 	AlertBatchSize     int           `env:"ALERT_BATCH_SIZE" envDefault:"200"`
 	SampleRetention    time.Duration `env:"SAMPLE_RETENTION" envDefault:"168h"`

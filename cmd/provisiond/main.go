@@ -35,8 +35,9 @@ const usage = `usage: provisiond COMMAND
 
   api        serve the HTTP API, the queue dashboard and /metrics
   worker     run jobs
-  scheduler  re-enqueue and fail jobs that drifted from their tasks
-  migrate    apply database migrations
+  scheduler  put back jobs that drifted from their tasks; schedule rounds
+  migrate    apply database migrations and tag registered VMs
+  reconcile  compare every live service with its provider once and print what differs
   dev        everything in one process, with simulated providers and demo data
   keys       create, list and revoke API keys
   teams      create and list teams
@@ -84,6 +85,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "dev":
 		cmd = func(ctx context.Context, a *app) error { return runDev(ctx, a, stdout) }
+	case "reconcile":
+		cmd = func(ctx context.Context, a *app) error { return reconcileCommand(ctx, a, stdout) }
 	case "keys":
 		cmd = func(ctx context.Context, a *app) error { return keysCommand(ctx, a, args[1:], stdout) }
 	case "teams":
@@ -159,6 +162,10 @@ func (a *app) runPeriodic(ctx context.Context) error {
 	if _, err := s.Register(spec, alerting.NewRoundTask(time.Time{}), asynq.Unique(a.cfg.AlertInterval/2),
 		asynq.Timeout(a.cfg.AlertInterval), asynq.MaxRetry(1)); err != nil {
 		return fmt.Errorf("schedule monitoring rounds: %w", err)
+	}
+	if _, err := s.Register(fmt.Sprintf("@every %s", a.cfg.ReconcileInterval), asynq.NewTask(jobs.TaskReconcile, nil),
+		asynq.Unique(a.cfg.ReconcileInterval/2), asynq.Timeout(a.cfg.ReconcileInterval), asynq.MaxRetry(1), asynq.Queue(jobs.QueueLow)); err != nil {
+		return fmt.Errorf("schedule reconciliation rounds: %w", err)
 	}
 	if err := s.Start(); err != nil {
 		return err

@@ -47,6 +47,7 @@ type Metrics struct {
 	lastSweep prometheus.Gauge
 	swept     *prometheus.CounterVec
 	resumeLag *prometheus.HistogramVec
+	drift     *prometheus.GaugeVec
 }
 
 // New registers the fleet's collectors, plus the Go runtime and process
@@ -162,6 +163,10 @@ func New() *Metrics {
 			Help:    "For a job put back after its task was lost (Redis lost its data), how long it had not moved: at most the sweep grace plus the sweep interval once Redis is back.",
 			Buckets: []float64{30, 60, 120, 180, 300, 600, 1800, 3600},
 		}, []string{"kind"}),
+		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "provisiond_drift_services",
+			Help: "Services whose provider differed from the database at the last reconciliation round, by kind (missing, foreign, power, plan, rescue, locked; orphan counts VMs of ours no live service owns).",
+		}, []string{"kind"}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -170,7 +175,7 @@ func New() *Metrics {
 		m.jobsStarted, m.jobsFinished, m.jobDuration,
 		m.providerCalls, m.providerTime,
 		m.consoleUpstreams, m.consoleViewers, m.consoleRelayed, m.consoleDropped, m.consoleReconnects,
-		m.sweeps, m.lastSweep, m.swept, m.resumeLag,
+		m.sweeps, m.lastSweep, m.swept, m.resumeLag, m.drift,
 		m.alertRounds, m.alertBatches, m.alertCollect, m.alertEvaluate, m.alertLag, m.alertLastEval,
 		m.alertRules, m.alertTransitions, m.notifications,
 	)
@@ -268,6 +273,13 @@ func (m *Metrics) SlowViewerDropped() { m.consoleDropped.Inc() }
 
 // Reconnected records a Wings console connection re-established.
 func (m *Metrics) Reconnected() { m.consoleReconnects.Inc() }
+
+// ObserveDrift records what a reconciliation round found, by drift kind.
+func (m *Metrics) ObserveDrift(counts map[string]int) {
+	for kind, n := range counts {
+		m.drift.WithLabelValues(kind).Set(float64(n))
+	}
+}
 
 // ObserveResume records a job put back after its task was lost, and how
 // long it had not moved.

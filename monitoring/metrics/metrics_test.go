@@ -22,6 +22,7 @@ func TestRulesAndDashboardNameExportedMetrics(t *testing.T) {
 	m.ObserveProviderCall("proxmox", "clone", errors.New("x"), time.Second)
 	m.ObserveSweep(1, 1, 0, 0, nil)
 	m.ObserveResume("k", time.Minute)
+	m.ObserveDrift(map[string]int{"missing": 1})
 	m.Relayed(1)
 	m.SlowViewerDropped()
 	m.Reconnected()
