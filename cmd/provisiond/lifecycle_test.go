@@ -185,7 +185,9 @@ func TestCancellingAScheduledTerminationJobRemovesIt(t *testing.T) {
 
 func TestResumeForPaymentDoesNotUndoTheCancellationsSuspension(t *testing.T) {
 	t.Parallel()
-	s := newSystem(t, systemOpts{})
+	// The termination must not come while the test looks (the default 2 s
+	// grace can pass on a loaded machine).
+	s := newSystem(t, systemOpts{env: map[string]string{"CANCEL_GRACE": "1h"}})
 	path := "/api/services/" + s.services["web-1"].ID.String()
 	s.runJob("POST", path+"/action", `{"action":"suspend"}`) // dunning
 	s.cancel("web-1", "immediately")
