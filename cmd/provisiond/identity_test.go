@@ -280,6 +280,10 @@ func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
 		{"vps.rescue", []string{"password", "configure", "reboot"}, func(s *system) (string, string) {
 			return s.startJob("POST", web1(s)+"/rescue", ""), s.services["web-1"].ID.String()
 		}},
+		{"vps.rescue off", []string{"configure", "reboot"}, func(s *system) (string, string) {
+			s.runJob("POST", web1(s)+"/rescue", "")
+			return s.startJob("DELETE", web1(s)+"/rescue", ""), s.services["web-1"].ID.String()
+		}},
 		{"service.power restart", []string{"shutdown", "start"}, func(s *system) (string, string) {
 			return s.action("web-1", "restart"), s.services["web-1"].ID.String()
 		}},
