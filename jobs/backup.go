@@ -133,6 +133,12 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) error {
 			var before []string
 			return v.tasks.do(ctx, pveOp{Key: "vzdump", VM: ref,
 				Plan: func(ctx context.Context) (string, func(context.Context) (string, error), error) {
+					// The node's slot is ours, but a vzdump an earlier
+					// holder left running (its job stopped without stopping
+					// it) may still use the node: wait for it.
+					if err := w.waitNoBackup(ctx, ref.Node); err != nil {
+						return "", nil, err
+					}
 					backups, err := ListBackups(ctx, w.Proxmox, ref, w.backupStorage())
 					if err != nil {
 						return "", nil, err
@@ -188,6 +194,23 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) error {
 		job.SetResult(map[string]any{"backup": made})
 	}
 	return nil
+}
+
+// waitNoBackup waits until no vzdump runs on the node.
+func (w *VPSWorkers) waitNoBackup(ctx context.Context, node string) error {
+	tick := time.NewTicker(w.Proxmox.PollInterval())
+	defer tick.Stop()
+	for {
+		running, err := w.Proxmox.Running(ctx, node, 0, "vzdump")
+		if err != nil || !running {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func (w *VPSWorkers) backupStorage() string {

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -90,17 +89,19 @@ const (
 // recorded at all). Both halves are idempotent, so a retry after a failure
 // anywhere decides the same: the reasons form a set, and the provider's
 // operations leave a server that is where they would take it alone.
+// The reasons are changed in one statement on what the database holds now,
+// so that a reason another job recorded meanwhile is never lost.
 func (w *PowerWorker) decideSuspension(ctx context.Context, job *Job[PowerArgs]) (bool, error) {
 	reason := cmp.Or(job.Args.Reason, SuspendedForPayment)
-	suspend := job.Args.Action == "suspend"
-	reasons := slices.DeleteFunc(slices.Clone(job.Service.Suspensions), func(r string) bool { return r == reason })
-	if suspend {
-		reasons = append(reasons, reason)
-	}
-	if !slices.Equal(reasons, job.Service.Suspensions) {
-		if _, err := w.Queries.SetSuspensions(ctx, queries.SetSuspensionsParams{ID: job.Service.ID, Suspensions: reasons}); err != nil {
+	if job.Args.Action == "suspend" {
+		if _, err := w.Queries.AddSuspension(ctx, queries.AddSuspensionParams{ID: job.Service.ID, Reason: reason}); err != nil {
 			return false, fmt.Errorf("record suspensions: %w", err)
 		}
+		return true, nil
 	}
-	return suspend || len(reasons) == 0, nil
+	left, err := w.Queries.RemoveSuspension(ctx, queries.RemoveSuspensionParams{ID: job.Service.ID, Reason: reason})
+	if err != nil {
+		return false, fmt.Errorf("record suspensions: %w", err)
+	}
+	return len(left) == 0, nil
 }

@@ -80,6 +80,13 @@ func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 			return fmt.Errorf("look for the service's running job: %w", err)
 		}
 	}
+	if job.Args.Reason == SuspendedForCancellation && !cancellationStands(job.Service, job.Args.Action) {
+		// Queued behind another job, it comes after the cancellation was
+		// withdrawn (a suspend) or came back (a resume): nothing to do.
+		job.Log.Info("the cancellation changed while the job waited; nothing to do")
+		job.SetResult(PowerResult{Action: job.Args.Action, PowerState: job.Service.PowerState})
+		return nil
+	}
 	if a := job.Args.Action; a == "suspend" || a == "resume" {
 		act, err := w.decideSuspension(ctx, job)
 		if err != nil {
@@ -185,6 +192,14 @@ func (w *PowerWorker) game(ctx context.Context, job *Job[PowerArgs]) error {
 	}
 	job.SetResult(PowerResult{Action: action, PowerState: state})
 	return nil
+}
+
+// cancellationStands reports whether a cancellation's suspend (or resume)
+// still matches the service: a suspend while it is cancelled and not
+// terminated, a resume while it is not cancelled.
+func cancellationStands(svc *queries.Service, action string) bool {
+	cancelled := svc.TerminationJobID.Valid && svc.Status != "terminated"
+	return cancelled == (action == "suspend")
 }
 
 // serviceStatusAfter returns the service status a successful action leaves.

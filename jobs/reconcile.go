@@ -60,8 +60,9 @@ type Drift struct {
 // ReconcileResult is what one round found.
 type ReconcileResult struct {
 	// Services counts the services verified; Busy those left for the next
-	// round because a job is changing them.
-	Services, Busy int
+	// round because a job is changing them; Failed those whose provider
+	// could not be read.
+	Services, Busy, Failed int
 	// Drifted counts services by drift kind (orphans by VM).
 	Drifted map[string]int
 	// Destroyed lists the orphan VMs destroyed.
@@ -122,7 +123,11 @@ func (r *Reconciler) Round(ctx context.Context) (ReconcileResult, error) {
 		}
 		drift, err := r.Verify(ctx, &svc)
 		if err != nil {
-			return res, err
+			// One VM that cannot be read (its node is down) does not hold
+			// up the others; the next round looks again.
+			r.Log.Warn("service not verified", "service_id", svc.ID, "provider", svc.Provider, "err", err)
+			res.Failed++
+			continue
 		}
 		res.Services++
 		for _, d := range drift {
@@ -166,6 +171,8 @@ func (r *Reconciler) verify(ctx context.Context, svc *queries.Service, log *slog
 	}
 	ref, err := ServiceVM(ctx, r.Proxmox, r.Queries, svc, log)
 	switch {
+	case errors.Is(err, ErrServiceBusy):
+		return nil, nil // a job is changing it: the next round looks
 	case errors.Is(err, errVMGone):
 		return []Drift{{Kind: DriftMissing, Detail: failure.UserMessage(err)}}, nil
 	case errors.Is(err, ErrNeedsRepair):
@@ -182,8 +189,13 @@ func (r *Reconciler) verify(ctx context.Context, svc *queries.Service, log *slog
 		return nil, err
 	}
 	var drift []Drift
-	if got := st.PowerState(); got != svc.PowerState {
-		if err := r.Queries.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: svc.ID, PowerState: got}); err != nil {
+	switch got := st.PowerState(); {
+	case svc.Status == "suspended" && got == "running":
+		// Not the record's to follow: the VM of a suspended service runs.
+		drift = append(drift, Drift{Kind: DriftPower,
+			Detail: "the service is suspended but its VM runs; suspend it again (POST /action suspend)"})
+	case got != svc.PowerState:
+		if err := r.Queries.FollowPowerState(ctx, queries.FollowPowerStateParams{ID: svc.ID, PowerState: got, Was: svc.PowerState}); err != nil {
 			return nil, fmt.Errorf("record power state: %w", err)
 		}
 		drift = append(drift, Drift{Kind: DriftPower, Fixed: true,
@@ -255,8 +267,12 @@ func (r *Reconciler) orphans(ctx context.Context, owned map[int]uuid.UUID, res *
 			continue
 		case err != nil:
 			return fmt.Errorf("load service %s: %w", id, err)
-		case svc.Status == "pending":
-			continue // its provision is making it
+		}
+		if mine, err := r.leftover(ctx, svc, vm.VMRef); err != nil || !mine {
+			if err != nil {
+				return err
+			}
+			continue
 		}
 		seen = append(seen, int32(vm.VMID))
 		res.Drifted[DriftOrphan]++
@@ -279,6 +295,27 @@ func (r *Reconciler) orphans(ctx context.Context, owned map[int]uuid.UUID, res *
 		seen = []int32{}
 	}
 	return r.Queries.ForgetOrphanVMs(ctx, seen)
+}
+
+// leftover reports whether a VM tagged for svc is a leftover of it: the
+// service (read afresh) no longer points at it, no job is making or
+// changing it, and its VMID was reserved for the service (the fleet made
+// it; an operator's clone of the VM, at a VMID of their own, is not ours to
+// destroy).
+func (r *Reconciler) leftover(ctx context.Context, svc queries.Service, vm proxmox.VMRef) (bool, error) {
+	if ref, err := ProxmoxRef(&svc); err == nil && ref.VMID == vm.VMID {
+		return false, nil
+	}
+	if _, err := r.Queries.GetActiveServiceJob(ctx, nullUUID(svc.ID)); err == nil {
+		return false, nil
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return false, err
+	}
+	ids, err := r.Queries.ServiceVMIDs(ctx, svc.ID)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(ids, int32(vm.VMID)), nil
 }
 
 // destroyOrphan stops and destroys a VM after checking, once more, that it

@@ -161,13 +161,23 @@ func ServiceVM(ctx context.Context, c *proxmox.Client, q *queries.Queries, svc *
 	if !errors.Is(verr, ErrNeedsRepair) {
 		return ref, verr
 	}
-	log.Warn("a read found the service's VM gone or not its own", "node", ref.Node, "vmid", ref.VMID, "err", verr)
-	if err := q.FlagServiceNeedsRepair(ctx, queries.FlagServiceNeedsRepairParams{ID: svc.ID, RepairReason: failure.UserMessage(verr)}); err != nil {
+	n, err := q.FlagServiceNeedsRepair(ctx, queries.FlagServiceNeedsRepairParams{ID: svc.ID, RepairReason: failure.UserMessage(verr)})
+	if err != nil {
 		return ref, fmt.Errorf("mark service %s needs_repair: %w", svc.ID, err)
 	}
+	if n == 0 && svc.Status != "needs_repair" {
+		// A job is changing the VM (a reinstall between its destroy and
+		// its clone): it is not the reader's to judge.
+		return ref, ErrServiceBusy
+	}
+	log.Warn("a read found the service's VM gone or not its own", "node", ref.Node, "vmid", ref.VMID, "err", verr)
 	svc.Status, svc.RepairReason = "needs_repair", failure.UserMessage(verr)
 	return ref, verr
 }
+
+// ErrServiceBusy is returned by ServiceVM when a job is changing the
+// service's VM, so that it cannot be judged now.
+var ErrServiceBusy = errors.New("a job is changing the service's VM")
 
 // savePlan records plan as the service's plan.
 func (w *VPSWorkers) savePlan(ctx context.Context, svc *queries.Service, plan Plan) error {

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,11 +68,15 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("list unfinished jobs: %w", err)
 	}
+	var firstErr error
 	for _, job := range rows {
 		res.Checked++
 		outcome, err := s.check(ctx, job)
 		if err != nil {
-			return res, err
+			// One job that cannot be checked (its queue unreadable) does not
+			// hold up the others; it is marked swept and comes back later.
+			s.Log.Error("job not swept", "job_id", job.ID, "kind", job.Kind, "err", err)
+			firstErr = cmp.Or(firstErr, err)
 		}
 		switch outcome {
 		case "enqueued":
@@ -88,6 +93,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	if res.Terminations, err = s.reconcileTerminations(ctx); err != nil {
 		return res, err
 	}
+	if firstErr != nil {
+		return res, firstErr
+	}
 	if res.ConsoleSessions, err = s.Queries.DeleteExpiredConsoleSessions(ctx); err != nil {
 		return res, fmt.Errorf("delete expired console sessions: %w", err)
 	}
@@ -97,13 +105,21 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 func (s *Sweeper) check(ctx context.Context, job queries.Job) (string, error) {
 	log := s.Log.With("job_id", job.ID, "kind", job.Kind, "service_id", job.ServiceID.UUID, "status", job.Status)
 	info, err := s.Inspector.GetTaskInfo(job.Queue, job.ID.String())
+	if err == nil && info.State == asynq.TaskStateCompleted {
+		// The task was acknowledged for a delivery whose attempt was
+		// superseded while the row still runs: it is as good as lost.
+		if derr := s.Inspector.DeleteTask(job.Queue, job.ID.String()); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
+			return "", fmt.Errorf("delete the completed task of unfinished job %s: %w", job.ID, derr)
+		}
+		err = asynq.ErrTaskNotFound
+	}
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		if err := s.Client.Enqueue(ctx, job); err != nil {
 			return "", fmt.Errorf("re-enqueue job %s: %w", job.ID, err)
 		}
-		if job.Status == StatusQueued {
-			log.Warn("queued job had no task; enqueued again")
+		if job.Status == StatusQueued || job.Status == StatusScheduled {
+			log.Warn("waiting job had no task; enqueued again")
 			return "enqueued", nil
 		}
 		// Our own infrastructure lost it: it resumes from its checkpoint.

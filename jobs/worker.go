@@ -115,6 +115,8 @@ func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context
 	a.log = a.log.With("attempt", row.Attempts)
 	ws.metrics.JobStarted(row.Kind)
 	start := time.Now()
+	stopBeat := ws.beat(ctx, row, a.log)
+	defer stopBeat()
 	a.run, err = newRun(ws.q, row, a.log, ws.Sealer)
 	if err == nil && row.CancelRequestedAt != nil && row.Step == "" {
 		// Nothing done yet: nothing to undo either.
@@ -126,6 +128,34 @@ func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context
 		err = work(ctx, a)
 	}
 	return ws.finish(ctx, a, start, err)
+}
+
+// beatInterval is how often a running attempt says it is alive; the
+// sweeper's grace (SWEEP_GRACE) must be several times longer.
+const beatInterval = 20 * time.Second
+
+// beat marks the attempt alive every beatInterval until the returned stop
+// is called, so that the sweeper never puts back a job a live worker still
+// carries out (a 4-hour vzdump changes nothing else in its row).
+func (ws *Workers) beat(ctx context.Context, row queries.Job, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(beatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := ws.q.BeatJobAttempt(ctx, queries.BeatJobAttemptParams{ID: row.ID, Attempts: row.Attempts}); err != nil && ctx.Err() == nil {
+				log.Warn("could not mark the attempt alive", "err", err)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // drop handles a delivery whose job may not run: it has ended, or its row is
@@ -247,8 +277,8 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		return "interrupted", err
 	}
 	if snooze := (*SnoozeError)(nil); errors.As(err, &snooze) {
-		if rErr := retrying(snooze.Reason); rErr != nil {
-			return "snoozed", fmt.Errorf("%w (and recording the wait failed: %w)", err, rErr)
+		if _, sErr := ws.q.SnoozeJobAttempt(db, queries.SnoozeJobAttemptParams{ID: row.ID, Attempts: row.Attempts, Error: snooze.Reason}); sErr != nil {
+			return "snoozed", fmt.Errorf("%w (and recording the wait failed: %w)", err, sErr)
 		}
 		return "snoozed", err
 	}

@@ -39,7 +39,12 @@ func TestSuspensionDecisionIsTheSameOnARetry(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
-			svc, err := f.q.SetSuspensions(ctx, queries.SetSuspensionsParams{ID: f.svc.ID, Suspensions: append([]string{}, tt.recorded...)})
+			for _, r := range tt.recorded {
+				if _, err := f.q.AddSuspension(ctx, queries.AddSuspensionParams{ID: f.svc.ID, Reason: r}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			svc, err := f.q.GetService(ctx, f.svc.ID)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -86,8 +86,18 @@ RETURNING *;
 -- name: FailUnfinishedJob :one
 UPDATE jobs
 SET status = 'failed', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
+WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
 RETURNING *;
+
+-- name: BeatJobAttempt :execrows
+-- The running attempt is alive (see jobs_unfinished and the sweeper).
+UPDATE jobs SET heartbeat_at = now() WHERE id = $1 AND attempts = $2 AND status = 'running';
+
+-- name: SnoozeJobAttempt :execrows
+-- Puts a job back to wait without spending an attempt: the attempt that
+-- only waited is given back.
+UPDATE jobs SET status = 'retrying', error = $3, attempts = attempts - 1, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running';
 
 -- name: RequestJobCancel :one
 -- A job past its point of no return (see jobs.Run.CommitAt) is carried
@@ -105,6 +115,7 @@ SELECT (cancel_requested_at IS NOT NULL)::boolean AS requested FROM jobs WHERE i
 -- name: ListUnfinishedJobs :many
 SELECT * FROM jobs
 WHERE status IN ('queued', 'scheduled', 'running', 'retrying') AND coalesce(swept_at, updated_at) < sqlc.arg(unchanged_since)::timestamptz
+  AND (heartbeat_at IS NULL OR heartbeat_at < sqlc.arg(unchanged_since)::timestamptz)
 ORDER BY coalesce(swept_at, updated_at)
 LIMIT sqlc.arg(max_jobs);
 

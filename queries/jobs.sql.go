@@ -12,12 +12,30 @@ import (
 	"github.com/google/uuid"
 )
 
+const beatJobAttempt = `-- name: BeatJobAttempt :execrows
+UPDATE jobs SET heartbeat_at = now() WHERE id = $1 AND attempts = $2 AND status = 'running'
+`
+
+type BeatJobAttemptParams struct {
+	ID       uuid.UUID
+	Attempts int32
+}
+
+// The running attempt is alive (see jobs_unfinished and the sweeper).
+func (q *Queries) BeatJobAttempt(ctx context.Context, arg BeatJobAttemptParams) (int64, error) {
+	result, err := q.db.Exec(ctx, beatJobAttempt, arg.ID, arg.Attempts)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const cancelWaitingJob = `-- name: CancelWaitingJob :one
 UPDATE jobs
 SET status = 'cancelled', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
   AND NOT coalesce((checkpoint->>'committed')::boolean, false)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 type CancelWaitingJobParams struct {
@@ -59,6 +77,7 @@ func (q *Queries) CancelWaitingJob(ctx context.Context, arg CancelWaitingJobPara
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
@@ -144,8 +163,8 @@ func (q *Queries) CountTeamJobs(ctx context.Context, arg CountTeamJobsParams) (i
 const failUnfinishedJob = `-- name: FailUnfinishedJob :one
 UPDATE jobs
 SET status = 'failed', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 type FailUnfinishedJobParams struct {
@@ -187,12 +206,13 @@ func (q *Queries) FailUnfinishedJob(ctx context.Context, arg FailUnfinishedJobPa
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
 
 const findScheduledJob = `-- name: FindScheduledJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
 WHERE service_id = $1 AND kind = $2 AND args ->> $3::text = $4::text
   AND status IN ('scheduled', 'queued', 'retrying')
 LIMIT 1
@@ -245,6 +265,7 @@ func (q *Queries) FindScheduledJob(ctx context.Context, arg FindScheduledJobPara
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
@@ -255,7 +276,7 @@ SET status = $3, error = $4, result = $5, sealed_result = $6,
     progress = CASE WHEN $3::text = 'succeeded' THEN 100 ELSE progress END,
     sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running'
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 type FinishJobAttemptParams struct {
@@ -307,12 +328,13 @@ func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptPara
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
 
 const getActiveServiceJob = `-- name: GetActiveServiceJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
 WHERE service_id = $1 AND mutating AND status IN ('queued', 'scheduled', 'running', 'retrying')
 LIMIT 1
 `
@@ -350,12 +372,13 @@ func (q *Queries) GetActiveServiceJob(ctx context.Context, serviceID uuid.NullUU
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs WHERE id = $1
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -391,12 +414,13 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
 
 const getJobByIdempotencyKey = `-- name: GetJobByIdempotencyKey :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs WHERE team_id = $1 AND idempotency_key = $2
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs WHERE team_id = $1 AND idempotency_key = $2
 `
 
 type GetJobByIdempotencyKeyParams struct {
@@ -437,12 +461,13 @@ func (q *Queries) GetJobByIdempotencyKey(ctx context.Context, arg GetJobByIdempo
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
 
 const getTeamJob = `-- name: GetTeamJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs WHERE id = $1 AND team_id = $2
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamJobParams struct {
@@ -483,6 +508,7 @@ func (q *Queries) GetTeamJob(ctx context.Context, arg GetTeamJobParams) (Job, er
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
@@ -492,7 +518,7 @@ INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, 
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
                   sealed_secrets)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 type InsertJobParams struct {
@@ -564,6 +590,7 @@ func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, erro
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
@@ -634,7 +661,7 @@ func (q *Queries) ListJobEvents(ctx context.Context, arg ListJobEventsParams) ([
 }
 
 const listScheduledJobs = `-- name: ListScheduledJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
 WHERE service_id = $1 AND kind = $2 AND status = 'scheduled'
 `
 
@@ -682,6 +709,7 @@ func (q *Queries) ListScheduledJobs(ctx context.Context, arg ListScheduledJobsPa
 			&i.FinishedAt,
 			&i.UpdatedAt,
 			&i.SealedResult,
+			&i.HeartbeatAt,
 		); err != nil {
 			return nil, err
 		}
@@ -694,7 +722,7 @@ func (q *Queries) ListScheduledJobs(ctx context.Context, arg ListScheduledJobsPa
 }
 
 const listTeamJobs = `-- name: ListTeamJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
 WHERE team_id = $1
   AND ($4::uuid IS NULL OR service_id = $4)
   AND ($5::text IS NULL OR status = $5)
@@ -758,6 +786,7 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 			&i.FinishedAt,
 			&i.UpdatedAt,
 			&i.SealedResult,
+			&i.HeartbeatAt,
 		); err != nil {
 			return nil, err
 		}
@@ -770,8 +799,9 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 }
 
 const listUnfinishedJobs = `-- name: ListUnfinishedJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
 WHERE status IN ('queued', 'scheduled', 'running', 'retrying') AND coalesce(swept_at, updated_at) < $1::timestamptz
+  AND (heartbeat_at IS NULL OR heartbeat_at < $1::timestamptz)
 ORDER BY coalesce(swept_at, updated_at)
 LIMIT $2
 `
@@ -822,6 +852,7 @@ func (q *Queries) ListUnfinishedJobs(ctx context.Context, arg ListUnfinishedJobs
 			&i.FinishedAt,
 			&i.UpdatedAt,
 			&i.SealedResult,
+			&i.HeartbeatAt,
 		); err != nil {
 			return nil, err
 		}
@@ -846,7 +877,7 @@ const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
   AND NOT coalesce((checkpoint->>'committed')::boolean, false)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 // A job past its point of no return (see jobs.Run.CommitAt) is carried
@@ -884,6 +915,7 @@ func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, erro
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
@@ -891,7 +923,7 @@ func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, erro
 const rescheduleJob = `-- name: RescheduleJob :one
 UPDATE jobs SET run_at = $2, status = 'scheduled', updated_at = now()
 WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 type RescheduleJobParams struct {
@@ -933,6 +965,7 @@ func (q *Queries) RescheduleJob(ctx context.Context, arg RescheduleJobParams) (J
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }
@@ -988,12 +1021,33 @@ func (q *Queries) SaveJobCheckpoint(ctx context.Context, arg SaveJobCheckpointPa
 	return result.RowsAffected(), nil
 }
 
+const snoozeJobAttempt = `-- name: SnoozeJobAttempt :execrows
+UPDATE jobs SET status = 'retrying', error = $3, attempts = attempts - 1, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'running'
+`
+
+type SnoozeJobAttemptParams struct {
+	ID       uuid.UUID
+	Attempts int32
+	Error    string
+}
+
+// Puts a job back to wait without spending an attempt: the attempt that
+// only waited is given back.
+func (q *Queries) SnoozeJobAttempt(ctx context.Context, arg SnoozeJobAttemptParams) (int64, error) {
+	result, err := q.db.Exec(ctx, snoozeJobAttempt, arg.ID, arg.Attempts, arg.Error)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const startJobAttempt = `-- name: StartJobAttempt :one
 UPDATE jobs
 SET status = 'running', attempts = attempts + 1, error = '',
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
 // StartJobAttempt moves a job that may run into running and counts the
@@ -1033,6 +1087,7 @@ func (q *Queries) StartJobAttempt(ctx context.Context, id uuid.UUID) (Job, error
 		&i.FinishedAt,
 		&i.UpdatedAt,
 		&i.SealedResult,
+		&i.HeartbeatAt,
 	)
 	return i, err
 }

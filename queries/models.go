@@ -97,6 +97,7 @@ type Job struct {
 	FinishedAt        *time.Time
 	UpdatedAt         time.Time
 	SealedResult      []byte
+	HeartbeatAt       *time.Time
 }
 
 type JobEvent struct {

@@ -60,8 +60,15 @@ UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNIN
 -- name: SetBillingPeriodEnd :one
 UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING *;
 
--- name: SetSuspensions :one
-UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING *;
+-- name: AddSuspension :one
+-- Adds a suspension reason (once) and returns the reasons now recorded.
+UPDATE services SET suspensions = array_append(array_remove(suspensions, sqlc.arg(reason)::text), sqlc.arg(reason)::text), updated_at = now()
+WHERE id = sqlc.arg(id) RETURNING suspensions;
+
+-- name: RemoveSuspension :one
+-- Removes a suspension reason and returns the reasons left.
+UPDATE services SET suspensions = array_remove(suspensions, sqlc.arg(reason)::text), updated_at = now()
+WHERE id = sqlc.arg(id) RETURNING suspensions;
 
 -- name: ListScheduledTerminations :many
 SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at;
@@ -106,11 +113,22 @@ SELECT * FROM services
 WHERE provider = 'proxmox' AND status IN ('active', 'suspended') AND install = '{}'::jsonb
 ORDER BY created_at, id;
 
--- name: FlagServiceNeedsRepair :exec
+-- name: FlagServiceNeedsRepair :execrows
 -- Marks a service whose VM a read found missing or not its own (no job is
--- involved); a terminated service stays terminated.
-UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
-WHERE id = $1 AND status IN ('active', 'suspended');
+-- involved); a terminated service stays terminated, and one a job is
+-- changing (a reinstall between its destroy and its clone) is left to it.
+UPDATE services s SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE s.id = $1 AND s.status IN ('active', 'suspended')
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id
+                  AND j.status IN ('queued', 'scheduled', 'running', 'retrying') AND j.kind <> 'service.terminate');
+
+-- name: FollowPowerState :exec
+-- Makes the recorded power state follow the VM's, unless it changed since
+-- it was read or a job is changing the service.
+UPDATE services s SET power_state = sqlc.arg(power_state), updated_at = now()
+WHERE s.id = sqlc.arg(id) AND s.power_state = sqlc.arg(was)
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id
+                  AND j.status IN ('queued', 'scheduled', 'running', 'retrying') AND j.kind <> 'service.terminate');
 
 -- name: SetServiceDrift :exec
 UPDATE services SET drift = $2, verified_at = now() WHERE id = $1;
@@ -128,7 +146,8 @@ ORDER BY s.id;
 -- Records a VM seen without a live service (first time only) and returns
 -- when it was first seen.
 INSERT INTO orphan_vms (node, vmid, service_id) VALUES ($1, $2, $3)
-ON CONFLICT (vmid) DO UPDATE SET node = excluded.node
+ON CONFLICT (vmid) DO UPDATE SET node = excluded.node, service_id = excluded.service_id,
+    first_seen = CASE WHEN orphan_vms.service_id = excluded.service_id THEN orphan_vms.first_seen ELSE now() END
 RETURNING first_seen;
 
 -- name: ForgetOrphanVMs :exec

@@ -12,6 +12,24 @@ import (
 	"github.com/google/uuid"
 )
 
+const addSuspension = `-- name: AddSuspension :one
+UPDATE services SET suspensions = array_append(array_remove(suspensions, $1::text), $1::text), updated_at = now()
+WHERE id = $2 RETURNING suspensions
+`
+
+type AddSuspensionParams struct {
+	Reason string
+	ID     uuid.UUID
+}
+
+// Adds a suspension reason (once) and returns the reasons now recorded.
+func (q *Queries) AddSuspension(ctx context.Context, arg AddSuspensionParams) ([]string, error) {
+	row := q.db.QueryRow(ctx, addSuspension, arg.Reason, arg.ID)
+	var suspensions []string
+	err := row.Scan(&suspensions)
+	return suspensions, err
+}
+
 const clearCancellation = `-- name: ClearCancellation :one
 UPDATE services
 SET cancel_when = NULL, cancellation_reason = '', cancelled_at = NULL, terminate_at = NULL,
@@ -154,9 +172,11 @@ func (q *Queries) DeleteStaleRegistration(ctx context.Context, arg DeleteStaleRe
 	return result.RowsAffected(), nil
 }
 
-const flagServiceNeedsRepair = `-- name: FlagServiceNeedsRepair :exec
-UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
-WHERE id = $1 AND status IN ('active', 'suspended')
+const flagServiceNeedsRepair = `-- name: FlagServiceNeedsRepair :execrows
+UPDATE services s SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE s.id = $1 AND s.status IN ('active', 'suspended')
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id
+                  AND j.status IN ('queued', 'scheduled', 'running', 'retrying') AND j.kind <> 'service.terminate')
 `
 
 type FlagServiceNeedsRepairParams struct {
@@ -165,9 +185,33 @@ type FlagServiceNeedsRepairParams struct {
 }
 
 // Marks a service whose VM a read found missing or not its own (no job is
-// involved); a terminated service stays terminated.
-func (q *Queries) FlagServiceNeedsRepair(ctx context.Context, arg FlagServiceNeedsRepairParams) error {
-	_, err := q.db.Exec(ctx, flagServiceNeedsRepair, arg.ID, arg.RepairReason)
+// involved); a terminated service stays terminated, and one a job is
+// changing (a reinstall between its destroy and its clone) is left to it.
+func (q *Queries) FlagServiceNeedsRepair(ctx context.Context, arg FlagServiceNeedsRepairParams) (int64, error) {
+	result, err := q.db.Exec(ctx, flagServiceNeedsRepair, arg.ID, arg.RepairReason)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const followPowerState = `-- name: FollowPowerState :exec
+UPDATE services s SET power_state = $1, updated_at = now()
+WHERE s.id = $2 AND s.power_state = $3
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id
+                  AND j.status IN ('queued', 'scheduled', 'running', 'retrying') AND j.kind <> 'service.terminate')
+`
+
+type FollowPowerStateParams struct {
+	PowerState string
+	ID         uuid.UUID
+	Was        string
+}
+
+// Makes the recorded power state follow the VM's, unless it changed since
+// it was read or a job is changing the service.
+func (q *Queries) FollowPowerState(ctx context.Context, arg FollowPowerStateParams) error {
+	_, err := q.db.Exec(ctx, followPowerState, arg.PowerState, arg.ID, arg.Was)
 	return err
 }
 
@@ -512,6 +556,24 @@ func (q *Queries) MoveTermination(ctx context.Context, arg MoveTerminationParams
 	return i, err
 }
 
+const removeSuspension = `-- name: RemoveSuspension :one
+UPDATE services SET suspensions = array_remove(suspensions, $1::text), updated_at = now()
+WHERE id = $2 RETURNING suspensions
+`
+
+type RemoveSuspensionParams struct {
+	Reason string
+	ID     uuid.UUID
+}
+
+// Removes a suspension reason and returns the reasons left.
+func (q *Queries) RemoveSuspension(ctx context.Context, arg RemoveSuspensionParams) ([]string, error) {
+	row := q.db.QueryRow(ctx, removeSuspension, arg.Reason, arg.ID)
+	var suspensions []string
+	err := row.Scan(&suspensions)
+	return suspensions, err
+}
+
 const scheduleTermination = `-- name: ScheduleTermination :one
 UPDATE services
 SET cancellation_generation = cancellation_generation + 1, cancel_when = $1,
@@ -570,7 +632,8 @@ func (q *Queries) ScheduleTermination(ctx context.Context, arg ScheduleTerminati
 
 const seeOrphanVM = `-- name: SeeOrphanVM :one
 INSERT INTO orphan_vms (node, vmid, service_id) VALUES ($1, $2, $3)
-ON CONFLICT (vmid) DO UPDATE SET node = excluded.node
+ON CONFLICT (vmid) DO UPDATE SET node = excluded.node, service_id = excluded.service_id,
+    first_seen = CASE WHEN orphan_vms.service_id = excluded.service_id THEN orphan_vms.first_seen ELSE now() END
 RETURNING first_seen
 `
 
@@ -774,44 +837,4 @@ type SetServiceStatusParams struct {
 func (q *Queries) SetServiceStatus(ctx context.Context, arg SetServiceStatusParams) error {
 	_, err := q.db.Exec(ctx, setServiceStatus, arg.ID, arg.Status)
 	return err
-}
-
-const setSuspensions = `-- name: SetSuspensions :one
-UPDATE services SET suspensions = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
-`
-
-type SetSuspensionsParams struct {
-	ID          uuid.UUID
-	Suspensions []string
-}
-
-func (q *Queries) SetSuspensions(ctx context.Context, arg SetSuspensionsParams) (Service, error) {
-	row := q.db.QueryRow(ctx, setSuspensions, arg.ID, arg.Suspensions)
-	var i Service
-	err := row.Scan(
-		&i.ID,
-		&i.TeamID,
-		&i.Name,
-		&i.Provider,
-		&i.Location,
-		&i.ProviderRef,
-		&i.Plan,
-		&i.Status,
-		&i.PowerState,
-		&i.BillingPeriodEnd,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.CancellationGeneration,
-		&i.CancelWhen,
-		&i.CancellationReason,
-		&i.CancelledAt,
-		&i.TerminateAt,
-		&i.TerminationJobID,
-		&i.Suspensions,
-		&i.RepairReason,
-		&i.Install,
-		&i.Drift,
-		&i.VerifiedAt,
-	)
-	return i, err
 }

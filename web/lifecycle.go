@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -112,7 +113,9 @@ func (s *Server) suspendFor(r *http.Request, svc queries.Service, suspend bool) 
 		action = "suspend"
 	}
 	c := callerOf(r)
-	job, _, err := s.Jobs.Insert(r.Context(), jobs.PowerArgs{ServiceID: svc.ID, Action: action, Reason: jobs.SuspendedForCancellation, WaitForService: true},
+	// The cancellation is recorded already: its suspension must be too,
+	// however the client's request ends.
+	job, _, err := s.Jobs.Insert(context.WithoutCancel(r.Context()), jobs.PowerArgs{ServiceID: svc.ID, Action: action, Reason: jobs.SuspendedForCancellation, WaitForService: true},
 		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "cancellation"})
 	if err != nil {
 		s.logger(r).Error("could not queue the service's "+action+" for its cancellation", "service_id", svc.ID, "err", err)

@@ -143,6 +143,8 @@ func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
 	}
 	ref, err := jobs.ServiceVM(r.Context(), s.Proxmox, s.Queries, &svc, s.logger(r))
 	switch {
+	case errors.Is(err, jobs.ErrServiceBusy):
+		return ref, &apiError{Status: http.StatusConflict, ErrorKey: "service_busy", Message: "A job is changing the service's VM; try again when it has ended"}
 	case errors.Is(err, jobs.ErrNeedsRepair):
 		return ref, needsRepair(svc)
 	case err != nil:

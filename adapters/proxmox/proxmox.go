@@ -270,16 +270,24 @@ func (c *Client) Tasks(ctx context.Context, ref VMRef, taskType string, since ti
 // Busy reports whether a task of any type is running on the VM (for a
 // clone, on the template it is made from).
 func (c *Client) Busy(ctx context.Context, ref VMRef) (bool, error) {
+	return c.Running(ctx, ref.Node, ref.VMID, "")
+}
+
+// Running reports whether a task runs on the node: of taskType (any when
+// ""), about vmid (any when 0).
+func (c *Client) Running(ctx context.Context, node string, vmid int, taskType string) (bool, error) {
 	var tasks []*pve.Task
 	err := c.call(ctx, "tasks.list", func(ctx context.Context) error {
 		var err error
-		tasks, err = (&pve.Node{}).New(c.api, ref.Node).Tasks(ctx, &pve.NodeTasksOptions{Source: "active", VMID: ref.VMID})
+		tasks, err = (&pve.Node{}).New(c.api, node).Tasks(ctx, &pve.NodeTasksOptions{Source: "active", VMID: vmid, TypeFilter: taskType})
 		return err
 	})
 	if err != nil {
 		return false, err
 	}
-	return slices.ContainsFunc(tasks, func(t *pve.Task) bool { return t != nil && t.ID == strconv.Itoa(ref.VMID) }), nil
+	return slices.ContainsFunc(tasks, func(t *pve.Task) bool {
+		return t != nil && (vmid == 0 || t.ID == strconv.Itoa(vmid)) && (taskType == "" || t.Type == taskType)
+	}), nil
 }
 
 // TokenID is the API token the client acts as: the user of every task it

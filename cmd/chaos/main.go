@@ -51,23 +51,23 @@ type config struct {
 	cancelVPS, cancelGames int
 	template               int
 
-	bin          string // the provisiond binary
-	servicesSh   string // scripts/services.sh, to restart Redis
-	logDir       string
-	metricsPort  int // first METRICS_ADDR port of schedulers and workers
-	apiAddr      string
-	api          string // http://HTTP_ADDR
-	proxmoxSim   string // the Proxmox simulator's base URL (no /api2/json)
-	pteroSim     string
-	key          string
-	databaseURL  string
-	pgPort       string
-	redisPort    string
-	tokenID      string
-	tokenSecret  string
-	cancelGrace  time.Duration
-	sweepGrace   time.Duration
-	sweepPeriod  time.Duration
+	bin         string // the provisiond binary
+	servicesSh  string // scripts/services.sh, to restart Redis
+	logDir      string
+	metricsPort int // first METRICS_ADDR port of schedulers and workers
+	apiAddr     string
+	api         string // http://HTTP_ADDR
+	proxmoxSim  string // the Proxmox simulator's base URL (no /api2/json)
+	pteroSim    string
+	key         string
+	databaseURL string
+	pgPort      string
+	redisPort   string
+	tokenID     string
+	tokenSecret string
+	cancelGrace time.Duration
+	sweepGrace  time.Duration
+	sweepPeriod time.Duration
 }
 
 func main() {

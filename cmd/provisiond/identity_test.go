@@ -539,3 +539,20 @@ func TestLiveReadsNeverShowAnotherCustomersVM(t *testing.T) {
 		t.Errorf("GET status of a migrated VM: %d %v; want 200", status, resp)
 	}
 }
+
+func TestReadDuringAReinstallDoesNotMarkTheService(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond})
+	web1 := s.services["web-1"].ID.String()
+	id := s.startJob("POST", "/api/services/"+web1+"/reinstall", `{"templateId":9000}`)
+	jobtest.Eventually(t, 30*time.Second, "the VM to be destroyed", func() bool { _, ok := s.sim.VM("pve1", 100); return !ok })
+	if status, resp := s.do("GET", "/api/services/"+web1+"/status", ""); status != http.StatusConflict || resp["errorKey"] != "service_busy" {
+		t.Errorf("status read between the destroy and the clone: %d %v; want 409 service_busy", status, resp)
+	}
+	if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("reinstall %s: %v", job["status"], job["error"])
+	}
+	if got := s.serviceByID(web1); got["status"] != "active" {
+		t.Errorf("service after the reinstall: %v (%v), want active", got["status"], got["repairReason"])
+	}
+}

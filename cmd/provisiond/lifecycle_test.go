@@ -416,3 +416,26 @@ func TestCancellationDuringALongJobQueuesTheSuspension(t *testing.T) {
 		t.Errorf("service %v, want suspended", got["status"])
 	}
 }
+
+func TestWithdrawnCancellationDropsTheSuspensionStillWaiting(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond, env: map[string]string{"CANCEL_GRACE": "1h"}})
+	path := "/api/services/" + s.services["web-1"].ID.String()
+	backup := s.startJob("POST", path+"/backups", "")
+	jobtest.Eventually(t, 10*time.Second, "the backup to run", func() bool { return s.sim.CountTasks("vzdump", 100) == 1 })
+	resp := s.cancel("web-1", "immediately")
+	suspension := resp["suspensionJob"].(map[string]any)["id"].(string)
+	if status, resp := s.do("POST", path+"/withdraw-cancellation", ""); status != http.StatusOK {
+		t.Fatalf("withdraw: %d %v", status, resp)
+	}
+	s.waitJob(backup, 30*time.Second)
+	if job := s.waitJob(suspension, 60*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("suspension job %s: %v", job["status"], job["error"])
+	}
+	if vm := s.vm("web-1"); vm.Paused || s.sim.CountTasks("qmpause", 100) != 0 {
+		t.Error("a suspension queued for a cancellation that was withdrawn paused the VM")
+	}
+	if got := s.service("web-1"); got["status"] != "active" {
+		t.Errorf("service %v, want active", got["status"])
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
 )
 
 // reconciler returns the system's reconciler with the given orphan grace.
@@ -73,7 +74,12 @@ func TestReconcilerDestroysOnlyLeftoverVMsOfServicesItKnows(t *testing.T) {
 	// A leftover clone of web-1 (its service points at VM 100), and a VM
 	// tagged for a service this fleet does not know.
 	s.sim.AddVM(sim.VM{Node: "pve1", VMID: 150, Status: "running", Tags: []string{"provisiond", jobs.VMTag(web1)}})
+	if _, err := s.q.ReserveVMID(context.Background(), queries.ReserveVMIDParams{Vmid: 150, ServiceID: web1}); err != nil {
+		t.Fatal(err)
+	}
 	s.sim.AddVM(sim.VM{Node: "pve1", VMID: 151, Status: "running", Tags: []string{"svc-5b7c0c2e-6f3f-4d8e-9f0e-1c2d3e4f5a6b"}})
+	// An operator's clone of web-1's VM, at a VMID the fleet never gave it.
+	s.sim.AddVM(sim.VM{Node: "pve1", VMID: 152, Status: "stopped", Tags: []string{"provisiond", jobs.VMTag(web1)}})
 
 	first, err := s.reconciler(time.Hour).Round(context.Background())
 	if err != nil {
@@ -94,6 +100,9 @@ func TestReconcilerDestroysOnlyLeftoverVMsOfServicesItKnows(t *testing.T) {
 	}
 	if _, ok := s.sim.VM("pve1", 151); !ok {
 		t.Error("the VM of a service this fleet does not know was destroyed")
+	}
+	if _, ok := s.sim.VM("pve1", 152); !ok {
+		t.Error("an operator's clone at a VMID the fleet never reserved was destroyed")
 	}
 	if vm := s.vm("web-1"); vm.Status != "running" || !slices.Contains(vm.Tags, jobs.VMTag(web1)) {
 		t.Errorf("web-1's own VM after the rounds: %+v", vm)

@@ -1,0 +1,603 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// result is one invariant's outcome.
+type result struct {
+	n       int
+	name    string
+	ok      bool
+	summary string
+	details []string
+	info    []string // shown whether it held or not
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// mutatingTasks are the Proxmox task types that change a VM or its
+// backups: each must have been started by one step of one job.
+var mutatingTasks = []string{"qmstart", "qmstop", "qmshutdown", "qmreboot", "qmreset", "qmpause", "qmsuspend", "qmresume",
+	"qmclone", "qmconfig", "resize", "qmdestroy", "vzdump", "qmrestore", "qmcreate", "imgdel"}
+
+// infraWords mark a job's error as one of our own infrastructure's making
+// rather than the provider's or the request's.
+var infraWords = []string{"lost from the queue", "archived", "lease", "timed out", "superseded", "interrupted"}
+
+func check(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim, st *runStats, reconcileStart time.Time) []result {
+	return []result{
+		checkFinal(ctx, c, db, st),
+		checkTasks(ctx, c, db, pve, ptero, st),
+		checkOrphansAndDrift(ctx, db, pve, ptero, reconcileStart),
+		checkInfraFailures(ctx, db),
+		checkLeases(ctx, db),
+	}
+}
+
+// fail returns a result that could not be checked.
+func failed(n int, name string, err error) result {
+	return result{n: n, name: name, summary: "could not check: " + err.Error()}
+}
+
+// 1. Every accepted job ends within the settle time.
+func checkFinal(ctx context.Context, c config, db *pgxpool.Pool, st *runStats) result {
+	r := result{n: 1, name: fmt.Sprintf("every job ends (succeeded/failed/cancelled) within %s of the chaos", c.settle)}
+	rows, err := db.Query(ctx, `SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	var parts []string
+	total := 0
+	for rows.Next() {
+		var s string
+		var n int
+		rows.Scan(&s, &n)
+		parts = append(parts, fmt.Sprintf("%s %d", s, n))
+		total += n
+	}
+	rows.Close()
+	rows, err = db.Query(ctx, `SELECT id::text, kind, status, step, attempts, updated_at, error, coalesce(run_at::text, '')
+		FROM jobs WHERE status IN `+unfinished+` ORDER BY created_at`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var id, kind, status, step, errText, runAt string
+		var attempts int
+		var updated time.Time
+		rows.Scan(&id, &kind, &status, &step, &attempts, &updated, &errText, &runAt)
+		r.details = append(r.details, fmt.Sprintf("job %s %s: %s at step %q, %d attempts, unchanged since %s (%.0fs after the chaos), run_at %s, error %q",
+			id, kind, status, step, attempts, updated.Format(time.TimeOnly), updated.Sub(st.chaosEnd).Seconds(), runAt, errText))
+	}
+	rows.Close()
+	rows, err = db.Query(ctx, `SELECT id::text, kind, status, attempts, finished_at, error FROM jobs
+		WHERE finished_at > $1 ORDER BY finished_at DESC LIMIT 3`, st.chaosEnd)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var id, kind, status, errText string
+		var attempts int
+		var finished time.Time
+		rows.Scan(&id, &kind, &status, &attempts, &finished, &errText)
+		r.info = append(r.info, fmt.Sprintf("ended %.1fs after the chaos: job %s %s, %s after %d attempts %s",
+			finished.Sub(st.chaosEnd).Seconds(), id, kind, status, attempts, errText))
+	}
+	rows.Close()
+	r.ok = st.quietAfter > 0 && len(r.details) == 0
+	r.summary = fmt.Sprintf("%d jobs: %s", total, strings.Join(parts, ", "))
+	if !r.ok {
+		r.summary += fmt.Sprintf("; %d not ended", len(r.details))
+	}
+	return r
+}
+
+// 2. No provider action done twice or by the wrong job.
+func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim, st *runStats) result {
+	r := result{n: 2, name: "no provider action done twice, none by the wrong job"}
+	tasks, err := pve.tasks(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	type claim struct{ job, step, kind, service string }
+	claims := map[string]claim{}
+	rows, err := db.Query(ctx, `SELECT t.upid, t.job_id::text, t.step, j.kind, coalesce(j.service_id::text, '')
+		FROM job_tasks t JOIN jobs j ON j.id = t.job_id`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var upid string
+		var cl claim
+		rows.Scan(&upid, &cl.job, &cl.step, &cl.kind, &cl.service)
+		claims[upid] = cl
+	}
+	rows.Close()
+	reserved := map[string][]int{}
+	rows, err = db.Query(ctx, `SELECT service_id::text, vmid FROM vmid_reservations`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var svc string
+		var vmid int
+		rows.Scan(&svc, &vmid)
+		reserved[svc] = append(reserved[svc], vmid)
+	}
+	rows.Close()
+	vms, err := pve.vms(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	templates := map[int]bool{}
+	for _, vm := range vms {
+		if vm.Template {
+			templates[vm.VMID] = true
+		}
+	}
+
+	unclaimed := map[string]int{}
+	var unclaimedList, wrong []string
+	ours := 0
+	type stepKey struct{ job, step, typ, vm string }
+	done := map[stepKey][]string{}
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		seen[t.UPID] = true
+		if t.User != c.tokenID || !slices.Contains(mutatingTasks, t.Type) {
+			continue
+		}
+		ours++
+		vmid, _ := strconv.Atoi(strings.SplitN(t.ID, "@", 2)[0])
+		cl, ok := claims[t.UPID]
+		if !ok {
+			unclaimed[t.Type]++
+			// A task of the same type on the same VM soon after is likely
+			// the action done again by the job that lost this one.
+			next := ""
+			for _, o := range tasks {
+				if o.Type == t.Type && o.ID == t.ID && o.UPID != t.UPID && o.Start >= t.Start && o.Start-t.Start <= 60 && o.User == t.User {
+					next = fmt.Sprintf("; followed %ds later by %s (job %s)", o.Start-t.Start, o.UPID, cmpStr(claims[o.UPID].job, "none"))
+					break
+				}
+			}
+			unclaimedList = append(unclaimedList, fmt.Sprintf("%s: %s on VM %s, started %s, ended %s%s",
+				t.UPID, t.Type, t.ID, time.Unix(t.Start, 0).Format(time.TimeOnly), cmpStr(t.Status, "(running)"), next))
+			continue
+		}
+		if !templates[vmid] && !slices.Contains(reserved[cl.service], vmid) {
+			wrong = append(wrong, fmt.Sprintf("%s: %s on VM %d, claimed by job %s (%s, step %s) of service %s, whose VMIDs are %v",
+				t.UPID, t.Type, vmid, cl.job, cl.kind, cl.step, cl.service, reserved[cl.service]))
+		}
+		if t.Type != "imgdel" && (t.Status == "OK" || strings.HasPrefix(t.Status, "WARNINGS")) {
+			k := stepKey{cl.job, cl.step, t.Type, t.ID}
+			done[k] = append(done[k], t.UPID)
+		}
+	}
+	var twice []string
+	for k, upids := range done {
+		if len(upids) > 1 {
+			twice = append(twice, fmt.Sprintf("job %s (%s) step %q: %d %s tasks on VM %s ended well: %s",
+				k.job, claims[upids[0]].kind, k.step, len(upids), k.typ, k.vm, strings.Join(upids, ", ")))
+		}
+	}
+	sort.Strings(twice)
+	var ghost int
+	for upid := range claims {
+		if !seen[upid] {
+			ghost++
+		}
+	}
+	servers, err := ptero.servers(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	byExternal := map[string]int{}
+	for _, g := range servers {
+		if uuidRE.MatchString(g.ExternalID) { // the simulator's demo servers have names
+			byExternal[g.ExternalID]++
+		}
+	}
+	var dupGames []string
+	for ext, n := range byExternal {
+		if n > 1 {
+			dupGames = append(dupGames, fmt.Sprintf("service %s has %d game servers (a create carried out twice)", ext, n))
+		}
+	}
+
+	st.faults.mu.Lock()
+	cloneDrops := st.faults.cloneDrops
+	st.faults.mu.Unlock()
+	// A clone's task is listed under its template, which every clone
+	// shares, so a clone whose answer was lost is recognised by its effect
+	// and never claimed: at most one unclaimed clone per dropped answer.
+	excused := min(unclaimed["qmclone"], cloneDrops)
+	bad := len(wrong) + len(twice) + len(dupGames) - excused
+	for _, n := range unclaimed {
+		bad += n
+	}
+	r.ok = bad == 0
+	var parts []string
+	for typ, n := range unclaimed {
+		parts = append(parts, fmt.Sprintf("%s %d", typ, n))
+	}
+	sort.Strings(parts)
+	r.summary = fmt.Sprintf("%d mutating tasks by our token; unclaimed %d", ours, len(unclaimedList))
+	if len(parts) > 0 {
+		r.summary += " (" + strings.Join(parts, ", ") + ")"
+	}
+	if excused > 0 {
+		r.summary += fmt.Sprintf(", %d of them clones whose answer was dropped (%d dropped)", excused, cloneDrops)
+	}
+	r.summary += fmt.Sprintf("; wrong VM %d; twice in one step %d; duplicate game servers %d", len(wrong), len(twice), len(dupGames))
+	for _, l := range unclaimedList {
+		r.details = append(r.details, "unclaimed task "+l)
+	}
+	r.details = append(r.details, wrong...)
+	r.details = append(r.details, twice...)
+	r.details = append(r.details, dupGames...)
+	if ghost > 0 {
+		r.info = append(r.info, fmt.Sprintf("%d claimed UPIDs are not in the simulator's task lists", ghost))
+	}
+	return r
+}
+
+func cmpStr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// 3. No orphaned VM or game server, and after two reconciliation rounds no
+// live service whose provider state differs from the database.
+func checkOrphansAndDrift(ctx context.Context, db *pgxpool.Pool, pve, ptero *sim, reconcileStart time.Time) result {
+	r := result{n: 3, name: "no orphaned VMs or game servers; no drift after two reconcile rounds"}
+	type svcRow struct {
+		id, name, provider, status, reason string
+		ref                                map[string]any
+		drift                              []map[string]any
+		power                              string
+		verified                           *time.Time
+	}
+	services := map[string]*svcRow{}
+	rows, err := db.Query(ctx, `SELECT id::text, name, provider, status, repair_reason, provider_ref, drift, power_state, verified_at FROM services`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		s := &svcRow{}
+		var ref, drift []byte
+		rows.Scan(&s.id, &s.name, &s.provider, &s.status, &s.reason, &ref, &drift, &s.power, &s.verified)
+		json.Unmarshal(ref, &s.ref)
+		json.Unmarshal(drift, &s.drift)
+		services[s.id] = s
+	}
+	rows.Close()
+	vms, err := pve.vms(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	var orphans, drifted []string
+	for _, vm := range vms {
+		if vm.Template {
+			continue
+		}
+		owner := ""
+		for _, t := range vm.Tags {
+			if id, ok := strings.CutPrefix(t, "svc-"); ok {
+				owner = id
+			}
+		}
+		if owner == "" {
+			if _, after, ok := strings.Cut(vm.Description, "provisiond service "); ok && len(after) >= 36 {
+				owner = after[:36]
+			}
+		}
+		if owner == "" {
+			continue
+		}
+		s := services[owner]
+		switch {
+		case s == nil:
+			orphans = append(orphans, fmt.Sprintf("VM %d on %s (%s) carries the mark of service %s, which does not exist", vm.VMID, vm.Node, vm.Status, owner))
+		case s.status == "terminated":
+			orphans = append(orphans, fmt.Sprintf("VM %d on %s (%s) belongs to service %s (%s), which is terminated", vm.VMID, vm.Node, vm.Status, s.name, owner))
+		case num(s.ref, "vmid") != vm.VMID:
+			orphans = append(orphans, fmt.Sprintf("VM %d on %s (%s, lock %q) carries the mark of service %s (%s, %s), which points at %v",
+				vm.VMID, vm.Node, vm.Status, vm.Lock, s.name, owner, s.status, s.ref))
+		}
+	}
+	servers, err := ptero.servers(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	gameByService := map[string]gameServer{}
+	for _, g := range servers {
+		if !uuidRE.MatchString(g.ExternalID) {
+			continue // not a service's (the simulator's demo servers)
+		}
+		s := services[g.ExternalID]
+		switch {
+		case s == nil:
+			orphans = append(orphans, fmt.Sprintf("game server %d carries service %s, which does not exist", g.ID, g.ExternalID))
+		case s.status == "terminated":
+			orphans = append(orphans, fmt.Sprintf("game server %d belongs to service %s (%s), which is terminated", g.ID, s.name, s.id))
+		case num(s.ref, "serverId") != g.ID:
+			orphans = append(orphans, fmt.Sprintf("game server %d carries service %s (%s), which points at %v", g.ID, s.name, s.id, s.ref))
+		default:
+			gameByService[s.id] = g
+		}
+	}
+	var repair, pending []string
+	ids := make([]string, 0, len(services))
+	for id := range services {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		s := services[id]
+		switch {
+		case s.status == "needs_repair":
+			repair = append(repair, fmt.Sprintf("%s (%s, %s): %s", s.name, s.id, s.provider, s.reason))
+		case s.status == "pending":
+			pending = append(pending, fmt.Sprintf("%s (%s, %s)", s.name, s.id, s.provider))
+		case s.status != "active" && s.status != "suspended":
+		case s.provider == "proxmox":
+			if len(s.drift) > 0 {
+				b, _ := json.Marshal(s.drift)
+				drifted = append(drifted, fmt.Sprintf("%s (%s, %s): drift %s", s.name, s.id, s.status, b))
+			} else if s.verified == nil || s.verified.Before(reconcileStart) {
+				drifted = append(drifted, fmt.Sprintf("%s (%s, %s): not verified by the reconcile rounds", s.name, s.id, s.status))
+			}
+		case s.provider == "pterodactyl":
+			g, ok := gameByService[s.id]
+			switch {
+			case !ok:
+				drifted = append(drifted, fmt.Sprintf("%s (%s, %s): no game server carries it", s.name, s.id, s.status))
+			case (s.status == "suspended") != (g.Status == "suspended"):
+				drifted = append(drifted, fmt.Sprintf("%s (%s): the service is %s, its game server's status is %q", s.name, s.id, s.status, g.Status))
+			case map[string]string{"running": "running", "offline": "stopped"}[g.State] != s.power && s.power != "unknown":
+				r.info = append(r.info, fmt.Sprintf("game %s (%s): recorded power %s, the server is %s (the reconciler does not cover game servers)",
+					s.name, s.id, s.power, g.State))
+			}
+		}
+	}
+	r.ok = len(orphans) == 0 && len(drifted) == 0
+	r.summary = fmt.Sprintf("orphans %d, drifted services %d; needs_repair %d, pending %d", len(orphans), len(drifted), len(repair), len(pending))
+	r.details = append(orphans, drifted...)
+	for _, s := range repair {
+		r.info = append(r.info, "needs_repair: "+s)
+	}
+	for _, s := range pending {
+		r.info = append(r.info, "still pending (provision never finished): "+s)
+	}
+	return r
+}
+
+// 4. No job failed for a reason of our own infrastructure.
+func checkInfraFailures(ctx context.Context, db *pgxpool.Pool) result {
+	r := result{n: 4, name: "no job failed for reasons of our own infrastructure"}
+	rows, err := db.Query(ctx, `SELECT kind, error, count(*) FROM jobs WHERE status = 'failed' GROUP BY kind, error ORDER BY count(*) DESC, kind`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	total, infra := 0, 0
+	for rows.Next() {
+		var kind, errText string
+		var n int
+		rows.Scan(&kind, &errText, &n)
+		total += n
+		line := fmt.Sprintf("%3d × %s: %s", n, kind, errText)
+		lower := strings.ToLower(errText)
+		if slices.ContainsFunc(infraWords, func(w string) bool { return strings.Contains(lower, w) }) {
+			infra += n
+			r.details = append(r.details, line)
+		} else {
+			r.info = append(r.info, "failed (not ours): "+line)
+		}
+	}
+	rows.Close()
+	r.ok = infra == 0
+	r.summary = fmt.Sprintf("%d failed jobs, %d of them for our infrastructure", total, infra)
+	return r
+}
+
+// 5. After quiet, no lease is held (by a job that is not running).
+func checkLeases(ctx context.Context, db *pgxpool.Pool) result {
+	r := result{n: 5, name: "no lease held by a job that is not running"}
+	rows, err := db.Query(ctx, `SELECT l.resource, l.holder::text, l.expires_at, l.expires_at < now(), coalesce(j.status, '(no such job)'), coalesce(j.kind, '')
+		FROM leases l LEFT JOIN jobs j ON j.id = l.holder ORDER BY l.resource`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	held := 0
+	for rows.Next() {
+		var resource, holder, status, kind string
+		var expires time.Time
+		var expired bool
+		rows.Scan(&resource, &holder, &expires, &expired, &status, &kind)
+		held++
+		r.details = append(r.details, fmt.Sprintf("lease %s held by job %s (%s, %s), expires %s (expired: %v)",
+			resource, holder, kind, status, expires.Format(time.TimeOnly), expired))
+	}
+	rows.Close()
+	r.ok = held == 0
+	r.summary = fmt.Sprintf("%d leases left after quiet", held)
+	return r
+}
+
+// report prints the run's table.
+func report(out io.Writer, c config, d *driver, f *fleet, st *runStats, res []result) {
+	mode := "full"
+	if c.short {
+		mode = "short"
+	}
+	fmt.Fprintf(out, "\n== chaos suite (%s run): %s of chaos, %d job requests sent of %d, seed %d, %d workers\n\n",
+		mode, c.duration, d.sent, c.jobs, c.seed, c.workers)
+
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "requests\tsent\tanswers")
+	for _, row := range d.requestRows() {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
+	d.mu.Lock()
+	for l, e := range d.errSamples {
+		fmt.Fprintf(out, "  e.g. %s: %s\n", l, firstLine(e, 160))
+	}
+	d.mu.Unlock()
+
+	fmt.Fprintln(out)
+	printJobsByKind(out, st.jobCounts)
+
+	fmt.Fprintln(out)
+	kills, started := f.counts()
+	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "chaos\t\n")
+	fmt.Fprintf(tw, "worker processes SIGKILLed\t%d (%d workers started in all)\n", kills["worker"], started["worker"])
+	fmt.Fprintf(tw, "API processes SIGKILLed\t%d\n", kills["api"])
+	fmt.Fprintf(tw, "scheduler processes SIGKILLed\t%d\n", kills["scheduler"])
+	fmt.Fprintf(tw, "Redis data losses\t%d (down %s each, back empty)\n", len(st.redisLosses), st.redisDown)
+	fmt.Fprintf(tw, "processes that ended by themselves\t%d\n", len(f.unexpectedExits()))
+	fmt.Fprintf(tw, "random provider faults\t%.0f%% of calls: 500 after %s\n", randomRate*100, randomLatency)
+	fmt.Fprintf(tw, "scripted provider faults\t%s\n", strings.Join(st.faults.summary(), ", "))
+	for i := range st.redisLosses {
+		if st.resumeLag[i] > 0 {
+			fmt.Fprintf(tw, "Redis restart → every job moving again\t%.1fs (%s unfinished at the restart)\n", st.resumeLag[i].Seconds(), plural(st.resumeJobs[i], "job"))
+		} else {
+			fmt.Fprintf(tw, "Redis restart → every job moving again\tnever: %d of %d jobs unchanged by the deadline\n", st.resumeLeft[i], st.resumeJobs[i])
+		}
+	}
+	if st.quietAfter > 0 {
+		fmt.Fprintf(tw, "chaos end → quiet (no job unfinished)\t%.1fs\n", st.quietAfter.Seconds())
+	} else {
+		fmt.Fprintf(tw, "chaos end → quiet (no job unfinished)\tnot within %s\n", c.settle)
+	}
+	tw.Flush()
+	for _, u := range f.unexpectedExits() {
+		fmt.Fprintf(out, "  ended by itself: %s\n", u)
+	}
+	fmt.Fprintln(out, "\nevents")
+	for _, e := range st.events {
+		fmt.Fprintf(out, "  %s\n", e)
+	}
+	fmt.Fprintln(out, "\nprovisiond reconcile (after quiet)")
+	for i, r := range st.reconciles {
+		fmt.Fprintf(out, "  round %d: %s\n", i+1, strings.ReplaceAll(oneLine(r), "\n", "; "))
+	}
+
+	fmt.Fprintln(out)
+	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tinvariant\tresult\tdetail")
+	failedN := 0
+	for _, r := range res {
+		verdict := "PASS"
+		if !r.ok {
+			verdict = "FAIL"
+			failedN++
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", r.n, r.name, verdict, r.summary)
+	}
+	tw.Flush()
+	for _, r := range res {
+		if len(r.details) == 0 && len(r.info) == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "\ninvariant %d:\n", r.n)
+		for i, l := range r.details {
+			if i == 40 {
+				fmt.Fprintf(out, "  … and %d more\n", len(r.details)-i)
+				break
+			}
+			fmt.Fprintf(out, "  ✗ %s\n", l)
+		}
+		for i, l := range r.info {
+			if i == 25 {
+				fmt.Fprintf(out, "  … and %d more\n", len(r.info)-i)
+				break
+			}
+			fmt.Fprintf(out, "  · %s\n", l)
+		}
+	}
+	fmt.Fprintln(out)
+	if failedN == 0 {
+		fmt.Fprintf(out, "chaos: %d passed, 0 failed\n", len(res))
+	} else {
+		fmt.Fprintf(out, "chaos: %d passed, %d failed (logs of every process in %s)\n", len(res)-failedN, failedN, c.logDir)
+	}
+}
+
+// printJobsByKind prints the jobs by kind and status.
+func printJobsByKind(out io.Writer, jobCounts map[string]map[string]int) {
+	statuses := []string{"succeeded", "failed", "cancelled", "queued", "scheduled", "running", "retrying"}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "jobs by kind\t%s\t\n", strings.Join(statuses, "\t"))
+	kinds := make([]string, 0, len(jobCounts))
+	for k := range jobCounts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintf(tw, "%s\t", k)
+		for _, s := range statuses {
+			fmt.Fprintf(tw, "%d\t", jobCounts[k][s])
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
+
+// loadJobCounts reads the jobs by kind and status.
+func loadJobCounts(ctx context.Context, db *pgxpool.Pool) (map[string]map[string]int, error) {
+	jobCounts := map[string]map[string]int{}
+	rows, err := db.Query(ctx, `SELECT kind, status, count(*) FROM jobs GROUP BY kind, status`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, status string
+		var n int
+		if err := rows.Scan(&kind, &status, &n); err != nil {
+			return nil, err
+		}
+		if jobCounts[kind] == nil {
+			jobCounts[kind] = map[string]int{}
+		}
+		jobCounts[kind][status] = n
+	}
+	return jobCounts, rows.Err()
+}
+
+func firstLine(s string, n int) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+// oneLine turns the reconcile command's table into one line.
+func oneLine(s string) string {
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			parts = append(parts, strings.Join(f, " "))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
