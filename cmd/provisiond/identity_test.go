@@ -545,9 +545,11 @@ func TestReadDuringAReinstallDoesNotMarkTheService(t *testing.T) {
 	s := newSystem(t, systemOpts{taskDuration: 500 * time.Millisecond})
 	web1 := s.services["web-1"].ID.String()
 	id := s.startJob("POST", "/api/services/"+web1+"/reinstall", `{"templateId":9000}`)
-	jobtest.Eventually(t, 30*time.Second, "the VM to be destroyed", func() bool { _, ok := s.sim.VM("pve1", 100); return !ok })
+	// While the clone runs, VM 100 is the clone's temporary VM: locked,
+	// without the service's tag or description yet.
+	jobtest.Eventually(t, 30*time.Second, "the clone to run", func() bool { return s.job(id)["step"] == "clone" })
 	if status, resp := s.do("GET", "/api/services/"+web1+"/status", ""); status != http.StatusConflict || resp["errorKey"] != "service_busy" {
-		t.Errorf("status read between the destroy and the clone: %d %v; want 409 service_busy", status, resp)
+		t.Errorf("status read while the reinstall clones: %d %v; want 409 service_busy", status, resp)
 	}
 	if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
 		t.Fatalf("reinstall %s: %v", job["status"], job["error"])
