@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test bench sqlc fmt vet
+.PHONY: run test bench chaos sqlc fmt vet
 
 run: ## start API, workers, scheduler, dashboard and simulators, with demo data
 	scripts/dev.sh
@@ -9,6 +9,9 @@ test: ## vet, sqlc check and every test against real PostgreSQL and Redis
 
 bench: ## API vs bare enqueue, long-job hold, console fan-out, step runner, alert evaluation
 	scripts/bench.sh
+
+chaos: ## kill workers, API, scheduler and Redis under a job stream with provider faults; check the invariants (CHAOS_SHORT=1: short run)
+	scripts/chaos.sh
 
 sqlc: ## regenerate queries/ from queries/*.sql
 	scripts/sqlc.sh generate

@@ -106,6 +106,17 @@ func checkFinal(ctx context.Context, c config, db *pgxpool.Pool, st *runStats) r
 }
 
 // 2. No provider action done twice or by the wrong job.
+//
+// Every mutating task our token started should be claimed in job_tasks by
+// the step that started it (or adopted it after a lost answer). A task no
+// job claimed is "done twice" when a job that was running when it started
+// ran another task of the same type on the same VM (the same volume, for
+// an imgdel) after it; otherwise the job saw its effect and went on, and it
+// is only reported. A clone's task is listed under its template, which
+// every clone shares, so a clone whose answer was lost is recognised by its
+// effect and never claimed: up to one unclaimed clone per dropped clone
+// answer is expected (a clone made twice leaves a VM behind, which
+// invariant 3 finds).
 func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim, st *runStats) result {
 	r := result{n: 2, name: "no provider action done twice, none by the wrong job"}
 	tasks, err := pve.tasks(ctx)
@@ -124,6 +135,19 @@ func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim
 		var cl claim
 		rows.Scan(&upid, &cl.job, &cl.step, &cl.kind, &cl.service)
 		claims[upid] = cl
+	}
+	rows.Close()
+	type span struct{ from, to time.Time }
+	ran := map[string]span{} // when each job ran
+	rows, err = db.Query(ctx, `SELECT id::text, started_at, coalesce(finished_at, now()) FROM jobs WHERE started_at IS NOT NULL`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var id string
+		var sp span
+		rows.Scan(&id, &sp.from, &sp.to)
+		ran[id] = sp
 	}
 	rows.Close()
 	reserved := map[string][]int{}
@@ -148,34 +172,60 @@ func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim
 			templates[vm.VMID] = true
 		}
 	}
+	var mine []pveTask
+	for _, t := range tasks {
+		if t.User == c.tokenID && slices.Contains(mutatingTasks, t.Type) {
+			mine = append(mine, t)
+		}
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].Start < mine[j].Start })
+	// volume is what an imgdel removed, from its log.
+	volume := func(t pveTask) string {
+		if t.Type != "imgdel" {
+			return ""
+		}
+		lines, _ := pve.taskLog(ctx, t)
+		for _, l := range lines {
+			if v, ok := strings.CutPrefix(l, "Removed volume "); ok {
+				return v
+			}
+		}
+		return ""
+	}
 
-	unclaimed := map[string]int{}
-	var unclaimedList, wrong []string
-	ours := 0
+	var wrong, repeated, notRepeated []string
+	unclaimedClones := 0
 	type stepKey struct{ job, step, typ, vm string }
 	done := map[stepKey][]string{}
-	seen := map[string]bool{}
-	for _, t := range tasks {
-		seen[t.UPID] = true
-		if t.User != c.tokenID || !slices.Contains(mutatingTasks, t.Type) {
-			continue
-		}
-		ours++
+	for _, t := range mine {
 		vmid, _ := strconv.Atoi(strings.SplitN(t.ID, "@", 2)[0])
+		started := time.Unix(t.Start, 0)
+		desc := fmt.Sprintf("%s (%s on VM %s, started %s, %s)", t.UPID, t.Type, t.ID, started.Format(time.TimeOnly), cmpStr(t.Status, "running"))
 		cl, ok := claims[t.UPID]
 		if !ok {
-			unclaimed[t.Type]++
-			// A task of the same type on the same VM soon after is likely
-			// the action done again by the job that lost this one.
-			next := ""
-			for _, o := range tasks {
-				if o.Type == t.Type && o.ID == t.ID && o.UPID != t.UPID && o.Start >= t.Start && o.Start-t.Start <= 60 && o.User == t.User {
-					next = fmt.Sprintf("; followed %ds later by %s (job %s)", o.Start-t.Start, o.UPID, cmpStr(claims[o.UPID].job, "none"))
-					break
-				}
+			if t.Type == "qmclone" {
+				unclaimedClones++
+				notRepeated = append(notRepeated, "unclaimed clone "+desc)
+				continue
 			}
-			unclaimedList = append(unclaimedList, fmt.Sprintf("%s: %s on VM %s, started %s, ended %s%s",
-				t.UPID, t.Type, t.ID, time.Unix(t.Start, 0).Format(time.TimeOnly), cmpStr(t.Status, "(running)"), next))
+			var again []string
+			for _, o := range mine {
+				ocl, claimed := claims[o.UPID]
+				sp := ran[ocl.job]
+				if !claimed || o.UPID == t.UPID || o.Type != t.Type || o.ID != t.ID || o.Start < t.Start ||
+					sp.from.After(started.Add(2*time.Second)) || sp.to.Before(started.Add(-2*time.Second)) {
+					continue
+				}
+				if t.Type == "imgdel" && volume(o) != volume(t) {
+					continue
+				}
+				again = append(again, fmt.Sprintf("%s by job %s (%s, step %s)", o.UPID, ocl.job, ocl.kind, ocl.step))
+			}
+			if len(again) > 0 {
+				repeated = append(repeated, fmt.Sprintf("unclaimed task %s, then again: %s", desc, strings.Join(again, "; ")))
+			} else {
+				notRepeated = append(notRepeated, "unclaimed task "+desc+", not repeated")
+			}
 			continue
 		}
 		if !templates[vmid] && !slices.Contains(reserved[cl.service], vmid) {
@@ -195,12 +245,6 @@ func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim
 		}
 	}
 	sort.Strings(twice)
-	var ghost int
-	for upid := range claims {
-		if !seen[upid] {
-			ghost++
-		}
-	}
 	servers, err := ptero.servers(ctx)
 	if err != nil {
 		return failed(r.n, r.name, err)
@@ -217,42 +261,54 @@ func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim
 			dupGames = append(dupGames, fmt.Sprintf("service %s has %d game servers (a create carried out twice)", ext, n))
 		}
 	}
+	// A termination does not hold its service (it is scheduled long
+	// before); it must still never act while another job changes it.
+	var overlaps []string
+	rows, err = db.Query(ctx, `SELECT t.id::text, j.id::text, j.kind, j.status, t.service_id::text,
+			greatest(t.started_at, j.started_at), least(t.finished_at, j.finished_at)
+		FROM jobs t JOIN jobs j ON j.service_id = t.service_id AND j.id <> t.id AND j.mutating
+		WHERE t.kind = 'service.terminate' AND t.started_at IS NOT NULL AND j.started_at IS NOT NULL
+		  AND t.started_at < coalesce(j.finished_at, now()) AND j.started_at < coalesce(t.finished_at, now())
+		ORDER BY 6`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var term, job, kind, status, svc string
+		var from, to *time.Time
+		rows.Scan(&term, &job, &kind, &status, &svc, &from, &to)
+		overlaps = append(overlaps, fmt.Sprintf("termination %s of service %s ran while job %s (%s, ended %s) was running on it (%s to %s)",
+			term, svc, job, kind, status, clock(from), clock(to)))
+	}
+	rows.Close()
 
 	st.faults.mu.Lock()
 	cloneDrops := st.faults.cloneDrops
 	st.faults.mu.Unlock()
-	// A clone's task is listed under its template, which every clone
-	// shares, so a clone whose answer was lost is recognised by its effect
-	// and never claimed: at most one unclaimed clone per dropped answer.
-	excused := min(unclaimed["qmclone"], cloneDrops)
-	bad := len(wrong) + len(twice) + len(dupGames) - excused
-	for _, n := range unclaimed {
-		bad += n
-	}
-	r.ok = bad == 0
-	var parts []string
-	for typ, n := range unclaimed {
-		parts = append(parts, fmt.Sprintf("%s %d", typ, n))
-	}
-	sort.Strings(parts)
-	r.summary = fmt.Sprintf("%d mutating tasks by our token; unclaimed %d", ours, len(unclaimedList))
-	if len(parts) > 0 {
-		r.summary += " (" + strings.Join(parts, ", ") + ")"
-	}
-	if excused > 0 {
-		r.summary += fmt.Sprintf(", %d of them clones whose answer was dropped (%d dropped)", excused, cloneDrops)
-	}
-	r.summary += fmt.Sprintf("; wrong VM %d; twice in one step %d; duplicate game servers %d", len(wrong), len(twice), len(dupGames))
-	for _, l := range unclaimedList {
-		r.details = append(r.details, "unclaimed task "+l)
-	}
+	extraClones := max(unclaimedClones-cloneDrops, 0)
+	r.ok = len(repeated)+len(wrong)+len(twice)+len(dupGames)+len(overlaps)+extraClones == 0
+	r.summary = fmt.Sprintf("%d mutating tasks by our token: done twice %d, on a VM not the job's %d, twice in one step %d; "+
+		"duplicate game servers %d; terminations during another job %d; unclaimed clones %d (%d clone answers dropped); "+
+		"other unclaimed, not repeated %d",
+		len(mine), len(repeated), len(wrong), len(twice), len(dupGames), len(overlaps), unclaimedClones, cloneDrops,
+		len(notRepeated)-unclaimedClones)
+	r.details = append(r.details, repeated...)
 	r.details = append(r.details, wrong...)
 	r.details = append(r.details, twice...)
 	r.details = append(r.details, dupGames...)
-	if ghost > 0 {
-		r.info = append(r.info, fmt.Sprintf("%d claimed UPIDs are not in the simulator's task lists", ghost))
+	r.details = append(r.details, overlaps...)
+	if extraClones > 0 {
+		r.details = append(r.details, fmt.Sprintf("%d unclaimed clones, more than the %d clone answers dropped", unclaimedClones, cloneDrops))
 	}
+	r.info = append(r.info, notRepeated...)
 	return r
+}
+
+func clock(t *time.Time) string {
+	if t == nil {
+		return "now"
+	}
+	return t.Format("15:04:05.000")
 }
 
 func cmpStr(s, def string) string {
@@ -285,6 +341,21 @@ func checkOrphansAndDrift(ctx context.Context, db *pgxpool.Pool, pve, ptero *sim
 		json.Unmarshal(ref, &s.ref)
 		json.Unmarshal(drift, &s.drift)
 		services[s.id] = s
+	}
+	rows.Close()
+	// A VPS whose last successful rescue job turned rescue on is meant to
+	// boot the rescue system; the database keeps no other record of it.
+	rescueWanted := map[string]bool{}
+	rows, err = db.Query(ctx, `SELECT DISTINCT ON (service_id) service_id::text, (args->>'enable')::boolean FROM jobs
+		WHERE kind = 'vps.rescue' AND status = 'succeeded' ORDER BY service_id, finished_at DESC`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var id string
+		var on bool
+		rows.Scan(&id, &on)
+		rescueWanted[id] = on
 	}
 	rows.Close()
 	vms, err := pve.vms(ctx)
@@ -357,6 +428,13 @@ func checkOrphansAndDrift(ctx context.Context, db *pgxpool.Pool, pve, ptero *sim
 			pending = append(pending, fmt.Sprintf("%s (%s, %s)", s.name, s.id, s.provider))
 		case s.status != "active" && s.status != "suspended":
 		case s.provider == "proxmox":
+			s.drift = slices.DeleteFunc(s.drift, func(d map[string]any) bool {
+				if str(d, "kind") != "rescue" || !rescueWanted[s.id] {
+					return false
+				}
+				r.info = append(r.info, fmt.Sprintf("%s (%s): boots the rescue system, as its last rescue job asked (the reconciler counts it as drift)", s.name, s.id))
+				return true
+			})
 			if len(s.drift) > 0 {
 				b, _ := json.Marshal(s.drift)
 				drifted = append(drifted, fmt.Sprintf("%s (%s, %s): drift %s", s.name, s.id, s.status, b))

@@ -211,6 +211,24 @@ func (s *sim) tasks(ctx context.Context) ([]pveTask, error) {
 	return all, nil
 }
 
+// taskLog returns a task's log lines.
+func (s *sim) taskLog(ctx context.Context, t pveTask) ([]string, error) {
+	var out struct {
+		Data []struct {
+			T string `json:"t"`
+		} `json:"data"`
+	}
+	path := "/api2/json/nodes/" + url.PathEscape(t.Node) + "/tasks/" + url.PathEscape(t.UPID) + "/log?limit=1000"
+	if err := s.get(ctx, path, true, &out); err != nil {
+		return nil, err
+	}
+	lines := make([]string, len(out.Data))
+	for i, l := range out.Data {
+		lines[i] = l.T
+	}
+	return lines, nil
+}
+
 func newHTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second}}
 }
