@@ -58,6 +58,7 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 		return false, err
 	}
 	defer f.stopAll(15 * time.Second)
+	go func() { <-ctx.Done(); f.halt() }()
 	for _, role := range []string{"api", "scheduler"} {
 		if _, err := f.start(role); err != nil {
 			return false, err
@@ -169,11 +170,11 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 	// measurement may go on into the settle time.
 	waitDone := make(chan struct{})
 	go func() { wg.Wait(); close(waitDone) }()
-	clearFaults(ctx, pve, ptero)
-	st.chaosEnd = time.Now()
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
+	clearFaults(ctx, pve, ptero)
+	st.chaosEnd = time.Now()
 	for len(f.running("worker")) < c.workers {
 		if _, err := f.start("worker"); err != nil {
 			return false, err

@@ -80,8 +80,10 @@ func (f *fleet) start(role string) (*proc, error) {
 	cmd := exec.Command(f.c.bin, role)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out
-	// The process dies with this one, whatever ends it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so that a Ctrl-C reaches this program (which
+	// ends the fleet itself) and not the fleet behind its back; and it dies
+	// with this one, whatever ends it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -112,6 +114,13 @@ func (f *fleet) start(role string) (*proc, error) {
 		}
 	}()
 	return p, nil
+}
+
+// halt stops restarting processes that end by themselves.
+func (f *fleet) halt() {
+	f.mu.Lock()
+	f.stopping = true
+	f.mu.Unlock()
 }
 
 // running returns the running processes of role.
