@@ -288,6 +288,10 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 		return err
 	}
 	ref, _ := v.vm()
+	plan, err := ServicePlan(job.Service)
+	if err != nil {
+		return err
+	}
 	volid := w.backupStorage() + ":backup/" + job.Args.BackupID
 	// Once the restore starts the disk is being overwritten: it is carried
 	// through, and a restore that fails leaves the service needs_repair.
@@ -320,6 +324,14 @@ func (w *VPSWorkers) Restore(ctx context.Context, job *Job[RestoreArgs]) error {
 					return nil
 				},
 			})
+		}},
+		Step{"plan", func(ctx context.Context) error {
+			// An archive older than the last upgrade brings back the old
+			// sizes: the VM gets the plan it is paid for again.
+			if err := v.configure(ctx, map[string]any{"cores": plan.Cores, "memory": plan.MemoryMB}); err != nil {
+				return err
+			}
+			return v.growDisk(ctx, plan.DiskGB)
 		}},
 		Step{"start", v.start},
 	)

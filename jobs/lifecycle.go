@@ -3,10 +3,12 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -72,6 +74,14 @@ func (w *TerminationWorker) Work(ctx context.Context, job *Job[TerminationArgs])
 	t, ok := w.Terminators[svc.Provider]
 	if !ok {
 		return permanent(job.Args.Kind(), "no termination is known for "+svc.Provider+" services")
+	}
+	// A termination does not hold its service (the customer uses it until
+	// then), so it waits for a job still changing it (a backup) to end.
+	if other, err := w.Queries.GetActiveServiceJob(ctx, nullUUID(svc.ID)); err == nil {
+		return &SnoozeError{After: 15 * time.Second,
+			Reason: fmt.Sprintf("waiting for job %s (%s) on the service to end", other.ID, other.Kind)}
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("look for the service's running job: %w", err)
 	}
 	return t(ctx, job)
 }

@@ -379,6 +379,12 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	if aerr := usable(svc); aerr != nil {
 		return aerr
 	}
+	if svc.Status == "suspended" && svc.Provider == proxmox.Provider && slices.Contains([]string{"start", "restart", "reset"}, req.Action) {
+		// Its VM stays down until the suspension ends (resume), as
+		// Pterodactyl refuses to start a suspended server.
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_suspended",
+			Message: "Service is suspended; it can be started again once it is resumed"}
+	}
 	return s.insertJob(w, r, svc.ID, jobs.PowerArgs{ServiceID: svc.ID, Action: req.Action})
 }
 

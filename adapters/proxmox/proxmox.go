@@ -256,7 +256,11 @@ func (c *Client) Tasks(ctx context.Context, ref VMRef, taskType string, since ti
 	}
 	out := make([]Task, 0, len(tasks))
 	for _, t := range tasks {
-		if t == nil || t.Type != taskType || t.ID != strconv.Itoa(ref.VMID) || !upidRE.MatchString(string(t.UPID)) {
+		if t == nil {
+			continue
+		}
+		// A backup delete's id is "VMID@storage".
+		if id, _, _ := strings.Cut(t.ID, "@"); t.Type != taskType || id != strconv.Itoa(ref.VMID) || !upidRE.MatchString(string(t.UPID)) {
 			continue
 		}
 		if !since.IsZero() && t.StartTime.Before(since) {

@@ -271,7 +271,7 @@ func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
 		{"vps.backup", []string{"queue", "backup", "prune"}, func(s *system) (string, string) {
 			return s.startJob("POST", web1(s)+"/backups", ""), s.services["web-1"].ID.String()
 		}},
-		{"vps.restore", []string{"stop", "restore", "start"}, func(s *system) (string, string) {
+		{"vps.restore", []string{"stop", "restore", "plan", "start"}, func(s *system) (string, string) {
 			return s.startJob("POST", web1(s)+"/backups/"+s.backups("web-1")[0]["id"].(string), ""), s.services["web-1"].ID.String()
 		}},
 		{"vps.backup.delete", []string{"delete"}, func(s *system) (string, string) {
@@ -556,5 +556,53 @@ func TestReadDuringAReinstallDoesNotMarkTheService(t *testing.T) {
 	}
 	if got := s.serviceByID(web1); got["status"] != "active" {
 		t.Errorf("service after the reinstall: %v (%v), want active", got["status"], got["repairReason"])
+	}
+}
+
+func TestRestoreOfAnOlderArchiveKeepsThePlan(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := "/api/services/" + s.services["web-1"].ID.String()
+	oldest := s.backups("web-1")[0]["id"].(string) // made before the upgrade
+	s.runJob("POST", path+"/upgrade", `{"diskGb":60}`)
+	s.runJob("POST", path+"/backups/"+oldest, "")
+	if vm := s.vm("web-1"); vm.DiskGB != 60 || vm.Status != "running" {
+		t.Errorf("VM after restoring an archive from before its upgrade: %d GB, %s; want the plan's 60 GB, running", vm.DiskGB, vm.Status)
+	}
+}
+
+func TestSuspendedVPSIsNotStartedByAPowerAction(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := "/api/services/" + s.services["web-1"].ID.String()
+	s.runJob("POST", path+"/action", `{"action":"suspend"}`)
+	for _, action := range []string{"start", "restart", "reset"} {
+		if status, resp := s.do("POST", path+"/action", `{"action":"`+action+`"}`); status != http.StatusConflict || resp["errorKey"] != "service_suspended" {
+			t.Errorf("%s of a suspended VPS: %d %v; want 409 service_suspended", action, status, resp)
+		}
+	}
+}
+
+func TestTerminationWaitsForTheServicesRunningJob(t *testing.T) {
+	t.Parallel()
+	// The backup's vzdump (three task durations) outlasts the 2 s grace.
+	s := newSystem(t, systemOpts{taskDuration: 2 * time.Second})
+	path := "/api/services/" + s.services["web-1"].ID.String()
+	backup := s.startJob("POST", path+"/backups", "")
+	jobtest.Eventually(t, 10*time.Second, "the backup to run", func() bool { return s.sim.CountTasks("vzdump", 100) == 1 })
+	resp := s.cancel("web-1", "immediately") // CANCEL_GRACE is 2 s here
+	termination := resp["job"].(map[string]any)["id"].(string)
+	jobtest.Eventually(t, 20*time.Second, "the termination to wait for the backup", func() bool {
+		msg, _ := s.job(termination)["error"].(string)
+		return strings.Contains(msg, backup)
+	})
+	if job := s.waitJob(backup, 30*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("backup %s: %v; the termination must not destroy the VM under it", job["status"], job["error"])
+	}
+	if job := s.waitJob(termination, 60*time.Second); job["status"] != "succeeded" {
+		t.Fatalf("termination %s: %v", job["status"], job["error"])
+	}
+	if _, ok := s.sim.VM("pve1", 100); ok {
+		t.Error("the VM survived its termination")
 	}
 }
