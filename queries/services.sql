@@ -77,10 +77,14 @@ SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'termi
 -- Marks a service whose VM is missing, half-made or not its own; a
 -- terminated service stays terminated. Fenced by the job's attempt, like
 -- the job's own writes: a stale attempt marks nothing.
+-- Another job changing the service (a console met a reinstall's clone
+-- before its tag) is left to finish: what it leaves is what counts.
 UPDATE services SET status = 'needs_repair', repair_reason = sqlc.arg(reason), updated_at = now()
 WHERE services.id = sqlc.arg(id) AND services.status <> 'terminated'
   AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = sqlc.arg(job_id) AND j.attempts = sqlc.arg(attempts)
-              AND j.status IN ('running', 'retrying', 'queued'));
+              AND j.status IN ('running', 'retrying', 'queued'))
+  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.service_id = services.id AND o.id <> sqlc.arg(job_id) AND o.mutating
+                  AND o.status IN ('queued', 'scheduled', 'running', 'retrying'));
 
 -- name: SetServiceRepaired :exec
 -- Points a repaired service at its VM and makes it usable again (suspended

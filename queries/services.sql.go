@@ -725,6 +725,8 @@ UPDATE services SET status = 'needs_repair', repair_reason = $1, updated_at = no
 WHERE services.id = $2 AND services.status <> 'terminated'
   AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $3 AND j.attempts = $4
               AND j.status IN ('running', 'retrying', 'queued'))
+  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.service_id = services.id AND o.id <> $3 AND o.mutating
+                  AND o.status IN ('queued', 'scheduled', 'running', 'retrying'))
 `
 
 type SetServiceNeedsRepairParams struct {
@@ -737,6 +739,8 @@ type SetServiceNeedsRepairParams struct {
 // Marks a service whose VM is missing, half-made or not its own; a
 // terminated service stays terminated. Fenced by the job's attempt, like
 // the job's own writes: a stale attempt marks nothing.
+// Another job changing the service (a console met a reinstall's clone
+// before its tag) is left to finish: what it leaves is what counts.
 func (q *Queries) SetServiceNeedsRepair(ctx context.Context, arg SetServiceNeedsRepairParams) error {
 	_, err := q.db.Exec(ctx, setServiceNeedsRepair,
 		arg.Reason,

@@ -551,6 +551,11 @@ func TestReadDuringAReinstallDoesNotMarkTheService(t *testing.T) {
 	if status, resp := s.do("GET", "/api/services/"+web1+"/status", ""); status != http.StatusConflict || resp["errorKey"] != "service_busy" {
 		t.Errorf("status read while the reinstall clones: %d %v; want 409 service_busy", status, resp)
 	}
+	// A console (it does not hold the service) meets the clone too: it
+	// fails, and leaves the service to the reinstall.
+	if console := s.waitJob(s.startJob("POST", "/api/services/"+web1+"/console", ""), 30*time.Second); console["status"] != "failed" {
+		t.Errorf("console on the clone of a reinstall: %v (%v), want failed", console["status"], console["error"])
+	}
 	if job := s.waitJob(id, 60*time.Second); job["status"] != "succeeded" {
 		t.Fatalf("reinstall %s: %v", job["status"], job["error"])
 	}
