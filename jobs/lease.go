@@ -31,8 +31,7 @@ type lease struct {
 	poll     time.Duration
 
 	mu   sync.Mutex
-	stop context.CancelFunc // ends the renewal; nil while not held
-	done chan struct{}
+	stop func() // ends the renewal; nil while not held
 }
 
 func newLease(q *queries.Queries, resource string, holder uuid.UUID, poll time.Duration, log *slog.Logger) *lease {
@@ -69,11 +68,10 @@ func (l *lease) hold(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
-	renew, stop := context.WithCancel(context.WithoutCancel(ctx))
+	stop := every(ctx, LeaseTTL/3, l.renew)
 	l.mu.Lock()
-	l.stop, l.done = stop, make(chan struct{})
+	l.stop = stop
 	l.mu.Unlock()
-	go l.renew(renew, l.done)
 	return nil
 }
 
@@ -90,22 +88,12 @@ func (l *lease) take(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// renew extends the lease every LeaseTTL/3 until ctx ends.
-func (l *lease) renew(ctx context.Context, done chan struct{}) {
-	defer close(done)
-	t := time.NewTicker(LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if ok, err := l.take(ctx); err != nil && ctx.Err() == nil {
-			l.log.Warn("could not renew the lease", "err", err)
-		} else if err == nil && !ok {
-			l.log.Warn("the lease lapsed and another job holds it")
-		}
+// renew extends the lease (every LeaseTTL/3 while it is held).
+func (l *lease) renew(ctx context.Context) {
+	if ok, err := l.take(ctx); err != nil && ctx.Err() == nil {
+		l.log.Warn("could not renew the lease", "err", err)
+	} else if err == nil && !ok {
+		l.log.Warn("the lease lapsed and another job holds it")
 	}
 }
 
@@ -113,14 +101,13 @@ func (l *lease) renew(ctx context.Context, done chan struct{}) {
 // attempt ends, however it ends: a retry takes the lease again.
 func (l *lease) release(ctx context.Context) {
 	l.mu.Lock()
-	stop, done := l.stop, l.done
+	stop := l.stop
 	l.stop = nil
 	l.mu.Unlock()
 	if stop == nil {
 		return
 	}
 	stop()
-	<-done
 	if err := l.q.ReleaseLease(context.WithoutCancel(ctx), queries.ReleaseLeaseParams{Resource: l.resource, Holder: l.holder}); err != nil {
 		l.log.Warn("could not release the lease; it lapses by itself", "err", err)
 	}

@@ -138,11 +138,22 @@ const beatInterval = 20 * time.Second
 // is called, so that the sweeper never puts back a job a live worker still
 // carries out (a 4-hour vzdump changes nothing else in its row).
 func (ws *Workers) beat(ctx context.Context, row queries.Job, log *slog.Logger) (stop func()) {
+	return every(ctx, beatInterval, func(ctx context.Context) {
+		if _, err := ws.q.BeatJobAttempt(ctx, queries.BeatJobAttemptParams{ID: row.ID, Attempts: row.Attempts}); err != nil && ctx.Err() == nil {
+			log.Warn("could not mark the attempt alive", "err", err)
+		}
+	})
+}
+
+// every calls fn every d, in its own goroutine and on a context that ctx's
+// cancellation does not end, until the returned stop is called; stop
+// returns once fn has returned for the last time.
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(beatInterval)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
@@ -150,9 +161,7 @@ func (ws *Workers) beat(ctx context.Context, row queries.Job, log *slog.Logger) 
 				return
 			case <-t.C:
 			}
-			if _, err := ws.q.BeatJobAttempt(ctx, queries.BeatJobAttemptParams{ID: row.ID, Attempts: row.Attempts}); err != nil && ctx.Err() == nil {
-				log.Warn("could not mark the attempt alive", "err", err)
-			}
+			fn(ctx)
 		}
 	}()
 	return func() { cancel(); <-done }
