@@ -114,16 +114,25 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 				return true
 			}
 		}
-		if at(0.2) {
-			if p := f.running("api"); len(p) > 0 {
-				f.kill(p[0])
-				event("SIGKILLed %s; restarting it in 2 s", p[0].name)
-				time.Sleep(2 * time.Second)
-				if _, err := f.start("api"); err != nil {
-					event("could not restart the API: %v", err)
-				} else if err := waitAPI(ctx, c.api, 30*time.Second); err != nil {
-					event("%v", err)
-				}
+		// killAndRestart SIGKILLs the running process of role and starts
+		// another after a pause; it reports whether the new one started.
+		killAndRestart := func(role string, pause time.Duration) bool {
+			p := f.running(role)
+			if len(p) == 0 {
+				return false
+			}
+			f.kill(p[0])
+			event("SIGKILLed %s; restarting it in %s", p[0].name, pause)
+			time.Sleep(pause)
+			if _, err := f.start(role); err != nil {
+				event("could not restart the %s: %v", role, err)
+				return false
+			}
+			return true
+		}
+		if at(0.2) && killAndRestart("api", 2*time.Second) {
+			if err := waitAPI(ctx, c.api, 30*time.Second); err != nil {
+				event("%v", err)
 			}
 		}
 		if at(0.35) {
@@ -151,14 +160,7 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 			d.cancelServices(chaosCtx)
 		}
 		if at(0.6) {
-			if p := f.running("scheduler"); len(p) > 0 {
-				f.kill(p[0])
-				event("SIGKILLed %s; restarting it in 3 s", p[0].name)
-				time.Sleep(3 * time.Second)
-				if _, err := f.start("scheduler"); err != nil {
-					event("could not restart the scheduler: %v", err)
-				}
-			}
+			killAndRestart("scheduler", 3*time.Second)
 		}
 	}()
 	select {
