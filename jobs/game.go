@@ -98,7 +98,7 @@ type GameWorkers struct {
 
 // Provision implements Worker for GameProvisionArgs. The server is created
 // with the service's id as its external id, so that a resumed job finds the
-// server it made instead of making another.
+// server it made instead of making another; once installed it is started.
 func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]) error {
 	if job.Service == nil || job.Service.Provider != pterodactyl.Provider {
 		return permanent(job.Args.Kind(), "provision needs a Pterodactyl service")
@@ -149,6 +149,20 @@ func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]
 			}
 			srv, err = w.waitInstalled(ctx, job.Run, id)
 			return err
+		}},
+		// The panel leaves a new server offline; the customer ordered one
+		// that runs, and the service says it does.
+		Step{"start", func(ctx context.Context) error {
+			if srv.ID == 0 { // resumed here: the install step did not run
+				var id int
+				if _, err := job.Get("server", &id); err != nil {
+					return err
+				}
+				if srv, err = w.Pterodactyl.Server(ctx, id); err != nil {
+					return err
+				}
+			}
+			return powerGame(ctx, job.Run, w.Pterodactyl, srv.Identifier, "start", w.PollInterval)
 		}},
 	)
 	if err != nil {

@@ -41,6 +41,23 @@ func TerminationJobID(service uuid.UUID, generation int32) uuid.UUID {
 	return uuid.NewSHA1(terminationNamespace, fmt.Appendf(nil, "%s/%d", service, generation))
 }
 
+// CancellationPowerJobID is the id of the job that suspends a service for
+// its cancellation number generation (action "suspend"), or resumes it when
+// that cancellation is withdrawn ("resume"): derived, so that the API and
+// the sweeper record each once between them.
+func CancellationPowerJobID(service uuid.UUID, generation int32, action string) uuid.UUID {
+	return uuid.NewSHA1(terminationNamespace, fmt.Appendf(nil, "%s/%d/%s", service, generation, action))
+}
+
+// CancellationPower returns the job that suspends (or resumes) the service
+// for its cancellation of generation: it waits, without spending attempts,
+// for a job the service has running (a 4-hour backup) and runs as soon as
+// the service is free.
+func CancellationPower(svc queries.Service, generation int32, action string) (PowerArgs, uuid.UUID) {
+	return PowerArgs{ServiceID: svc.ID, Action: action, Reason: SuspendedForCancellation, WaitForService: true},
+		CancellationPowerJobID(svc.ID, generation, action)
+}
+
 // Terminator ends a service at one provider: the VM destroyed with its
 // backups, the game server deleted. It marks the service terminated.
 type Terminator func(ctx context.Context, job *Job[TerminationArgs]) error

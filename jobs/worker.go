@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
@@ -296,13 +297,8 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 		msg = fmt.Sprintf("attempt timed out after %ds at step %s", row.TimeoutSeconds, a.stepName())
 	}
 	failed := func(ret error) (string, error) {
-		if committed || errors.Is(err, ErrNeedsRepair) {
-			a.log.Warn("the job leaves its service needing repair")
-			if rErr := markNeedsRepair(db, ws.q, row, a.stepName(), msg); rErr != nil {
-				return StatusFailed, fmt.Errorf("%w (after %w)", rErr, err)
-			}
-		}
-		if fErr := finish(StatusFailed, msg, nil, nil); fErr != nil && !errors.Is(fErr, errSuperseded) {
+		attempt := pgtype.Int4{Int32: row.Attempts, Valid: true}
+		if fErr := failJob(db, ws.q, row, attempt, a.stepName(), msg, committed || errors.Is(err, ErrNeedsRepair)); fErr != nil && !errors.Is(fErr, pgx.ErrNoRows) {
 			return StatusFailed, fmt.Errorf("record failure of %w: %w", err, fErr)
 		}
 		return StatusFailed, ret
@@ -321,22 +317,20 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	return "retrying", err
 }
 
-// markNeedsRepair records, before the job's failure, that its service was
-// left half-made or found not to be its own, so that the API shows it and a
+// failJob records a job's failure: of one running attempt, or (attempt
+// not valid) of the job whatever its state. When the job left its service
+// half-made or found it not its own (repair), the same write marks the
+// service needs_repair with the reason, so that the API shows it and a
 // repair job can be started. A termination is not repaired: the service is
 // ending, and a failed termination is the operators' to look at (the job's
 // error says why).
-func markNeedsRepair(ctx context.Context, q *queries.Queries, job queries.Job, step, msg string) error {
-	if !job.ServiceID.Valid || job.Kind == (TerminationArgs{}).Kind() {
-		return nil
+func failJob(ctx context.Context, q *queries.Queries, job queries.Job, attempt pgtype.Int4, step, msg string, repair bool) error {
+	var reason string
+	if repair && job.ServiceID.Valid && job.Kind != (TerminationArgs{}).Kind() {
+		reason = fmt.Sprintf("%s job %s failed at step %s: %s", job.Kind, job.ID, step, msg)
 	}
-	err := q.SetServiceNeedsRepair(ctx, queries.SetServiceNeedsRepairParams{
-		ID: job.ServiceID.UUID, JobID: job.ID, Attempts: job.Attempts,
-		Reason: fmt.Sprintf("%s job %s failed at step %s: %s", job.Kind, job.ID, step, msg)})
-	if err != nil {
-		return fmt.Errorf("mark service %s needs_repair: %w", job.ServiceID.UUID, err)
-	}
-	return nil
+	_, err := q.FailJob(ctx, queries.FailJobParams{ID: job.ID, Attempts: attempt, Error: msg, RepairReason: reason})
+	return err
 }
 
 func (ws *Workers) cancelRequested(ctx context.Context, id uuid.UUID) bool {

@@ -82,12 +82,29 @@ WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
   AND NOT coalesce((checkpoint->>'committed')::boolean, false)
 RETURNING *;
 
--- FailUnfinishedJob ends a job whose task is gone (for the sweeper).
--- name: FailUnfinishedJob :one
+-- name: FailJob :one
+-- Ends a job as failed. With attempts, only that running attempt may (the
+-- worker's); without, any unfinished job (the sweeper's). With a repair
+-- reason, the same statement marks the job's service needs_repair, so that no
+-- crash can leave one without the other. A terminated service stays
+-- terminated; another job changing the service (a console met a reinstall's
+-- clone before its tag) is left to finish: what it leaves is what counts.
+WITH marked AS (
+    UPDATE services SET status = 'needs_repair', repair_reason = sqlc.arg(repair_reason)::text, updated_at = now()
+    WHERE sqlc.arg(repair_reason)::text <> '' AND services.status <> 'terminated'
+      AND services.id = (SELECT j.service_id FROM jobs j WHERE j.id = sqlc.arg(id)
+                           AND CASE WHEN sqlc.narg(attempts)::int IS NULL THEN j.status IN ('queued', 'scheduled', 'running', 'retrying')
+                                    ELSE j.attempts = sqlc.narg(attempts)::int AND j.status = 'running' END)
+      AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.service_id = services.id AND o.id <> sqlc.arg(id) AND o.mutating
+                      AND o.status IN ('queued', 'scheduled', 'running', 'retrying'))
+    RETURNING services.id
+)
 UPDATE jobs
-SET status = 'failed', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
-RETURNING *;
+SET status = 'failed', error = sqlc.arg(error), sealed_secrets = NULL, finished_at = now(), updated_at = now()
+WHERE jobs.id = sqlc.arg(id)
+  AND CASE WHEN sqlc.narg(attempts)::int IS NULL THEN jobs.status IN ('queued', 'scheduled', 'running', 'retrying')
+           ELSE jobs.attempts = sqlc.narg(attempts)::int AND jobs.status = 'running' END
+RETURNING jobs.*;
 
 -- name: BeatJobAttempt :execrows
 -- The running attempt is alive (see jobs_unfinished and the sweeper).

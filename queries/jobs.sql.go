@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const beatJobAttempt = `-- name: BeatJobAttempt :execrows
@@ -160,21 +161,45 @@ func (q *Queries) CountTeamJobs(ctx context.Context, arg CountTeamJobsParams) (i
 	return count, err
 }
 
-const failUnfinishedJob = `-- name: FailUnfinishedJob :one
+const failJob = `-- name: FailJob :one
+WITH marked AS (
+    UPDATE services SET status = 'needs_repair', repair_reason = $4::text, updated_at = now()
+    WHERE $4::text <> '' AND services.status <> 'terminated'
+      AND services.id = (SELECT j.service_id FROM jobs j WHERE j.id = $2
+                           AND CASE WHEN $3::int IS NULL THEN j.status IN ('queued', 'scheduled', 'running', 'retrying')
+                                    ELSE j.attempts = $3::int AND j.status = 'running' END)
+      AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.service_id = services.id AND o.id <> $2 AND o.mutating
+                      AND o.status IN ('queued', 'scheduled', 'running', 'retrying'))
+    RETURNING services.id
+)
 UPDATE jobs
-SET status = 'failed', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+SET status = 'failed', error = $1, sealed_secrets = NULL, finished_at = now(), updated_at = now()
+WHERE jobs.id = $2
+  AND CASE WHEN $3::int IS NULL THEN jobs.status IN ('queued', 'scheduled', 'running', 'retrying')
+           ELSE jobs.attempts = $3::int AND jobs.status = 'running' END
+RETURNING jobs.id, jobs.kind, jobs.queue, jobs.team_id, jobs.service_id, jobs.mutating, jobs.status, jobs.args, jobs.step, jobs.progress, jobs.checkpoint, jobs.sealed_secrets, jobs.result, jobs.error, jobs.attempts, jobs.max_attempts, jobs.timeout_seconds, jobs.idempotency_key, jobs.request_hash, jobs.api_key_id, jobs.requested_by, jobs.cancel_requested_at, jobs.run_at, jobs.swept_at, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.sealed_result, jobs.heartbeat_at
 `
 
-type FailUnfinishedJobParams struct {
-	ID    uuid.UUID
-	Error string
+type FailJobParams struct {
+	Error        string
+	ID           uuid.UUID
+	Attempts     pgtype.Int4
+	RepairReason string
 }
 
-// FailUnfinishedJob ends a job whose task is gone (for the sweeper).
-func (q *Queries) FailUnfinishedJob(ctx context.Context, arg FailUnfinishedJobParams) (Job, error) {
-	row := q.db.QueryRow(ctx, failUnfinishedJob, arg.ID, arg.Error)
+// Ends a job as failed. With attempts, only that running attempt may (the
+// worker's); without, any unfinished job (the sweeper's). With a repair
+// reason, the same statement marks the job's service needs_repair, so that no
+// crash can leave one without the other. A terminated service stays
+// terminated; another job changing the service (a console met a reinstall's
+// clone before its tag) is left to finish: what it leaves is what counts.
+func (q *Queries) FailJob(ctx context.Context, arg FailJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, failJob,
+		arg.Error,
+		arg.ID,
+		arg.Attempts,
+		arg.RepairReason,
+	)
 	var i Job
 	err := row.Scan(
 		&i.ID,

@@ -134,9 +134,9 @@ type MonitoringSetting struct {
 	GenericWebhookHint string
 }
 
-type OrphanVm struct {
-	Node      string
-	Vmid      int32
+type Orphan struct {
+	Provider  string
+	Resource  string
 	ServiceID uuid.UUID
 	FirstSeen time.Time
 }

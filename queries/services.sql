@@ -73,18 +73,11 @@ WHERE id = sqlc.arg(id) RETURNING suspensions;
 -- name: ListScheduledTerminations :many
 SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at;
 
--- name: SetServiceNeedsRepair :exec
--- Marks a service whose VM is missing, half-made or not its own; a
--- terminated service stays terminated. Fenced by the job's attempt, like
--- the job's own writes: a stale attempt marks nothing.
--- Another job changing the service (a console met a reinstall's clone
--- before its tag) is left to finish: what it leaves is what counts.
-UPDATE services SET status = 'needs_repair', repair_reason = sqlc.arg(reason), updated_at = now()
-WHERE services.id = sqlc.arg(id) AND services.status <> 'terminated'
-  AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = sqlc.arg(job_id) AND j.attempts = sqlc.arg(attempts)
-              AND j.status IN ('running', 'retrying', 'queued'))
-  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.service_id = services.id AND o.id <> sqlc.arg(job_id) AND o.mutating
-                  AND o.status IN ('queued', 'scheduled', 'running', 'retrying'));
+-- name: ListWithdrawnSuspensions :many
+-- Services still suspended for a cancellation that was withdrawn.
+SELECT * FROM services
+WHERE termination_job_id IS NULL AND 'cancellation' = ANY(suspensions) AND status <> 'terminated'
+ORDER BY id;
 
 -- name: SetServiceRepaired :exec
 -- Points a repaired service at its VM and makes it usable again (suspended
@@ -146,14 +139,14 @@ FROM services s
 WHERE s.provider = $1 AND s.status IN ('active', 'suspended', 'needs_repair')
 ORDER BY s.id;
 
--- name: SeeOrphanVM :one
--- Records a VM seen without a live service (first time only) and returns
--- when it was first seen.
-INSERT INTO orphan_vms (node, vmid, service_id) VALUES ($1, $2, $3)
-ON CONFLICT (vmid) DO UPDATE SET node = excluded.node, service_id = excluded.service_id,
-    first_seen = CASE WHEN orphan_vms.service_id = excluded.service_id THEN orphan_vms.first_seen ELSE now() END
+-- name: SeeOrphan :one
+-- Records a provider resource seen without a live service (first time
+-- only) and returns when it was first seen.
+INSERT INTO orphans (provider, resource, service_id) VALUES ($1, $2, $3)
+ON CONFLICT (provider, resource) DO UPDATE SET service_id = excluded.service_id,
+    first_seen = CASE WHEN orphans.service_id = excluded.service_id THEN orphans.first_seen ELSE now() END
 RETURNING first_seen;
 
--- name: ForgetOrphanVMs :exec
--- Forgets the VMs no longer seen without a live service.
-DELETE FROM orphan_vms WHERE NOT (vmid = ANY(sqlc.arg(seen)::integer[]));
+-- name: ForgetOrphans :exec
+-- Forgets a provider's resources no longer seen without a live service.
+DELETE FROM orphans WHERE provider = sqlc.arg(provider) AND NOT (resource = ANY(sqlc.arg(seen)::text[]));

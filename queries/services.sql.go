@@ -215,13 +215,18 @@ func (q *Queries) FollowPowerState(ctx context.Context, arg FollowPowerStatePara
 	return err
 }
 
-const forgetOrphanVMs = `-- name: ForgetOrphanVMs :exec
-DELETE FROM orphan_vms WHERE NOT (vmid = ANY($1::integer[]))
+const forgetOrphans = `-- name: ForgetOrphans :exec
+DELETE FROM orphans WHERE provider = $1 AND NOT (resource = ANY($2::text[]))
 `
 
-// Forgets the VMs no longer seen without a live service.
-func (q *Queries) ForgetOrphanVMs(ctx context.Context, seen []int32) error {
-	_, err := q.db.Exec(ctx, forgetOrphanVMs, seen)
+type ForgetOrphansParams struct {
+	Provider string
+	Seen     []string
+}
+
+// Forgets a provider's resources no longer seen without a live service.
+func (q *Queries) ForgetOrphans(ctx context.Context, arg ForgetOrphansParams) error {
+	_, err := q.db.Exec(ctx, forgetOrphans, arg.Provider, arg.Seen)
 	return err
 }
 
@@ -516,6 +521,57 @@ func (q *Queries) ListVerifiableServices(ctx context.Context, provider string) (
 	return items, nil
 }
 
+const listWithdrawnSuspensions = `-- name: ListWithdrawnSuspensions :many
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
+WHERE termination_job_id IS NULL AND 'cancellation' = ANY(suspensions) AND status <> 'terminated'
+ORDER BY id
+`
+
+// Services still suspended for a cancellation that was withdrawn.
+func (q *Queries) ListWithdrawnSuspensions(ctx context.Context) ([]Service, error) {
+	rows, err := q.db.Query(ctx, listWithdrawnSuspensions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Service{}
+	for rows.Next() {
+		var i Service
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.Name,
+			&i.Provider,
+			&i.Location,
+			&i.ProviderRef,
+			&i.Plan,
+			&i.Status,
+			&i.PowerState,
+			&i.BillingPeriodEnd,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CancellationGeneration,
+			&i.CancelWhen,
+			&i.CancellationReason,
+			&i.CancelledAt,
+			&i.TerminateAt,
+			&i.TerminationJobID,
+			&i.Suspensions,
+			&i.RepairReason,
+			&i.Install,
+			&i.Drift,
+			&i.VerifiedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const moveTermination = `-- name: MoveTermination :one
 UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `
@@ -630,23 +686,23 @@ func (q *Queries) ScheduleTermination(ctx context.Context, arg ScheduleTerminati
 	return i, err
 }
 
-const seeOrphanVM = `-- name: SeeOrphanVM :one
-INSERT INTO orphan_vms (node, vmid, service_id) VALUES ($1, $2, $3)
-ON CONFLICT (vmid) DO UPDATE SET node = excluded.node, service_id = excluded.service_id,
-    first_seen = CASE WHEN orphan_vms.service_id = excluded.service_id THEN orphan_vms.first_seen ELSE now() END
+const seeOrphan = `-- name: SeeOrphan :one
+INSERT INTO orphans (provider, resource, service_id) VALUES ($1, $2, $3)
+ON CONFLICT (provider, resource) DO UPDATE SET service_id = excluded.service_id,
+    first_seen = CASE WHEN orphans.service_id = excluded.service_id THEN orphans.first_seen ELSE now() END
 RETURNING first_seen
 `
 
-type SeeOrphanVMParams struct {
-	Node      string
-	Vmid      int32
+type SeeOrphanParams struct {
+	Provider  string
+	Resource  string
 	ServiceID uuid.UUID
 }
 
-// Records a VM seen without a live service (first time only) and returns
-// when it was first seen.
-func (q *Queries) SeeOrphanVM(ctx context.Context, arg SeeOrphanVMParams) (time.Time, error) {
-	row := q.db.QueryRow(ctx, seeOrphanVM, arg.Node, arg.Vmid, arg.ServiceID)
+// Records a provider resource seen without a live service (first time
+// only) and returns when it was first seen.
+func (q *Queries) SeeOrphan(ctx context.Context, arg SeeOrphanParams) (time.Time, error) {
+	row := q.db.QueryRow(ctx, seeOrphan, arg.Provider, arg.Resource, arg.ServiceID)
 	var first_seen time.Time
 	err := row.Scan(&first_seen)
 	return first_seen, err
@@ -717,37 +773,6 @@ type SetServiceInstallParams struct {
 
 func (q *Queries) SetServiceInstall(ctx context.Context, arg SetServiceInstallParams) error {
 	_, err := q.db.Exec(ctx, setServiceInstall, arg.ID, arg.Install)
-	return err
-}
-
-const setServiceNeedsRepair = `-- name: SetServiceNeedsRepair :exec
-UPDATE services SET status = 'needs_repair', repair_reason = $1, updated_at = now()
-WHERE services.id = $2 AND services.status <> 'terminated'
-  AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $3 AND j.attempts = $4
-              AND j.status IN ('running', 'retrying', 'queued'))
-  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.service_id = services.id AND o.id <> $3 AND o.mutating
-                  AND o.status IN ('queued', 'scheduled', 'running', 'retrying'))
-`
-
-type SetServiceNeedsRepairParams struct {
-	Reason   string
-	ID       uuid.UUID
-	JobID    uuid.UUID
-	Attempts int32
-}
-
-// Marks a service whose VM is missing, half-made or not its own; a
-// terminated service stays terminated. Fenced by the job's attempt, like
-// the job's own writes: a stale attempt marks nothing.
-// Another job changing the service (a console met a reinstall's clone
-// before its tag) is left to finish: what it leaves is what counts.
-func (q *Queries) SetServiceNeedsRepair(ctx context.Context, arg SetServiceNeedsRepairParams) error {
-	_, err := q.db.Exec(ctx, setServiceNeedsRepair,
-		arg.Reason,
-		arg.ID,
-		arg.JobID,
-		arg.Attempts,
-	)
 	return err
 }
 

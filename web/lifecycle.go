@@ -96,29 +96,29 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 	}
 	var suspension *queries.Job
 	if req.When == "immediately" {
-		suspension = s.suspendFor(r, svc, true)
+		suspension = s.suspendFor(r, svc, gen, true)
 	}
 	s.logger(r).Info("service cancelled", "service_id", svc.ID, "when", req.When, "terminate_at", at)
 	return s.answerCancellation(w, r, updated, http.StatusAccepted, suspension)
 }
 
 // suspendFor queues the service's suspension (or resumption) for its
-// cancellation, apart from any suspension for payment. The job waits for a
-// job the service has running (a 4-hour backup) rather than being refused,
-// and runs as soon as the service is free. It returns the job, or nil when
-// it could not be recorded (logged; the termination still comes).
-func (s *Server) suspendFor(r *http.Request, svc queries.Service, suspend bool) *queries.Job {
+// cancellation of generation, apart from any suspension for payment (see
+// jobs.CancellationPower). It returns the job, or nil when it could not be
+// recorded (logged; the sweeper records it from the cancellation).
+func (s *Server) suspendFor(r *http.Request, svc queries.Service, generation int32, suspend bool) *queries.Job {
 	action := "resume"
 	if suspend {
 		action = "suspend"
 	}
 	c := callerOf(r)
+	args, id := jobs.CancellationPower(svc, generation, action)
 	// The cancellation is recorded already: its suspension must be too,
 	// however the client's request ends.
-	job, _, err := s.Jobs.Insert(context.WithoutCancel(r.Context()), jobs.PowerArgs{ServiceID: svc.ID, Action: action, Reason: jobs.SuspendedForCancellation, WaitForService: true},
-		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "cancellation"})
+	job, _, err := s.Jobs.Insert(context.WithoutCancel(r.Context()), args,
+		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: c.key.ID, RequestedBy: "cancellation", JobID: id})
 	if err != nil {
-		s.logger(r).Error("could not queue the service's "+action+" for its cancellation", "service_id", svc.ID, "err", err)
+		s.logger(r).Error("could not queue the service's "+action+" for its cancellation; the scheduler will", "service_id", svc.ID, "err", err)
 		return nil
 	}
 	return &job
@@ -182,7 +182,7 @@ func (s *Server) clearCancellation(r *http.Request, svc queries.Service) (querie
 		return updated, err
 	}
 	if slices.Contains(svc.Suspensions, jobs.SuspendedForCancellation) {
-		s.suspendFor(r, svc, false)
+		s.suspendFor(r, svc, svc.CancellationGeneration, false)
 	}
 	s.logger(r).Info("cancellation withdrawn", "service_id", svc.ID)
 	return updated, nil

@@ -469,3 +469,33 @@ func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, s
 	}
 	return job, replayed, err
 }
+
+// verify compares the service with its provider now (see jobs.Reconciler)
+// and answers with the service as it stands afterwards and what differed.
+func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
+	}
+	if aerr := usable(svc); aerr != nil && svc.Status != "needs_repair" {
+		return aerr
+	}
+	if s.Verifier == nil {
+		return providerMissing(svc.Provider)
+	}
+	drift, err := s.Verifier.Verify(r.Context(), &svc)
+	if errors.Is(err, jobs.ErrNoProvider) {
+		return providerMissing(svc.Provider)
+	}
+	if err != nil {
+		return providerError(err)
+	}
+	if svc, err = s.Queries.GetService(r.Context(), svc.ID); err != nil {
+		return err
+	}
+	if drift == nil {
+		drift = []jobs.Drift{}
+	}
+	ok(w, http.StatusOK, "service", toServiceJSON(svc), "drift", drift)
+	return nil
+}

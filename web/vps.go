@@ -153,33 +153,6 @@ func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
 	return ref, nil
 }
 
-// verify compares the VPS with its VM now (see jobs.Reconciler) and
-// answers with the service as it stands afterwards and what differed.
-func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.proxmoxService(r)
-	if err != nil {
-		return err
-	}
-	if aerr := usable(svc); aerr != nil && svc.Status != "needs_repair" {
-		return aerr
-	}
-	if s.Verifier == nil {
-		return providerMissing(proxmox.Provider)
-	}
-	drift, err := s.Verifier.Verify(r.Context(), &svc)
-	if err != nil {
-		return providerError(err)
-	}
-	if svc, err = s.Queries.GetService(r.Context(), svc.ID); err != nil {
-		return err
-	}
-	if drift == nil {
-		drift = []jobs.Drift{}
-	}
-	ok(w, http.StatusOK, "service", toServiceJSON(svc), "drift", drift)
-	return nil
-}
-
 // repairRequest optionally names the template to make a VM from (required
 // when none was recorded, as for a registered VM) and a root password for it.
 type repairRequest struct {

@@ -232,6 +232,22 @@ func (c *Client) Server(ctx context.Context, id int) (Server, error) {
 	return c.serverCall(ctx, "servers.get", http.MethodGet, serverPath(id, ""), nil)
 }
 
+// Servers lists every server of the panel, reading every page.
+func (c *Client) Servers(ctx context.Context) ([]Server, error) {
+	send := func(ctx context.Context, path string, out any) error {
+		return c.appCall(ctx, "servers.list", http.MethodGet, path, nil, out)
+	}
+	raw, err := allPages[serverJSON](ctx, send, "/servers")
+	if err != nil {
+		return nil, err
+	}
+	servers := make([]Server, 0, len(raw))
+	for _, s := range raw {
+		servers = append(servers, s.server())
+	}
+	return servers, nil
+}
+
 // ServerByExternalID reads the server with the given external id; the
 // error wraps ErrNotFound when there is none.
 func (c *Client) ServerByExternalID(ctx context.Context, externalID string) (Server, error) {

@@ -638,6 +638,44 @@ func TestServerByIdentifier(t *testing.T) {
 	}
 }
 
+func TestServersReadsEveryPage(t *testing.T) {
+	ctx := context.Background()
+	const bulk = perPageInTest + 5
+	p := newPanel(t, func(cfg *sim.Config) {
+		world := sim.DemoPanel()
+		for i := range bulk {
+			world.Allocations = append(world.Allocations, sim.Allocation{ID: 1000 + i, NodeID: 1, IP: "10.0.1.99", Port: 30000 + i})
+		}
+		cfg.Panel = &world
+	})
+	for i := range bulk {
+		g, err := p.sim.AddServer(sim.GameServer{Name: fmt.Sprintf("bulk-%d", i), OwnerID: 2, EggID: 1, ExternalID: fmt.Sprintf("bulk-%d", i),
+			AllocationID: 1000 + i, Limits: sim.Limits{Memory: 512, Disk: 1024, IO: 500}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.ids[g.ID] = g.Identifier
+	}
+	servers, err := p.c.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, s := range servers {
+		if seen[s.ID] || p.ids[s.ID] != s.Identifier {
+			t.Errorf("server %d (%s) listed twice or unknown", s.ID, s.Identifier)
+		}
+		seen[s.ID] = true
+	}
+	if len(seen) != len(p.ids) {
+		t.Errorf("listed %d servers, the panel has %d", len(seen), len(p.ids))
+	}
+}
+
+// perPageInTest is the adapter's page size: more servers than that make the
+// list span pages.
+const perPageInTest = 50
+
 func TestProviderTroubleIsTransient(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {

@@ -427,7 +427,7 @@ func checkOrphansAndDrift(ctx context.Context, db *pgxpool.Pool, pve, ptero *sim
 		case s.status == "pending":
 			pending = append(pending, fmt.Sprintf("%s (%s, %s)", s.name, s.id, s.provider))
 		case s.status != "active" && s.status != "suspended":
-		case s.provider == "proxmox":
+		default:
 			s.drift = slices.DeleteFunc(s.drift, func(d map[string]any) bool {
 				if str(d, "kind") != "rescue" || !rescueWanted[s.id] {
 					return false
@@ -441,7 +441,10 @@ func checkOrphansAndDrift(ctx context.Context, db *pgxpool.Pool, pve, ptero *sim
 			} else if s.verified == nil || s.verified.Before(reconcileStart) {
 				drifted = append(drifted, fmt.Sprintf("%s (%s, %s): not verified by the reconcile rounds", s.name, s.id, s.status))
 			}
-		case s.provider == "pterodactyl":
+			if s.provider != "pterodactyl" {
+				continue
+			}
+			// The panel's own state, read apart from the reconciler.
 			g, ok := gameByService[s.id]
 			switch {
 			case !ok:
@@ -449,8 +452,7 @@ func checkOrphansAndDrift(ctx context.Context, db *pgxpool.Pool, pve, ptero *sim
 			case (s.status == "suspended") != (g.Status == "suspended"):
 				drifted = append(drifted, fmt.Sprintf("%s (%s): the service is %s, its game server's status is %q", s.name, s.id, s.status, g.Status))
 			case map[string]string{"running": "running", "offline": "stopped"}[g.State] != s.power && s.power != "unknown":
-				r.info = append(r.info, fmt.Sprintf("game %s (%s): recorded power %s, the server is %s (the reconciler does not cover game servers)",
-					s.name, s.id, s.power, g.State))
+				drifted = append(drifted, fmt.Sprintf("game %s (%s): recorded power %s, the server is %s", s.name, s.id, s.power, g.State))
 			}
 		}
 	}

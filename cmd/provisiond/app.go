@@ -140,6 +140,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		RootPath: "/monitoring/queues", RedisConnOpt: a.redis, ReadOnly: a.cfg.DashboardReadOnly,
 	})
 	a.closers = append(a.closers, func() { dash.Close() })
+	verifier, err := a.reconciler()
+	if err != nil {
+		return nil, err
+	}
 	s := &web.Server{
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
@@ -148,7 +152,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		},
 		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
-		Verifier: a.reconciler(pve),
+		Verifier: verifier,
 		Webhooks: guard, Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil
@@ -205,7 +209,11 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReleaseIPArgs](vps.ReleaseIP))
 	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RepairArgs](vps.Repair))
-	ws.HandleTask(jobs.TaskReconcile, a.reconciler(pve).HandleRound)
+	reconciler, err := a.reconciler()
+	if err != nil {
+		return nil, nil, err
+	}
+	ws.HandleTask(jobs.TaskReconcile, reconciler.HandleRound)
 	if err := a.addMonitoring(ws, pve, ptero, log); err != nil {
 		return nil, nil, err
 	}
@@ -239,9 +247,17 @@ func (a *app) addMonitoring(ws *jobs.Workers, pve *proxmox.Client, ptero *pterod
 
 // reconciler compares live services with their provider (see
 // jobs.Reconciler).
-func (a *app) reconciler(pve *proxmox.Client) *jobs.Reconciler {
-	return &jobs.Reconciler{Queries: a.q, Proxmox: pve, RescueISO: a.cfg.ProxmoxRescueISO, OrphanGrace: a.cfg.OrphanGrace,
-		Observer: a.metrics, Log: a.log.With("component", "reconciler")}
+func (a *app) reconciler() (*jobs.Reconciler, error) {
+	pve, err := a.proxmox()
+	if err != nil {
+		return nil, err
+	}
+	ptero, err := a.pterodactyl()
+	if err != nil {
+		return nil, err
+	}
+	return &jobs.Reconciler{Queries: a.q, Proxmox: pve, Pterodactyl: ptero, RescueISO: a.cfg.ProxmoxRescueISO, OrphanGrace: a.cfg.OrphanGrace,
+		Observer: a.metrics, Log: a.log.With("component", "reconciler")}, nil
 }
 
 func (a *app) monitorConfig() alerting.Config {

@@ -189,14 +189,14 @@ func splitList(s string) []string {
 // reconcileCommand runs one reconciliation round (see jobs.Reconciler) and
 // prints what it found.
 func reconcileCommand(ctx context.Context, a *app, out io.Writer) error {
-	pve, err := a.proxmox()
+	r, err := a.reconciler()
 	if err != nil {
 		return err
 	}
-	if pve == nil {
-		return errors.New("PROXMOX_TOKEN_SECRET is not set: nothing to reconcile")
+	if r.Proxmox == nil && r.Pterodactyl == nil {
+		return errors.New("neither PROXMOX_TOKEN_SECRET nor PTERODACTYL_URL is set: nothing to reconcile")
 	}
-	res, err := a.reconciler(pve).Round(ctx)
+	res, err := r.Round(ctx)
 	if err != nil {
 		return err
 	}
@@ -206,8 +206,8 @@ func reconcileCommand(ctx context.Context, a *app, out io.Writer) error {
 	for _, kind := range jobs.DriftKinds {
 		fmt.Fprintf(tw, "drift: %s\t%d\n", kind, res.Drifted[kind])
 	}
-	for _, vm := range res.Destroyed {
-		fmt.Fprintf(tw, "destroyed orphan VM\t%d on %s\n", vm.VMID, vm.Node)
+	for _, name := range res.Destroyed {
+		fmt.Fprintf(tw, "deleted orphan\t%s\n", name)
 	}
 	return tw.Flush()
 }

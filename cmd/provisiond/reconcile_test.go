@@ -2,25 +2,30 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	pterosim "github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
 )
 
 // reconciler returns the system's reconciler with the given orphan grace.
 func (s *system) reconciler(grace time.Duration) *jobs.Reconciler {
 	s.t.Helper()
-	px, err := s.app.proxmox()
+	r, err := s.app.reconciler()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	r := s.app.reconciler(px)
 	r.OrphanGrace = grace
 	return r
 }
@@ -92,7 +97,7 @@ func TestReconcilerDestroysOnlyLeftoverVMsOfServicesItKnows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(second.Destroyed) != 1 || second.Destroyed[0].VMID != 150 {
+	if len(second.Destroyed) != 1 || second.Destroyed[0] != "proxmox VM 150 on pve1" {
 		t.Errorf("second round destroyed %v, want the leftover VM 150 only", second.Destroyed)
 	}
 	if _, ok := s.sim.VM("pve1", 150); ok {
@@ -106,5 +111,100 @@ func TestReconcilerDestroysOnlyLeftoverVMsOfServicesItKnows(t *testing.T) {
 	}
 	if vm := s.vm("web-1"); vm.Status != "running" || !slices.Contains(vm.Tags, jobs.VMTag(web1)) {
 		t.Errorf("web-1's own VM after the rounds: %+v", vm)
+	}
+}
+
+func TestVerifyComparesAGameServerWithItsService(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	id := s.pteroServer(path)
+	panel, err := s.app.pterodactyl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if g, _ := s.ptero.Server(id); g.State != pterosim.StateRunning {
+		t.Errorf("a provisioned game server is %s, want it started", g.State)
+	}
+	// Behind the fleet's back: the server given more memory and suspended
+	// on the panel.
+	srv, err := panel.Server(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := srv.Limits
+	limits.Memory = 8192
+	if _, err := panel.UpdateBuild(ctx, id, pterodactyl.Build{Allocation: srv.Allocation, Limits: limits, FeatureLimits: srv.FeatureLimits}); err != nil {
+		t.Fatal(err)
+	}
+	// Suspending on the panel stops the server, as Wings does.
+	if err := panel.Suspend(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	jobtest.Eventually(t, 10*time.Second, "the suspended game server to stop", func() bool { g, _ := s.ptero.Server(id); return g.State == pterosim.StateOffline })
+
+	status, resp := s.do("POST", path+"/verify", "")
+	if status != http.StatusOK {
+		t.Fatalf("verify: %d %v", status, resp)
+	}
+	kinds := map[string]bool{}
+	for _, d := range resp["drift"].([]any) {
+		kinds[d.(map[string]any)["kind"].(string)] = true
+	}
+	if len(kinds) != 3 || !kinds[jobs.DriftPower] || !kinds[jobs.DriftPlan] || !kinds[jobs.DriftSuspension] {
+		t.Errorf("drift %v, want power (fixed), plan and suspension", resp["drift"])
+	}
+	if got := resp["service"].(map[string]any); got["powerState"] != "stopped" {
+		t.Errorf("recorded power state %v after verify, want it to follow the server (stopped)", got["powerState"])
+	}
+
+	// Its VMs and the panel's other servers aside, a round verifies it too.
+	res, err := s.reconciler(time.Hour).Round(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Drifted[jobs.DriftSuspension] != 1 || res.Drifted[jobs.DriftPlan] != 1 {
+		t.Errorf("round found %v, want the game server's suspension and plan", res.Drifted)
+	}
+}
+
+func TestReconcilerDeletesOnlyLeftoverGameServersOfServicesItKnows(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	live := s.gameServer()
+	left := s.gameServer()
+	liveID, leftID := s.pteroServer(live), s.pteroServer(left)
+	ctx := context.Background()
+	// The second service ended without its server going (a termination
+	// cut short), and a server carries a service this fleet does not know.
+	leftSvc := uuid.MustParse(left[strings.LastIndex(left, "/")+1:])
+	if err := s.q.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: leftSvc, Status: "terminated"}); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := s.ptero.AddServer(pterosim.GameServer{Name: "stranger", ExternalID: uuid.NewString(), OwnerID: 3, EggID: 1,
+		AllocationID: 30, Limits: pterosim.Limits{Memory: 512, Disk: 1024, IO: 500}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	first, err := s.reconciler(time.Hour).Round(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Drifted[jobs.DriftOrphan] != 2 || len(first.Destroyed) != 0 {
+		t.Fatalf("first round: %v, deleted %v; want two orphans seen, none deleted within the grace", first.Drifted, first.Destroyed)
+	}
+	second, err := s.reconciler(time.Nanosecond).Round(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("pterodactyl server %d", leftID); len(second.Destroyed) != 1 || second.Destroyed[0] != want {
+		t.Errorf("second round deleted %v, want %s only", second.Destroyed, want)
+	}
+	for _, keep := range []int{liveID, stranger.ID} {
+		if _, ok := s.ptero.Server(keep); !ok {
+			t.Errorf("game server %d was deleted", keep)
+		}
 	}
 }
