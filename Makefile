@@ -4,7 +4,7 @@
 run: ## start API, workers, scheduler, dashboard and simulators, with demo data
 	scripts/dev.sh
 
-test: ## vet, sqlc check and every test against real PostgreSQL and Redis
+test: ## vet, sqlc check, every test against real PostgreSQL and Redis, and a short chaos run
 	scripts/test.sh
 
 bench: ## API vs bare enqueue, long-job hold, console fan-out, step runner, alert evaluation

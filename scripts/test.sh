@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test run: private PostgreSQL and Redis on their own ports and
 # data (torn down afterwards), go vet, a check that sqlc's generated code is
-# current, promtool's checks of the alerting rules, and every test with the
-# race detector.
+# current, promtool's checks of the alerting rules, every test with the
+# race detector, and a short run of the chaos suite (scripts/chaos.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +26,6 @@ promtool test rules monitoring/alerts_test.yml
 
 echo "== go test -race"
 go test -race -count=1 -timeout 15m -parallel 16 ./...
+
+echo "== chaos suite, short run: kills and a Redis loss under a job stream; every invariant holds"
+CHAOS_SHORT=1 scripts/chaos.sh
