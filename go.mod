@@ -3,6 +3,7 @@ module github.com/hostfleet/provisiond
 go 1.26.8
 
 require (
+	code.dny.dev/ssrf v0.3.0
 	github.com/caarlos0/env/v11 v11.4.2
 	github.com/cloudflare/cloudflare-go/v6 v6.10.0
 	github.com/go-redis/redis_rate/v10 v10.0.1

@@ -69,13 +69,13 @@ func TestAlertRuleValidation(t *testing.T) {
 func TestMonitoringSettingsRefuseInternalWebhooks(t *testing.T) {
 	e := newEnv(t)
 	path := "/api/teams/" + e.team.ID.String() + "/monitoring-settings"
-	for _, url := range []string{"https://127.0.0.1/hook", "https://10.1.2.3/hook", "https://169.254.169.254/latest", "http://203.0.113.10/hook", "https://[::1]/x"} {
+	for _, url := range []string{"https://127.0.0.1/hook", "https://10.1.2.3/hook", "https://169.254.169.254/latest", "http://93.184.215.14/hook", "https://[::1]/x"} {
 		res := e.do("PATCH", path, e.key, `{"genericWebhookUrl":"`+url+`"}`)
 		if res.status != http.StatusBadRequest {
 			t.Errorf("webhook %s: %d, want 400", url, res.status)
 		}
 	}
-	res := e.do("PATCH", path, e.key, `{"profileName":"ops","genericWebhookUrl":"https://203.0.113.10/hook"}`)
+	res := e.do("PATCH", path, e.key, `{"profileName":"ops","genericWebhookUrl":"https://93.184.215.14/hook"}`)
 	res.check(t, http.StatusOK, "")
 	settings := res.body["settings"].(map[string]any)
 	if key, _ := settings["signingKey"].(string); len(key) < 32 {
@@ -118,11 +118,11 @@ func TestServiceMetricsValidation(t *testing.T) {
 func TestMonitoringSettingsKeepWebhookURLsSealed(t *testing.T) {
 	e := newEnv(t)
 	path := "/api/teams/" + e.team.ID.String() + "/monitoring-settings"
-	const hook = "https://203.0.113.10/api/webhooks/123/s3cr3t-token"
+	const hook = "https://93.184.215.14/api/webhooks/123/s3cr3t-token"
 	res := e.do("PATCH", path, e.key, `{"discordWebhookUrl":"`+hook+`"}`)
 	res.check(t, http.StatusOK, "")
 	shown := res.body["settings"].(map[string]any)["discordWebhookUrl"].(string)
-	if strings.Contains(shown, "s3cr3t") || !strings.HasPrefix(shown, "https://203.0.113.10/") {
+	if strings.Contains(shown, "s3cr3t") || !strings.HasPrefix(shown, "https://93.184.215.14/") {
 		t.Errorf("shown %q: want the URL masked", shown)
 	}
 	// Sending the masked value back (a form saved as it was) keeps the URL.
@@ -140,7 +140,7 @@ func TestMonitoringSettingsThatCannotBeOpenedAreUnavailable(t *testing.T) {
 	e := newEnv(t)
 	// Sealed with another SECRETS_KEY, or damaged.
 	if _, err := e.q.SaveMonitoringSettings(t.Context(), queries.SaveMonitoringSettingsParams{
-		TeamID: e.team.ID, SealedWebhooks: []byte("not sealed by this server"), DiscordWebhookHint: "https://203.0.113.10/…oken",
+		TeamID: e.team.ID, SealedWebhooks: []byte("not sealed by this server"), DiscordWebhookHint: "https://93.184.215.14/…oken",
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,17 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxBody bounds request bodies; every request we take is small.
@@ -33,6 +37,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 func decodeJSON(body []byte, dst any) *apiError {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &apiError{Status: http.StatusBadRequest, Message: "Request body is required"}
+	}
+	if errs := checkJSONText(body); len(errs) > 0 {
+		return invalid(errs...)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(dst); err != nil {
@@ -86,4 +93,131 @@ func readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) *apiError {
 		return aerr
 	}
 	return decodeJSON(body, v)
+}
+
+// textProblem says what is wrong with a text value that no field may hold:
+// bytes that are not UTF-8 (PostgreSQL refuses them; JSON decoding would
+// replace them silently) and NUL (PostgreSQL's text cannot hold it). ""
+// when it is fine.
+func textProblem(v string) string {
+	switch {
+	case !utf8.ValidString(v):
+		return "must be valid UTF-8"
+	case strings.ContainsRune(v, 0):
+		return "must not contain NUL characters"
+	}
+	return ""
+}
+
+// checkJSONText finds the strings (keys and values) of a JSON body that no
+// field may hold, named by their path ("plan.environment.KEY"). A body that
+// is not well-formed JSON is left to the decoder to refuse.
+func checkJSONText(body []byte) []string {
+	if !utf8.Valid(body) {
+		return []string{"the request body must be valid UTF-8"}
+	}
+	if !bytes.Contains(body, []byte(`\u0000`)) {
+		return nil // NUL can only come escaped: a raw control character is malformed JSON
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var errs []string
+	// path holds, per open object or array, the key or index being read.
+	type level struct {
+		name    string
+		array   bool
+		index   int
+		wantKey bool
+	}
+	var stack []*level
+	where := func() string {
+		var parts []string
+		for _, l := range stack {
+			parts = append(parts, l.name)
+		}
+		return cmp.Or(strings.Join(parts, "."), "the body")
+	}
+	// valueRead moves on after a whole value: the enclosing object wants
+	// its next key, the enclosing array its next element.
+	valueRead := func() {
+		if len(stack) > 0 {
+			if top := stack[len(stack)-1]; top.array {
+				top.index++
+			} else {
+				top.wantKey = true
+			}
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return errs
+		}
+		var top *level
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && !top.array && top.wantKey {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				valueRead()
+				continue
+			}
+			key, _ := tok.(string)
+			top.name, top.wantKey = "", false
+			if p := textProblem(key); p != "" {
+				errs = append(errs, fmt.Sprintf("%s: a field name %s", strings.TrimSuffix(where(), "."), p))
+				key = "?"
+			}
+			top.name = key
+			continue
+		}
+		if top != nil && top.array {
+			top.name = strconv.Itoa(top.index)
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &level{wantKey: true})
+				continue
+			case '[':
+				stack = append(stack, &level{array: true})
+				continue
+			default: // ']' ends an array
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if p := textProblem(t); p != "" {
+				errs = append(errs, where()+" "+p)
+			}
+		}
+		valueRead()
+	}
+}
+
+// checkRequestText refuses query parameters and stored headers that no
+// field may hold (see textProblem), naming them.
+func checkRequestText(r *http.Request) *apiError {
+	var errs []string
+	for key, values := range r.URL.Query() {
+		if p := textProblem(key); p != "" {
+			errs = append(errs, "a query parameter's name "+p)
+			continue
+		}
+		for _, v := range values {
+			if p := textProblem(v); p != "" {
+				errs = append(errs, key+" "+p)
+			}
+		}
+	}
+	for _, h := range []string{"Idempotency-Key", "Last-Event-ID"} {
+		if p := textProblem(r.Header.Get(h)); p != "" {
+			errs = append(errs, h+" "+p)
+		}
+	}
+	if len(errs) > 0 {
+		slices.Sort(errs)
+		return invalid(errs...)
+	}
+	return nil
 }

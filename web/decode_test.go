@@ -50,3 +50,28 @@ func FuzzDecodeCreateService(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckJSONTextNamesTheField(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"plain text passes", `{"name":"web","plan":{"environment":{"A":"b"}},"tags":["x"]}`, nil},
+		{"an escaped backslash before u0000 is no NUL", `{"name":"a\\u0000"}`, nil},
+		{"NUL in a top-level value", `{"name":"we\u0000b"}`, []string{"name must not contain NUL characters"}},
+		{"NUL in a nested value", `{"plan":{"environment":{"SERVER_JARFILE":"x\u0000.jar"}}}`,
+			[]string{"plan.environment.SERVER_JARFILE must not contain NUL characters"}},
+		{"NUL in an array element", `{"ips":["1.2.3.4","\u0000"]}`, []string{"ips.1 must not contain NUL characters"}},
+		{"NUL in a key", `{"plan":{"a\u0000b":1}}`, []string{"plan: a field name must not contain NUL characters"}},
+		{"NUL after an array of objects", `{"rules":[{"a":1},{"b":[2]}],"note":"\u0000"}`, []string{"note must not contain NUL characters"}},
+		{"NUL in a bare string body", `"\u0000"`, []string{"the body must not contain NUL characters"}},
+		{"bytes that are not UTF-8", "{\"name\":\"\xff\"}", []string{"the request body must be valid UTF-8"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := checkJSONText([]byte(tt.body)); !slices.Equal(got, tt.want) {
+				t.Errorf("checkJSONText(%s) = %q, want %q", tt.body, got, tt.want)
+			}
+		})
+	}
+}

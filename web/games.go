@@ -40,6 +40,9 @@ func (s *Server) gameService(r *http.Request) (queries.Service, jobs.GameRef, er
 	if err != nil {
 		return svc, jobs.GameRef{}, err
 	}
+	if svc.Provider != pterodactyl.Provider {
+		return svc, jobs.GameRef{}, wrongProvider(pterodactyl.Provider, svc.Provider)
+	}
 	if s.Pterodactyl == nil {
 		return svc, jobs.GameRef{}, providerMissing(pterodactyl.Provider)
 	}

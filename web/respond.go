@@ -85,6 +85,16 @@ func retryAfterSeconds(secs float64) string {
 
 // providerMissing answers a request that needs a provider this process has
 // no configuration for.
+// wrongProvider answers a route of one provider's services called on a
+// service of another.
+func wrongProvider(want, got string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, ErrorKey: "unsupported_provider",
+		Message: "This endpoint is for " + providerNames[want] + " services; this service is on " + got}
+}
+
+// providerNames are the providers' names as people write them.
+var providerNames = map[string]string{"proxmox": "Proxmox", "pterodactyl": "Pterodactyl"}
+
 func providerMissing(provider string) *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "provider_unavailable",
 		Message: provider + " is not configured on this server"}

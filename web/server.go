@@ -167,6 +167,10 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) handle(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if aerr := checkRequestText(r); aerr != nil {
+			aerr.write(w)
+			return
+		}
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
@@ -256,8 +260,19 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		s.Metrics.ObserveHTTP(route, r.Method, sw.code, time.Since(start))
+		s.Metrics.ObserveHTTP(route, methodLabel(r.Method), sw.code, time.Since(start))
 	})
+}
+
+// methodLabel is the method as a metric label: anyone may send any method,
+// and each made-up one must not become a series of its own.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {

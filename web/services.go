@@ -60,13 +60,17 @@ type pagination struct {
 	Pages int64 `json:"pages"`
 }
 
+// maxPage bounds page so that its offset fits PostgreSQL's integer; no list
+// is that long.
+const maxPage = 1_000_000
+
 func readPagination(r *http.Request) (pagination, []string) {
 	p := pagination{Page: 1, Limit: 10}
 	var errs []string
 	if v := r.URL.Query().Get("page"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			errs = append(errs, "page must be a whole number of 1 or more")
+		if err != nil || n < 1 || n > maxPage {
+			errs = append(errs, fmt.Sprintf("page must be a whole number from 1 to %d", maxPage))
 		}
 		p.Page = n
 	}

@@ -106,8 +106,7 @@ func (s *Server) proxmoxService(r *http.Request) (queries.Service, error) {
 		return svc, err
 	}
 	if svc.Provider != proxmox.Provider {
-		return svc, &apiError{Status: http.StatusBadRequest, ErrorKey: "unsupported_provider",
-			Message: "This endpoint is for Proxmox services; this service is on " + svc.Provider}
+		return svc, wrongProvider(proxmox.Provider, svc.Provider)
 	}
 	if s.Proxmox == nil {
 		return svc, providerMissing(proxmox.Provider)

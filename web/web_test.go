@@ -40,6 +40,8 @@ type env struct {
 	key       string
 	// pve is the simulated Proxmox cluster, with the demo VMs.
 	pve *sim.Server
+	// metrics are the server's.
+	metrics *metrics.Metrics
 }
 
 func newEnv(t *testing.T) *env {
@@ -68,6 +70,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := metrics.New()
 	srv := &web.Server{
 		Proxmox:   px,
 		Keys:      keys,
@@ -77,13 +80,13 @@ func newEnv(t *testing.T) *env {
 		Events:    hub,
 		Inspector: inspector,
 		Limiter:   redis_rate.NewLimiter(jobtest.RedisClient(t, ropt)),
-		Metrics:   metrics.New(),
+		Metrics:   m,
 		Webhooks:  &webhook.Guard{},
 		Log:       log,
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	e := &env{t: t, url: ts.URL, q: q, inspector: inspector, pve: pve}
+	e := &env{t: t, url: ts.URL, q: q, inspector: inspector, pve: pve, metrics: m}
 	e.team = e.newTeam("acme")
 	e.key = e.newKey(apikey.Spec{TeamID: e.team.ID})
 	return e
@@ -290,15 +293,21 @@ func TestBadInput(t *testing.T) {
 		{"unknown job", "GET", "/api/jobs/" + uuid.NewString(), ``, 404, "Job not found", ""},
 		{"unknown route", "GET", "/api/nothing-here", ``, 404, "Not found", ""},
 		{"wrong method", "DELETE", "/api/services", ``, 405, "Method DELETE is not allowed here", ""},
-		{"page that is no number", "GET", "/api/services?page=x", ``, 400, "Validation failed", "page must be a whole number of 1 or more"},
+		{"page that is no number", "GET", "/api/services?page=x", ``, 400, "Validation failed", "page must be a whole number from 1 to 1000000"},
+		{"page whose offset overflows", "GET", "/api/services?page=30000000&limit=100", ``, 400, "Validation failed", "page must be a whole number from 1 to 1000000"},
+		{"query value with a NUL", "GET", "/api/jobs?kind=%00", ``, 400, "Validation failed", "kind must not contain NUL characters"},
+		{"query value that is not UTF-8", "GET", "/api/jobs?kind=%FF", ``, 400, "Validation failed", "kind must be valid UTF-8"},
+		{"service name with a NUL", "POST", "/api/services", `{"name":"x\u0000","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "name must not contain NUL characters"},
+		{"service name that is not UTF-8", "POST", "/api/services", "{\"name\":\"x\xff\",\"provider\":\"proxmox\",\"plan\":{\"cores\":1,\"memoryMb\":512,\"diskGb\":1}}", 400, "Validation failed", "the request body must be valid UTF-8"},
+		{"game route on a VPS", "GET", "/api/services/" + svc.ID.String() + "/allocations", ``, 400, "This endpoint is for Pterodactyl services; this service is on proxmox", ""},
 		{"limit out of range", "GET", "/api/jobs?limit=1000", ``, 400, "Validation failed", "limit must be a whole number from 1 to 100"},
 		{"unknown job status filter", "GET", "/api/jobs?status=done", ``, 400, "Validation failed", "status must be one of: queued, scheduled, running, retrying, succeeded, failed, cancelled"},
 		{"service with a bad plan", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":0,"memoryMb":1,"diskGb":1}}`, 400, "Validation failed", "plan.cores must be from 1 to 512"},
 		{"service of an unknown provider", "POST", "/api/services", `{"name":"x","provider":"aws","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "provider must be one of: proxmox, pterodactyl"},
 		{"service with a bad period end", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":1},"billingPeriodEnd":"tomorrow"}`, 400, "Validation failed", "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z"},
 		{"service plan of the wrong type", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":"two"}}`, 400, "Validation failed", "plan.cores must be an integer"},
-		{"password with a NUL", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000,"password":"abcdefgh\u0000ij"}`, 400, "Validation failed", "password must be 8 to 128 printable characters"},
-		{"password with bytes that are not UTF-8", "POST", "/api/services", "{\"name\":\"x\",\"provider\":\"proxmox\",\"plan\":{\"cores\":1,\"memoryMb\":512,\"diskGb\":10},\"templateId\":9000,\"password\":\"abc\xffdefghij\"}", 400, "Validation failed", "password must be 8 to 128 printable characters"},
+		{"password with a NUL", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000,"password":"abcdefgh\u0000ij"}`, 400, "Validation failed", "password must not contain NUL characters"},
+		{"password with bytes that are not UTF-8", "POST", "/api/services", "{\"name\":\"x\",\"provider\":\"proxmox\",\"plan\":{\"cores\":1,\"memoryMb\":512,\"diskGb\":10},\"templateId\":9000,\"password\":\"abc\xffdefghij\"}", 400, "Validation failed", "the request body must be valid UTF-8"},
 		{"repair of a sound service", "POST", "/api/services/" + svc.ID.String() + "/repair", ``, 409, "Service does not need repair; repair is for a service that needs_repair or whose provision never finished", ""},
 	}
 	for _, tt := range tests {
@@ -503,4 +512,35 @@ func jobClient(t *testing.T, q *queries.Queries, tasks *asynq.Client, log *slog.
 	}
 	c.Sealer = sealer
 	return c
+}
+
+func TestIdempotencyKeyThatIsNotUTF8IsRefused(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	e.do("POST", "/api/services/"+svc.ID.String()+"/action", e.key, `{"action":"restart"}`, "Idempotency-Key", "abc\xff").
+		check(t, http.StatusBadRequest, "Validation failed")
+}
+
+func TestMadeUpMethodsShareOneMetricLabel(t *testing.T) {
+	e := newEnv(t)
+	for _, m := range []string{"SECX1", "SECX2", "BREW"} {
+		e.do(m, "/api/services", "", "")
+	}
+	families, err := e.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	methods := map[string]bool{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" {
+					methods[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if methods["SECX1"] || methods["BREW"] || !methods["other"] {
+		t.Errorf("method labels %v, want made-up methods counted as other", methods)
+	}
 }

@@ -1,12 +1,17 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
+
+	"code.dny.dev/ssrf"
 )
 
 // resolveTimeout bounds CheckURL's lookup: a customer is waiting for a form
@@ -16,20 +21,13 @@ const resolveTimeout = 3 * time.Second
 // notHTTPS is CheckURL's reason for every URL that is not plain https.
 const notHTTPS = "must be an https:// URL without credentials"
 
-// internalNets are special-purpose networks that netip.Addr's predicates
-// do not cover.
-var internalNets = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),     // "this network": Linux connects 0.x to the host itself
-	netip.MustParsePrefix("100.64.0.0/10"), // CGNAT, used inside clouds and by overlay networks
-	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking, often used for lab networks
-	netip.MustParsePrefix("240.0.0.0/4"),   // reserved, and the broadcast address
-	netip.MustParsePrefix("fec0::/10"),     // deprecated site-local, still routed by some
-}
-
-// nat64 is the well-known NAT64 prefix. Its last 32 bits are the IPv4
-// address a NAT64 gateway connects to, so they are checked like one.
-var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+// special refuses every special-purpose address of IANA's registries
+// (loopback, private, link-local, CGNAT, documentation, benchmarking,
+// multicast, reserved, ...) and every IPv6 address outside global unicast,
+// so that no IPv6 spelling of an IPv4 address (IPv4-compatible, mapped,
+// NAT64, 6to4, Teredo) gets through. Ports and networks are not its
+// concern here.
+var special = ssrf.New(ssrf.WithAnyNetwork(), ssrf.WithAnyPort())
 
 // Guard decides which addresses webhooks may be sent to.
 // The zero Guard refuses every internal address.
@@ -62,6 +60,11 @@ func (g *Guard) CheckURL(ctx context.Context, raw string) string {
 	if host == "" {
 		return "must name a host"
 	}
+	if _, err := netip.ParseAddr(host); err != nil && legacyIPv4(host) {
+		// Resolvers that follow inet_aton read 2130706433, 0x7f.1 or 0177.0.0.1
+		// as 127.0.0.1: no such spelling is a host name.
+		return "must name a host or a dotted IPv4 address, not an address in another spelling"
+	}
 	addrs, err := g.lookup(ctx, host)
 	if u.Scheme == "http" {
 		// Plain http is for in-house receivers only: a token sent in the
@@ -87,34 +90,18 @@ func (g *Guard) CheckURL(ctx context.Context, raw string) string {
 	return ""
 }
 
-// Internal reports whether a is an address the fleet never calls out to
-// (loopback, private, link-local unicast/multicast, unspecified, multicast,
-// interface-local multicast, 100.64.0.0/10 CGNAT, 192.0.0.0/24, a few other
-// reserved networks, and IPv4-mapped and NAT64 forms of these) unless it is
-// in g.Allowed. An invalid address is internal.
+// Internal reports whether a is an address the fleet never calls out to:
+// any special-purpose address (see special), unless it is in g.Allowed (an
+// IPv4-mapped address counts as its IPv4 address there). An invalid
+// address is internal.
 func (g *Guard) Internal(a netip.Addr) bool {
-	a = a.WithZone("").Unmap() // Prefix.Contains never matches a zoned or mapped address
 	if !a.IsValid() {
 		return true
 	}
 	if g.allowed(a) {
 		return false
 	}
-	if nat64.Contains(a) {
-		b := a.As16()
-		return g.Internal(netip.AddrFrom4([4]byte(b[12:])))
-	}
-	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() ||
-		a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() ||
-		a.IsUnspecified() || a.IsMulticast() {
-		return true
-	}
-	for _, p := range internalNets {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return special.SafeAddr(a) != nil
 }
 
 // allowed reports whether a is in one of g.Allowed.
@@ -145,4 +132,37 @@ func (g *Guard) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 		err = errors.New("no addresses")
 	}
 	return addrs, err
+}
+
+// legacyIPv4 reports whether host is an IPv4 address in one of the forms
+// inet_aton accepts: one to four dot-separated parts, each decimal, octal
+// (leading 0) or hex (0x), the last filling the bytes left (127.1,
+// 2130706433, 0x7f000001).
+func legacyIPv4(host string) bool {
+	parts := strings.Split(strings.TrimSuffix(host, "."), ".")
+	if len(parts) > 4 {
+		return false
+	}
+	for i, p := range parts {
+		base, digits := 10, p
+		switch {
+		case len(p) > 1 && (p[:2] == "0x" || p[:2] == "0X"):
+			base, digits = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, digits = 8, p[1:]
+		}
+		if digits == "" && base != 16 {
+			return false
+		}
+		n, err := strconv.ParseUint(cmp.Or(digits, "0"), base, 32)
+		if err != nil {
+			return false
+		}
+		// The last part fills the bytes the others left; the others are a
+		// byte each.
+		if bits := 8 * (4 - i); i < len(parts)-1 && n > 0xff || i == len(parts)-1 && bits < 32 && n >= 1<<bits {
+			return false
+		}
+	}
+	return true
 }

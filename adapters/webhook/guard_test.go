@@ -30,6 +30,8 @@ func prefixes(ss ...string) []netip.Prefix {
 	return ps
 }
 
+const legacyReason = "must name a host or a dotted IPv4 address, not an address in another spelling"
+
 func TestCheckURL(t *testing.T) {
 	loopback := prefixes("127.0.0.0/8", "::1/128")
 	tests := []struct {
@@ -52,7 +54,15 @@ func TestCheckURL(t *testing.T) {
 		{"CGNAT is refused", nil, "https://100.64.1.2/", "resolves to 100.64.1.2, an internal address"},
 		{"unspecified is refused", nil, "https://0.0.0.0:8443/", "resolves to 0.0.0.0, an internal address"},
 		{"localhost is refused", nil, "https://localhost:8443/", "*"},
-		{"a decimal IPv4 spelling is refused", nil, "https://2130706433/", "*"},
+		{"a decimal IPv4 spelling is refused", nil, "https://2130706433/", legacyReason},
+		{"a hex IPv4 spelling is refused", nil, "https://0x7f000001/", legacyReason},
+		{"an octal IPv4 spelling is refused", nil, "https://0177.0.0.1/", legacyReason},
+		{"a short IPv4 spelling is refused", nil, "https://127.1/", legacyReason},
+		{"a mixed short spelling is refused", nil, "https://0x7f.1/", legacyReason},
+		{"a dotted spelling with a trailing dot is refused", nil, "https://127.0.0.1./", legacyReason},
+		{"an IPv4-compatible IPv6 loopback is refused", nil, "https://[::127.0.0.1]/", "resolves to ::7f00:1, an internal address"},
+		{"a 6to4 spelling of loopback is refused", nil, "https://[2002:7f00:1::]/", "resolves to 2002:7f00:1::, an internal address"},
+		{"a NAT64 spelling of a public address is refused", nil, "https://[64:ff9b::808:808]/", "resolves to 64:ff9b::808:808, an internal address"},
 		{"a name that does not resolve is refused", nil, "https://nonexistent.invalid/hook", "does not resolve"},
 		{"a public address is accepted", nil, "https://93.184.215.14/hook?wait=false", ""},
 		{"allowed https loopback is accepted", loopback, "https://127.0.0.1:8443/hook", ""},
@@ -103,11 +113,21 @@ func TestInternal(t *testing.T) {
 		{"ff02::1", nil, true},
 		{"::ffff:10.0.0.1", nil, true},
 		{"::ffff:169.254.169.254", nil, true},
-		{"64:ff9b::a00:1", nil, true}, // NAT64 form of 10.0.0.1
+		{"64:ff9b::a00:1", nil, true},                       // NAT64 form of 10.0.0.1
+		{"64:ff9b::808:808", nil, true},                     // NAT64 form of 8.8.8.8: no IPv4 in IPv6 clothing
+		{"::127.0.0.1", nil, true},                          // IPv4-compatible
+		{"::ffff:8.8.8.8", nil, true},                       // IPv4-mapped
+		{"2002:7f00:1::", nil, true},                        // 6to4 of 127.0.0.1
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", nil, true}, // Teredo
+		{"fec0::1", nil, true},                              // deprecated site-local
+		{"2001:db8::1", nil, true},                          // documentation
+		{"192.0.2.1", nil, true},                            // TEST-NET-1
+		{"198.51.100.7", nil, true},                         // TEST-NET-2
+		{"203.0.113.9", nil, true},                          // TEST-NET-3
+		{"198.18.0.1", nil, true},                           // benchmarking
 		{"8.8.8.8", nil, false},
 		{"100.128.0.1", nil, false},
 		{"2606:4700::1111", nil, false},
-		{"64:ff9b::808:808", nil, false}, // NAT64 form of 8.8.8.8
 		{"127.0.0.1", prefixes("127.0.0.0/8"), false},
 		{"::ffff:127.0.0.1", prefixes("127.0.0.0/8"), false},
 		{"10.0.0.1", prefixes("127.0.0.0/8"), true},
