@@ -553,6 +553,14 @@ func (v *vpsJob) power() (*pvePower, error) {
 }
 
 func (v *vpsJob) start(ctx context.Context) error {
+	// A suspended service's VM stays off until the suspension ends, however
+	// the job came to run on it (a resize accepted as the suspension ended);
+	// the service's suspensions are read afresh.
+	if svc, err := v.w.Queries.GetService(ctx, v.svc.ID); err != nil {
+		return fmt.Errorf("load service %s: %w", v.svc.ID, err)
+	} else if len(svc.Suspensions) > 0 {
+		return v.run.Log(ctx, "the service is suspended ("+strings.Join(svc.Suspensions, ", ")+"): its VM stays off until it is resumed")
+	}
 	p, err := v.power()
 	if err != nil {
 		return err

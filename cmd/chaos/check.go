@@ -262,13 +262,18 @@ func checkTasks(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim
 		}
 	}
 	// A termination does not hold its service (it is scheduled long
-	// before); it must still never act while another job changes it.
+	// before); it must still never act while another job changes it. It
+	// acts from its first step on: attempts before that only waited.
 	var overlaps []string
-	rows, err = db.Query(ctx, `SELECT t.id::text, j.id::text, j.kind, j.status, t.service_id::text,
-			greatest(t.started_at, j.started_at), least(t.finished_at, j.finished_at)
-		FROM jobs t JOIN jobs j ON j.service_id = t.service_id AND j.id <> t.id AND j.mutating
-		WHERE t.kind = 'service.terminate' AND t.started_at IS NOT NULL AND j.started_at IS NOT NULL
-		  AND t.started_at < coalesce(j.finished_at, now()) AND j.started_at < coalesce(t.finished_at, now())
+	rows, err = db.Query(ctx, `WITH t AS (
+			SELECT id, service_id, finished_at,
+			       (SELECT min(e.at) FROM job_events e WHERE e.job_id = jobs.id AND e.type = 'step') AS acted_at
+			FROM jobs WHERE kind = 'service.terminate')
+		SELECT t.id::text, j.id::text, j.kind, j.status, t.service_id::text,
+			greatest(t.acted_at, j.started_at), least(t.finished_at, j.finished_at)
+		FROM t JOIN jobs j ON j.service_id = t.service_id AND j.id <> t.id AND j.mutating
+		WHERE t.acted_at IS NOT NULL AND j.started_at IS NOT NULL
+		  AND t.acted_at < coalesce(j.finished_at, now()) AND j.started_at < coalesce(t.finished_at, now())
 		ORDER BY 6`)
 	if err != nil {
 		return failed(r.n, r.name, err)

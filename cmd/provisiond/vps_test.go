@@ -205,6 +205,20 @@ func (s *system) runJob(method, path, body string) map[string]any {
 	return job
 }
 
+func TestUpgradeOfASuspendedServiceLeavesItsVMOff(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	svc := "/api/services/" + s.services["web-1"].ID.String()
+	s.runJob("POST", svc+"/action", `{"action":"suspend"}`)
+	job := s.runJob("POST", svc+"/upgrade", `{"cores":4}`)
+	if vm := s.vm("web-1"); vm.Cores != 4 || vm.Status == "running" && !vm.Paused {
+		t.Errorf("VM after the upgrade of a suspended service: %d cores, %s/%s; want 4 cores and not running", vm.Cores, vm.Status, map[bool]string{true: "paused"}[vm.Paused])
+	}
+	if log := strings.Join(s.jobLog(job["id"].(string)), "\n"); !strings.Contains(log, "its VM stays off until it is resumed") {
+		t.Errorf("job log %q does not say why the VM was not started", log)
+	}
+}
+
 func TestBackupsRotateRestoreAndDelete(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, systemOpts{})
