@@ -333,6 +333,26 @@ func (w *GameWorkers) ChangePlan(ctx context.Context, job *Job[GameChangePlanArg
 	return w.Queries.SetServicePlan(ctx, queries.SetServicePlanParams{ID: job.Service.ID, Plan: b})
 }
 
+// GameBackup is a game server's backup as the API and job results show it.
+type GameBackup struct {
+	// ID is the panel's uuid of the backup.
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	Checksum     string     `json:"checksum"`
+	Successful   bool       `json:"successful"`
+	Locked       bool       `json:"locked"`
+	SizeBytes    int64      `json:"sizeBytes"`
+	IgnoredFiles []string   `json:"ignoredFiles"`
+	CreatedAt    time.Time  `json:"createdAt"`
+	CompletedAt  *time.Time `json:"completedAt"`
+}
+
+// GameBackupOf is the panel's backup as a GameBackup.
+func GameBackupOf(b pterodactyl.Backup) GameBackup {
+	return GameBackup{ID: b.UUID, Name: b.Name, Checksum: b.Checksum, Successful: b.Successful, Locked: b.Locked,
+		SizeBytes: b.Bytes, IgnoredFiles: append([]string{}, b.IgnoredFiles...), CreatedAt: b.CreatedAt, CompletedAt: b.CompletedAt}
+}
+
 // GameBackupArgs ask for a backup of a game server, to restore one, or to
 // delete one.
 type GameBackupArgs struct {
@@ -401,7 +421,7 @@ func (w *GameWorkers) Backup(ctx context.Context, job *Job[GameBackupArgs]) erro
 				}
 				b, err := w.waitBackup(ctx, ref.Identifier, id)
 				if err == nil {
-					job.SetResult(map[string]any{"backup": b})
+					job.SetResult(map[string]any{"backup": GameBackupOf(b)})
 				}
 				return err
 			}},

@@ -582,6 +582,9 @@ func (v *vpsJob) waitAgent(ctx context.Context) error {
 	if err != nil || !cfg.AgentEnabled() {
 		return err
 	}
+	if st, err := v.w.Proxmox.State(ctx, ref); err != nil || st.Stopped() {
+		return err // left off (a suspended service's): no guest to wait for
+	}
 	timeout := cmp.Or(v.w.AgentTimeout, 3*time.Minute)
 	deadline := time.Now().Add(timeout)
 	for {

@@ -150,19 +150,9 @@ func (w *VPSWorkers) Repair(ctx context.Context, job *Job[RepairArgs]) error {
 			return v.configure(ctx, values)
 		}},
 		Step{"resize", func(ctx context.Context) error { return v.growDisk(ctx, plan.DiskGB) }},
+		// A suspended service comes back suspended: start leaves its VM off.
 		Step{"start", v.start},
 		Step{"agent", v.waitAgent},
-		Step{"suspend", func(ctx context.Context) error {
-			// A suspended service comes back suspended.
-			if len(job.Service.Suspensions) == 0 {
-				return nil
-			}
-			p, err := v.power()
-			if err != nil {
-				return err
-			}
-			return p.ensure(proxmox.OpSuspend)(ctx)
-		}},
 	)
 	if err != nil {
 		return v.stopped(ctx, err)

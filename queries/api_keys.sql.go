@@ -32,9 +32,9 @@ func (q *Queries) CountActiveAPIKeysNamed(ctx context.Context, arg CountActiveAP
 }
 
 const createAPIKey = `-- name: CreateAPIKey :one
-INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at
+INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, platform)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at, platform
 `
 
 type CreateAPIKeyParams struct {
@@ -46,6 +46,7 @@ type CreateAPIKeyParams struct {
 	IpAllowlist []netip.Prefix
 	RateLimit   int32
 	ExpiresAt   *time.Time
+	Platform    bool
 }
 
 func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (ApiKey, error) {
@@ -58,6 +59,7 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 		arg.IpAllowlist,
 		arg.RateLimit,
 		arg.ExpiresAt,
+		arg.Platform,
 	)
 	var i ApiKey
 	err := row.Scan(
@@ -72,12 +74,13 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 		&i.ExpiresAt,
 		&i.RevokedAt,
 		&i.CreatedAt,
+		&i.Platform,
 	)
 	return i, err
 }
 
 const getAPIKeyByHash = `-- name: GetAPIKeyByHash :one
-SELECT id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at FROM api_keys WHERE key_hash = $1
+SELECT id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at, platform FROM api_keys WHERE key_hash = $1
 `
 
 func (q *Queries) GetAPIKeyByHash(ctx context.Context, keyHash []byte) (ApiKey, error) {
@@ -95,12 +98,13 @@ func (q *Queries) GetAPIKeyByHash(ctx context.Context, keyHash []byte) (ApiKey, 
 		&i.ExpiresAt,
 		&i.RevokedAt,
 		&i.CreatedAt,
+		&i.Platform,
 	)
 	return i, err
 }
 
 const listAPIKeys = `-- name: ListAPIKeys :many
-SELECT api_keys.id, api_keys.team_id, api_keys.name, api_keys.prefix, api_keys.key_hash, api_keys.scopes, api_keys.ip_allowlist, api_keys.rate_limit, api_keys.expires_at, api_keys.revoked_at, api_keys.created_at, teams.name AS team_name
+SELECT api_keys.id, api_keys.team_id, api_keys.name, api_keys.prefix, api_keys.key_hash, api_keys.scopes, api_keys.ip_allowlist, api_keys.rate_limit, api_keys.expires_at, api_keys.revoked_at, api_keys.created_at, api_keys.platform, teams.name AS team_name
 FROM api_keys JOIN teams ON teams.id = api_keys.team_id
 WHERE $1::uuid IS NULL OR api_keys.team_id = $1
 ORDER BY teams.name, api_keys.created_at
@@ -118,6 +122,7 @@ type ListAPIKeysRow struct {
 	ExpiresAt   *time.Time
 	RevokedAt   *time.Time
 	CreatedAt   time.Time
+	Platform    bool
 	TeamName    string
 }
 
@@ -142,6 +147,7 @@ func (q *Queries) ListAPIKeys(ctx context.Context, teamID uuid.NullUUID) ([]List
 			&i.ExpiresAt,
 			&i.RevokedAt,
 			&i.CreatedAt,
+			&i.Platform,
 			&i.TeamName,
 		); err != nil {
 			return nil, err

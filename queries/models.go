@@ -39,6 +39,7 @@ type ApiKey struct {
 	ExpiresAt   *time.Time
 	RevokedAt   *time.Time
 	CreatedAt   time.Time
+	Platform    bool
 }
 
 type ConsoleSession struct {

@@ -80,10 +80,11 @@ WHERE termination_job_id IS NULL AND 'cancellation' = ANY(suspensions) AND statu
 ORDER BY id;
 
 -- name: SetServiceRepaired :exec
--- Points a repaired service at its VM and makes it usable again (suspended
--- while a suspension reason remains).
+-- Points a repaired service at its VM and makes it usable again (suspended,
+-- its VM left off, while a suspension reason remains).
 UPDATE services
-SET provider_ref = $2, repair_reason = '', power_state = 'running',
+SET provider_ref = $2, repair_reason = '',
+    power_state = CASE WHEN cardinality(suspensions) > 0 THEN 'stopped' ELSE 'running' END,
     status = CASE WHEN cardinality(suspensions) > 0 THEN 'suspended' ELSE 'active' END,
     updated_at = now()
 WHERE id = $1;

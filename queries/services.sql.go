@@ -836,7 +836,8 @@ func (q *Queries) SetServiceProvisioned(ctx context.Context, arg SetServiceProvi
 
 const setServiceRepaired = `-- name: SetServiceRepaired :exec
 UPDATE services
-SET provider_ref = $2, repair_reason = '', power_state = 'running',
+SET provider_ref = $2, repair_reason = '',
+    power_state = CASE WHEN cardinality(suspensions) > 0 THEN 'stopped' ELSE 'running' END,
     status = CASE WHEN cardinality(suspensions) > 0 THEN 'suspended' ELSE 'active' END,
     updated_at = now()
 WHERE id = $1
@@ -847,8 +848,8 @@ type SetServiceRepairedParams struct {
 	ProviderRef []byte
 }
 
-// Points a repaired service at its VM and makes it usable again (suspended
-// while a suspension reason remains).
+// Points a repaired service at its VM and makes it usable again (suspended,
+// its VM left off, while a suspension reason remains).
 func (q *Queries) SetServiceRepaired(ctx context.Context, arg SetServiceRepairedParams) error {
 	_, err := q.db.Exec(ctx, setServiceRepaired, arg.ID, arg.ProviderRef)
 	return err

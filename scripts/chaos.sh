@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make chaos`: the chaos suite. Private PostgreSQL and Redis (thrown away
 # afterwards), the provider simulators as their own providersim process
-# (fixed SIM_SEED, 300 ms tasks), migrations, a team and a key; then
+# (fixed SIM_SEED, 300 ms tasks), migrations, a team, its key and a
+# platform key; then
 # cmd/chaos starts the API, the scheduler and three workers as separate
 # processes, drives a mixed stream of jobs while faults, SIGKILLs and a
 # Redis loss hit the fleet, waits for quiet, reconciles twice and checks the
@@ -99,7 +100,8 @@ curl -fs "http://$PROXMOX_SIM_ADDR/_sim/vms" >/dev/null || { tail -n 20 "$logs/p
 "$bin/provisiond" migrate >"$logs/migrate.log" 2>&1 || { tail -n 20 "$logs/migrate.log" >&2; exit 1; }
 "$bin/provisiond" teams create chaos >/dev/null
 CHAOS_KEY=$("$bin/provisiond" keys create --team chaos --name chaos | sed -n 1p)
-export CHAOS_KEY
+CHAOS_PLATFORM_KEY=$("$bin/provisiond" keys create --platform --name chaos-platform | sed -n 1p)
+export CHAOS_KEY CHAOS_PLATFORM_KEY
 
 "$bin/chaos" -bin "$bin/provisiond" -logs "$logs" -metrics-port "$((port + 20))" "$@" &
 chaos_pid=$!

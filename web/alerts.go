@@ -9,7 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
+
 	"time"
 
 	"github.com/google/uuid"
@@ -236,10 +236,10 @@ func (s *Server) firedAlerts(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// teamOf checks that {teamId} is the caller's team.
+// teamOf checks that the caller may act for {teamId}.
 func teamOf(r *http.Request) (uuid.UUID, error) {
 	id, err := uuid.Parse(r.PathValue("teamId"))
-	if err != nil || id != callerOf(r).key.TeamID {
+	if err != nil || !callerOf(r).may(id) {
 		return uuid.Nil, notFound("Team")
 	}
 	return id, nil
@@ -411,26 +411,17 @@ func (s *Server) serviceMetrics(w http.ResponseWriter, r *http.Request) error {
 		}
 		p := map[string]any{"time": bucket.UTC()}
 		for _, m := range series {
-			p[jsonMetric(m)] = round2(sums[m] / float64(n))
+			p[m] = round2(sums[m] / float64(n)) // the metric as ?metric= and metricType name it
 		}
 		points = append(points, p)
 	}
 	units := map[string]string{}
 	for _, m := range series {
-		units[jsonMetric(m)] = alerting.Unit(m)
+		units[m] = alerting.Unit(m)
 	}
 	ok(w, http.StatusOK, "metrics", map[string]any{"range": rng, "intervalSeconds": int(span[1].Seconds()),
 		"units": units, "points": points})
 	return nil
-}
-
-// jsonMetric names a metric the way the API's JSON does (networkIn).
-func jsonMetric(m string) string {
-	head, tail, found := strings.Cut(m, "_")
-	if !found {
-		return m
-	}
-	return head + strings.ToUpper(tail[:1]) + tail[1:]
 }
 
 // deleteServiceMetrics removes the service's collected samples.

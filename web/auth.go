@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"github.com/google/uuid"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,32 @@ type caller struct {
 func callerOf(r *http.Request) *caller {
 	c, _ := r.Context().Value(callerKey).(*caller)
 	return c
+}
+
+// errPlatformOnly answers a team key's attempt at what only the platform
+// (the checkout, billing, an operator) may do.
+var errPlatformOnly = &apiError{Status: http.StatusForbidden, ErrorKey: "platform_key_required",
+	Message: "This needs a platform key (provisiond keys create --platform); a team's key cannot do it"}
+
+// may reports whether the caller may see and act on the team's resources:
+// its own team's, or any team's with a platform key.
+func (c *caller) may(team uuid.UUID) bool { return c.key.Platform || c.key.TeamID == team }
+
+// listTeam is the team whose resources a list shows: the key's own, or for
+// a platform key the one its teamId query parameter names (required).
+func (c *caller) listTeam(r *http.Request) (uuid.UUID, string) {
+	v := r.URL.Query().Get("teamId")
+	if !c.key.Platform {
+		if v != "" && v != c.key.TeamID.String() {
+			return uuid.Nil, "teamId must be the key's own team"
+		}
+		return c.key.TeamID, ""
+	}
+	id, err := uuid.Parse(v)
+	if err != nil {
+		return uuid.Nil, "teamId is required with a platform key, as a team id"
+	}
+	return id, ""
 }
 
 // logger returns the server's logger with the caller's team and key.
@@ -171,15 +198,21 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 	})
 }
 
+// rateLimitOf is the key's requests per minute: its own, or the server's
+// default.
+func (s *Server) rateLimitOf(k queries.ApiKey) int {
+	if k.RateLimit > 0 {
+		return int(k.RateLimit)
+	}
+	return s.Config.RateLimit
+}
+
 // rateLimit allows each key its requests per minute (GCRA in Redis, shared
 // by every API process) and reports the budget in X-RateLimit-* headers.
 func (s *Server) rateLimit(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		c := callerOf(r)
-		limit := int(c.key.RateLimit)
-		if limit <= 0 {
-			limit = s.Config.RateLimit
-		}
+		limit := s.rateLimitOf(c.key)
 		res, err := s.Limiter.Allow(r.Context(), "ratelimit:key:"+c.key.ID.String(), redis_rate.PerMinute(limit))
 		if err != nil {
 			// Redis being away must not take the API down with it.
@@ -214,4 +247,45 @@ func (s *Server) operatorOnly(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// meJSON is what GET /api/me answers: the calling key and its team.
+type meJSON struct {
+	Key  keyJSON  `json:"key"`
+	Team teamJSON `json:"team"`
+}
+
+// keyJSON is an API key as its holder may see it (never its hash).
+type keyJSON struct {
+	ID     uuid.UUID `json:"id"`
+	Prefix string    `json:"prefix"`
+	Name   string    `json:"name"`
+	// Scopes are empty for full access.
+	Scopes []string `json:"scopes"`
+	// Platform keys act for every team (see the README's "Platform keys").
+	Platform bool `json:"platform"`
+	// RateLimit is requests per minute, the server's default included.
+	RateLimit int        `json:"rateLimit"`
+	ExpiresAt *time.Time `json:"expiresAt"`
+}
+
+// teamJSON is a team.
+type teamJSON struct {
+	ID   uuid.UUID `json:"id"`
+	Name string    `json:"name"`
+}
+
+// me answers with the calling key and its team.
+func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
+	k := callerOf(r).key
+	team, err := s.Queries.GetTeam(r.Context(), k.TeamID)
+	if err != nil {
+		return err
+	}
+	ok(w, http.StatusOK, "me", meJSON{
+		Key: keyJSON{ID: k.ID, Prefix: k.Prefix, Name: k.Name, Scopes: append([]string{}, k.Scopes...), Platform: k.Platform,
+			RateLimit: s.rateLimitOf(k), ExpiresAt: k.ExpiresAt},
+		Team: teamJSON{ID: team.ID, Name: team.Name},
+	})
+	return nil
 }

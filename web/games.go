@@ -55,6 +55,8 @@ func (s *Server) gameService(r *http.Request) (queries.Service, jobs.GameRef, er
 
 // gameServiceRequest orders a game server.
 type gameServiceRequest struct {
+	// TeamID is the team the service is for (see Server.newServiceTeam).
+	TeamID           string         `json:"teamId"`
 	Name             string         `json:"name"`
 	Provider         string         `json:"provider"`
 	Location         string         `json:"location"`
@@ -86,7 +88,7 @@ func (s *Server) createGameService(w http.ResponseWriter, r *http.Request, body 
 	if aerr := decodeJSON(body, &req); aerr != nil {
 		return aerr
 	}
-	var errs []string
+	team, errs := s.newServiceTeam(r, req.TeamID)
 	if req.Name == "" || len(req.Name) > 100 {
 		errs = append(errs, "name is required and must be at most 100 characters")
 	}
@@ -118,7 +120,7 @@ func (s *Server) createGameService(w http.ResponseWriter, r *http.Request, body 
 	}
 	plan, _ := json.Marshal(req.Plan)
 	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
-		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: pterodactyl.Provider, Location: req.Location,
+		TeamID: team, Name: req.Name, Provider: pterodactyl.Provider, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
 	})
 	if err != nil {
@@ -366,7 +368,11 @@ func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return providerError(err)
 		}
-		ok(w, http.StatusOK, "variables", vars)
+		out := make([]variableJSON, 0, len(vars))
+		for _, v := range vars {
+			out = append(out, toVariableJSON(v))
+		}
+		ok(w, http.StatusOK, "variables", out)
 		return nil
 	}
 	body, aerr := readBody(w, r)
@@ -401,8 +407,25 @@ func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error 
 		}
 		return providerError(err)
 	}
-	ok(w, http.StatusOK, "variable", v)
+	ok(w, http.StatusOK, "variable", toVariableJSON(v))
 	return nil
+}
+
+// variableJSON is a game server's startup variable as its owner sees it.
+type variableJSON struct {
+	Name         string `json:"name"`
+	Description  string `json:"description"`
+	EnvVariable  string `json:"envVariable"`
+	DefaultValue string `json:"defaultValue"`
+	Value        string `json:"value"`
+	Editable     bool   `json:"editable"`
+	// Rules are the panel's (Laravel) validation rules of the value.
+	Rules string `json:"rules"`
+}
+
+func toVariableJSON(v pterodactyl.Variable) variableJSON {
+	return variableJSON{Name: v.Name, Description: v.Description, EnvVariable: v.EnvVariable, DefaultValue: v.DefaultValue,
+		Value: v.ServerValue, Editable: v.UserEditable, Rules: v.Rules}
 }
 
 // gameRead returns a handler that answers, under key, what read gives for
@@ -424,8 +447,13 @@ func gameRead[T any](s *Server, key string, read func(r *http.Request, identifie
 
 // gameBackups lists a game server's backups.
 func (s *Server) gameBackups() handlerFunc {
-	return gameRead(s, "backups", func(r *http.Request, id string) ([]pterodactyl.Backup, error) {
-		return s.Pterodactyl.Backups(r.Context(), id)
+	return gameRead(s, "backups", func(r *http.Request, id string) ([]jobs.GameBackup, error) {
+		backups, err := s.Pterodactyl.Backups(r.Context(), id)
+		out := make([]jobs.GameBackup, 0, len(backups))
+		for _, b := range backups {
+			out = append(out, jobs.GameBackupOf(b))
+		}
+		return out, err
 	})
 }
 
@@ -436,9 +464,25 @@ func (s *Server) gameBackupDownload() handlerFunc {
 	})
 }
 
+// allocationJSON is a game server's address and port.
+type allocationJSON struct {
+	ID      int    `json:"id"`
+	IP      string `json:"ip"`
+	IPAlias string `json:"ipAlias"`
+	Port    int    `json:"port"`
+	Notes   string `json:"notes"`
+	// Default marks the server's primary allocation.
+	Default bool `json:"default"`
+}
+
 // allocations lists the game server's ports.
 func (s *Server) allocations() handlerFunc {
-	return gameRead(s, "allocations", func(r *http.Request, id string) ([]pterodactyl.Allocation, error) {
-		return s.Pterodactyl.Allocations(r.Context(), id)
+	return gameRead(s, "allocations", func(r *http.Request, id string) ([]allocationJSON, error) {
+		allocs, err := s.Pterodactyl.Allocations(r.Context(), id)
+		out := make([]allocationJSON, 0, len(allocs))
+		for _, a := range allocs {
+			out = append(out, allocationJSON{ID: a.ID, IP: a.IP, IPAlias: a.IPAlias, Port: a.Port, Notes: a.Notes, Default: a.Default})
+		}
+		return out, err
 	})
 }

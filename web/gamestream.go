@@ -189,6 +189,17 @@ func (s *Server) consoleCommand(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
+	if event == "send command" {
+		// Wings drops a command to a stopped server without a word.
+		res, err := s.Pterodactyl.Resources(ctx, ref.Identifier)
+		if err != nil {
+			return providerError(err)
+		}
+		if res.State == "offline" {
+			return &apiError{Status: http.StatusConflict, ErrorKey: "server_offline",
+				Message: "The game server is offline; start it before sending console commands"}
+		}
+	}
 	if err := s.Consoles.Send(ctx, svc.ID.String(), s.gameCredentials(ref.Identifier), event, arg); err != nil {
 		return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: "The game server's console did not take the command: " + err.Error()}
 	}

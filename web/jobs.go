@@ -71,7 +71,11 @@ var jobStatuses = []string{
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	p, errs := readPagination(r)
 	q := r.URL.Query()
-	params := queries.ListTeamJobsParams{TeamID: callerOf(r).key.TeamID}
+	team, terr := callerOf(r).listTeam(r)
+	if terr != "" {
+		errs = append(errs, terr)
+	}
+	params := queries.ListTeamJobsParams{TeamID: team}
 	if v := q.Get("service"); v != "" {
 		id, err := uuid.Parse(v)
 		if err != nil {
@@ -120,8 +124,8 @@ func (s *Server) teamJob(r *http.Request) (queries.Job, error) {
 	if err != nil {
 		return queries.Job{}, notFound("Job")
 	}
-	job, err := s.Queries.GetTeamJob(r.Context(), queries.GetTeamJobParams{ID: id, TeamID: callerOf(r).key.TeamID})
-	if errors.Is(err, pgx.ErrNoRows) {
+	job, err := s.Queries.GetJob(r.Context(), id)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && !callerOf(r).may(job.TeamID) {
 		return queries.Job{}, notFound("Job")
 	}
 	return job, err

@@ -93,10 +93,13 @@ func (p pagination) offset() int32 { return int32((p.Page - 1) * p.Limit) }
 
 func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
 	p, errs := readPagination(r)
+	team, terr := callerOf(r).listTeam(r)
+	if terr != "" {
+		errs = append(errs, terr)
+	}
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}
-	team := callerOf(r).key.TeamID
 	total, err := s.Queries.CountTeamServices(r.Context(), team)
 	if err != nil {
 		return err
@@ -123,8 +126,8 @@ func (s *Server) teamService(r *http.Request) (queries.Service, error) {
 	if err != nil {
 		return queries.Service{}, notFound("Service")
 	}
-	svc, err := s.Queries.GetTeamService(r.Context(), queries.GetTeamServiceParams{ID: id, TeamID: callerOf(r).key.TeamID})
-	if errors.Is(err, pgx.ErrNoRows) {
+	svc, err := s.Queries.GetService(r.Context(), id)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && !callerOf(r).may(svc.TeamID) {
 		return queries.Service{}, notFound("Service")
 	}
 	return svc, err
@@ -145,6 +148,8 @@ var supportedProviders = []string{"proxmox", "pterodactyl"}
 
 // createServiceRequest registers a service the panel has sold.
 type createServiceRequest struct {
+	// TeamID is the team the service is for (see Server.newServiceTeam).
+	TeamID           string     `json:"teamId"`
 	Name             string     `json:"name"`
 	Provider         string     `json:"provider"`
 	Location         string     `json:"location"`
@@ -199,7 +204,29 @@ func (req *createServiceRequest) validate() (*time.Time, []string) {
 	return end, errs
 }
 
+// newServiceTeam resolves the team a new service is for: teamId, which a
+// platform key must name; "" for a key's own team (only platform keys get
+// this far). It returns the validation errors instead when it cannot.
+func (s *Server) newServiceTeam(r *http.Request, teamID string) (uuid.UUID, []string) {
+	if teamID == "" {
+		return uuid.Nil, []string{"teamId is required: the team the service is for"}
+	}
+	id, err := uuid.Parse(teamID)
+	if err != nil {
+		return uuid.Nil, []string{"teamId must be a team id"}
+	}
+	if _, err := s.Queries.GetTeam(r.Context(), id); err != nil {
+		return uuid.Nil, []string{"teamId names no team"}
+	}
+	return id, nil
+}
+
+// createService registers or provisions a service for a team: a platform
+// key's act (the checkout's, an operator's), never a team key's.
 func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
+	if !callerOf(r).key.Platform {
+		return errPlatformOnly
+	}
 	body, aerr := readBody(w, r)
 	if aerr != nil {
 		return aerr
@@ -221,22 +248,23 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 		}
 		req.TemplateID = id
 	}
-	end, errs := req.validate()
-	if len(errs) > 0 {
+	team, errs := s.newServiceTeam(r, req.TeamID)
+	end, verrs := req.validate()
+	if errs = append(errs, verrs...); len(errs) > 0 {
 		return invalid(errs...)
 	}
 	plan, _ := json.Marshal(req.Plan)
 	if req.ProviderRef == nil {
-		return s.provision(w, r, req, plan, end)
+		return s.provision(w, r, team, req, plan, end)
 	}
-	return s.register(w, r, req, plan, end)
+	return s.register(w, r, team, req, plan, end)
 }
 
 // register records a service for an existing VM. The service is pending
 // until its VMID is reserved for it and the VM carries its tag: a VM that
 // does not exist, or that another service holds, is refused, and the same VM
 // cannot be registered twice.
-func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServiceRequest, plan []byte, end *time.Time) error {
+func (s *Server) register(w http.ResponseWriter, r *http.Request, team uuid.UUID, req createServiceRequest, plan []byte, end *time.Time) error {
 	if s.Proxmox == nil {
 		return providerMissing(proxmox.Provider)
 	}
@@ -256,7 +284,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req createServ
 	}
 	ref, _ := json.Marshal(vm)
 	svc, err := s.Queries.CreateService(ctx, queries.CreateServiceParams{
-		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
+		TeamID: team, Name: req.Name, Provider: req.Provider, Location: req.Location,
 		ProviderRef: ref, Plan: plan, Status: "pending", BillingPeriodEnd: end,
 	})
 	if err != nil {
@@ -302,9 +330,9 @@ func (s *Server) reserveForRegistration(ctx context.Context, vmid int, svc queri
 }
 
 // provision creates a pending VPS service and its provision job.
-func (s *Server) provision(w http.ResponseWriter, r *http.Request, req createServiceRequest, plan []byte, end *time.Time) error {
+func (s *Server) provision(w http.ResponseWriter, r *http.Request, team uuid.UUID, req createServiceRequest, plan []byte, end *time.Time) error {
 	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
-		TeamID: callerOf(r).key.TeamID, Name: req.Name, Provider: req.Provider, Location: req.Location,
+		TeamID: team, Name: req.Name, Provider: req.Provider, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
 	})
 	if err != nil {
@@ -380,6 +408,10 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return aerr
 	}
+	if (req.Action == "suspend" || req.Action == "resume") && !callerOf(r).key.Platform {
+		// Suspension is for payment: billing's to decide, not the customer's.
+		return errPlatformOnly
+	}
 	if aerr := usable(svc); aerr != nil {
 		return aerr
 	}
@@ -453,8 +485,17 @@ func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, s
 		// A new service's id differs on every try; the request does not.
 		canonical = bytes.Replace(canonical, []byte(service.String()), nil, -1)
 	}
+	team := c.key.TeamID
+	if service != uuid.Nil {
+		// The service's team, which a platform key's is not.
+		svc, err := s.Queries.GetService(r.Context(), service)
+		if err != nil {
+			return queries.Job{}, false, fmt.Errorf("load service %s: %w", service, err)
+		}
+		team = svc.TeamID
+	}
 	job, replayed, err := s.Jobs.Insert(r.Context(), args, jobs.Request{
-		TeamID: c.key.TeamID, ServiceID: service, APIKeyID: c.key.ID,
+		TeamID: team, ServiceID: service, APIKeyID: c.key.ID,
 		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
 		RequestHash: requestHash(r.Method, path, canonical), Secrets: secrets,
 	})

@@ -38,6 +38,8 @@ type env struct {
 	inspector *asynq.Inspector
 	team      queries.Team
 	key       string
+	// platform is a platform key (of a team of its own).
+	platform string
 	// pve is the simulated Proxmox cluster, with the demo VMs.
 	pve *sim.Server
 	// metrics are the server's.
@@ -89,6 +91,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, url: ts.URL, q: q, inspector: inspector, pve: pve, metrics: m}
 	e.team = e.newTeam("acme")
 	e.key = e.newKey(apikey.Spec{TeamID: e.team.ID})
+	e.platform = e.newKey(apikey.Spec{TeamID: e.newTeam("platform").ID, Platform: true})
 	return e
 }
 
@@ -312,7 +315,11 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := e.do(tt.method, tt.path, e.key, tt.body)
+			key := e.key
+			if tt.method == "POST" && tt.path == "/api/services" {
+				key = e.platform // only a platform key gets as far as the body
+			}
+			res := e.do(tt.method, tt.path, key, tt.body)
 			res.check(t, tt.status, tt.errText)
 			if tt.validation == "" {
 				return
@@ -330,8 +337,8 @@ func TestBadInput(t *testing.T) {
 
 func TestCreateServiceAnswersCreated(t *testing.T) {
 	e := newEnv(t)
-	res := e.do("POST", "/api/services", e.key,
-		`{"name":"web-1","provider":"proxmox","location":"fsn1","plan":{"cores":2,"memoryMb":2048,"diskGb":20},"providerRef":{"node":"pve1","vmid":101},"billingPeriodEnd":"2026-12-24T00:00:00Z"}`)
+	res := e.do("POST", "/api/services", e.platform,
+		`{"teamId":"`+e.team.ID.String()+`","name":"web-1","provider":"proxmox","location":"fsn1","plan":{"cores":2,"memoryMb":2048,"diskGb":20},"providerRef":{"node":"pve1","vmid":101},"billingPeriodEnd":"2026-12-24T00:00:00Z"}`)
 	res.check(t, 201, "")
 	svc := res.body["service"].(map[string]any)
 	if svc["status"] != "active" || svc["name"] != "web-1" || svc["billingPeriodEnd"] != "2026-12-24T00:00:00Z" {
@@ -351,18 +358,19 @@ func TestCreateServiceAnswersCreated(t *testing.T) {
 
 func TestRegisteringAVMThatIsNotFreeIsRefused(t *testing.T) {
 	e := newEnv(t)
-	register := func(key, vmid string) response {
-		return e.do("POST", "/api/services", key,
-			`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve1","vmid":`+vmid+`}}`)
+	register := func(team, vmid string) response {
+		return e.do("POST", "/api/services", e.platform,
+			`{"teamId":"`+team+`","name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve1","vmid":`+vmid+`}}`)
 	}
-	register(e.key, "100").check(t, 201, "")
-	other := e.newKey(apikey.Spec{TeamID: e.newTeam("other").ID})
+	register(e.team.ID.String(), "100").check(t, 201, "")
+	otherTeam := e.newTeam("other")
+	other, otherKey := otherTeam.ID.String(), e.newKey(apikey.Spec{TeamID: otherTeam.ID})
 	tests := []struct {
 		name, key, vmid string
 		status          int
 		errorKey        string
 	}{
-		{"the same VM again", e.key, "100", 409, "vm_unavailable"},
+		{"the same VM again", e.team.ID.String(), "100", 409, "vm_unavailable"},
 		{"another team's VM", other, "100", 409, "vm_unavailable"},
 		{"a VM that does not exist", other, "4242", 409, "vm_unavailable"},
 		{"a template", other, "9000", 409, "vm_unavailable"},
@@ -376,12 +384,12 @@ func TestRegisteringAVMThatIsNotFreeIsRefused(t *testing.T) {
 			}
 		})
 	}
-	onNowhere := e.do("POST", "/api/services", other,
-		`{"name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve9","vmid":100}}`)
+	onNowhere := e.do("POST", "/api/services", e.platform,
+		`{"teamId":"`+other+`","name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve9","vmid":100}}`)
 	if onNowhere.status != 409 || onNowhere.body["errorKey"] != "vm_unavailable" {
 		t.Errorf("a VM on a node that does not exist: %d %s; want 409 vm_unavailable", onNowhere.status, onNowhere.raw)
 	}
-	list := e.do("GET", "/api/services", other, "")
+	list := e.do("GET", "/api/services", otherKey, "")
 	if n := len(list.body["services"].([]any)); n != 0 {
 		t.Errorf("refused registrations left %d services behind", n)
 	}
@@ -543,4 +551,60 @@ func TestMadeUpMethodsShareOneMetricLabel(t *testing.T) {
 	if methods["SECX1"] || methods["BREW"] || !methods["other"] {
 		t.Errorf("method labels %v, want made-up methods counted as other", methods)
 	}
+}
+
+func TestPlatformKeysAloneCreateRenewAndSuspend(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	path := "/api/services/" + svc.ID.String()
+	other := e.newKey(apikey.Spec{TeamID: e.newTeam("other").ID})
+	create := `{"teamId":"` + e.team.ID.String() + `","name":"vps","provider":"proxmox","plan":{"cores":1,"memoryMb":1024,"diskGb":20},"providerRef":{"node":"pve1","vmid":101}}`
+	tests := []struct {
+		name, method, path, key, body string
+		status                        int
+		errorKey                      string
+	}{
+		{"a team key may not register a service", "POST", "/api/services", e.key, create, 403, "platform_key_required"},
+		{"a team key may not renew", "POST", path + "/renew", e.key, `{"billingPeriodEnd":"2027-01-01T00:00:00Z"}`, 403, "platform_key_required"},
+		{"a team key may not suspend", "POST", path + "/action", e.key, `{"action":"suspend"}`, 403, "platform_key_required"},
+		{"a team key may not resume", "POST", path + "/action", e.key, `{"action":"resume"}`, 403, "platform_key_required"},
+		{"a team key may restart", "POST", path + "/action", e.key, `{"action":"restart"}`, 202, ""},
+		{"another team's key does not see the service", "GET", path, other, "", 404, ""},
+		{"another team's key may not name this team", "GET", "/api/services?teamId=" + e.team.ID.String(), other, "", 400, ""},
+		{"a platform key sees any team's service", "GET", path, e.platform, "", 200, ""},
+		{"a platform key lists a team's services", "GET", "/api/services?teamId=" + e.team.ID.String(), e.platform, "", 200, ""},
+		{"a platform key must name the team it lists", "GET", "/api/services", e.platform, "", 400, ""},
+		{"a platform key must name the team of a new service", "POST", "/api/services", e.platform, strings.Replace(create, `"teamId":"`+e.team.ID.String()+`",`, "", 1), 400, ""},
+		{"a platform key may not name a team that does not exist", "POST", "/api/services", e.platform, strings.Replace(create, e.team.ID.String(), uuid.NewString(), 1), 400, ""},
+		{"a platform key registers a service for a team", "POST", "/api/services", e.platform, create, 201, ""},
+		{"a platform key renews", "POST", path + "/renew", e.platform, `{"billingPeriodEnd":"2027-01-01T00:00:00Z"}`, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := e.do(tt.method, tt.path, tt.key, tt.body)
+			if res.status != tt.status || tt.errorKey != "" && res.body["errorKey"] != tt.errorKey {
+				t.Errorf("%d %s, want %d %s", res.status, res.raw, tt.status, tt.errorKey)
+			}
+		})
+	}
+	// The job a platform key starts on a team's service is the team's.
+	res := e.do("POST", "/api/services/"+e.newService(e.team.ID).ID.String()+"/action", e.platform, `{"action":"suspend"}`)
+	res.check(t, 202, "")
+	e.do("GET", "/api/jobs/"+res.body["job"].(map[string]any)["id"].(string), e.key, "").check(t, 200, "")
+}
+func TestMeShowsTheKeyAndItsTeamWhateverItsScopes(t *testing.T) {
+	e := newEnv(t)
+	narrow := e.newKey(apikey.Spec{TeamID: e.team.ID, Name: "dns only", Scopes: []string{"dns.read"}, RateLimit: 30})
+	res := e.do("GET", "/api/me", narrow, "")
+	res.check(t, 200, "")
+	me := res.body["me"].(map[string]any)
+	key, team := me["key"].(map[string]any), me["team"].(map[string]any)
+	if key["name"] != "dns only" || key["platform"] != false || key["rateLimit"] != 30.0 || !strings.HasPrefix(narrow, key["prefix"].(string)) ||
+		team["id"] != e.team.ID.String() || team["name"] != "acme" {
+		t.Errorf("me = %v", me)
+	}
+	if res := e.do("GET", "/api/me", e.platform, ""); res.body["me"].(map[string]any)["key"].(map[string]any)["platform"] != true {
+		t.Errorf("a platform key's me = %s", res.raw)
+	}
+	e.do("GET", "/api/me", "", "").check(t, 401, "Authentication required")
 }

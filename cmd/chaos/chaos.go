@@ -73,7 +73,10 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 		return false, err
 	}
 	hc := newHTTPClient(15 * time.Second)
-	api := &client{hc: hc, base: c.api, key: c.key}
+	api := &client{hc: hc, base: c.api, key: c.key, platformKey: c.platformKey}
+	if err := api.learnTeam(ctx); err != nil {
+		return false, err
+	}
 	pve := &sim{hc: hc, base: c.proxmoxSim, token: "PVEAPIToken=" + c.tokenID + "=" + c.tokenSecret}
 	ptero := &sim{hc: hc, base: c.pteroSim}
 	d := newDriver(c, api, pve, ptero)

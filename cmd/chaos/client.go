@@ -9,14 +9,42 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// client calls the API with the run's key.
+// client calls the API as the chaos team does, and as the platform (the
+// checkout, billing) for what only a platform key may do: new services
+// (for the team), suspensions and their end.
 type client struct {
-	hc   *http.Client
-	base string
-	key  string
+	hc               *http.Client
+	base             string
+	key, platformKey string
+	team             string // the chaos team's id
+}
+
+// learnTeam asks the API whose the team key is.
+func (c *client) learnTeam(ctx context.Context) error {
+	a := c.do(ctx, http.MethodGet, "/api/me", "")
+	if a.status != http.StatusOK {
+		return fmt.Errorf("GET /api/me: %s %s", a.label(), a.errText())
+	}
+	c.team = str(obj(obj(a.body, "me"), "team"), "id")
+	return nil
+}
+
+// platformOnly reports whether only a platform key may make the request.
+func platformOnly(method, path, body string) bool {
+	switch {
+	case method != http.MethodPost:
+		return false
+	case path == "/api/services", strings.HasSuffix(path, "/renew"):
+		return true
+	case strings.HasSuffix(path, "/action"):
+		var req struct{ Action string }
+		return json.Unmarshal([]byte(body), &req) == nil && (req.Action == "suspend" || req.Action == "resume")
+	}
+	return false
 }
 
 // answer is one API answer: its status (0 when none came) and body.
@@ -53,11 +81,23 @@ func (c *client) do(ctx context.Context, method, path, body string) answer {
 	if body != "" {
 		rd = bytes.NewBufferString(body)
 	}
+	key := c.key
+	if platformOnly(method, path, body) {
+		key = c.platformKey
+		if path == "/api/services" {
+			var m map[string]any
+			if json.Unmarshal([]byte(body), &m) == nil {
+				m["teamId"] = c.team
+				b, _ := json.Marshal(m)
+				rd = bytes.NewReader(b)
+			}
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return answer{err: err}
 	}
-	req.Header.Set("x-api-key", c.key)
+	req.Header.Set("x-api-key", key)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

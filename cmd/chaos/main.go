@@ -16,7 +16,8 @@
 //
 // It reads the fleet's configuration from the environment as the fleet
 // does (DATABASE_URL, REDIS_ADDR, HTTP_ADDR, PROXMOX_URL, PTERODACTYL_URL,
-// PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET) and the API key from CHAOS_KEY;
+// PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET) and the API keys from CHAOS_KEY
+// (the team's) and CHAOS_PLATFORM_KEY;
 // every address must be on 127.0.0.1.
 package main
 
@@ -59,7 +60,8 @@ type config struct {
 	api         string // http://HTTP_ADDR
 	proxmoxSim  string // the Proxmox simulator's base URL (no /api2/json)
 	pteroSim    string
-	key         string
+	key         string // the chaos team's
+	platformKey string // for what only the platform may do (see client.do)
 	databaseURL string
 	pgPort      string
 	redisPort   string
@@ -132,6 +134,9 @@ func (c *config) fromEnv() error {
 	}
 	var err error
 	if c.key, err = need("CHAOS_KEY"); err != nil {
+		return err
+	}
+	if c.platformKey, err = need("CHAOS_PLATFORM_KEY"); err != nil {
 		return err
 	}
 	if c.databaseURL, err = need("DATABASE_URL"); err != nil {

@@ -48,7 +48,8 @@ func keysCommand(ctx context.Context, a *app, args []string, out io.Writer) erro
 func createKey(ctx context.Context, q *queries.Queries, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 	fs.SetOutput(out)
-	team := fs.String("team", "", "team name or id (required)")
+	team := fs.String("team", "", "team name or id (required, but for --platform: default the team \"platform\")")
+	platform := fs.Bool("platform", false, "a platform key: registers and provisions services for any team, renews them, suspends them for payment")
 	name := fs.String("name", "", "a label for the key")
 	scopes := fs.String("scopes", "", "comma-separated scopes; empty means full access ("+strings.Join(apikey.Scopes, ", ")+")")
 	expires := fs.String("expires", "", "expiry time, RFC 3339")
@@ -57,14 +58,20 @@ func createKey(ctx context.Context, q *queries.Queries, args []string, out io.Wr
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
-	if *team == "" {
+	var t queries.Team
+	var err error
+	switch {
+	case *team != "":
+		t, err = findTeam(ctx, q, *team)
+	case *platform:
+		t, err = ensureTeam(ctx, q, platformTeam)
+	default:
 		return usageError("keys create: --team is required")
 	}
-	t, err := findTeam(ctx, q, *team)
 	if err != nil {
 		return err
 	}
-	spec := apikey.Spec{TeamID: t.ID, Name: *name, Scopes: splitList(*scopes), RateLimit: *rate}
+	spec := apikey.Spec{TeamID: t.ID, Name: *name, Scopes: splitList(*scopes), RateLimit: *rate, Platform: *platform}
 	if *expires != "" {
 		at, err := time.Parse(time.RFC3339, *expires)
 		if err != nil {
@@ -87,7 +94,11 @@ func createKey(ctx context.Context, q *queries.Queries, args []string, out io.Wr
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s\n\nkey %s for team %s; it is shown only this once (only its hash is kept)\n", key, row.ID, t.Name)
+	kind := "key"
+	if row.Platform {
+		kind = "platform key"
+	}
+	fmt.Fprintf(out, "%s\n\n%s %s for team %s; it is shown only this once (only its hash is kept)\n", key, kind, row.ID, t.Name)
 	return nil
 }
 
@@ -111,7 +122,7 @@ func listKeys(ctx context.Context, q *queries.Queries, args []string, out io.Wri
 		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPREFIX\tTEAM\tNAME\tSCOPES\tEXPIRES\tSTATE")
+	fmt.Fprintln(tw, "ID\tPREFIX\tTEAM\tKIND\tNAME\tSCOPES\tEXPIRES\tSTATE")
 	for _, k := range rows {
 		state := "active"
 		switch {
@@ -128,7 +139,11 @@ func listKeys(ctx context.Context, q *queries.Queries, args []string, out io.Wri
 		if k.ExpiresAt != nil {
 			expires = k.ExpiresAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.TeamName, k.Name, scopes, expires, state)
+		kind := "team"
+		if k.Platform {
+			kind = "platform"
+		}
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.TeamName, kind, k.Name, scopes, expires, state)
 	}
 	return tw.Flush()
 }
@@ -174,6 +189,21 @@ func findTeam(ctx context.Context, q *queries.Queries, ref string) (queries.Team
 		return t, fmt.Errorf("no team %q (create it with: provisiond teams create NAME)", ref)
 	}
 	return t, err
+}
+
+// platformTeam is the home team of platform keys made without --team.
+const platformTeam = "platform"
+
+// ensureTeam returns the team of that name, creating it when missing.
+func ensureTeam(ctx context.Context, q *queries.Queries, name string) (queries.Team, error) {
+	t, err := q.GetTeamByName(ctx, name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		t, err = q.CreateTeam(ctx, name)
+	}
+	if err != nil {
+		return t, fmt.Errorf("team %s: %w", name, err)
+	}
+	return t, nil
 }
 
 func splitList(s string) []string {

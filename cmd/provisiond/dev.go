@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
@@ -91,7 +90,7 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	key, services, err := seedDemo(ctx, a.q, pve, demo, fleet.Proxmox.VMs())
+	keys, services, err := seedDemo(ctx, a.q, pve, demo, fleet.Proxmox.VMs())
 	if err != nil {
 		return err
 	}
@@ -112,7 +111,7 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 		g.Go(func() error { keepSimState(ctx, fleet, dir, a.log); return nil })
 	}
 
-	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), endpoints, key, services)
+	printBanner(out, a.cfg, "http://"+apiLn.Addr().String(), endpoints, keys, services)
 	return g.Wait()
 }
 
@@ -161,17 +160,15 @@ func keepSimState(ctx context.Context, fleet *sims.Fleet, dir string, log *slog.
 // demo key when the team has no usable one. The demo services' power state
 // follows the simulator's VMs (current). It returns the new key ("" when
 // one existed) and the demo services.
-func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms, current []sim.VM) (string, []queries.Service, error) {
-	team, err := q.GetTeamByName(ctx, demoTeam)
-	if errors.Is(err, pgx.ErrNoRows) {
-		team, err = q.CreateTeam(ctx, demoTeam)
-	}
+func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms, current []sim.VM) (demoKeys, []queries.Service, error) {
+	var keys demoKeys
+	team, err := ensureTeam(ctx, q, demoTeam)
 	if err != nil {
-		return "", nil, fmt.Errorf("demo team: %w", err)
+		return keys, nil, err
 	}
 	services, err := q.ListTeamServices(ctx, queries.ListTeamServicesParams{TeamID: team.ID, Limit: 100})
 	if err != nil {
-		return "", nil, err
+		return keys, nil, err
 	}
 	if len(services) == 0 {
 		for _, vm := range vms {
@@ -185,7 +182,7 @@ func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms,
 				ProviderRef: ref, Plan: plan, Status: "active",
 			})
 			if err != nil {
-				return "", nil, fmt.Errorf("demo service: %w", err)
+				return keys, nil, fmt.Errorf("demo service: %w", err)
 			}
 			services = append(services, svc)
 		}
@@ -198,10 +195,10 @@ func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms,
 			continue
 		}
 		if _, err := q.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(ref.VMID), ServiceID: svc.ID}); err != nil {
-			return "", nil, fmt.Errorf("demo VMID: %w", err)
+			return keys, nil, fmt.Errorf("demo VMID: %w", err)
 		}
 		if err := jobs.ClaimVM(ctx, pve, ref, svc.ID, nil); err != nil && !errors.Is(err, proxmox.ErrNotFound) {
-			return "", nil, fmt.Errorf("demo VM %d: %w", ref.VMID, err)
+			return keys, nil, fmt.Errorf("demo VM %d: %w", ref.VMID, err)
 		}
 	}
 	// The simulator may have started afresh; the services follow it.
@@ -214,21 +211,40 @@ func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms,
 					state = "paused"
 				}
 				if err := q.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: svc.ID, PowerState: state}); err != nil {
-					return "", nil, err
+					return keys, nil, err
 				}
 				services[i].PowerState = state
 			}
 		}
 	}
-	n, err := q.CountActiveAPIKeysNamed(ctx, queries.CountActiveAPIKeysNamedParams{TeamID: team.ID, Name: "demo"})
-	if err != nil || n > 0 {
-		return "", services, err
+	keys.Team, err = demoKey(ctx, q, apikey.Spec{TeamID: team.ID, Name: "demo"})
+	if err != nil {
+		return keys, services, err
 	}
-	key, _, err := apikey.Create(ctx, q, apikey.Spec{TeamID: team.ID, Name: "demo"})
-	return key, services, err
+	platform, err := ensureTeam(ctx, q, platformTeam)
+	if err != nil {
+		return keys, services, err
+	}
+	keys.Platform, err = demoKey(ctx, q, apikey.Spec{TeamID: platform.ID, Name: "demo-platform", Platform: true})
+	return keys, services, err
 }
 
-func printBanner(out io.Writer, cfg Config, api string, endpoints []sims.Endpoint, key string, services []queries.Service) {
+// demoKeys are the keys seedDemo made: the demo team's and a platform key
+// (to register and provision services); "" for one made in an earlier run,
+// which was shown then.
+type demoKeys struct{ Team, Platform string }
+
+// demoKey makes the key of spec unless an active one of its name exists.
+func demoKey(ctx context.Context, q *queries.Queries, spec apikey.Spec) (string, error) {
+	n, err := q.CountActiveAPIKeysNamed(ctx, queries.CountActiveAPIKeysNamedParams{TeamID: spec.TeamID, Name: spec.Name})
+	if err != nil || n > 0 {
+		return "", err
+	}
+	key, _, err := apikey.Create(ctx, q, spec)
+	return key, err
+}
+
+func printBanner(out io.Writer, cfg Config, api string, endpoints []sims.Endpoint, keys demoKeys, services []queries.Service) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nprovisiond dev is running\n\n")
 	fmt.Fprintf(&b, "  API                 %s/api/ping\n", api)
@@ -239,18 +255,24 @@ func printBanner(out io.Writer, cfg Config, api string, endpoints []sims.Endpoin
 		fmt.Fprintf(&b, "    %-17s %s\n", ep.Name, ep.URL)
 	}
 	fmt.Fprintf(&b, "  database            %s\n\n", redactURL(cfg.DatabaseURL))
-	if key != "" {
-		fmt.Fprintf(&b, "  demo API key (shown once; only its hash is kept):\n\n    %s\n\n", key)
+	if keys.Team != "" {
+		fmt.Fprintf(&b, "  demo API key, team %s (shown once; only its hash is kept):\n\n    %s\n\n", demoTeam, keys.Team)
 	} else {
 		fmt.Fprintf(&b, "  the demo API key was shown when it was made; make another with\n")
 		fmt.Fprintf(&b, "    DATABASE_URL='%s' .run/provisiond keys create --team %s\n\n", redactURL(cfg.DatabaseURL), demoTeam)
+	}
+	if keys.Platform != "" {
+		fmt.Fprintf(&b, "  platform key, to register and provision services for any team (shown once):\n\n    %s\n\n", keys.Platform)
+	} else {
+		fmt.Fprintf(&b, "  the platform key was shown when it was made; make another with\n")
+		fmt.Fprintf(&b, "    DATABASE_URL='%s' .run/provisiond keys create --platform\n\n", redactURL(cfg.DatabaseURL))
 	}
 	fmt.Fprintf(&b, "  demo services:\n")
 	for _, s := range services {
 		fmt.Fprintf(&b, "    %s  %-14s %s\n", s.ID, s.Name, s.PowerState)
 	}
 	if len(services) > 0 {
-		k := key
+		k := keys.Team
 		if k == "" {
 			k = "$KEY"
 		}

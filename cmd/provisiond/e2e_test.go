@@ -41,18 +41,19 @@ func TestMain(m *testing.M) {
 // system is the whole fleet on real PostgreSQL and Redis: the API on a test
 // server, workers, and the Proxmox simulator seeded with the demo VMs.
 type system struct {
-	t        *testing.T
-	sim      *sim.Server
-	ptero    *pterosim.Server
-	env      map[string]string // the configuration, as environment variables
-	api      string
-	q        *queries.Queries
-	db       *pgxpool.Pool
-	jobs     *jobs.Client
-	app      *app
-	key      string
-	services map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
-	stop     func()
+	t     *testing.T
+	sim   *sim.Server
+	ptero *pterosim.Server
+	env   map[string]string // the configuration, as environment variables
+	api   string
+	q     *queries.Queries
+	db    *pgxpool.Pool
+	jobs  *jobs.Client
+	app   *app
+	// key is the demo team's; platformKey the platform's (see do).
+	key, platformKey string
+	services         map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
+	stop             func()
 }
 
 type systemOpts struct {
@@ -112,11 +113,11 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, services, err := seedDemo(ctx, a.q, px, sim.DemoVMs(), sim.DemoVMs())
+	keys, services, err := seedDemo(ctx, a.q, px, sim.DemoVMs(), sim.DemoVMs())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.key, s.services = key, map[string]queries.Service{}
+	s.key, s.platformKey, s.services = keys.Team, keys.Platform, map[string]queries.Service{}
 	for _, svc := range services {
 		s.services[svc.Name] = svc
 	}
@@ -216,11 +217,46 @@ func (s *system) startWorker() {
 	s.t.Cleanup(func() { cancel(); wg.Wait(); a.close() })
 }
 
-// do calls the API with the demo key and decodes the answer.
+// do calls the API as the demo team does, and as the platform (the
+// checkout, billing) for what only a platform key may do: a new service
+// (for the demo team), a renewal, a suspension or its end. It decodes the
+// answer.
 func (s *system) do(method, path, body string) (int, map[string]any) {
 	s.t.Helper()
+	key := s.key
+	if platformRequest(method, path, body) {
+		key = s.platformKey
+		if path == "/api/services" {
+			var m map[string]any
+			if json.Unmarshal([]byte(body), &m) == nil && m["teamId"] == nil {
+				m["teamId"] = s.services["web-1"].TeamID
+				b, _ := json.Marshal(m)
+				body = string(b)
+			}
+		}
+	}
+	return s.doWith(key, method, path, body)
+}
+
+// platformRequest reports whether only a platform key may make the request.
+func platformRequest(method, path, body string) bool {
+	switch {
+	case method != http.MethodPost:
+		return false
+	case path == "/api/services", strings.HasSuffix(path, "/renew"):
+		return true
+	case strings.HasSuffix(path, "/action"):
+		var req struct{ Action string }
+		return json.Unmarshal([]byte(body), &req) == nil && (req.Action == "suspend" || req.Action == "resume")
+	}
+	return false
+}
+
+// doWith calls the API with key and decodes the answer.
+func (s *system) doWith(key, method, path, body string) (int, map[string]any) {
+	s.t.Helper()
 	req, _ := http.NewRequest(method, s.api+path, strings.NewReader(body))
-	req.Header.Set("x-api-key", s.key)
+	req.Header.Set("x-api-key", key)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)

@@ -81,7 +81,7 @@ func TestGamePowerBackupsAndPlanChange(t *testing.T) {
 		t.Errorf("after start: %v", svc["powerState"])
 	}
 	job := s.runJob("POST", path+"/backups", `{"note":"nightly"}`)
-	backup := job["result"].(map[string]any)["backup"].(map[string]any)["UUID"].(string)
+	backup := job["result"].(map[string]any)["backup"].(map[string]any)["id"].(string)
 	if status, resp := s.do("GET", path+"/backups/"+backup+"/download", ""); status != http.StatusOK || !strings.Contains(resp["url"].(string), "token=") {
 		t.Errorf("download URL: %d %v", status, resp)
 	}
@@ -179,6 +179,10 @@ func TestGameConsoleStreamsToViewersAndTakesCommands(t *testing.T) {
 	}
 	if status, _ := s.do("POST", path+"/console/command", `{"signal":"explode"}`); status != http.StatusBadRequest {
 		t.Errorf("unknown signal: %d, want 400", status)
+	}
+	s.runJob("POST", path+"/action", `{"action":"stop"}`)
+	if status, resp := s.do("POST", path+"/console/command", `{"command":"say anyone?"}`); status != http.StatusConflict || resp["errorKey"] != "server_offline" {
+		t.Errorf("command to a stopped server: %d %v, want 409 server_offline", status, resp)
 	}
 }
 

@@ -443,8 +443,11 @@ func TestRepairOfASuspendedServiceLeavesItSuspended(t *testing.T) {
 	if got := s.serviceByID(svc); got["status"] != "suspended" {
 		t.Errorf("service after its repair: %v, want suspended", got["status"])
 	}
-	if vms := s.vmsOf(svc); len(vms) != 1 || !vms[0].Paused {
-		t.Errorf("the repaired VM %+v, want one, paused", vms)
+	if vms := s.vmsOf(svc); len(vms) != 1 || vms[0].Status != "stopped" {
+		t.Errorf("the repaired VM %+v, want one, left off", vms)
+	}
+	if got := s.serviceByID(svc); got["powerState"] != "stopped" {
+		t.Errorf("recorded power state %v, want stopped", got["powerState"])
 	}
 }
 

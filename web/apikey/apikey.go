@@ -72,6 +72,9 @@ type Spec struct {
 	IPs       []netip.Prefix
 	RateLimit int // requests per minute; 0 for the server's default
 	ExpiresAt *time.Time
+	// Platform makes a platform key: it acts for every team (see the
+	// README's "Platform keys").
+	Platform bool
 }
 
 // Create makes a key for spec, stores its hash and returns the key itself,
@@ -86,7 +89,7 @@ func Create(ctx context.Context, q *queries.Queries, spec Spec) (string, queries
 	row, err := q.CreateAPIKey(ctx, queries.CreateAPIKeyParams{
 		TeamID: spec.TeamID, Name: spec.Name, Prefix: prefix, KeyHash: hash,
 		Scopes: append([]string{}, spec.Scopes...), IpAllowlist: append([]netip.Prefix{}, spec.IPs...),
-		RateLimit: int32(spec.RateLimit), ExpiresAt: spec.ExpiresAt,
+		RateLimit: int32(spec.RateLimit), ExpiresAt: spec.ExpiresAt, Platform: spec.Platform,
 	})
 	if err != nil {
 		return "", queries.ApiKey{}, fmt.Errorf("store api key: %w", err)
