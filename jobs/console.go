@@ -36,7 +36,8 @@ type ConsoleResult struct {
 type ConsoleSecrets struct {
 	// URL is the gateway's websocket, relative to the API.
 	URL string `json:"url"`
-	// EmbedURL is a page with noVNC connected to URL.
+	// EmbedURL is a page with noVNC connected to URL, relative to the API;
+	// it needs no key, and works in an iframe as it is.
 	EmbedURL string `json:"embedUrl"`
 }
 
@@ -83,7 +84,7 @@ func (w *VPSWorkers) Console(ctx context.Context, job *Job[ConsoleArgs]) error {
 	job.SetResult(ConsoleResult{ExpiresAt: sess.ExpiresAt.UTC()})
 	job.SetSecretResult(ConsoleSecrets{
 		URL:      "/api/console/" + token,
-		EmbedURL: fmt.Sprintf("/api/services/%s/console/embed?token=%s", job.Service.ID, token),
+		EmbedURL: "/console/" + token,
 	})
 	return nil
 }

@@ -42,29 +42,36 @@ func (s *Server) openConsole(w http.ResponseWriter, r *http.Request) error {
 	return s.insertJob(w, r, svc.ID, jobs.ConsoleArgs{ServiceID: svc.ID})
 }
 
-// consoleEmbed serves a page with noVNC connected to the gateway, for the
-// session named by ?token=.
+// consoleEmbed serves the page of a console session, with noVNC connected
+// to the gateway: GET /console/{token}, without a key, so that a panel can
+// put it in an iframe as it is. The one-time token is the credential; the
+// browser's connection to the gateway spends it. A session spent, expired
+// or unknown gets a page that says so.
 func (s *Server) consoleEmbed(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.teamService(r)
-	if err != nil {
-		return err
-	}
-	token := r.URL.Query().Get("token")
-	sess, err := s.Queries.GetConsoleSession(r.Context(), jobs.ConsoleTokenHash(token))
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && sess.ServiceID != svc.ID) {
-		return notFound("Console session")
-	}
-	if err != nil {
-		return err
-	}
-	if sess.UsedAt != nil || time.Now().After(sess.ExpiresAt) {
-		return &apiError{Status: http.StatusGone, ErrorKey: "console_session_spent",
-			Message: "This console session was used or has expired; open a new one"}
-	}
+	token := r.PathValue("token")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	return embedPage.Execute(w, map[string]string{"Name": svc.Name, "Assets": noVNCPath, "Socket": "/api/console/" + token})
+	sess, err := s.Queries.GetConsoleSession(r.Context(), jobs.ConsoleTokenHash(token))
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if err != nil || sess.UsedAt != nil || time.Now().After(sess.ExpiresAt) {
+		w.WriteHeader(http.StatusGone)
+		return embedPage.Execute(w, embedView{Ended: true})
+	}
+	svc, err := s.Queries.GetService(r.Context(), sess.ServiceID)
+	if err != nil {
+		return err
+	}
+	return embedPage.Execute(w, embedView{Name: svc.Name, Assets: noVNCPath, Socket: "/api/console/" + token})
+}
+
+// embedView is what the console page shows: a live session, or that it
+// has ended.
+type embedView struct {
+	Name, Assets, Socket string
+	Ended                bool
 }
 
 var consoleUpgrader = websocket.Upgrader{

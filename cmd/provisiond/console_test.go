@@ -70,7 +70,7 @@ func TestConsoleRelaysVNCWithoutHandingOutTheTicket(t *testing.T) {
 	secrets, _ := job["secrets"].(map[string]any)
 	socket, _ := secrets["url"].(string)
 	embed, _ := secrets["embedUrl"].(string)
-	if !strings.HasPrefix(socket, "/api/console/") || !strings.Contains(embed, "/console/embed?token=") {
+	if !strings.HasPrefix(socket, "/api/console/") || !strings.HasPrefix(embed, "/console/") {
 		t.Fatalf("console job secrets %v: want the one-time URLs", job["secrets"])
 	}
 	all, _ := json.Marshal(job)
@@ -81,16 +81,13 @@ func TestConsoleRelaysVNCWithoutHandingOutTheTicket(t *testing.T) {
 		}
 	}
 
-	req, _ := http.NewRequest("GET", s.api+embed, nil)
-	req.Header.Set("x-api-key", s.key)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// An iframe sends no key: the page's one-time token is its credential.
+	status, page := embedPage(t, s.api+embed)
+	if status != http.StatusOK || !strings.Contains(page, "core/rfb.js") || !strings.Contains(page, socket) {
+		t.Errorf("embed page: %d %s", status, page)
 	}
-	page, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK || !bytes.Contains(page, []byte("core/rfb.js")) || !bytes.Contains(page, []byte(socket)) {
-		t.Errorf("embed page: %d %s", res.StatusCode, page)
+	if status, page := embedPage(t, s.api+"/console/forged-token"); status != http.StatusGone || !strings.Contains(page, "session has ended") {
+		t.Errorf("embed page of a forged token: %d %s, want 410 and a page that says the session ended", status, page)
 	}
 	if res, err := http.Get(s.api + "/console/novnc/core/rfb.js"); err != nil || res.StatusCode != http.StatusOK {
 		t.Errorf("noVNC module: %v %v", res, err)
@@ -127,6 +124,9 @@ func TestConsoleRelaysVNCWithoutHandingOutTheTicket(t *testing.T) {
 		t.Errorf("ServerCutText %q, want the clipboard echoed", echo)
 	}
 
+	if status, page := embedPage(t, s.api+embed); status != http.StatusGone || !strings.Contains(page, "session has ended") {
+		t.Errorf("embed page of a spent session: %d, want 410 and a page that says it ended", status)
+	}
 	if _, status := s.dialConsole(socket); status != http.StatusForbidden {
 		t.Errorf("second use of the session: %d, want 403", status)
 	}
@@ -167,4 +167,16 @@ func TestConsoleOfAStoppedVMIsRefused(t *testing.T) {
 	if job["status"] != "failed" || !strings.Contains(job["error"].(string), "not running") {
 		t.Errorf("console of a stopped VM: %v %v", job["status"], job["error"])
 	}
+}
+
+// embedPage loads a console page as an iframe does, without a key.
+func embedPage(t *testing.T, url string) (int, string) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	page, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(page)
 }
