@@ -92,6 +92,8 @@ func (s *Server) Handler() http.Handler {
 		return s.authenticate(s.rateLimit(s.authorize(s.handle(h))))
 	}
 	mux.Handle("GET /api/ping", s.handle(s.ping))
+	mux.Handle("GET /api/openapi.json", s.handle(s.openAPIJSON))
+	mux.Handle("GET /api/docs", s.handle(s.docs))
 	// Any valid key may say who it is, whatever its scopes.
 	mux.Handle("GET /api/me", s.authenticate(s.rateLimit(s.handle(s.me))))
 	mux.Handle("GET /api/services", api(s.listServices))

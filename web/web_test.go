@@ -27,6 +27,7 @@ import (
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web"
 	"github.com/hostfleet/provisiond/web/apikey"
+	"github.com/hostfleet/provisiond/web/contract"
 )
 
 // env is an API on real PostgreSQL and Redis with no workers: jobs stay
@@ -44,6 +45,8 @@ type env struct {
 	pve *sim.Server
 	// metrics are the server's.
 	metrics *metrics.Metrics
+	// client holds every request and answer to the OpenAPI description.
+	client *http.Client
 }
 
 func newEnv(t *testing.T) *env {
@@ -88,7 +91,7 @@ func newEnv(t *testing.T) *env {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	e := &env{t: t, url: ts.URL, q: q, inspector: inspector, pve: pve, metrics: m}
+	e := &env{t: t, url: ts.URL, q: q, inspector: inspector, pve: pve, metrics: m, client: contractClient(t)}
 	e.team = e.newTeam("acme")
 	e.key = e.newKey(apikey.Spec{TeamID: e.team.ID})
 	e.platform = e.newKey(apikey.Spec{TeamID: e.newTeam("platform").ID, Platform: true})
@@ -143,10 +146,13 @@ func (e *env) do(method, path, key, body string, header ...string) response {
 	if key != "" {
 		req.Header.Set("x-api-key", key)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := e.client.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -607,4 +613,19 @@ func TestMeShowsTheKeyAndItsTeamWhateverItsScopes(t *testing.T) {
 		t.Errorf("a platform key's me = %s", res.raw)
 	}
 	e.do("GET", "/api/me", "", "").check(t, 401, "Authentication required")
+}
+
+// contractClient is an HTTP client that holds every request and answer of
+// the test to the OpenAPI description (see contract.Checker).
+func contractClient(t *testing.T) *http.Client {
+	t.Helper()
+	doc, err := contract.Load(context.Background(), web.OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := contract.NewChecker(doc, nil, func(err error) { t.Errorf("contract: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: c}
 }
