@@ -1,6 +1,8 @@
 -- name: CreateAlertRule :one
+-- Adds a rule unless the service has max_rules already (no row then).
 INSERT INTO alert_rules (team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8
+WHERE (SELECT count(*) FROM alert_rules WHERE service_id = $2) < sqlc.arg(max_rules)::int
 RETURNING *;
 
 -- name: ListAlertRules :many

@@ -13,7 +13,8 @@ import (
 
 const createAlertRule = `-- name: CreateAlertRule :one
 INSERT INTO alert_rules (team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8
+WHERE (SELECT count(*) FROM alert_rules WHERE service_id = $2) < $9::int
 RETURNING id, team_id, service_id, metric_type, operator, threshold, duration_minutes, severity, enabled, created_at, updated_at, breach_since
 `
 
@@ -26,8 +27,10 @@ type CreateAlertRuleParams struct {
 	DurationMinutes int32
 	Severity        string
 	Enabled         bool
+	MaxRules        int32
 }
 
+// Adds a rule unless the service has max_rules already (no row then).
 func (q *Queries) CreateAlertRule(ctx context.Context, arg CreateAlertRuleParams) (AlertRule, error) {
 	row := q.db.QueryRow(ctx, createAlertRule,
 		arg.TeamID,
@@ -38,6 +41,7 @@ func (q *Queries) CreateAlertRule(ctx context.Context, arg CreateAlertRuleParams
 		arg.DurationMinutes,
 		arg.Severity,
 		arg.Enabled,
+		arg.MaxRules,
 	)
 	var i AlertRule
 	err := row.Scan(

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -27,6 +28,10 @@ var (
 	// never be crossed.
 	percentMetrics = []string{"cpu", "memory", "disk"}
 )
+
+// maxAlertRules bounds a service's alert rules: each that fires sends a
+// notification per channel.
+const maxAlertRules = 25
 
 // alertRuleJSON is an alert rule as the API shows it.
 type alertRuleJSON struct {
@@ -128,8 +133,12 @@ func (s *Server) createAlertRule(w http.ResponseWriter, r *http.Request) error {
 	rule, err := s.Queries.CreateAlertRule(r.Context(), queries.CreateAlertRuleParams{
 		TeamID: svc.TeamID, ServiceID: svc.ID, MetricType: *req.MetricType, Operator: *req.Operator,
 		Threshold: *req.Threshold, DurationMinutes: *req.DurationMinutes, Severity: *req.Severity,
-		Enabled: req.Enabled == nil || *req.Enabled,
+		Enabled: req.Enabled == nil || *req.Enabled, MaxRules: maxAlertRules,
 	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &apiError{Status: http.StatusConflict, ErrorKey: "alert_rule_limit",
+			Message: fmt.Sprintf("A service has at most %d alert rules; change or delete one", maxAlertRules)}
+	}
 	if err != nil {
 		return err
 	}
@@ -236,11 +245,16 @@ func (s *Server) firedAlerts(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// teamOf checks that the caller may act for {teamId}.
-func teamOf(r *http.Request) (uuid.UUID, error) {
+// teamOf checks that {teamId} is a team the caller may act for.
+func (s *Server) teamOf(r *http.Request) (uuid.UUID, error) {
 	id, err := uuid.Parse(r.PathValue("teamId"))
 	if err != nil || !callerOf(r).may(id) {
 		return uuid.Nil, notFound("Team")
+	}
+	if _, err := s.Queries.GetTeam(r.Context(), id); errors.Is(err, pgx.ErrNoRows) {
+		return uuid.Nil, notFound("Team") // a platform key may name any team, not one that is not
+	} else if err != nil {
+		return uuid.Nil, err
 	}
 	return id, nil
 }
@@ -251,7 +265,7 @@ func teamOf(r *http.Request) (uuid.UUID, error) {
 // it is. A generic webhook's signing key is made when the webhook is first
 // set and shown in that answer only.
 func (s *Server) monitoringSettings(w http.ResponseWriter, r *http.Request) error {
-	team, err := teamOf(r)
+	team, err := s.teamOf(r)
 	if err != nil {
 		return err
 	}

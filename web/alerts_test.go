@@ -35,6 +35,19 @@ func TestAlertRulesCRUD(t *testing.T) {
 	res.check(t, http.StatusOK, "")
 }
 
+func TestAServiceHasAtMost25AlertRules(t *testing.T) {
+	e := newEnv(t)
+	path := "/api/services/" + e.newService(e.team.ID).ID.String() + "/alert-rules"
+	rule := `{"metricType":"cpu","operator":"gt","threshold":90,"durationMinutes":5,"severity":"warning"}`
+	for range 25 {
+		e.do("POST", path, e.key, rule).check(t, http.StatusCreated, "")
+	}
+	res := e.do("POST", path, e.key, rule)
+	if res.status != http.StatusConflict || res.body["errorKey"] != "alert_rule_limit" {
+		t.Errorf("the 26th rule: %d %s, want 409 alert_rule_limit", res.status, res.raw)
+	}
+}
+
 func TestAlertRuleValidation(t *testing.T) {
 	e := newEnv(t)
 	svc := e.newService(e.team.ID)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -37,6 +38,10 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 func decodeJSON(body []byte, dst any) *apiError {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &apiError{Status: http.StatusBadRequest, Message: "Request body is required"}
+	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		// json would take null as "nothing to set" and leave dst alone.
+		return &apiError{Status: http.StatusBadRequest, Message: "Request body must be a JSON object"}
 	}
 	if errs := checkJSONText(body); len(errs) > 0 {
 		return invalid(errs...)
@@ -198,8 +203,13 @@ func checkJSONText(body []byte) []string {
 // checkRequestText refuses query parameters and stored headers that no
 // field may hold (see textProblem), naming them.
 func checkRequestText(r *http.Request) *apiError {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// r.URL.Query() would drop the pair silently, and with it a filter.
+		return invalid("the query string is malformed: " + err.Error())
+	}
 	var errs []string
-	for key, values := range r.URL.Query() {
+	for key, values := range query {
 		if p := textProblem(key); p != "" {
 			errs = append(errs, "a query parameter's name "+p)
 			continue
@@ -220,4 +230,31 @@ func checkRequestText(r *http.Request) *apiError {
 		return invalid(errs...)
 	}
 	return nil
+}
+
+// checkText refuses, before any handler runs (and whether it reads a body
+// or not), query values, stored headers and request bodies of the API that
+// hold what no field may (see textProblem): a route that takes no body must
+// not act on one that is malformed either.
+func checkText(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if aerr := checkRequestText(r); aerr != nil {
+			aerr.write(w)
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody && strings.HasPrefix(r.URL.Path, "/api/") {
+			body, aerr := readBody(w, r)
+			if aerr == nil && len(bytes.TrimSpace(body)) > 0 {
+				if errs := checkJSONText(body); len(errs) > 0 {
+					aerr = invalid(errs...)
+				}
+			}
+			if aerr != nil {
+				aerr.write(w)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -79,6 +79,29 @@ func validateGamePlan(p jobs.GamePlan) []string {
 	check(p.User > 0, "plan.user is required: the panel user that owns the server")
 	check(len(p.Locations) > 0, "plan.locations must name at least one location")
 	check(p.Databases >= 0 && p.Allocations >= 0 && p.Backups >= 0, "plan.databases, allocations and backups cannot be negative")
+	check(len(p.Locations) <= 100, "plan.locations may name at most 100 locations")
+	check(len(p.Startup) <= 2048, "plan.startup must be at most 2048 characters")
+	errs = append(errs, validateImageAndEnvironment("plan.", p.DockerImage, p.Environment)...)
+	return errs
+}
+
+// validateImageAndEnvironment bounds what a plan or a reinstall gives the
+// panel: an image name as long as the panel takes (191), and at most 100
+// variables of bounded size.
+func validateImageAndEnvironment(prefix, image string, env map[string]string) []string {
+	var errs []string
+	if len(image) > 191 {
+		errs = append(errs, prefix+"dockerImage must be at most 191 characters")
+	}
+	if len(env) > 100 {
+		errs = append(errs, prefix+"environment may hold at most 100 variables")
+	}
+	for k, v := range env {
+		if len(k) > 191 || len(v) > 4096 {
+			errs = append(errs, prefix+"environment: names must be at most 191 characters and values at most 4096")
+			break
+		}
+	}
 	return errs
 }
 
@@ -267,6 +290,9 @@ func (s *Server) reinstallGame(w http.ResponseWriter, r *http.Request) error {
 	if aerr := readOptionalJSON(w, r, &req); aerr != nil {
 		return aerr
 	}
+	if errs := validateImageAndEnvironment("", req.DockerImage, req.Environment); len(errs) > 0 {
+		return invalid(errs...)
+	}
 	plan, err := jobs.GameServicePlan(&svc)
 	if err != nil {
 		return err
@@ -388,6 +414,9 @@ func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error 
 	}
 	if req.Key == "" {
 		return invalid("key is required")
+	}
+	if errs := validateImageAndEnvironment("", "", map[string]string{req.Key: req.Value}); len(errs) > 0 {
+		return invalid(errs...)
 	}
 	plan, err := jobs.GameServicePlan(&svc)
 	if err != nil {

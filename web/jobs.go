@@ -303,6 +303,13 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 			last = e.ID
 			ended = ended || (e.Type == "status" && jobs.Finished(e.Status))
 		}
+		if !ended && len(events) == 0 {
+			// A client that resumed after the last event of a job that has
+			// ended gets nothing more: it is told so.
+			if cur, err := s.Queries.GetJob(r.Context(), job.ID); err == nil && jobs.Finished(cur.Status) {
+				ended = true
+			}
+		}
 		if ended {
 			fmt.Fprint(w, "event: end\ndata: {}\n\n")
 			rc.Flush()

@@ -119,34 +119,34 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
 	mux.Handle("POST /api/services/{id}/repair", api(s.repair))
 	mux.Handle("POST /api/services/{id}/verify", api(s.verify))
-	mux.Handle("POST /api/services/{id}/reinstall", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame})))
+	mux.Handle("POST /api/services/{id}/reinstall", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame}))))
 	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.listBackups, pterodactyl.Provider: s.gameBackups()})))
 	mux.Handle("POST /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.createBackup, pterodactyl.Provider: s.createGameBackup})))
-	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.restoreBackup, pterodactyl.Provider: s.gameBackupAction})))
+	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.restoreBackup, pterodactyl.Provider: s.gameBackupAction}))))
 	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
 		proxmox.Provider: s.deleteBackup, pterodactyl.Provider: s.gameBackupAction})))
 	mux.Handle("GET /api/services/{id}/backups/{backupId}/download", api(s.gameBackupDownload()))
 	mux.Handle("GET /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("PUT /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations()))
-	mux.Handle("POST /api/services/{id}/console", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.openConsole, pterodactyl.Provider: s.gameConsole})))
+	mux.Handle("POST /api/services/{id}/console", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.openConsole, pterodactyl.Provider: s.gameConsole}))))
 	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api(s.gameStream)))
-	mux.Handle("POST /api/services/{id}/console/command", api(s.consoleCommand))
+	mux.Handle("POST /api/services/{id}/console/command", api(s.unlessSuspended(s.consoleCommand)))
 	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
 	mux.Handle("GET "+noVNCPath+"/", noVNC())
 	mux.Handle("GET /console/{token}", s.handle(s.consoleEmbed))
-	mux.Handle("POST /api/services/{id}/rescue", api(s.rescue))
+	mux.Handle("POST /api/services/{id}/rescue", api(s.unlessSuspended(s.rescue)))
 	mux.Handle("DELETE /api/services/{id}/rescue", api(s.rescue))
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
-	mux.Handle("POST /api/services/{id}/upgrade", api(s.upgrade))
-	mux.Handle("POST /api/services/{id}/change-plan", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.changePlan, pterodactyl.Provider: s.changeGamePlan})))
-	mux.Handle("POST /api/services/{id}/apply-downgrade", api(s.applyDowngrade))
+	mux.Handle("POST /api/services/{id}/upgrade", api(s.unlessSuspended(s.upgrade)))
+	mux.Handle("POST /api/services/{id}/change-plan", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		proxmox.Provider: s.changePlan, pterodactyl.Provider: s.changeGamePlan}))))
+	mux.Handle("POST /api/services/{id}/apply-downgrade", api(s.unlessSuspended(s.applyDowngrade)))
 	mux.Handle("GET /api/jobs", api(s.listJobs))
 	mux.Handle("GET /api/jobs/{id}", api(s.getJob))
 	mux.Handle("GET /api/jobs/{id}/events", api(s.jobEvents))
@@ -162,7 +162,7 @@ func (s *Server) Handler() http.Handler {
 		})
 	}
 	mux.Handle("GET /monitoring/queues", http.RedirectHandler("/monitoring/queues/", http.StatusMovedPermanently))
-	return s.instrument(s.recoverPanics(mux))
+	return s.instrument(s.recoverPanics(checkText(mux)))
 }
 
 // handlerFunc is an API handler; an error it returns is answered in the
@@ -171,10 +171,6 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) handle(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if aerr := checkRequestText(r); aerr != nil {
-			aerr.write(w)
-			return
-		}
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}

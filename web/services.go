@@ -415,16 +415,37 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	if aerr := usable(svc); aerr != nil {
 		return aerr
 	}
-	if svc.Status == "suspended" && svc.Provider == proxmox.Provider && slices.Contains([]string{"start", "restart", "reset"}, req.Action) {
-		// Its VM stays down until the suspension ends (resume), as
-		// Pterodactyl refuses to start a suspended server.
-		return &apiError{Status: http.StatusConflict, ErrorKey: "service_suspended",
-			Message: "Service is suspended; it can be started again once it is resumed"}
+	if svc.Status == "suspended" && slices.Contains([]string{"start", "restart", "reset", "kill", "stop"}, req.Action) {
+		// Its VM or server stays down until the suspension ends (resume).
+		return errSuspended
+	}
+	if req.Action == "reset" && svc.Provider == pterodactyl.Provider {
+		return invalid("action reset is not available for game servers; use restart or kill")
 	}
 	return s.insertJob(w, r, svc.ID, jobs.PowerArgs{ServiceID: svc.ID, Action: req.Action})
 }
 
 // usable refuses jobs on a service that has no provider object to act on.
+// errSuspended answers what a suspended service may not do until it is
+// resumed: run, change or be reached (power, reinstall, resize, restore,
+// rescue, console).
+var errSuspended = &apiError{Status: http.StatusConflict, ErrorKey: "service_suspended",
+	Message: "Service is suspended; this is possible again once it is resumed"}
+
+// unlessSuspended refuses the route on a suspended service (errSuspended).
+func (s *Server) unlessSuspended(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		svc, err := s.teamService(r)
+		if err != nil {
+			return err
+		}
+		if svc.Status == "suspended" {
+			return errSuspended
+		}
+		return h(w, r)
+	}
+}
+
 func usable(svc queries.Service) *apiError {
 	switch svc.Status {
 	case "terminated":

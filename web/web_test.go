@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -308,6 +309,8 @@ func TestBadInput(t *testing.T) {
 		{"query value that is not UTF-8", "GET", "/api/jobs?kind=%FF", ``, 400, "Validation failed", "kind must be valid UTF-8"},
 		{"service name with a NUL", "POST", "/api/services", `{"name":"x\u0000","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "name must not contain NUL characters"},
 		{"service name that is not UTF-8", "POST", "/api/services", "{\"name\":\"x\xff\",\"provider\":\"proxmox\",\"plan\":{\"cores\":1,\"memoryMb\":512,\"diskGb\":1}}", 400, "Validation failed", "the request body must be valid UTF-8"},
+		{"a NUL in the body of a route that takes none", "POST", "/api/services/" + svc.ID.String() + "/rescue", `{"x":"a\u0000b"}`, 400, "Validation failed", "x must not contain NUL characters"},
+		{"a query pair that cannot be read", "GET", "/api/jobs?status=failed;x", ``, 400, "Validation failed", "the query string is malformed: invalid semicolon separator in query"},
 		{"game route on a VPS", "GET", "/api/services/" + svc.ID.String() + "/allocations", ``, 400, "This endpoint is for Pterodactyl services; this service is on proxmox", ""},
 		{"limit out of range", "GET", "/api/jobs?limit=1000", ``, 400, "Validation failed", "limit must be a whole number from 1 to 100"},
 		{"unknown job status filter", "GET", "/api/jobs?status=done", ``, 400, "Validation failed", "status must be one of: queued, scheduled, running, retrying, succeeded, failed, cancelled"},
@@ -479,7 +482,7 @@ func TestJobEventsStreamUntilTheJobEnds(t *testing.T) {
 
 	req, _ := http.NewRequest("GET", e.url+"/api/jobs/"+id.String()+"/events", nil)
 	req.Header.Set("x-api-key", e.key)
-	stream, err := http.DefaultClient.Do(req)
+	stream, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,6 +516,27 @@ func TestJobEventsStreamUntilTheJobEnds(t *testing.T) {
 		if !bytes.Contains(body, []byte(want)) {
 			t.Fatalf("stream lacks %s:\n%s", want, body)
 		}
+	}
+	// A client that comes back after the last event is told the stream
+	// has ended, at once.
+	ids := regexp.MustCompile(`id: (\d+)`).FindAllSubmatch(body, -1)
+	req.Header.Set("Last-Event-ID", string(ids[len(ids)-1][1]))
+	again, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Body.Close()
+	go func() {
+		b, _ := io.ReadAll(again.Body)
+		done <- b
+	}()
+	select {
+	case body = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stream resumed after the job's last event did not end")
+	}
+	if !bytes.Contains(body, []byte("event: end")) || bytes.Contains(body, []byte("event: status")) {
+		t.Errorf("resumed stream:\n%s\nwant only its end", body)
 	}
 }
 
@@ -627,5 +651,5 @@ func contractClient(t *testing.T) *http.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &http.Client{Transport: c}
+	return c.Client()
 }

@@ -98,6 +98,9 @@ func (c *client) do(ctx context.Context, method, path, body string) answer {
 		return answer{err: err}
 	}
 	req.Header.Set("x-api-key", key)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -82,14 +82,14 @@ func TestConsoleRelaysVNCWithoutHandingOutTheTicket(t *testing.T) {
 	}
 
 	// An iframe sends no key: the page's one-time token is its credential.
-	status, page := embedPage(t, s.api+embed)
+	status, page := s.embedPage(s.api + embed)
 	if status != http.StatusOK || !strings.Contains(page, "core/rfb.js") || !strings.Contains(page, socket) {
 		t.Errorf("embed page: %d %s", status, page)
 	}
-	if status, page := embedPage(t, s.api+"/console/forged-token"); status != http.StatusGone || !strings.Contains(page, "session has ended") {
+	if status, page := s.embedPage(s.api + "/console/forged-token"); status != http.StatusGone || !strings.Contains(page, "session has ended") {
 		t.Errorf("embed page of a forged token: %d %s, want 410 and a page that says the session ended", status, page)
 	}
-	if res, err := http.Get(s.api + "/console/novnc/core/rfb.js"); err != nil || res.StatusCode != http.StatusOK {
+	if res, err := s.client.Get(s.api + "/console/novnc/core/rfb.js"); err != nil || res.StatusCode != http.StatusOK {
 		t.Errorf("noVNC module: %v %v", res, err)
 	}
 
@@ -124,7 +124,7 @@ func TestConsoleRelaysVNCWithoutHandingOutTheTicket(t *testing.T) {
 		t.Errorf("ServerCutText %q, want the clipboard echoed", echo)
 	}
 
-	if status, page := embedPage(t, s.api+embed); status != http.StatusGone || !strings.Contains(page, "session has ended") {
+	if status, page := s.embedPage(s.api + embed); status != http.StatusGone || !strings.Contains(page, "session has ended") {
 		t.Errorf("embed page of a spent session: %d, want 410 and a page that says it ended", status)
 	}
 	if _, status := s.dialConsole(socket); status != http.StatusForbidden {
@@ -170,11 +170,11 @@ func TestConsoleOfAStoppedVMIsRefused(t *testing.T) {
 }
 
 // embedPage loads a console page as an iframe does, without a key.
-func embedPage(t *testing.T, url string) (int, string) {
-	t.Helper()
-	res, err := http.Get(url)
+func (s *system) embedPage(url string) (int, string) {
+	s.t.Helper()
+	res, err := s.client.Get(url)
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
 	defer res.Body.Close()
 	page, _ := io.ReadAll(res.Body)

@@ -27,6 +27,8 @@ import (
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web"
+	"github.com/hostfleet/provisiond/web/contract"
 )
 
 // TestMain lets a test start this binary as the real provisiond, for tests
@@ -52,8 +54,10 @@ type system struct {
 	app   *app
 	// key is the demo team's; platformKey the platform's (see do).
 	key, platformKey string
-	services         map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
-	stop             func()
+	// client holds every request and answer to the OpenAPI description.
+	client   *http.Client
+	services map[string]queries.Service // by name: web-1 (running), db-1 (stopped), game-1
+	stop     func()
 }
 
 type systemOpts struct {
@@ -127,6 +131,15 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	}
 	apiSrv := httptest.NewServer(h)
 	s.api = apiSrv.URL
+	doc, err := contract.Load(ctx, web.OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker, err := contract.NewChecker(doc, nil, func(err error) { t.Errorf("contract: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.client = checker.Client()
 	var wg sync.WaitGroup
 	if !opts.noWorker {
 		srv, handler, err := a.workers()
@@ -257,7 +270,10 @@ func (s *system) doWith(key, method, path, body string) (int, map[string]any) {
 	s.t.Helper()
 	req, _ := http.NewRequest(method, s.api+path, strings.NewReader(body))
 	req.Header.Set("x-api-key", key)
-	res, err := http.DefaultClient.Do(req)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := s.client.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

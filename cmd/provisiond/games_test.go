@@ -108,7 +108,7 @@ type sseReader struct {
 
 func (s *system) openStream(path string) *sseReader {
 	s.t.Helper()
-	res, err := http.Get(s.api + path)
+	res, err := s.client.Get(s.api + path)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestGameConsoleStreamsToViewersAndTakesCommands(t *testing.T) {
 	for _, v := range viewers {
 		v.waitFor("console", "hello from the panel")
 	}
-	if res, err := http.Get(s.api + path + "/console/stream?token=forged"); err != nil || res.StatusCode != http.StatusUnauthorized {
+	if res, err := s.client.Get(s.api + path + "/console/stream?token=forged"); err != nil || res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("forged viewer token: %v %v, want 401", res, err)
 	}
 	if status, _ := s.do("POST", path+"/console/command", `{"signal":"explode"}`); status != http.StatusBadRequest {

@@ -210,7 +210,20 @@ func TestUpgradeOfASuspendedServiceLeavesItsVMOff(t *testing.T) {
 	s := newSystem(t, systemOpts{})
 	svc := "/api/services/" + s.services["web-1"].ID.String()
 	s.runJob("POST", svc+"/action", `{"action":"suspend"}`)
-	job := s.runJob("POST", svc+"/upgrade", `{"cores":4}`)
+	if status, resp := s.do("POST", svc+"/upgrade", `{"cores":4}`); status != http.StatusConflict || resp["errorKey"] != "service_suspended" {
+		t.Errorf("upgrade of a suspended service: %d %v, want 409 service_suspended", status, resp)
+	}
+	// One accepted as the suspension ended (recorded before it, run after).
+	web1 := s.services["web-1"]
+	row, _, err := s.jobs.Insert(context.Background(), jobs.ResizeArgs{ServiceID: web1.ID, Plan: jobs.Plan{Cores: 4, MemoryMB: 2048, DiskGB: 40}, Reason: "upgrade"},
+		jobs.Request{TeamID: web1.TeamID, ServiceID: web1.ID, RequestedBy: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := s.waitJob(row.ID.String(), 30*time.Second)
+	if job["status"] != "succeeded" {
+		t.Fatalf("resize ended %s: %v", job["status"], job["error"])
+	}
 	if vm := s.vm("web-1"); vm.Cores != 4 || vm.Status == "running" && !vm.Paused {
 		t.Errorf("VM after the upgrade of a suspended service: %d cores, %s/%s; want 4 cores and not running", vm.Cores, vm.Status, map[bool]string{true: "paused"}[vm.Paused])
 	}

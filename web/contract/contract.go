@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -45,9 +46,19 @@ type Checker struct {
 	report func(error)
 }
 
+// pages lets answers in HTML (the console's page, the docs) be checked
+// like plain text: kin-openapi decodes only the types it is told of.
+var pages sync.Once
+
 // NewChecker returns a Checker of doc sending through next (nil for
 // http.DefaultTransport).
 func NewChecker(doc *openapi3.T, next http.RoundTripper, report func(error)) (*Checker, error) {
+	pages.Do(func() {
+		openapi3filter.RegisterBodyDecoder("text/html", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+			b, err := io.ReadAll(body)
+			return string(b), err
+		})
+	})
 	router, err := legacy.NewRouter(doc)
 	if err != nil {
 		return nil, err
@@ -57,6 +68,9 @@ func NewChecker(doc *openapi3.T, next http.RoundTripper, report func(error)) (*C
 	}
 	return &Checker{doc: doc, router: router, next: next, report: report}, nil
 }
+
+// Client returns an HTTP client that sends through the checker.
+func (c *Checker) Client() *http.Client { return &http.Client{Transport: c} }
 
 // Undescribed reports whether path is outside the description on purpose:
 // noVNC's static modules.
