@@ -152,6 +152,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/jobs/{id}/events", api(s.jobEvents))
 	mux.Handle("POST /api/jobs/{id}/cancel", api(s.cancelJob))
 	mux.Handle("/api/", s.handle(s.unknownRoute(mux)))
+	mux.Handle("/", s.handle(s.unknownRoute(mux))) // the envelope's 404 outside /api/ too
 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
 	if s.Dashboard != nil && s.Config.OperatorPassword != "" {
@@ -202,7 +203,7 @@ func (s *Server) unknownRoute(mux *http.ServeMux) handlerFunc {
 		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			probe := r.Clone(r.Context())
 			probe.Method = m
-			if _, pattern := mux.Handler(probe); pattern != "/api/" && pattern != "" {
+			if _, pattern := mux.Handler(probe); pattern != "/api/" && pattern != "/" && pattern != "" {
 				allowed = append(allowed, m)
 			}
 		}

@@ -302,6 +302,7 @@ func TestBadInput(t *testing.T) {
 		{"service id that is no id", "GET", "/api/services/not-an-id", ``, 404, "Service not found", ""},
 		{"unknown job", "GET", "/api/jobs/" + uuid.NewString(), ``, 404, "Job not found", ""},
 		{"unknown route", "GET", "/api/nothing-here", ``, 404, "Not found", ""},
+		{"a path outside the API", "GET", "/nothing-here", ``, 404, "Not found", ""},
 		{"wrong method", "DELETE", "/api/services", ``, 405, "Method DELETE is not allowed here", ""},
 		{"page that is no number", "GET", "/api/services?page=x", ``, 400, "Validation failed", "page must be a whole number from 1 to 1000000"},
 		{"page whose offset overflows", "GET", "/api/services?page=30000000&limit=100", ``, 400, "Validation failed", "page must be a whole number from 1 to 1000000"},

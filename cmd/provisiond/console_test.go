@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -179,4 +180,22 @@ func (s *system) embedPage(url string) (int, string) {
 	defer res.Body.Close()
 	page, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(page)
+}
+
+func TestAPlatformKeyDoesNotTakeATeamsConsoleSecrets(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	id := s.startJob("POST", "/api/services/"+s.services["web-1"].ID.String()+"/console", "")
+	var job map[string]any
+	jobtest.Eventually(t, 30*time.Second, "the console job to end", func() bool {
+		_, resp := s.doWith(s.platformKey, "GET", "/api/jobs/"+id, "")
+		job, _ = resp["job"].(map[string]any)
+		return job["status"] == "succeeded"
+	})
+	if job["secrets"] != nil {
+		t.Errorf("the platform key was shown the team's console secrets: %v", job["secrets"])
+	}
+	if job := s.job(id); job["secrets"] == nil {
+		t.Error("the team did not get its console secrets after a platform key read the job")
+	}
 }

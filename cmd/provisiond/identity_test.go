@@ -290,7 +290,7 @@ func TestEveryVPSJobCancelledAtEveryStepLeavesTheServiceSound(t *testing.T) {
 		{"vps.repair", []string{"inspect", "clone", "configure", "resize", "start", "agent"}, func(s *system) (string, string) {
 			svc := s.services["web-1"].ID.String()
 			s.foreignVM("web-1")
-			s.waitJob(s.action("web-1", "stop"), 30*time.Second) // finds the foreign VM: needs_repair
+			s.do("GET", "/api/services/"+svc+"/status", "") // finds the foreign VM: needs_repair
 			return s.startJob("POST", web1(s)+"/repair", `{"templateId":9000}`), svc
 		}},
 	}
@@ -432,7 +432,7 @@ func TestRepairOfASuspendedServiceLeavesItSuspended(t *testing.T) {
 		t.Fatalf("suspend %s: %v", job["status"], job["error"])
 	}
 	s.foreignVM("web-1")
-	s.waitJob(s.action("web-1", "stop"), 30*time.Second) // finds the foreign VM
+	s.do("GET", "/api/services/"+svc+"/status", "") // finds the foreign VM
 	if got := s.serviceByID(svc); got["status"] != "needs_repair" {
 		t.Fatalf("service %v, want needs_repair", got["status"])
 	}
