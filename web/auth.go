@@ -1,10 +1,12 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
-	"github.com/google/uuid"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/queries"
@@ -193,9 +196,37 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		if !callerMay(r, requiredScope(r.Method, r.URL.Path)) {
 			return errScope
 		}
+		if !callerOf(r).key.Platform {
+			body, aerr := readBody(w, r)
+			if aerr != nil {
+				return aerr
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if PlatformRequest(r.Method, r.URL.Path, body) {
+				return errPlatformOnly
+			}
+		}
 		next.ServeHTTP(w, r)
 		return nil
 	})
+}
+
+// PlatformRequest reports whether only a platform key may make the request:
+// what the seeds give to the checkout, billing or a platform admin — a new
+// service (POST /api/services), a renewal, and the power actions suspend
+// and resume (suspension is for payment). Clients that hold both kinds of
+// key use it to pick one.
+func PlatformRequest(method, path string, body []byte) bool {
+	switch {
+	case method != http.MethodPost:
+		return false
+	case path == "/api/services", strings.HasPrefix(path, "/api/services/") && strings.HasSuffix(path, "/renew"):
+		return true
+	case strings.HasPrefix(path, "/api/services/") && strings.HasSuffix(path, "/action"):
+		var req actionRequest // read as the action's handler reads it
+		return json.Unmarshal(body, &req) == nil && (req.Action == "suspend" || req.Action == "resume")
+	}
+	return false
 }
 
 // rateLimitOf is the key's requests per minute: its own, or the server's

@@ -195,9 +195,6 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !callerOf(r).key.Platform {
-		return errPlatformOnly // billing moves the period, not the customer
-	}
 	// A service that needs repair is still the customer's to pay for.
 	if aerr := usable(svc); aerr != nil && svc.Status != "needs_repair" {
 		return aerr

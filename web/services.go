@@ -222,11 +222,8 @@ func (s *Server) newServiceTeam(r *http.Request, teamID string) (uuid.UUID, []st
 }
 
 // createService registers or provisions a service for a team: a platform
-// key's act (the checkout's, an operator's), never a team key's.
+// key's act (see PlatformRequest).
 func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
-	if !callerOf(r).key.Platform {
-		return errPlatformOnly
-	}
 	body, aerr := readBody(w, r)
 	if aerr != nil {
 		return aerr
@@ -407,10 +404,6 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	req, aerr := decodeAction(body)
 	if aerr != nil {
 		return aerr
-	}
-	if (req.Action == "suspend" || req.Action == "resume") && !callerOf(r).key.Platform {
-		// Suspension is for payment: billing's to decide, not the customer's.
-		return errPlatformOnly
 	}
 	if aerr := usable(svc); aerr != nil {
 		return aerr

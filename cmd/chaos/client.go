@@ -9,8 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/hostfleet/provisiond/web"
 )
 
 // client calls the API as the chaos team does, and as the platform (the
@@ -31,20 +32,6 @@ func (c *client) learnTeam(ctx context.Context) error {
 	}
 	c.team = str(obj(obj(a.body, "me"), "team"), "id")
 	return nil
-}
-
-// platformOnly reports whether only a platform key may make the request.
-func platformOnly(method, path, body string) bool {
-	switch {
-	case method != http.MethodPost:
-		return false
-	case path == "/api/services", strings.HasSuffix(path, "/renew"):
-		return true
-	case strings.HasSuffix(path, "/action"):
-		var req struct{ Action string }
-		return json.Unmarshal([]byte(body), &req) == nil && (req.Action == "suspend" || req.Action == "resume")
-	}
-	return false
 }
 
 // answer is one API answer: its status (0 when none came) and body.
@@ -82,7 +69,7 @@ func (c *client) do(ctx context.Context, method, path, body string) answer {
 		rd = bytes.NewBufferString(body)
 	}
 	key := c.key
-	if platformOnly(method, path, body) {
+	if web.PlatformRequest(method, path, []byte(body)) {
 		key = c.platformKey
 		if path == "/api/services" {
 			var m map[string]any

@@ -237,7 +237,7 @@ func (s *system) startWorker() {
 func (s *system) do(method, path, body string) (int, map[string]any) {
 	s.t.Helper()
 	key := s.key
-	if platformRequest(method, path, body) {
+	if web.PlatformRequest(method, path, []byte(body)) {
 		key = s.platformKey
 		if path == "/api/services" {
 			var m map[string]any
@@ -249,20 +249,6 @@ func (s *system) do(method, path, body string) (int, map[string]any) {
 		}
 	}
 	return s.doWith(key, method, path, body)
-}
-
-// platformRequest reports whether only a platform key may make the request.
-func platformRequest(method, path, body string) bool {
-	switch {
-	case method != http.MethodPost:
-		return false
-	case path == "/api/services", strings.HasSuffix(path, "/renew"):
-		return true
-	case strings.HasSuffix(path, "/action"):
-		var req struct{ Action string }
-		return json.Unmarshal([]byte(body), &req) == nil && (req.Action == "suspend" || req.Action == "resume")
-	}
-	return false
 }
 
 // doWith calls the API with key and decodes the answer.
