@@ -66,7 +66,8 @@ type Backup struct {
 	ID        string    `json:"id"`
 	CreatedAt time.Time `json:"createdAt"`
 	SizeBytes uint64    `json:"sizeBytes"`
-	Notes     string    `json:"notes"`
+	// Notes is the backup's note, as asked for (POST …/backups {"note"}).
+	Notes string `json:"note"`
 }
 
 // backupNameRE is the file name vzdump gives a VM's archive.

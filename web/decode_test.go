@@ -1,9 +1,12 @@
 package web
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/hostfleet/provisiond/jobs"
 )
@@ -74,4 +77,45 @@ func TestCheckJSONTextNamesTheField(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCheckJSONText checks the text check every API body goes through: it
+// never panics, and a body it lets through holds no NUL in any string and
+// is valid UTF-8, as PostgreSQL needs.
+func FuzzCheckJSONText(f *testing.F) {
+	for _, seed := range []string{`{"a":"b"}`, `{"a":"\u0000"}`, `{"a\u0000":1}`, `[{"x":["\u0000"]}]`, `{"a":"\\u0000"}`,
+		"{\"a\":\"\xff\"}", `{"a":{"b":{"c":[1,2,{"d":"\u0000"}]}}}`, `"\u0000"`, `{`, `}}}`, `[[[[`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(checkJSONText(body)) > 0 {
+			return
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("checkJSONText(%q) let bytes that are not UTF-8 through", body)
+		}
+		var v any
+		if json.Unmarshal(body, &v) != nil {
+			return
+		}
+		var walk func(v any)
+		walk = func(v any) {
+			switch v := v.(type) {
+			case string:
+				if strings.ContainsRune(v, 0) {
+					t.Fatalf("checkJSONText(%q) let a NUL through", body)
+				}
+			case []any:
+				for _, e := range v {
+					walk(e)
+				}
+			case map[string]any:
+				for k, e := range v {
+					walk(k)
+					walk(e)
+				}
+			}
+		}
+		walk(v)
+	})
 }

@@ -22,7 +22,7 @@ func cancellationJSON(svc queries.Service) map[string]any {
 	if !svc.TerminationJobID.Valid {
 		return nil
 	}
-	return map[string]any{"when": svc.CancelWhen, "reason": svc.CancellationReason, "cancelledAt": svc.CancelledAt,
+	return map[string]any{"when": svc.CancelWhen, "cancellationReason": svc.CancellationReason, "cancelledAt": svc.CancelledAt,
 		"terminateAt": svc.TerminateAt, "terminationJobId": svc.TerminationJobID.UUID}
 }
 

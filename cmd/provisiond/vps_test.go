@@ -242,7 +242,7 @@ func TestBackupsRotateRestoreAndDelete(t *testing.T) {
 	s.setPlan("web-1", jobs.Plan{Cores: 2, MemoryMB: 2048, DiskGB: 40, BackupLimit: 2})
 	s.runJob("POST", svc+"/backups", `{"note":"before the upgrade"}`)
 	backups := s.backups("web-1")
-	if len(backups) != 2 || !strings.Contains(backups[1]["notes"].(string), "before the upgrade") {
+	if len(backups) != 2 || !strings.Contains(backups[1]["note"].(string), "before the upgrade") {
 		t.Fatalf("after a backup past the limit: %v; want the oldest rotated out and the new one last", backups)
 	}
 	newest := backups[1]["id"].(string)
