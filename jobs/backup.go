@@ -66,8 +66,9 @@ type Backup struct {
 	ID        string    `json:"id"`
 	CreatedAt time.Time `json:"createdAt"`
 	SizeBytes uint64    `json:"sizeBytes"`
-	// Notes is the backup's note, as asked for (POST …/backups {"note"}).
-	Notes string `json:"note"`
+	// Note is what was asked for with the backup (POST …/backups {"note"}),
+	// as Proxmox keeps it in the archive's notes.
+	Note string `json:"note"`
 }
 
 // backupNameRE is the file name vzdump gives a VM's archive.
@@ -97,7 +98,7 @@ func ListBackups(ctx context.Context, c *proxmox.Client, ref proxmox.VMRef, stor
 		if v.VMID != 0 && v.VMID != ref.VMID {
 			continue
 		}
-		out = append(out, Backup{ID: backupID(v.VolID), CreatedAt: time.Unix(v.CTime, 0).UTC(), SizeBytes: v.Size, Notes: v.Notes})
+		out = append(out, Backup{ID: backupID(v.VolID), CreatedAt: time.Unix(v.CTime, 0).UTC(), SizeBytes: v.Size, Note: v.Notes})
 	}
 	return out, nil
 }

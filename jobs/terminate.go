@@ -62,7 +62,7 @@ func (w *VPSWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) e
 				return v.prune(ctx, -1, nil)
 			}
 			mark := vmDescription(job.Service.ID)
-			return v.prune(ctx, -1, func(b Backup) bool { return strings.Contains(b.Notes, mark) })
+			return v.prune(ctx, -1, func(b Backup) bool { return strings.Contains(b.Note, mark) })
 		}},
 	)
 	if err != nil {
