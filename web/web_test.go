@@ -87,6 +87,7 @@ func newEnv(t *testing.T) *env {
 		Inspector: inspector,
 		Limiter:   redis_rate.NewLimiter(jobtest.RedisClient(t, ropt)),
 		Metrics:   m,
+		Verifier:  &jobs.Reconciler{Queries: q, Proxmox: px, Log: log},
 		Webhooks:  &webhook.Guard{},
 		Log:       log,
 	}
