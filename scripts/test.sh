@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test run: private PostgreSQL and Redis on their own ports and
-# data (torn down afterwards), go vet, a check that sqlc's generated code is
-# current, promtool's checks of the alerting rules, every test with the
+# data (torn down afterwards), go vet, checks that sqlc's generated code and
+# go.mod are current, promtool's checks of the alerting rules, every test with the
 # race detector, and a short run of the chaos suite (scripts/chaos.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ go vet ./...
 
 echo "== sqlc generate gives no diff"
 scripts/sqlc.sh check
+
+echo "== go mod tidy gives no diff"
+go mod tidy -diff
 
 echo "== promtool: the alerting rules and their unit tests"
 promtool check config monitoring/prometheus.yml
