@@ -88,8 +88,13 @@ func TestVPSJobsSurviveProviderFaults(t *testing.T) {
 				if msg, _ := job["error"].(string); job["status"] != "failed" || !strings.Contains(msg, tt.wantErr) {
 					t.Fatalf("job %s (%v); want failed saying %q", job["status"], job["error"], tt.wantErr)
 				}
-			} else if job["status"] != "succeeded" || job["attempts"].(float64) < 2 {
-				t.Fatalf("job %s after %v attempts (%v); want succeeded after a retry", job["status"], job["attempts"], job["error"])
+			} else if job["status"] != "succeeded" {
+				t.Fatalf("job %s after %v attempts (%v); want succeeded", job["status"], job["attempts"], job["error"])
+			} else if !tt.fault.Drop && job["attempts"].(float64) < 2 {
+				// A lost answer may be found again in the same attempt (the
+				// VM already shows the change), or in the next: what counts
+				// is that the task runs once.
+				t.Fatalf("job succeeded after %v attempts; want a retry through the outage", job["attempts"])
 			}
 			if n := s.sim.CountTasks(tt.task, 0); n != 1 {
 				t.Errorf("%s ran %d times, want once", tt.task, n)
