@@ -113,11 +113,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	a.metrics.Registry.MustRegister(queuemetrics.NewQueueMetricsCollector(inspector))
 	hub := jobs.NewEventHub(a.pool, a.log.With("component", "events"))
 	go hub.Run(ctx)
-	pve, err := a.proxmox()
-	if err != nil {
-		return nil, err
-	}
-	ptero, err := a.pterodactyl()
+	pve, ptero, err := a.providers()
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +163,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	if a.cfg.ProxmoxTokenSecret == "" {
 		return nil, nil, errors.New("PROXMOX_TOKEN_SECRET is not set")
 	}
-	pve, err := a.proxmox()
+	pve, ptero, err := a.providers()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -178,10 +174,6 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	log := a.log.With("component", "worker")
 	ws := jobs.NewWorkers(a.q, a.metrics, log)
 	ws.Sealer = a.sealer
-	ptero, err := a.pterodactyl()
-	if err != nil {
-		return nil, nil, err
-	}
 	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, Pterodactyl: ptero,
 		PollInterval: a.cfg.PterodactylPollInterval, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
 	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
@@ -245,14 +237,21 @@ func (a *app) addMonitoring(ws *jobs.Workers, pve *proxmox.Client, ptero *pterod
 	return nil
 }
 
+// providers returns the Proxmox and Pterodactyl clients, nil for one that
+// is not configured.
+func (a *app) providers() (*proxmox.Client, *pterodactyl.Client, error) {
+	pve, err := a.proxmox()
+	if err != nil {
+		return nil, nil, err
+	}
+	ptero, err := a.pterodactyl()
+	return pve, ptero, err
+}
+
 // reconciler compares live services with their provider (see
 // jobs.Reconciler).
 func (a *app) reconciler() (*jobs.Reconciler, error) {
-	pve, err := a.proxmox()
-	if err != nil {
-		return nil, err
-	}
-	ptero, err := a.pterodactyl()
+	pve, ptero, err := a.providers()
 	if err != nil {
 		return nil, err
 	}
