@@ -293,7 +293,14 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 	keepAlive := time.NewTicker(s.keepAlive())
 	defer keepAlive.Stop()
 	for {
-		events, err := s.Queries.ListJobEvents(r.Context(), queries.ListJobEventsParams{JobID: job.ID, ID: last})
+		// Whether the job had ended before its events are read: then every
+		// event it will ever have is among them (a status and its event are
+		// written together).
+		cur, err := s.Queries.GetJob(r.Context(), job.ID)
+		var events []queries.JobEvent
+		if err == nil {
+			events, err = s.Queries.ListJobEvents(r.Context(), queries.ListJobEventsParams{JobID: job.ID, ID: last})
+		}
 		if err != nil {
 			if r.Context().Err() == nil {
 				s.logger(r).Error("read job events", "job_id", job.ID, "err", err)
@@ -308,13 +315,9 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 			last = e.ID
 			ended = ended || (e.Type == "status" && jobs.Finished(e.Status))
 		}
-		if !ended && len(events) == 0 {
-			// A client that resumed after the last event of a job that has
-			// ended gets nothing more: it is told so.
-			if cur, err := s.Queries.GetJob(r.Context(), job.ID); err == nil && jobs.Finished(cur.Status) {
-				ended = true
-			}
-		}
+		// A client that resumed after the last event of a job that has
+		// ended gets nothing more: it is told so.
+		ended = ended || len(events) == 0 && jobs.Finished(cur.Status)
 		if ended {
 			fmt.Fprint(w, "event: end\ndata: {}\n\n")
 			rc.Flush()
