@@ -200,19 +200,10 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) error {
 
 // waitNoBackup waits until no vzdump runs on the node.
 func (w *VPSWorkers) waitNoBackup(ctx context.Context, node string) error {
-	tick := time.NewTicker(w.Proxmox.PollInterval())
-	defer tick.Stop()
-	for {
+	return poll(ctx, w.Proxmox.PollInterval(), func(ctx context.Context) (bool, error) {
 		running, err := w.Proxmox.Running(ctx, node, 0, "vzdump")
-		if err != nil || !running {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+		return !running, err
+	})
 }
 
 func (w *VPSWorkers) backupStorage() string {

@@ -181,13 +181,12 @@ func (w *GameWorkers) Provision(ctx context.Context, job *Job[GameProvisionArgs]
 // fails the job. A failed reinstall leaves the server "installed" in the
 // panel's eyes, so the status, not the installed flag, says it failed.
 func (w *GameWorkers) waitInstalled(ctx context.Context, run *Run, id int) (pterodactyl.Server, error) {
-	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
-	defer tick.Stop()
+	var s pterodactyl.Server
 	watching := false
-	for {
-		s, err := w.Pterodactyl.Server(ctx, id)
-		if err != nil {
-			return s, err
+	err := poll(ctx, w.pollInterval(), func(ctx context.Context) (bool, error) {
+		var err error
+		if s, err = w.Pterodactyl.Server(ctx, id); err != nil {
+			return false, err
 		}
 		if !watching && w.Consoles != nil && s.Identifier != "" && s.Status == pterodactyl.StatusInstalling {
 			watching = true
@@ -195,18 +194,13 @@ func (w *GameWorkers) waitInstalled(ctx context.Context, run *Run, id int) (pter
 		}
 		switch {
 		case s.Status == pterodactyl.StatusInstallFailed:
-			return s, permanent("install", "the game server's install failed; see its install log on the panel")
+			return false, permanent("install", "the game server's install failed; see its install log on the panel")
 		case s.Status == pterodactyl.StatusReinstallFailed:
-			return s, permanent("install", "the game server's reinstall failed; see its install log on the panel")
-		case s.Container.Installed && s.Status != pterodactyl.StatusInstalling:
-			return s, nil
+			return false, permanent("install", "the game server's reinstall failed; see its install log on the panel")
 		}
-		select {
-		case <-ctx.Done():
-			return s, ctx.Err()
-		case <-tick.C:
-		}
-	}
+		return s.Container.Installed && s.Status != pterodactyl.StatusInstalling, nil
+	})
+	return s, err
 }
 
 // gameJob returns a job's game server, which must exist.
@@ -457,45 +451,33 @@ func (w *GameWorkers) Backup(ctx context.Context, job *Job[GameBackupArgs]) erro
 
 // waitBackup waits until the backup has completed; a failed one fails the job.
 func (w *GameWorkers) waitBackup(ctx context.Context, identifier, id string) (pterodactyl.Backup, error) {
-	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
-	defer tick.Stop()
-	for {
-		b, err := w.Pterodactyl.Backup(ctx, identifier, id)
-		if err != nil {
-			return b, err
+	var b pterodactyl.Backup
+	err := poll(ctx, w.pollInterval(), func(ctx context.Context) (bool, error) {
+		var err error
+		if b, err = w.Pterodactyl.Backup(ctx, identifier, id); err != nil || b.CompletedAt == nil {
+			return false, err
 		}
-		if b.CompletedAt != nil {
-			if !b.Successful {
-				return b, permanent("backup", "the panel reports the backup failed")
-			}
-			return b, nil
+		if !b.Successful {
+			return false, permanent("backup", "the panel reports the backup failed")
 		}
-		select {
-		case <-ctx.Done():
-			return b, ctx.Err()
-		case <-tick.C:
-		}
-	}
+		return true, nil
+	})
+	return b, err
 }
 
 // waitRestored waits until the server is no longer restoring a backup. The
 // panel marks it restoring_backup before it accepts the restore, so a
 // normal status means the restore has ended.
 func (w *GameWorkers) waitRestored(ctx context.Context, id int) error {
-	tick := time.NewTicker(cmp.Or(w.PollInterval, 2*time.Second))
-	defer tick.Stop()
-	for {
+	return poll(ctx, w.pollInterval(), func(ctx context.Context) (bool, error) {
 		s, err := w.Pterodactyl.Server(ctx, id)
-		if err != nil || s.Status != pterodactyl.StatusRestoringBackup {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+		return s.Status != pterodactyl.StatusRestoringBackup, err
+	})
 }
+
+// pollInterval is how often a game server's state is read while a job
+// waits on it.
+func (w *GameWorkers) pollInterval() time.Duration { return cmp.Or(w.PollInterval, 2*time.Second) }
 
 // Terminate is the Pterodactyl Terminator: the server is deleted,
 // forcibly when the graceful delete fails (Wings unreachable), and the
@@ -541,19 +523,10 @@ func powerGame(ctx context.Context, run *Run, c *pterodactyl.Client, identifier,
 			return err
 		}
 	}
-	tick := time.NewTicker(cmp.Or(every, time.Second))
-	defer tick.Stop()
-	for {
+	return poll(ctx, cmp.Or(every, time.Second), func(ctx context.Context) (bool, error) {
 		res, err := c.Resources(ctx, identifier)
-		if err != nil || res.State == gameStates[signal] {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+		return res.State == gameStates[signal], err
+	})
 }
 
 // copyInstallOutput records the server's install output lines in the job's

@@ -49,24 +49,17 @@ func (l *lease) hold(ctx context.Context) error {
 	if held {
 		return nil
 	}
-	tick := time.NewTicker(l.poll)
-	defer tick.Stop()
-	for waited := false; ; waited = true {
+	waited := false
+	err := poll(ctx, l.poll, func(ctx context.Context) (bool, error) {
 		ok, err := l.take(ctx)
-		if err != nil {
-			return err
-		}
-		if ok {
-			break
-		}
-		if !waited {
+		if err == nil && !ok && !waited {
+			waited = true
 			l.log.Info("waiting for the resource's holder to finish")
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
+		return ok, err
+	})
+	if err != nil {
+		return err
 	}
 	stop := every(ctx, LeaseTTL/3, l.renew)
 	l.mu.Lock()

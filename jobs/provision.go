@@ -384,35 +384,26 @@ func (v *vpsJob) replace(ctx context.Context, taken proxmox.VMRef) error {
 // died with its node, a failed restore's "create") never goes by itself:
 // waiting ends with an error that says how to clear it.
 func (v *vpsJob) waitUnlocked(ctx context.Context, ref, template proxmox.VMRef) error {
-	tick := time.NewTicker(v.w.Proxmox.PollInterval())
-	defer tick.Stop()
-	for {
+	return poll(ctx, v.w.Proxmox.PollInterval(), func(ctx context.Context) (bool, error) {
 		cfg, err := v.w.Proxmox.Config(ctx, ref)
 		if err != nil || cfg.Lock == "" {
-			return err
+			return true, err
 		}
 		holder := ref
 		if cfg.Lock == "clone" {
 			holder = template
 		}
 		busy, err := v.w.Proxmox.Busy(ctx, holder)
-		if err != nil {
-			return err
+		if err != nil || busy {
+			return false, err
 		}
-		if !busy {
-			// Read again: the task may have ended between the two reads.
-			if cfg, err = v.w.Proxmox.Config(ctx, ref); err != nil || cfg.Lock == "" {
-				return err
-			}
-			return permanent("unlock", fmt.Sprintf("VM %d on %s is locked (%s) and no task is running to release it; "+
-				"an operator must check it and unlock it (qm unlock %d) before the service can be repaired", ref.VMID, ref.Node, cfg.Lock, ref.VMID))
+		// Read again: the task may have ended between the two reads.
+		if cfg, err = v.w.Proxmox.Config(ctx, ref); err != nil || cfg.Lock == "" {
+			return true, err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+		return false, permanent("unlock", fmt.Sprintf("VM %d on %s is locked (%s) and no task is running to release it; "+
+			"an operator must check it and unlock it (qm unlock %d) before the service can be repaired", ref.VMID, ref.Node, cfg.Lock, ref.VMID))
+	})
 }
 
 // installConfig is the configuration a new or reinstalled VM gets: the
@@ -587,22 +578,18 @@ func (v *vpsJob) waitAgent(ctx context.Context) error {
 	}
 	timeout := cmp.Or(v.w.AgentTimeout, 3*time.Minute)
 	deadline := time.Now().Add(timeout)
-	for {
+	return poll(ctx, v.w.Proxmox.PollInterval(), func(ctx context.Context) (bool, error) {
 		ready, err := v.w.Proxmox.AgentPing(ctx, ref)
 		switch {
 		case err != nil:
-			return err
+			return false, err
 		case ready:
-			return v.run.Log(ctx, "the guest agent answered")
+			return true, v.run.Log(ctx, "the guest agent answered")
 		case time.Now().After(deadline):
-			return v.run.Log(ctx, fmt.Sprintf("the guest agent did not answer within %s; the VM runs", timeout))
+			return true, v.run.Log(ctx, fmt.Sprintf("the guest agent did not answer within %s; the VM runs", timeout))
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(v.w.Proxmox.PollInterval()):
-		}
-	}
+		return false, nil
+	})
 }
 
 // cmpErr returns err when there is one, else alt.
