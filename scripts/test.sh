@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test run: private PostgreSQL and Redis on their own ports and
 # data (torn down afterwards), go vet, checks that sqlc's generated code and
-# go.mod are current, promtool's checks of the alerting rules, every test with the
-# race detector, and a short run of the chaos suite (scripts/chaos.sh).
+# go.mod are current, staticcheck (its default checks), promtool's checks of
+# the alerting rules, every test with the race detector, and a short run of
+# the chaos suite (scripts/chaos.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ scripts/sqlc.sh check
 
 echo "== go mod tidy gives no diff"
 go mod tidy -diff
+
+echo "== staticcheck"
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 echo "== promtool: the alerting rules and their unit tests"
 promtool check config monitoring/prometheus.yml

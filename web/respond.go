@@ -60,10 +60,6 @@ func (e *apiError) write(w http.ResponseWriter) {
 	writeJSON(w, e.Status, body)
 }
 
-func fail(w http.ResponseWriter, status int, msg string) {
-	(&apiError{Status: status, Message: msg}).write(w)
-}
-
 func invalid(errs ...string) *apiError {
 	return &apiError{Status: http.StatusBadRequest, Message: "Validation failed", ValidationErrors: errs}
 }

@@ -117,7 +117,7 @@ type featureLimitsJSON struct {
 }
 
 func toFeatureLimitsJSON(f FeatureLimits) featureLimitsJSON {
-	return featureLimitsJSON{Databases: f.Databases, Allocations: f.Allocations, Backups: f.Backups}
+	return featureLimitsJSON(f)
 }
 
 // serverJSON is the application API's server item.
@@ -159,7 +159,7 @@ func (s serverJSON) server() Server {
 		Description: s.Description, Status: s.Status, Suspended: s.Suspended,
 		Limits: Limits{Memory: l.Memory, Swap: l.Swap, Disk: l.Disk, IO: l.IO, CPU: l.CPU, Threads: l.Threads,
 			OOMDisabled: l.OOMDisabled},
-		FeatureLimits: FeatureLimits{Databases: f.Databases, Allocations: f.Allocations, Backups: f.Backups},
+		FeatureLimits: FeatureLimits(f),
 		User:          s.User, Node: s.Node, Allocation: s.Allocation, Nest: s.Nest, Egg: s.Egg,
 		Container: Container{StartupCommand: s.Container.StartupCommand, Image: s.Container.Image,
 			Installed: bool(s.Container.Installed), Environment: env},

@@ -238,9 +238,11 @@ func (e *execution) apiServer(address, fingerprint, endpoint string) (*repositor
 		if u, err := url.Parse(address); err == nil && u.Host != "" {
 			host = u.Host
 		}
+		//lint:ignore ST1005 kopia's own wording, which the adapter reads
 		return nil, fmt.Errorf("Get %q: dial tcp %s: connect: connection refused", address+endpoint, host)
 	}
 	if strings.HasPrefix(address, "https:") && !strings.EqualFold(fingerprint, e.s.cfg.ServerCertFingerprint) {
+		//lint:ignore ST1005 kopia's own wording, which the adapter reads
 		return nil, fmt.Errorf("Get %q: tls: failed to verify certificate: server certificate fingerprint mismatch", address+endpoint)
 	}
 	return r, nil

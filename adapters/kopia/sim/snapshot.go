@@ -232,9 +232,11 @@ func parseTags(values []string) (map[string]string, error) {
 	for _, kv := range values {
 		k, v, ok := strings.Cut(kv, ":")
 		if !ok {
+			//lint:ignore ST1005 kopia's own wording, which the adapter reads
 			return nil, fmt.Errorf("Invalid tag format (%s). Requires <key>:<value>", kv)
 		}
 		if _, dup := tags["tag:"+k]; dup {
+			//lint:ignore ST1005 kopia's own wording, which the adapter reads
 			return nil, fmt.Errorf("Duplicate tag <key> found. (%s)", k)
 		}
 		tags["tag:"+k] = v
@@ -368,6 +370,7 @@ func (e *execution) snapshotSource(c *connection, r *repository, src Source, tag
 	}
 	e.info("Created snapshot with root %v and ID %v in %v", root.ObjectID, sn.ID, sn.EndTime.Sub(sn.StartTime).Truncate(time.Second))
 	if root.Summary != nil && root.Summary.NumFailed > 0 {
+		//lint:ignore ST1005 kopia's own wording, which the adapter reads
 		return fmt.Errorf("Found %v fatal error(s) while snapshotting %v.", root.Summary.NumFailed, src)
 	}
 	return nil

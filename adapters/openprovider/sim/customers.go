@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Customer is a contact handle of the reseller account, with the fields of
@@ -131,11 +132,8 @@ func initial(s string) string {
 // handleLetter is the letter a name gives a handle: its first, if an
 // ASCII letter, else X.
 func handleLetter(s string) byte {
-	for _, r := range s {
-		if r = unicode.ToUpper(r); r >= 'A' && r <= 'Z' {
-			return byte(r)
-		}
-		break
+	if r, _ := utf8.DecodeRuneInString(s); unicode.ToUpper(r) >= 'A' && unicode.ToUpper(r) <= 'Z' {
+		return byte(unicode.ToUpper(r))
 	}
 	return 'X'
 }

@@ -32,7 +32,7 @@ func (s *Server) clone(r *http.Request, c *call) (any, error) {
 	}
 	newid, _ := strconv.Atoi(p["newid"])
 	if newid < 100 || newid > 999999999 {
-		return nil, paramError("newid", fmt.Sprintf("invalid format - value does not look like a valid VM ID\n"))
+		return nil, paramError("newid", "invalid format - value does not look like a valid VM ID\n")
 	}
 	if name := p["name"]; name != "" && !dnsNameRE.MatchString(name) {
 		return nil, paramError("name", "invalid format - value does not look like a valid DNS name\n")

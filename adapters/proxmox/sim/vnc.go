@@ -157,7 +157,7 @@ func (s *Server) vncWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 	port, err := strconv.Atoi(q.Get("port"))
 	if err != nil || port < 5900 || port > 5999 {
-		fail(paramError("port", fmt.Sprintf("value must have a maximum value of 5999")))
+		fail(paramError("port", "value must have a maximum value of 5999"))
 		return
 	}
 	s.mu.Lock()
@@ -211,7 +211,7 @@ func (s *Server) vncWebsocket(w http.ResponseWriter, r *http.Request) {
 	conn.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rfbErr != nil && !errors.Is(rfbErr, io.EOF) && !websocket.IsCloseError(rfbErr, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+	if !errors.Is(rfbErr, io.EOF) && !websocket.IsCloseError(rfbErr, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
 		sess.task.log = append(sess.task.log, "vnc session ended: "+rfbErr.Error())
 	}
 	s.finish(sess.task, "")
