@@ -177,8 +177,9 @@ func (w *VPSWorkers) Backup(ctx context.Context, job *Job[BackupArgs]) error {
 	if errors.Is(err, ErrCancelled) && ctx.Err() == nil {
 		// A cancelled backup stops its vzdump: it would hold the VM's lock
 		// and the node's disks after the node's backup slot is given up.
-		var upid string
-		if ok, rerr := job.Recall("vzdump.upid", &upid); rerr == nil && ok && job.Step() == "backup" {
+		// The task is found from the step's intent when the cancellation
+		// cut the attempt short before it remembered the task.
+		if upid, rerr := v.tasks.started(ctx, "vzdump", ref); rerr == nil && upid != "" && job.Step() == "backup" {
 			if serr := w.Proxmox.StopTask(ctx, upid); serr != nil {
 				job.Log.Warn("could not stop the cancelled backup's vzdump task", "upid", upid, "err", serr)
 			} else if _, werr := w.Proxmox.WaitTask(ctx, upid); errors.Is(werr, proxmox.ErrTaskFailed) || werr == nil {

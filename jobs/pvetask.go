@@ -225,6 +225,21 @@ func (p *pveTasks) nodeNow(ctx context.Context, node string) (time.Time, error) 
 	return time.Now().Add(skew - uncertainty).Truncate(time.Second), nil
 }
 
+// started returns the task the current step started for key: the one it
+// remembered or, when an attempt ended between starting the task and
+// remembering it, the one its recorded intent finds; "" for none.
+func (p *pveTasks) started(ctx context.Context, key string, vm proxmox.VMRef) (string, error) {
+	var upid string
+	if ok, err := p.run.Recall(key+".upid", &upid); err != nil || ok {
+		return upid, err
+	}
+	var in intent
+	if ok, err := p.run.Recall(key+".intent", &in); err != nil || !ok {
+		return "", err
+	}
+	return p.adopt(ctx, key, vm, in)
+}
+
 // adopt returns the task an earlier attempt started after recording in, or
 // "" when it never started: the oldest task of the intent's type on the VM
 // that our token started at or after the intent, that no other job holds
