@@ -500,8 +500,9 @@ func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, s
 		canonical = bytes.Replace(canonical, []byte(service.String()), nil, -1)
 	}
 	team := c.key.TeamID
-	if service != uuid.Nil {
-		// The service's team, which a platform key's is not.
+	if service != uuid.Nil && c.key.Platform {
+		// The service's team, which a platform key's is not (a team key's
+		// is, or the service would have been 404).
 		svc, err := s.Queries.GetService(r.Context(), service)
 		if err != nil {
 			return queries.Job{}, false, fmt.Errorf("load service %s: %w", service, err)
