@@ -77,8 +77,36 @@ var ErrIdempotencyKeyReused = errors.New("idempotency key was used for a differe
 // stays queued and the error is only logged: the sweeper enqueues it later,
 // so an accepted job is never lost.
 func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Job, bool, error) {
+	job, replayed, err := c.insert(ctx, c.q, nil, args, req)
+	if err == nil && !replayed {
+		c.EnqueueRecorded(ctx, job)
+	}
+	return job, replayed, err
+}
+
+// InsertTx records a job as Insert does, within tx: the row commits or rolls
+// back with the rows it belongs to (a service and its provisioning job, a
+// cancellation and its termination). It enqueues nothing; the caller calls
+// EnqueueRecorded once tx has committed (and the sweeper enqueues a
+// committed job whose task was never made).
+func (c *Client) InsertTx(ctx context.Context, tx pgx.Tx, args Args, req Request) (queries.Job, bool, error) {
+	return c.insert(ctx, c.q.WithTx(tx), tx, args, req)
+}
+
+// EnqueueRecorded enqueues the task of a job just recorded; a failure is
+// logged, not returned: the job is recorded, and the sweeper enqueues it.
+func (c *Client) EnqueueRecorded(ctx context.Context, job queries.Job) {
+	if err := c.Enqueue(context.WithoutCancel(ctx), job); err != nil {
+		c.log.Warn("job recorded but not enqueued; the sweeper will enqueue it",
+			"job_id", job.ID, "kind", job.Kind, "service_id", job.ServiceID.UUID, "err", err)
+	}
+}
+
+// insert records the job with q; within a transaction (tx set) the insert
+// runs in a savepoint, so that a conflict it answers leaves tx usable.
+func (c *Client) insert(ctx context.Context, q *queries.Queries, tx pgx.Tx, args Args, req Request) (queries.Job, bool, error) {
 	if req.IdempotencyKey != "" {
-		job, err := c.byIdempotencyKey(ctx, req)
+		job, err := c.byIdempotencyKey(ctx, q, req)
 		if err == nil {
 			return job, true, nil
 		}
@@ -86,9 +114,58 @@ func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Jo
 			return queries.Job{}, false, err
 		}
 	}
+	params, err := c.params(args, req)
+	if err != nil {
+		return queries.Job{}, false, err
+	}
+	job, err := insertJob(ctx, q, tx, params)
+	if err == nil {
+		return job, false, nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		switch pe.ConstraintName {
+		case "jobs_pkey":
+			// A derived job id asked for twice: the first job is the answer.
+			job, err := q.GetJob(ctx, params.ID)
+			return job, err == nil, err
+		case "jobs_idempotency":
+			// The same key raced us; its job is the answer.
+			job, err := c.byIdempotencyKey(ctx, q, req)
+			return job, err == nil, err
+		case "jobs_one_active_per_service":
+			active, err := q.GetActiveServiceJob(ctx, nullUUID(req.ServiceID))
+			if err != nil {
+				return queries.Job{}, false, fmt.Errorf("find the job holding service %s: %w", req.ServiceID, err)
+			}
+			return queries.Job{}, false, &BusyError{Job: active}
+		}
+	}
+	return queries.Job{}, false, fmt.Errorf("insert %s job: %w", args.Kind(), err)
+}
+
+// insertJob inserts the row, in a savepoint of tx when there is one.
+func insertJob(ctx context.Context, q *queries.Queries, tx pgx.Tx, params queries.InsertJobParams) (queries.Job, error) {
+	if tx == nil {
+		return q.InsertJob(ctx, params)
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return queries.Job{}, err
+	}
+	job, err := q.WithTx(sp).InsertJob(ctx, params)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return job, err
+	}
+	return job, sp.Commit(ctx)
+}
+
+// params are the job row's columns for args and req.
+func (c *Client) params(args Args, req Request) (queries.InsertJobParams, error) {
 	payload, err := json.Marshal(args)
 	if err != nil {
-		return queries.Job{}, false, fmt.Errorf("encode %s args: %w", args.Kind(), err)
+		return queries.InsertJobParams{}, fmt.Errorf("encode %s args: %w", args.Kind(), err)
 	}
 	o := insertOpts(args)
 	id := req.JobID
@@ -118,41 +195,14 @@ func (c *Client) Insert(ctx context.Context, args Args, req Request) (queries.Jo
 	}
 	if req.Secrets != nil {
 		if params.SealedSecrets, err = c.Sealer.Seal(params.ID, req.Secrets); err != nil {
-			return queries.Job{}, false, err
+			return params, err
 		}
 	}
-	job, err := c.q.InsertJob(ctx, params)
-	if err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" {
-			switch pe.ConstraintName {
-			case "jobs_pkey":
-				// A derived job id asked for twice: the first job is the answer.
-				job, err := c.q.GetJob(ctx, id)
-				return job, err == nil, err
-			case "jobs_idempotency":
-				// The same key raced us; its job is the answer.
-				job, err := c.byIdempotencyKey(ctx, req)
-				return job, err == nil, err
-			case "jobs_one_active_per_service":
-				active, err := c.q.GetActiveServiceJob(ctx, nullUUID(req.ServiceID))
-				if err != nil {
-					return queries.Job{}, false, fmt.Errorf("find the job holding service %s: %w", req.ServiceID, err)
-				}
-				return queries.Job{}, false, &BusyError{Job: active}
-			}
-		}
-		return queries.Job{}, false, fmt.Errorf("insert %s job: %w", args.Kind(), err)
-	}
-	if err := c.Enqueue(ctx, job); err != nil {
-		c.log.Warn("job recorded but not enqueued; the sweeper will enqueue it",
-			"job_id", job.ID, "kind", job.Kind, "service_id", job.ServiceID.UUID, "err", err)
-	}
-	return job, false, nil
+	return params, nil
 }
 
-func (c *Client) byIdempotencyKey(ctx context.Context, req Request) (queries.Job, error) {
-	job, err := c.q.GetJobByIdempotencyKey(ctx, queries.GetJobByIdempotencyKeyParams{
+func (c *Client) byIdempotencyKey(ctx context.Context, q *queries.Queries, req Request) (queries.Job, error) {
+	job, err := q.GetJobByIdempotencyKey(ctx, queries.GetJobByIdempotencyKeyParams{
 		TeamID: req.TeamID, IdempotencyKey: &req.IdempotencyKey,
 	})
 	if err != nil {

@@ -58,15 +58,11 @@ func CancellationPower(svc queries.Service, generation int32, action string) (Po
 		CancellationPowerJobID(svc.ID, generation, action)
 }
 
-// Terminator ends a service at one provider: the VM destroyed with its
-// backups, the game server deleted. It marks the service terminated.
-type Terminator func(ctx context.Context, job *Job[TerminationArgs]) error
-
-// TerminationWorker carries out scheduled terminations. A new provider's
-// termination plugs in as one more Terminator.
+// TerminationWorker carries out scheduled terminations through the
+// service's provider (a Terminator).
 type TerminationWorker struct {
-	Queries     *queries.Queries
-	Terminators map[string]Terminator
+	Queries   *queries.Queries
+	Providers *Registry
 }
 
 // Work implements Worker. It acts only on what the database says now: a
@@ -88,7 +84,7 @@ func (w *TerminationWorker) Work(ctx context.Context, job *Job[TerminationArgs])
 		return &SnoozeError{After: time.Until(*svc.TerminateAt),
 			Reason: "the termination was moved to " + svc.TerminateAt.UTC().Format(time.RFC3339)}
 	}
-	t, ok := w.Terminators[svc.Provider]
+	t, ok := Capability[Terminator](w.Providers, svc.Provider)
 	if !ok {
 		return permanent(job.Args.Kind(), "no termination is known for "+svc.Provider+" services")
 	}
@@ -100,7 +96,7 @@ func (w *TerminationWorker) Work(ctx context.Context, job *Job[TerminationArgs])
 	} else if !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("look for the service's running job: %w", err)
 	}
-	return t(ctx, job)
+	return t.Terminate(ctx, job)
 }
 
 // Suspension reasons, kept apart so that resuming for one does not undo

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -67,33 +68,23 @@ func newRun(q *queries.Queries, row queries.Job, log *slog.Logger, sealer *Seale
 }
 
 // Steps runs the steps in order, skipping those a previous attempt finished.
-// Before each step it checks whether the job was asked to stop and returns
-// ErrCancelled if so, until the job passes its point of no return (CommitAt).
-// After each step it records the checkpoint and progress.
+// Until the job passes its point of no return (CommitAt) it returns
+// ErrCancelled before a step when the job was asked to stop. A step's end,
+// the next step's start and the cancellation check are one write (see
+// SaveJobCheckpoint): one round trip per step.
 func (r *Run) Steps(ctx context.Context, steps ...Step) error {
+	var todo []int
 	for i, s := range steps {
-		if slices.Contains(r.cp.Done, s.Name) {
-			continue
+		if !slices.Contains(r.cp.Done, s.Name) {
+			todo = append(todo, i)
 		}
-		if !r.cp.Committed {
-			cancel, err := r.q.JobCancelRequested(ctx, r.jobID)
-			if err != nil {
-				return fmt.Errorf("check cancellation: %w", err)
-			}
-			if cancel {
-				return ErrCancelled
-			}
-		}
-		r.step = s.Name
-		if s.Name == r.commitAt && !r.cp.Committed {
-			// Recorded before the step starts: from here on a stop at any
-			// point must not leave the service half-made.
-			if err := r.commit(ctx); err != nil {
+	}
+	for n, i := range todo {
+		s := steps[i]
+		if n == 0 {
+			if err := r.begin(ctx, s.Name); err != nil {
 				return err
 			}
-			r.log.Info("point of no return: the job is carried through to its end", "step", s.Name)
-		} else if err := r.save(ctx); err != nil {
-			return err
 		}
 		r.log.Info("step started", "step", s.Name)
 		if err := s.Do(ctx); err != nil {
@@ -101,10 +92,38 @@ func (r *Run) Steps(ctx context.Context, steps ...Step) error {
 		}
 		r.cp.Done = append(r.cp.Done, s.Name)
 		r.progress = int16((i + 1) * 100 / len(steps))
-		if err := r.save(ctx); err != nil {
+		r.log.Info("step finished", "step", s.Name, "progress", r.progress)
+		if n+1 < len(todo) {
+			if err := r.begin(ctx, steps[todo[n+1]].Name); err != nil {
+				return err
+			}
+		} else if err := r.save(ctx); err != nil {
 			return err
 		}
-		r.log.Info("step finished", "step", s.Name, "progress", r.progress)
+	}
+	return nil
+}
+
+// begin records that the step starts (with what the checkpoint holds so
+// far) and returns ErrCancelled when the job was asked to stop and has not
+// passed its point of no return. At the CommitAt step the point of no
+// return is recorded before the step starts: from there on a stop at any
+// point must not leave the service half-made.
+func (r *Run) begin(ctx context.Context, step string) error {
+	r.step = step
+	if step == r.commitAt && !r.cp.Committed {
+		if err := r.commit(ctx); err != nil {
+			return err
+		}
+		r.log.Info("point of no return: the job is carried through to its end", "step", step)
+		return nil
+	}
+	cancel, err := r.write(ctx)
+	if err != nil {
+		return err
+	}
+	if cancel && !r.cp.Committed {
+		return ErrCancelled
 	}
 	return nil
 }
@@ -216,40 +235,51 @@ func (r *Run) GetSecret(key string, v any) (bool, error) {
 	return true, r.sealer.Open(r.jobID, sealed, v)
 }
 
-// commit records the point of no return, unless a cancellation came first
-// (between the check before the step and now): then the job is cancelled.
+// commit records the point of no return, unless a cancellation came first:
+// then the job is cancelled.
 func (r *Run) commit(ctx context.Context) error {
 	r.cp.Committed = true
-	err := r.write(ctx, func(ctx context.Context, p queries.SaveJobCheckpointParams) (int64, error) {
-		return r.q.CommitJobCheckpoint(ctx, queries.CommitJobCheckpointParams(p))
+	b, err := json.Marshal(r.cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	n, err := r.q.CommitJobCheckpoint(ctx, queries.CommitJobCheckpointParams{
+		ID: r.jobID, Attempts: r.attempt, Step: r.step, Progress: r.progress, Checkpoint: b,
 	})
-	if !errors.Is(err, errSuperseded) {
-		return err
+	if err != nil {
+		r.cp.Committed = false
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	if n == 1 {
+		return nil
 	}
 	r.cp.Committed = false
 	if cancel, cerr := r.q.JobCancelRequested(ctx, r.jobID); cerr != nil || cancel {
 		return cmpErr(cerr, ErrCancelled)
 	}
+	return errSuperseded
+}
+
+func (r *Run) save(ctx context.Context) error {
+	_, err := r.write(ctx)
 	return err
 }
 
-func (r *Run) save(ctx context.Context) error { return r.write(ctx, r.q.SaveJobCheckpoint) }
-
-// write stores the checkpoint with query, which changes no row (and write
-// returns errSuperseded) when the attempt may not write any more.
-func (r *Run) write(ctx context.Context, query func(context.Context, queries.SaveJobCheckpointParams) (int64, error)) error {
+// write stores the checkpoint and reports whether a cancellation was asked
+// for; it returns errSuperseded when the attempt may not write any more.
+func (r *Run) write(ctx context.Context) (cancelRequested bool, err error) {
 	b, err := json.Marshal(r.cp)
 	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
+		return false, fmt.Errorf("encode checkpoint: %w", err)
 	}
-	n, err := query(ctx, queries.SaveJobCheckpointParams{
+	cancel, err := r.q.SaveJobCheckpoint(ctx, queries.SaveJobCheckpointParams{
 		ID: r.jobID, Attempts: r.attempt, Step: r.step, Progress: r.progress, Checkpoint: b,
 	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, errSuperseded
+	}
 	if err != nil {
-		return fmt.Errorf("save checkpoint: %w", err)
+		return false, fmt.Errorf("save checkpoint: %w", err)
 	}
-	if n == 0 {
-		return errSuperseded
-	}
-	return nil
+	return cancel, nil
 }

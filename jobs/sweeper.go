@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -52,11 +51,8 @@ type SweepResult struct {
 	// ConsoleSessions counts the long-expired console sessions removed.
 	ConsoleSessions int64
 	// Terminations counts scheduled terminations put back in the queue
-	// (or recorded) because Redis had lost them.
+	// because Redis had lost them.
 	Terminations int
-	// Suspensions counts the suspensions (and resumptions) for
-	// cancellations that the API recorded no job for.
-	Suspensions int
 }
 
 // Sweep checks the jobs that have not changed for Grace once, and removes
@@ -96,9 +92,6 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 	}
 	if res.Terminations, err = s.reconcileTerminations(ctx); err != nil {
-		return res, err
-	}
-	if res.Suspensions, err = s.reconcileCancellationPower(ctx); err != nil {
 		return res, err
 	}
 	if firstErr != nil {
@@ -198,16 +191,9 @@ func (s *Sweeper) reconcileTerminations(ctx context.Context) (int, error) {
 			continue
 		}
 		id := svc.TerminationJobID.UUID
+		// The cancellation and its job are one transaction (see
+		// service.Services.Cancel): the row is there.
 		job, err := s.Queries.GetJob(ctx, id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			// The API stopped between recording the cancellation and its job.
-			if _, _, err := s.Client.Insert(ctx, TerminationArgs{ServiceID: svc.ID, Generation: svc.CancellationGeneration},
-				Request{TeamID: svc.TeamID, ServiceID: svc.ID, RequestedBy: "scheduler", JobID: id, RunAt: *svc.TerminateAt}); err != nil {
-				return n, fmt.Errorf("record termination of %s: %w", svc.ID, err)
-			}
-			n++
-			continue
-		}
 		if err != nil {
 			return n, err
 		}
@@ -223,48 +209,6 @@ func (s *Sweeper) reconcileTerminations(ctx context.Context) (int, error) {
 		}
 		s.Log.Warn("scheduled termination was missing from the queue; enqueued again", "service_id", svc.ID, "job_id", id, "at", svc.TerminateAt)
 		n++
-	}
-	return n, nil
-}
-
-// reconcileCancellationPower records the job that suspends a service
-// cancelled immediately, and the one that resumes a service whose
-// cancellation was withdrawn, when the API stopped before it recorded it.
-// The jobs' ids are derived from the cancellation, so each is recorded
-// once, whoever comes first; one that ran (or failed) is not made again.
-func (s *Sweeper) reconcileCancellationPower(ctx context.Context) (int, error) {
-	cancelled, err := s.Queries.ListScheduledTerminations(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list scheduled terminations: %w", err)
-	}
-	withdrawn, err := s.Queries.ListWithdrawnSuspensions(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list withdrawn suspensions: %w", err)
-	}
-	n := 0
-	ensure := func(svc queries.Service, action string) error {
-		args, id := CancellationPower(svc, svc.CancellationGeneration, action)
-		if _, err := s.Queries.GetJob(ctx, id); !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		if _, _, err := s.Client.Insert(ctx, args, Request{TeamID: svc.TeamID, ServiceID: svc.ID, RequestedBy: "scheduler", JobID: id}); err != nil {
-			return fmt.Errorf("record the %s of %s for its cancellation: %w", action, svc.ID, err)
-		}
-		s.Log.Warn("the "+action+" for a cancellation had no job; recorded", "service_id", svc.ID, "job_id", id)
-		n++
-		return nil
-	}
-	for _, svc := range cancelled {
-		if svc.CancelWhen != nil && *svc.CancelWhen == "immediately" && !slices.Contains(svc.Suspensions, SuspendedForCancellation) {
-			if err := ensure(svc, "suspend"); err != nil {
-				return n, err
-			}
-		}
-	}
-	for _, svc := range withdrawn {
-		if err := ensure(svc, "resume"); err != nil {
-			return n, err
-		}
 	}
 	return n, nil
 }

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -134,87 +133,5 @@ func TestSweeperWaitsForTheGracePeriod(t *testing.T) {
 	res, err := s.Sweep(context.Background())
 	if err != nil || res.Checked != 0 {
 		t.Fatalf("Sweep = %+v, %v; want nothing checked within the grace period", res, err)
-	}
-}
-
-func TestSweeperRecordsTheJobsOfACancellationTheAPIDidNot(t *testing.T) {
-	ctx := context.Background()
-	tests := []struct {
-		name string
-		// prepare leaves the service's cancellation in some state.
-		prepare func(t *testing.T, f *fixture)
-		// want is the cancellation power job the sweep records, "" for none.
-		want string
-	}{
-		{"immediate cancellation without its suspension", func(t *testing.T, f *fixture) { f.cancel(t, "immediately") }, "suspend"},
-		{"cancellation at the period's end suspends nothing", func(t *testing.T, f *fixture) { f.cancel(t, "end_of_billing_period") }, ""},
-		{"immediate cancellation suspended already", func(t *testing.T, f *fixture) {
-			f.cancel(t, "immediately")
-			f.suspendFor(t, SuspendedForCancellation)
-		}, ""},
-		{"withdrawn cancellation still suspending the service", func(t *testing.T, f *fixture) {
-			f.cancel(t, "immediately")
-			f.suspendFor(t, SuspendedForCancellation)
-			if _, err := f.q.ClearCancellation(ctx, f.svc.ID); err != nil {
-				t.Fatal(err)
-			}
-		}, "resume"},
-		{"suspension for payment only", func(t *testing.T, f *fixture) { f.suspendFor(t, SuspendedForPayment) }, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t)
-			in := asynq.NewInspector(f.redis)
-			defer in.Close()
-			tt.prepare(t, f)
-			s := &Sweeper{Queries: f.q, Inspector: in, Client: f.client, Grace: -time.Second, Log: jobtest.Logger(t)}
-			var counts []int
-			for range 2 { // the second sweep finds the job the first recorded
-				res, err := s.Sweep(ctx)
-				if err != nil {
-					t.Fatalf("Sweep: %v", err)
-				}
-				counts = append(counts, res.Suspensions)
-			}
-			svc, err := f.q.GetService(ctx, f.svc.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, action := range []string{"suspend", "resume"} {
-				job, err := f.q.GetJob(ctx, CancellationPowerJobID(svc.ID, svc.CancellationGeneration, action))
-				var args PowerArgs
-				if recorded := err == nil; recorded != (action == tt.want) {
-					t.Errorf("%s job recorded: %v, want %v", action, recorded, action == tt.want)
-				} else if recorded && (json.Unmarshal(job.Args, &args) != nil || args.Action != action || !args.WaitForService || job.Mutating) {
-					t.Errorf("%s job %s %s, want a power job that waits for the service", action, job.Kind, job.Args)
-				}
-			}
-			if want := map[bool]int{true: 1}[tt.want != ""]; counts[0] != want || counts[1] != 0 {
-				t.Errorf("sweeps recorded %v jobs, want %d then 0", counts, want)
-			}
-		})
-	}
-}
-
-// cancel records a cancellation of the fixture's service as the API does,
-// without the jobs the API records after it.
-func (f *fixture) cancel(t *testing.T, when string) {
-	t.Helper()
-	at := time.Now().Add(time.Hour)
-	if _, err := f.q.SetBillingPeriodEnd(context.Background(), queries.SetBillingPeriodEndParams{ID: f.svc.ID, BillingPeriodEnd: &at}); err != nil {
-		t.Fatal(err)
-	}
-	_, err := f.q.ScheduleTermination(context.Background(), queries.ScheduleTerminationParams{ID: f.svc.ID, CancelWhen: &when,
-		TerminateAt: &at, JobID: nullUUID(TerminationJobID(f.svc.ID, 1))})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// suspendFor records a suspension reason on the fixture's service.
-func (f *fixture) suspendFor(t *testing.T, reason string) {
-	t.Helper()
-	if _, err := f.q.AddSuspension(context.Background(), queries.AddSuspensionParams{ID: f.svc.ID, Reason: reason}); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -50,10 +50,13 @@ RETURNING *;
 -- attempt has started (after a crash, a timeout or a redelivery), a late write
 -- from an older one changes nothing.
 
--- name: SaveJobCheckpoint :execrows
+-- name: SaveJobCheckpoint :one
+-- Saves an attempt's checkpoint and tells, in the same round trip, whether
+-- a cancellation was asked for. No row: the attempt may not write any more.
 UPDATE jobs
 SET step = $3, progress = $4, checkpoint = $5, updated_at = now()
-WHERE id = $1 AND attempts = $2 AND status = 'running';
+WHERE id = $1 AND attempts = $2 AND status = 'running'
+RETURNING (cancel_requested_at IS NOT NULL)::boolean AS cancel_requested;
 
 -- name: CommitJobCheckpoint :execrows
 -- Saves the checkpoint that records a job's point of no return, unless a

@@ -1014,11 +1014,12 @@ func (q *Queries) RetryJobAttempt(ctx context.Context, arg RetryJobAttemptParams
 	return result.RowsAffected(), nil
 }
 
-const saveJobCheckpoint = `-- name: SaveJobCheckpoint :execrows
+const saveJobCheckpoint = `-- name: SaveJobCheckpoint :one
 
 UPDATE jobs
 SET step = $3, progress = $4, checkpoint = $5, updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running'
+RETURNING (cancel_requested_at IS NOT NULL)::boolean AS cancel_requested
 `
 
 type SaveJobCheckpointParams struct {
@@ -1032,18 +1033,19 @@ type SaveJobCheckpointParams struct {
 // The worker-side writes below are fenced by the attempt number: once a newer
 // attempt has started (after a crash, a timeout or a redelivery), a late write
 // from an older one changes nothing.
-func (q *Queries) SaveJobCheckpoint(ctx context.Context, arg SaveJobCheckpointParams) (int64, error) {
-	result, err := q.db.Exec(ctx, saveJobCheckpoint,
+// Saves an attempt's checkpoint and tells, in the same round trip, whether
+// a cancellation was asked for. No row: the attempt may not write any more.
+func (q *Queries) SaveJobCheckpoint(ctx context.Context, arg SaveJobCheckpointParams) (bool, error) {
+	row := q.db.QueryRow(ctx, saveJobCheckpoint,
 		arg.ID,
 		arg.Attempts,
 		arg.Step,
 		arg.Progress,
 		arg.Checkpoint,
 	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	var cancel_requested bool
+	err := row.Scan(&cancel_requested)
+	return cancel_requested, err
 }
 
 const snoozeJobAttempt = `-- name: SnoozeJobAttempt :execrows

@@ -73,12 +73,6 @@ WHERE id = sqlc.arg(id) RETURNING suspensions;
 -- name: ListScheduledTerminations :many
 SELECT * FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at;
 
--- name: ListWithdrawnSuspensions :many
--- Services still suspended for a cancellation that was withdrawn.
-SELECT * FROM services
-WHERE termination_job_id IS NULL AND 'cancellation' = ANY(suspensions) AND status <> 'terminated'
-ORDER BY id;
-
 -- name: SetServiceRepaired :exec
 -- Points a repaired service at its VM and makes it usable again (suspended,
 -- its VM left off, while a suspension reason remains).

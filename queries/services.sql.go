@@ -521,57 +521,6 @@ func (q *Queries) ListVerifiableServices(ctx context.Context, provider string) (
 	return items, nil
 }
 
-const listWithdrawnSuspensions = `-- name: ListWithdrawnSuspensions :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
-WHERE termination_job_id IS NULL AND 'cancellation' = ANY(suspensions) AND status <> 'terminated'
-ORDER BY id
-`
-
-// Services still suspended for a cancellation that was withdrawn.
-func (q *Queries) ListWithdrawnSuspensions(ctx context.Context) ([]Service, error) {
-	rows, err := q.db.Query(ctx, listWithdrawnSuspensions)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []Service{}
-	for rows.Next() {
-		var i Service
-		if err := rows.Scan(
-			&i.ID,
-			&i.TeamID,
-			&i.Name,
-			&i.Provider,
-			&i.Location,
-			&i.ProviderRef,
-			&i.Plan,
-			&i.Status,
-			&i.PowerState,
-			&i.BillingPeriodEnd,
-			&i.CreatedAt,
-			&i.UpdatedAt,
-			&i.CancellationGeneration,
-			&i.CancelWhen,
-			&i.CancellationReason,
-			&i.CancelledAt,
-			&i.TerminateAt,
-			&i.TerminationJobID,
-			&i.Suspensions,
-			&i.RepairReason,
-			&i.Install,
-			&i.Drift,
-			&i.VerifiedAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const moveTermination = `-- name: MoveTermination :one
 UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
 `

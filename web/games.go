@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
@@ -26,8 +27,7 @@ func (s *Server) byProvider(handlers map[string]handlerFunc) handlerFunc {
 		}
 		h, ok := handlers[svc.Provider]
 		if !ok {
-			return &apiError{Status: http.StatusBadRequest, ErrorKey: "unsupported_provider",
-				Message: "This endpoint is not available for " + svc.Provider + " services"}
+			return s.unsupported(svc.Provider)
 		}
 		return h(w, r)
 	}
@@ -41,7 +41,7 @@ func (s *Server) gameService(r *http.Request) (queries.Service, jobs.GameRef, er
 		return svc, jobs.GameRef{}, err
 	}
 	if svc.Provider != pterodactyl.Provider {
-		return svc, jobs.GameRef{}, wrongProvider(pterodactyl.Provider, svc.Provider)
+		return svc, jobs.GameRef{}, s.wrongProvider(pterodactyl.Provider, svc.Provider)
 	}
 	if s.Pterodactyl == nil {
 		return svc, jobs.GameRef{}, providerMissing(pterodactyl.Provider)
@@ -142,14 +142,10 @@ func (s *Server) createGameService(w http.ResponseWriter, r *http.Request, body 
 		return &apiError{Status: http.StatusBadRequest, Message: "Validation failed for egg variables", ValidationErrors: errs}
 	}
 	plan, _ := json.Marshal(req.Plan)
-	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
+	return s.createWithJob(w, r, queries.CreateServiceParams{
 		TeamID: team, Name: req.Name, Provider: pterodactyl.Provider, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
-	})
-	if err != nil {
-		return err
-	}
-	return s.answerNewService(w, r, svc, jobs.GameProvisionArgs{ServiceID: svc.ID}, nil)
+	}, func(id uuid.UUID) jobs.Args { return jobs.GameProvisionArgs{ServiceID: id} }, nil)
 }
 
 // eggRuleRE splits a Laravel rule ("max:20", "in:a,b", "regex:/x/").

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -169,6 +170,28 @@ func (s *Server) takeSecrets(r *http.Request, job queries.Job) (any, error) {
 	return v, nil
 }
 
+// cancelWaiting cancels a job that has not started. A service's
+// termination cancelled so withdraws its cancellation (see
+// service.Services.Withdraw), in the same transaction.
+func (s *Server) cancelWaiting(r *http.Request, job queries.Job) (queries.Job, error) {
+	if job.Kind == (jobs.TerminationArgs{}).Kind() {
+		svc, err := s.Queries.GetService(r.Context(), job.ServiceID.UUID)
+		if err != nil {
+			return job, err
+		}
+		if svc.TerminationJobID.UUID == job.ID && svc.Status != "terminated" {
+			var se *service.Error
+			if _, err := s.Services.Withdraw(r.Context(), svc, actorOf(r)); errors.As(err, &se) && se.Key == "termination_started" {
+				return job, pgx.ErrNoRows
+			} else if err != nil {
+				return job, err
+			}
+			return s.Queries.GetJob(r.Context(), job.ID)
+		}
+	}
+	return s.Queries.CancelWaitingJob(r.Context(), queries.CancelWaitingJobParams{ID: job.ID, Error: "cancelled before it ran"})
+}
+
 // cancelJob stops a job: a job that waits (queued, scheduled, between
 // attempts) is removed from its queue and ends cancelled at once; a running
 // job's handler is told through asynq to stop, and ends cancelled at its next
@@ -204,17 +227,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 				log.Warn("could not delete the cancelled job's task", "err", derr)
 			}
 		}
-		cancelled, cerr := s.Queries.CancelWaitingJob(r.Context(), queries.CancelWaitingJobParams{
-			ID: job.ID, Error: "cancelled before it ran",
-		})
-		if cerr == nil && job.Kind == (jobs.TerminationArgs{}).Kind() {
-			// A termination cancelled by its job withdraws its cancellation.
-			if svc, err := s.Queries.GetService(r.Context(), job.ServiceID.UUID); err == nil && svc.TerminationJobID.UUID == job.ID {
-				if _, err := s.clearCancellation(r, svc); err != nil {
-					return err
-				}
-			}
-		}
+		cancelled, cerr := s.cancelWaiting(r, job)
 		if cerr == nil {
 			log.Info("job cancelled")
 			ok(w, http.StatusOK, "job", toJobJSON(cancelled))

@@ -1,15 +1,16 @@
 package web
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
-	"github.com/hostfleet/provisiond/adapters/proxmox"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/internal/service"
 )
 
 // envelope is the seeds' response shape: {"success": bool, <entity>: ...}.
@@ -79,18 +80,33 @@ func retryAfterSeconds(secs float64) string {
 	return strconv.Itoa(max(n, 1))
 }
 
-// providerMissing answers a request that needs a provider this process has
-// no configuration for.
-// wrongProvider answers a route of one provider's services called on a
-// service of another.
-func wrongProvider(want, got string) *apiError {
+// unsupported answers a route that the service's provider does not serve.
+func (s *Server) unsupported(provider string) *apiError {
 	return &apiError{Status: http.StatusBadRequest, ErrorKey: "unsupported_provider",
-		Message: "This endpoint is for " + providerNames[want] + " services; this service is on " + got}
+		Message: "This endpoint is not available for " + s.title(provider) + " services"}
 }
 
-// providerNames are the providers' names as people write them.
-var providerNames = map[string]string{"proxmox": "Proxmox", "pterodactyl": "Pterodactyl"}
+// wrongProvider answers a route of one provider's services called on a
+// service of another.
+func (s *Server) wrongProvider(want, got string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, ErrorKey: "unsupported_provider",
+		Message: "This endpoint is for " + s.title(want) + " services; this service is on " + got}
+}
 
+// title is the provider's name as people write it, from the registry; the
+// stored name capitalised for a provider this process does not run.
+func (s *Server) title(provider string) string {
+	if p, ok := s.Providers.Lookup(provider); ok {
+		return p.Title()
+	}
+	if provider == "" {
+		return provider
+	}
+	return strings.ToUpper(provider[:1]) + provider[1:]
+}
+
+// providerMissing answers a request that needs a provider this process has
+// no configuration for.
 func providerMissing(provider string) *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "provider_unavailable",
 		Message: provider + " is not configured on this server"}
@@ -104,7 +120,7 @@ func providerError(err error) error {
 	if !errors.As(err, &fe) {
 		return err
 	}
-	if errors.Is(err, proxmox.ErrNotFound) || errors.Is(err, pterodactyl.ErrNotFound) {
+	if errors.Is(err, failure.ErrNotFound) {
 		return &apiError{Status: http.StatusNotFound, ErrorKey: "provider_not_found", Message: failure.UserMessage(err)}
 	}
 	if fe.Status == http.StatusConflict {
@@ -112,4 +128,11 @@ func providerError(err error) error {
 		return &apiError{Status: http.StatusConflict, ErrorKey: "provider_conflict", Message: failure.UserMessage(err)}
 	}
 	return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: failure.UserMessage(err)}
+}
+
+// fromServiceError answers a use case's refusal.
+func fromServiceError(e *service.Error) *apiError {
+	status := map[service.Code]int{service.Invalid: http.StatusBadRequest, service.NotFound: http.StatusNotFound,
+		service.Conflict: http.StatusConflict, service.Unavailable: http.StatusServiceUnavailable}[e.Code]
+	return &apiError{Status: cmp.Or(status, http.StatusInternalServerError), Message: e.Message, ErrorKey: e.Key, ValidationErrors: e.Details}
 }

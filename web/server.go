@@ -24,6 +24,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/adapters/webhook"
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
 	"github.com/hostfleet/provisiond/queries"
@@ -47,9 +48,6 @@ type Config struct {
 	BackupStorage string
 	// ViewerKey signs game console viewer tokens; without it there are none.
 	ViewerKey []byte
-	// CancelGrace is how long a service cancelled "immediately" stays
-	// suspended before it is terminated.
-	CancelGrace time.Duration
 	// Now, when set, is the clock cancellations and renewals are timed by;
 	// tests set it to reach a termination days away.
 	Now func() time.Time
@@ -70,11 +68,11 @@ type Server struct {
 	// Proxmox answers live reads (templates, status, traffic); nil when
 	// this process has no Proxmox configuration.
 	Proxmox *proxmox.Client
-	// Verifier compares one service with its provider on demand
-	// (POST /api/services/{id}/verify).
-	Verifier interface {
-		Verify(ctx context.Context, svc *queries.Service) ([]jobs.Drift, error)
-	}
+	// Services carries out the service use cases (cancel, renew, ...).
+	Services *service.Services
+	// Providers are the providers this process runs, by name (see
+	// jobs.Provider).
+	Providers *jobs.Registry
 	// Pterodactyl answers the game servers' live reads; nil when this
 	// process has no Pterodactyl configuration.
 	Pterodactyl *pterodactyl.Client
@@ -180,7 +178,10 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if !errors.As(err, &ae) {
+	var se *service.Error
+	if errors.As(err, &se) {
+		ae = fromServiceError(se)
+	} else if !errors.As(err, &ae) {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			return // the client left
 		}

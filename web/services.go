@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -328,41 +328,31 @@ func (s *Server) reserveForRegistration(ctx context.Context, vmid int, svc queri
 
 // provision creates a pending VPS service and its provision job.
 func (s *Server) provision(w http.ResponseWriter, r *http.Request, team uuid.UUID, req createServiceRequest, plan []byte, end *time.Time) error {
-	svc, err := s.Queries.CreateService(r.Context(), queries.CreateServiceParams{
+	in, secrets := req.installRequest.install()
+	return s.createWithJob(w, r, queries.CreateServiceParams{
 		TeamID: team, Name: req.Name, Provider: req.Provider, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
-	})
-	if err != nil {
-		return err
-	}
-	in, secrets := req.installRequest.install()
-	return s.answerNewService(w, r, svc, jobs.ProvisionArgs{ServiceID: svc.ID, Install: in}, secrets)
+	}, func(id uuid.UUID) jobs.Args { return jobs.ProvisionArgs{ServiceID: id, Install: in} }, secrets)
 }
 
-// answerNewService records the provision job of a service just created and
-// answers 202 with both. A repeated Idempotency-Key answers with the first
-// ones, and the service just created goes again.
-func (s *Server) answerNewService(w http.ResponseWriter, r *http.Request, svc queries.Service, args jobs.Args, secrets any) error {
-	ctx := r.Context()
-	job, replayed, err := s.recordJob(r, svc.ID, args, secrets)
-	if err != nil || replayed {
-		// The service is only worth keeping with its job.
-		if derr := s.Queries.DeletePendingService(context.WithoutCancel(ctx), svc.ID); derr != nil {
-			s.logger(r).Error("could not remove a service left without its job", "service_id", svc.ID, "err", derr)
-		}
-	}
+// createWithJob creates a pending service and its provisioning job in one
+// transaction (see service.Services.Create) and answers 202 with both. A
+// repeated Idempotency-Key answers with the first ones, and nothing new is
+// recorded.
+func (s *Server) createWithJob(w http.ResponseWriter, r *http.Request, params queries.CreateServiceParams, job func(uuid.UUID) jobs.Args, secrets any) error {
+	// A new service's id differs on every try; the request does not.
+	req, err := s.jobRequest(r, params.TeamID, job(uuid.Nil), secrets)
 	if err != nil {
 		return err
+	}
+	svc, j, replayed, err := s.Services.Create(r.Context(), service.NewService{Params: params, Job: job, Request: req})
+	if err != nil {
+		return jobError(err)
 	}
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
-		if svc, err = s.Queries.GetService(ctx, job.ServiceID.UUID); err != nil {
-			return err
-		}
-	} else {
-		s.logger(r).Info("service provisioning", "service_id", svc.ID, "provider", svc.Provider, "job_id", job.ID)
 	}
-	ok(w, http.StatusAccepted, "service", toServiceJSON(svc), "job", toJobJSON(job))
+	ok(w, http.StatusAccepted, "service", toServiceJSON(svc), "job", toJobJSON(j))
 	return nil
 }
 
@@ -482,25 +472,10 @@ func answerJob(w http.ResponseWriter, log *slog.Logger, job queries.Job, replaye
 
 // recordJob records and enqueues a job for the caller, with secrets sealed
 // (nil for none). For a repeated Idempotency-Key it returns the first job and
-// replayed true. The request hash leaves the secrets out: they are not
-// stored, so a replay cannot compare them.
+// replayed true.
 func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, secrets any) (queries.Job, bool, error) {
-	c := callerOf(r)
-	idem := r.Header.Get("Idempotency-Key")
-	if len(idem) > 255 {
-		return queries.Job{}, false, invalid("Idempotency-Key must be at most 255 characters")
-	}
-	canonical, err := json.Marshal(args)
-	if err != nil {
-		return queries.Job{}, false, err
-	}
-	path := r.URL.Path
-	if service != uuid.Nil && r.PathValue("id") == "" {
-		// A new service's id differs on every try; the request does not.
-		canonical = bytes.Replace(canonical, []byte(service.String()), nil, -1)
-	}
-	team := c.key.TeamID
-	if service != uuid.Nil && c.key.Platform {
+	team := callerOf(r).key.TeamID
+	if callerOf(r).key.Platform {
 		// The service's team, which a platform key's is not (a team key's
 		// is, or the service would have been 404).
 		svc, err := s.Queries.GetService(r.Context(), service)
@@ -509,25 +484,51 @@ func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, s
 		}
 		team = svc.TeamID
 	}
-	job, replayed, err := s.Jobs.Insert(r.Context(), args, jobs.Request{
-		TeamID: team, ServiceID: service, APIKeyID: c.key.ID,
+	req, err := s.jobRequest(r, team, args, secrets)
+	if err != nil {
+		return queries.Job{}, false, err
+	}
+	req.ServiceID = service
+	job, replayed, err := s.Jobs.Insert(r.Context(), args, req)
+	return job, replayed, jobError(err)
+}
+
+// jobRequest is the caller's request for a job of the team. The request
+// hash leaves the secrets out: they are not stored, so a replay cannot
+// compare them.
+func (s *Server) jobRequest(r *http.Request, team uuid.UUID, args jobs.Args, secrets any) (jobs.Request, error) {
+	c := callerOf(r)
+	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		return jobs.Request{}, invalid("Idempotency-Key must be at most 255 characters")
+	}
+	canonical, err := json.Marshal(args)
+	if err != nil {
+		return jobs.Request{}, err
+	}
+	return jobs.Request{
+		TeamID: team, APIKeyID: c.key.ID,
 		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
-		RequestHash: requestHash(r.Method, path, canonical), Secrets: secrets,
-	})
+		RequestHash: requestHash(r.Method, r.URL.Path, canonical), Secrets: secrets,
+	}, nil
+}
+
+// jobError answers what job insertion refuses.
+func jobError(err error) error {
 	var busy *jobs.BusyError
 	switch {
 	case errors.As(err, &busy):
-		return job, false, &apiError{Status: http.StatusConflict, ErrorKey: "service_busy",
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_busy",
 			Message: fmt.Sprintf("Service already has job %s %s", busy.Job.ID, busy.Job.Status),
 			Extra:   envelope{"jobId": busy.Job.ID}}
 	case errors.Is(err, jobs.ErrIdempotencyKeyReused):
-		return job, false, &apiError{Status: http.StatusConflict, ErrorKey: "idempotency_key_reused",
+		return &apiError{Status: http.StatusConflict, ErrorKey: "idempotency_key_reused",
 			Message: "Idempotency-Key was already used for a different request"}
 	case errors.Is(err, jobs.ErrNoSecretsKey):
-		return job, false, &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
+		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "secrets_unavailable",
 			Message: "This server is not set up to accept passwords (SECRETS_KEY); leave the password out or try later"}
 	}
-	return job, replayed, err
+	return err
 }
 
 // verify compares the service with its provider now (see jobs.Reconciler)
@@ -540,21 +541,13 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
 	if aerr := usable(svc); aerr != nil && svc.Status != "needs_repair" {
 		return aerr
 	}
-	if s.Verifier == nil {
-		return providerMissing(svc.Provider)
-	}
-	drift, err := s.Verifier.Verify(r.Context(), &svc)
-	if errors.Is(err, jobs.ErrNoProvider) {
-		return providerMissing(svc.Provider)
-	}
-	if err != nil {
+	svc, drift, err := s.Services.Verify(r.Context(), svc)
+	var se *service.Error
+	if err != nil && !errors.As(err, &se) {
 		return providerError(err)
 	}
-	if svc, err = s.Queries.GetService(r.Context(), svc.ID); err != nil {
+	if err != nil {
 		return err
-	}
-	if drift == nil {
-		drift = []jobs.Drift{}
 	}
 	ok(w, http.StatusOK, "service", toServiceJSON(svc), "drift", drift)
 	return nil

@@ -106,7 +106,7 @@ func (s *Server) proxmoxService(r *http.Request) (queries.Service, error) {
 		return svc, err
 	}
 	if svc.Provider != proxmox.Provider {
-		return svc, wrongProvider(proxmox.Provider, svc.Provider)
+		return svc, s.wrongProvider(proxmox.Provider, svc.Provider)
 	}
 	if s.Proxmox == nil {
 		return svc, providerMissing(proxmox.Provider)

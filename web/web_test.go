@@ -22,6 +22,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/webhook"
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
@@ -77,19 +78,23 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	m := metrics.New()
+	providers := jobs.NewRegistry(&jobs.VPSWorkers{Queries: q, Proxmox: px})
+	jc := jobClient(t, q, tasks, log)
 	srv := &web.Server{
 		Proxmox:   px,
 		Keys:      keys,
 		Config:    web.Config{RateLimit: 1000, KeepAlive: 50 * time.Millisecond},
 		Queries:   q,
-		Jobs:      jobClient(t, q, tasks, log),
+		Jobs:      jc,
 		Events:    hub,
 		Inspector: inspector,
 		Limiter:   redis_rate.NewLimiter(jobtest.RedisClient(t, ropt)),
 		Metrics:   m,
-		Verifier:  &jobs.Reconciler{Queries: q, Proxmox: px, Log: log},
-		Webhooks:  &webhook.Guard{},
-		Log:       log,
+		Providers: providers,
+		Services: &service.Services{DB: pool, Queries: q, Jobs: jc, Tasks: inspector, Providers: providers,
+			Verifier: &jobs.Reconciler{Queries: q, Providers: providers, Log: log}, Log: log},
+		Webhooks: &webhook.Guard{},
+		Log:      log,
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

@@ -32,6 +32,11 @@ func (c Class) String() string {
 	return "transient"
 }
 
+// ErrNotFound is wrapped by every adapter's not-found error (a VM, a game
+// server, a record the provider does not have), so that callers can tell a
+// missing object from a failure without knowing the provider.
+var ErrNotFound = errors.New("not found")
+
 // Error is a classified provider failure.
 type Error struct {
 	Class    Class

@@ -19,7 +19,7 @@ import (
 
 // ErrNotFound is wrapped by the error of a call about a VM, volume or task
 // that Proxmox does not have.
-var ErrNotFound = errors.New("not found on Proxmox")
+var ErrNotFound = fmt.Errorf("%w on Proxmox", failure.ErrNotFound)
 
 // NodeLoad is how busy a node is, for placing a new VM.
 type NodeLoad struct {

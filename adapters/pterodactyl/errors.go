@@ -17,7 +17,7 @@ import (
 
 // ErrNotFound is wrapped by the error of a call the panel answered 404: the
 // server, egg or backup does not exist (or the client key may not see it).
-var ErrNotFound = errors.New("not found on Pterodactyl")
+var ErrNotFound = fmt.Errorf("%w on Pterodactyl", failure.ErrNotFound)
 
 // apiError is a panel answer with a status of 300 or more, read from its
 // JSON:API body {"errors":[{"code","status","detail","meta"}]}.

@@ -24,6 +24,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/adapters/webhook"
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/alerting"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
@@ -113,10 +114,11 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	a.metrics.Registry.MustRegister(queuemetrics.NewQueueMetricsCollector(inspector))
 	hub := jobs.NewEventHub(a.pool, a.log.With("component", "events"))
 	go hub.Run(ctx)
-	pve, ptero, err := a.providers()
+	providers, err := a.registry(a.log)
 	if err != nil {
 		return nil, err
 	}
+	pve, ptero := a.pve, a.ptero
 	var consoles *wings.Hub
 	var viewerKey []byte
 	if ptero != nil && a.cfg.SecretsKey != "" {
@@ -136,19 +138,18 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		RootPath: "/monitoring/queues", RedisConnOpt: a.redis, ReadOnly: a.cfg.DashboardReadOnly,
 	})
 	a.closers = append(a.closers, func() { dash.Close() })
-	verifier, err := a.reconciler()
-	if err != nil {
-		return nil, err
-	}
+	jobClient := a.jobClient()
 	s := &web.Server{
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
-			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey, CancelGrace: a.cfg.CancelGrace, Now: a.now,
+			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey, Now: a.now,
 		},
-		Queries: a.q, Keys: keys, Jobs: a.jobClient(), Events: hub, Inspector: inspector,
+		Queries: a.q, Keys: keys, Jobs: jobClient, Events: hub, Inspector: inspector,
 		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
-		Verifier: verifier,
+		Providers: providers,
+		Services: &service.Services{DB: a.pool, Queries: a.q, Jobs: jobClient, Tasks: inspector, Providers: providers,
+			Verifier: a.reconciler(providers), CancelGrace: a.cfg.CancelGrace, Now: a.now, Log: a.log.With("component", "services")},
 		Webhooks: guard, Log: a.log.With("component", "api"),
 	}
 	return s.Handler(), nil
@@ -163,50 +164,20 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	if a.cfg.ProxmoxTokenSecret == "" {
 		return nil, nil, errors.New("PROXMOX_TOKEN_SECRET is not set")
 	}
-	pve, ptero, err := a.providers()
-	if err != nil {
-		return nil, nil, err
-	}
-	locations, err := a.cfg.proxmoxLocations()
-	if err != nil {
-		return nil, nil, err
-	}
 	log := a.log.With("component", "worker")
 	ws := jobs.NewWorkers(a.q, a.metrics, log)
 	ws.Sealer = a.sealer
-	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Proxmox: pve, Pterodactyl: ptero,
-		PollInterval: a.cfg.PterodactylPollInterval, ShutdownTimeout: a.cfg.PowerShutdownTimeout})
-	vps := &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
-		BackupStorage: a.cfg.ProxmoxBackupStorage, RescueISO: a.cfg.ProxmoxRescueISO, ConsoleTTL: a.cfg.ConsoleSessionTTL,
-		ShutdownTimeout: a.cfg.PowerShutdownTimeout, AgentTimeout: a.cfg.ProxmoxAgentTimeout}
-	terminations := &jobs.TerminationWorker{Queries: a.q, Terminators: map[string]jobs.Terminator{proxmox.Provider: vps.Terminate}}
-	jobs.AddWorker(ws, terminations)
-	if ptero != nil {
-		installs := wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL, IdleClose: time.Second, Log: log.With("component", "installs")})
-		a.closers = append(a.closers, installs.Close)
-		games := &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval, Consoles: installs}
-		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameProvisionArgs](games.Provision))
-		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameReinstallArgs](games.Reinstall))
-		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameChangePlanArgs](games.ChangePlan))
-		jobs.AddWorker(ws, jobs.WorkFunc[jobs.GameBackupArgs](games.Backup))
-		terminations.Terminators[pterodactyl.Provider] = games.Terminate
-	}
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ProvisionArgs](vps.Provision))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ResizeArgs](vps.Resize))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReinstallArgs](vps.Reinstall))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupArgs](vps.Backup))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RestoreArgs](vps.Restore))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.BackupDeleteArgs](vps.DeleteBackup))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RescueArgs](vps.Rescue))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ConsoleArgs](vps.Console))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.ReleaseIPArgs](vps.ReleaseIP))
-	jobs.AddWorker(ws, jobs.WorkFunc[jobs.RepairArgs](vps.Repair))
-	reconciler, err := a.reconciler()
+	providers, err := a.registry(log)
 	if err != nil {
 		return nil, nil, err
 	}
-	ws.HandleTask(jobs.TaskReconcile, reconciler.HandleRound)
-	if err := a.addMonitoring(ws, pve, ptero, log); err != nil {
+	for _, p := range jobs.Capable[jobs.WorkerSet](providers) {
+		p.AddWorkers(ws)
+	}
+	jobs.AddWorker(ws, &jobs.PowerWorker{Queries: a.q, Providers: providers})
+	jobs.AddWorker(ws, &jobs.TerminationWorker{Queries: a.q, Providers: providers})
+	ws.HandleTask(jobs.TaskReconcile, a.reconciler(providers).HandleRound)
+	if err := a.addMonitoring(ws, providers); err != nil {
 		return nil, nil, err
 	}
 	srv := jobs.NewServer(a.redis, jobs.ServerConfig{
@@ -219,7 +190,7 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 
 // addMonitoring registers the monitoring rounds, their batches and the
 // notification worker.
-func (a *app) addMonitoring(ws *jobs.Workers, pve *proxmox.Client, ptero *pterodactyl.Client, log *slog.Logger) error {
+func (a *app) addMonitoring(ws *jobs.Workers, providers *jobs.Registry) error {
 	guard, err := a.cfg.webhookGuard()
 	if err != nil {
 		return err
@@ -230,33 +201,48 @@ func (a *app) addMonitoring(ws *jobs.Workers, pve *proxmox.Client, ptero *pterod
 		Sender: webhook.NewSender(webhook.SenderConfig{Guard: guard, Timeout: a.cfg.WebhookTimeout, RootCAs: a.webhookCAs})}
 	jobs.AddWorker(ws, notifier)
 	m := &alerting.Monitor{Config: a.monitorConfig(), DB: a.pool, Tasks: tasks,
-		Collector: &alerting.Collector{Proxmox: pve, Pterodactyl: ptero}, Notifier: notifier, Observer: a.metrics,
+		Collector: &alerting.Collector{Providers: providers}, Notifier: notifier, Observer: a.metrics,
 		Log: a.log.With("component", "alerting")}
 	ws.HandleTask(alerting.TaskRound, m.HandleRound)
 	ws.HandleTask(alerting.TaskCollect, m.HandleCollect)
 	return nil
 }
 
-// providers returns the Proxmox and Pterodactyl clients, nil for one that
-// is not configured.
-func (a *app) providers() (*proxmox.Client, *pterodactyl.Client, error) {
+// registry returns the providers this process is configured for (see
+// jobs.Provider); a provider without configuration is left out, and the API
+// answers its live reads with 503.
+func (a *app) registry(log *slog.Logger) (*jobs.Registry, error) {
 	pve, err := a.proxmox()
-	if err != nil {
-		return nil, nil, err
-	}
-	ptero, err := a.pterodactyl()
-	return pve, ptero, err
-}
-
-// reconciler compares live services with their provider (see
-// jobs.Reconciler).
-func (a *app) reconciler() (*jobs.Reconciler, error) {
-	pve, ptero, err := a.providers()
 	if err != nil {
 		return nil, err
 	}
-	return &jobs.Reconciler{Queries: a.q, Proxmox: pve, Pterodactyl: ptero, RescueISO: a.cfg.ProxmoxRescueISO, OrphanGrace: a.cfg.OrphanGrace,
-		Observer: a.metrics, Log: a.log.With("component", "reconciler")}, nil
+	ptero, err := a.pterodactyl()
+	if err != nil {
+		return nil, err
+	}
+	locations, err := a.cfg.proxmoxLocations()
+	if err != nil {
+		return nil, err
+	}
+	var providers []jobs.Provider
+	if pve != nil {
+		providers = append(providers, &jobs.VPSWorkers{Queries: a.q, Proxmox: pve, Locations: locations, Storage: a.cfg.ProxmoxStorage,
+			BackupStorage: a.cfg.ProxmoxBackupStorage, RescueISO: a.cfg.ProxmoxRescueISO, ConsoleTTL: a.cfg.ConsoleSessionTTL,
+			ShutdownTimeout: a.cfg.PowerShutdownTimeout, AgentTimeout: a.cfg.ProxmoxAgentTimeout})
+	}
+	if ptero != nil {
+		installs := wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL, IdleClose: time.Second, Log: log.With("component", "installs")})
+		a.closers = append(a.closers, installs.Close)
+		providers = append(providers, &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval, Consoles: installs})
+	}
+	return jobs.NewRegistry(providers...), nil
+}
+
+// reconciler compares live services with their providers (see
+// jobs.Reconciler).
+func (a *app) reconciler(providers *jobs.Registry) *jobs.Reconciler {
+	return &jobs.Reconciler{Queries: a.q, Providers: providers, OrphanGrace: a.cfg.OrphanGrace,
+		Observer: a.metrics, Log: a.log.With("component", "reconciler")}
 }
 
 func (a *app) monitorConfig() alerting.Config {

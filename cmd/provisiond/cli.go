@@ -219,11 +219,12 @@ func splitList(s string) []string {
 // reconcileCommand runs one reconciliation round (see jobs.Reconciler) and
 // prints what it found.
 func reconcileCommand(ctx context.Context, a *app, out io.Writer) error {
-	r, err := a.reconciler()
+	providers, err := a.registry(a.log)
 	if err != nil {
 		return err
 	}
-	if r.Proxmox == nil && r.Pterodactyl == nil {
+	r := a.reconciler(providers)
+	if len(jobs.Capable[jobs.Verifier](providers)) == 0 {
 		return errors.New("neither PROXMOX_TOKEN_SECRET nor PTERODACTYL_URL is set: nothing to reconcile")
 	}
 	res, err := r.Round(ctx)

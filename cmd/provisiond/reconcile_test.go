@@ -22,10 +22,11 @@ import (
 // reconciler returns the system's reconciler with the given orphan grace.
 func (s *system) reconciler(grace time.Duration) *jobs.Reconciler {
 	s.t.Helper()
-	r, err := s.app.reconciler()
+	providers, err := s.app.registry(s.app.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	r := s.app.reconciler(providers)
 	r.OrphanGrace = grace
 	return r
 }

@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -146,7 +144,11 @@ func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 	}
 	groups := map[[2]string][]uuid.UUID{}
 	for _, s := range svcs {
-		k := [2]string{s.Provider, nodeOf(&s)}
+		p, ok := jobs.Capability[jobs.UsageReader](m.Collector.Providers, s.Provider)
+		if !ok {
+			continue // a provider this fleet reads no usage from
+		}
+		k := [2]string{s.Provider, p.UsageGroup(&s)}
 		groups[k] = append(groups[k], s.ID)
 	}
 	size := cmp.Or(m.BatchSize, 200)
@@ -178,18 +180,6 @@ func (m *Monitor) Round(ctx context.Context, at time.Time) (int, error) {
 		return n, fmt.Errorf("resolve alerts of terminated services: %w", err)
 	}
 	return n, nil
-}
-
-// nodeOf names the provider node a service's usage is collected from;
-// game servers provisioned before their node was recorded share "".
-func nodeOf(svc *queries.Service) string {
-	if ref, err := jobs.ProxmoxRef(svc); err == nil && svc.Provider == proxmox.Provider {
-		return ref.Node
-	}
-	if ref, err := jobs.PterodactylRef(svc); err == nil && ref.Node != 0 {
-		return strconv.Itoa(ref.Node)
-	}
-	return ""
 }
 
 // BatchResult counts what one batch did.
