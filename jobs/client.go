@@ -54,7 +54,21 @@ type Request struct {
 	JobID uuid.UUID
 	// RunAt, when in the future, schedules the job for then.
 	RunAt time.Time
+	// Guard, when set, records the job only if its service passes it,
+	// checked by the insert itself (ErrGuarded when it does not).
+	Guard *Guard
 }
+
+// Guard is what a job's service must be for the job to be recorded: the
+// request's team's, in one of Statuses, on one of Providers.
+type Guard struct {
+	Statuses, Providers []string
+}
+
+// ErrGuarded is returned when the service did not pass the request's
+// Guard (it is another team's, gone, in another status or on another
+// provider); the caller reads the service to say which.
+var ErrGuarded = errors.New("the service does not allow the job")
 
 // BusyError is returned when the service already has a mutating job queued
 // or running.
@@ -118,9 +132,12 @@ func (c *Client) insert(ctx context.Context, q *queries.Queries, tx pgx.Tx, args
 	if err != nil {
 		return queries.Job{}, false, err
 	}
-	job, err := insertJob(ctx, q, tx, params)
-	if err == nil {
+	job, err := insertJob(ctx, q, tx, params, req.Guard)
+	switch {
+	case err == nil:
 		return job, false, nil
+	case errors.Is(err, ErrGuarded):
+		return job, false, err
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
@@ -144,16 +161,33 @@ func (c *Client) insert(ctx context.Context, q *queries.Queries, tx pgx.Tx, args
 	return queries.Job{}, false, fmt.Errorf("insert %s job: %w", args.Kind(), err)
 }
 
-// insertJob inserts the row, in a savepoint of tx when there is one.
-func insertJob(ctx context.Context, q *queries.Queries, tx pgx.Tx, params queries.InsertJobParams) (queries.Job, error) {
+// insertJob inserts the row, guarded when guard is set, in a savepoint of
+// tx when there is one.
+func insertJob(ctx context.Context, q *queries.Queries, tx pgx.Tx, params queries.InsertJobParams, guard *Guard) (queries.Job, error) {
+	insert := func(q *queries.Queries) (queries.Job, error) {
+		if guard == nil {
+			return q.InsertJob(ctx, params)
+		}
+		job, err := q.InsertGuardedJob(ctx, queries.InsertGuardedJobParams{
+			ID: params.ID, Kind: params.Kind, Queue: params.Queue, Mutating: params.Mutating, Status: params.Status,
+			Args: params.Args, MaxAttempts: params.MaxAttempts, TimeoutSeconds: params.TimeoutSeconds,
+			IdempotencyKey: params.IdempotencyKey, RequestHash: params.RequestHash, ApiKeyID: params.ApiKeyID,
+			RequestedBy: params.RequestedBy, RunAt: params.RunAt, SealedSecrets: params.SealedSecrets,
+			ServiceID: params.ServiceID.UUID, TeamID: params.TeamID, Statuses: guard.Statuses, Providers: guard.Providers,
+		})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return job, ErrGuarded
+		}
+		return job, err
+	}
 	if tx == nil {
-		return q.InsertJob(ctx, params)
+		return insert(q)
 	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return queries.Job{}, err
 	}
-	job, err := q.WithTx(sp).InsertJob(ctx, params)
+	job, err := insert(q.WithTx(sp))
 	if err != nil {
 		_ = sp.Rollback(ctx)
 		return job, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -90,8 +91,8 @@ func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 		}
 	}
 	p, ok := Capability[PowerController](w.Providers, job.Service.Provider)
-	if !ok {
-		return permanent(job.Args.Kind(), fmt.Sprintf("power actions are not supported for %s services", job.Service.Provider))
+	if !ok || !slices.Contains(p.PowerActions(), job.Args.Action) {
+		return permanent(job.Args.Kind(), fmt.Sprintf("power action %s is not supported for %s services", job.Args.Action, job.Service.Provider))
 	}
 	return p.Power(ctx, job)
 }

@@ -31,6 +31,8 @@ type Provider interface {
 // to. The PowerWorker has recorded a suspension's reasons before.
 type PowerController interface {
 	Provider
+	// PowerActions are the PowerActions the provider carries out.
+	PowerActions() []string
 	Power(ctx context.Context, job *Job[PowerArgs]) error
 }
 

@@ -51,6 +51,9 @@ func ProxmoxRef(svc *queries.Service) (proxmox.VMRef, error) {
 	return ref, nil
 }
 
+// PowerActions implements PowerController: all of them.
+func (w *VPSWorkers) PowerActions() []string { return PowerActions }
+
 // Power implements PowerController.
 func (w *VPSWorkers) Power(ctx context.Context, job *Job[PowerArgs]) error {
 	ref, err := locateVM(ctx, w.Proxmox, w.Queries, job.Service, job.Log)

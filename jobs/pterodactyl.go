@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -33,6 +34,12 @@ func (w *GameWorkers) AddWorkers(ws *Workers) {
 	AddWorker(ws, WorkFunc[GameBackupArgs](w.Backup))
 }
 
+// PowerActions implements PowerController: game servers have no reset
+// (a restart or a kill is the nearest).
+func (w *GameWorkers) PowerActions() []string {
+	return slices.DeleteFunc(slices.Clone(PowerActions), func(a string) bool { return a == "reset" })
+}
+
 // Power implements PowerController for game servers: signals through the
 // client API, suspension through the application API. It waits until the
 // server reaches the state the action leads to.
@@ -49,8 +56,6 @@ func (w *GameWorkers) Power(ctx context.Context, job *Job[PowerArgs]) error {
 			return w.Pterodactyl.Suspend(ctx, ref.ServerID)
 		case "resume":
 			return w.Pterodactyl.Unsuspend(ctx, ref.ServerID)
-		case "reset":
-			return permanent(job.Args.Kind(), "game servers have no reset; use restart or kill")
 		}
 		return powerGame(ctx, job.Run, w.Pterodactyl, ref.Identifier, action, w.pollInterval())
 	}})

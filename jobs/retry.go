@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/hostfleet/provisiond/adapters/failure"
+	"github.com/hostfleet/provisiond/internal/backoff"
 )
 
 // RetryPolicy is the wait before a failed attempt is tried again.
@@ -32,11 +33,7 @@ func (p RetryPolicy) Delay(n int, err error) time.Duration {
 	if se := (*SnoozeError)(nil); errors.As(err, &se) {
 		return se.After
 	}
-	d := p.Base << min(n, 30)
-	if d <= 0 || d > p.Max {
-		d = p.Max
-	}
-	d = d/2 + rand.N(d/2+1)
+	d := backoff.Policy{Base: p.Base, Max: p.Max}.Equal(n)
 	if ra := failure.RetryAfter(err); ra > 0 {
 		d = max(d, ra+rand.N(ra/10+1)) // up to a tenth more, spread
 	}

@@ -5,6 +5,22 @@ INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, 
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING *;
 
+-- name: InsertGuardedJob :one
+-- Inserts a service's job only while the service is the team's, in one of
+-- statuses and on one of providers: the checks and the insert are one
+-- round trip. No row: the caller reads the service to say why.
+INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
+                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
+                  sealed_secrets)
+SELECT sqlc.arg(id)::uuid, sqlc.arg(kind)::text, sqlc.arg(queue)::text, s.team_id, s.id, sqlc.arg(mutating)::boolean,
+       sqlc.arg(status)::text, sqlc.arg(args)::jsonb, sqlc.arg(max_attempts)::integer, sqlc.arg(timeout_seconds)::integer,
+       sqlc.narg(idempotency_key)::text, sqlc.arg(request_hash)::bytea, sqlc.narg(api_key_id)::uuid,
+       sqlc.arg(requested_by)::text, sqlc.narg(run_at)::timestamptz, sqlc.arg(sealed_secrets)::bytea
+FROM services s
+WHERE s.id = sqlc.arg(service_id)::uuid AND s.team_id = sqlc.arg(team_id)::uuid
+  AND s.status = ANY(sqlc.arg(statuses)::text[]) AND s.provider = ANY(sqlc.arg(providers)::text[])
+RETURNING *;
+
 -- name: GetJob :one
 SELECT * FROM jobs WHERE id = $1;
 

@@ -538,6 +538,101 @@ func (q *Queries) GetTeamJob(ctx context.Context, arg GetTeamJobParams) (Job, er
 	return i, err
 }
 
+const insertGuardedJob = `-- name: InsertGuardedJob :one
+INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
+                  timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
+                  sealed_secrets)
+SELECT $1::uuid, $2::text, $3::text, s.team_id, s.id, $4::boolean,
+       $5::text, $6::jsonb, $7::integer, $8::integer,
+       $9::text, $10::bytea, $11::uuid,
+       $12::text, $13::timestamptz, $14::bytea
+FROM services s
+WHERE s.id = $15::uuid AND s.team_id = $16::uuid
+  AND s.status = ANY($17::text[]) AND s.provider = ANY($18::text[])
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+`
+
+type InsertGuardedJobParams struct {
+	ID             uuid.UUID
+	Kind           string
+	Queue          string
+	Mutating       bool
+	Status         string
+	Args           []byte
+	MaxAttempts    int32
+	TimeoutSeconds int32
+	IdempotencyKey *string
+	RequestHash    []byte
+	ApiKeyID       uuid.NullUUID
+	RequestedBy    string
+	RunAt          *time.Time
+	SealedSecrets  []byte
+	ServiceID      uuid.UUID
+	TeamID         uuid.UUID
+	Statuses       []string
+	Providers      []string
+}
+
+// Inserts a service's job only while the service is the team's, in one of
+// statuses and on one of providers: the checks and the insert are one
+// round trip. No row: the caller reads the service to say why.
+func (q *Queries) InsertGuardedJob(ctx context.Context, arg InsertGuardedJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, insertGuardedJob,
+		arg.ID,
+		arg.Kind,
+		arg.Queue,
+		arg.Mutating,
+		arg.Status,
+		arg.Args,
+		arg.MaxAttempts,
+		arg.TimeoutSeconds,
+		arg.IdempotencyKey,
+		arg.RequestHash,
+		arg.ApiKeyID,
+		arg.RequestedBy,
+		arg.RunAt,
+		arg.SealedSecrets,
+		arg.ServiceID,
+		arg.TeamID,
+		arg.Statuses,
+		arg.Providers,
+	)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.Kind,
+		&i.Queue,
+		&i.TeamID,
+		&i.ServiceID,
+		&i.Mutating,
+		&i.Status,
+		&i.Args,
+		&i.Step,
+		&i.Progress,
+		&i.Checkpoint,
+		&i.SealedSecrets,
+		&i.Result,
+		&i.Error,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.TimeoutSeconds,
+		&i.IdempotencyKey,
+		&i.RequestHash,
+		&i.ApiKeyID,
+		&i.RequestedBy,
+		&i.CancelRequestedAt,
+		&i.RunAt,
+		&i.SweptAt,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.SealedResult,
+		&i.HeartbeatAt,
+	)
+	return i, err
+}
+
 const insertJob = `-- name: InsertJob :one
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -382,10 +383,13 @@ func decodeAction(body []byte) (actionRequest, *apiError) {
 	return req, nil
 }
 
+// serviceAction queues a power action. A team key's request is checked
+// by the insert itself (see jobs.Guard): one database round trip when the
+// service allows the action; the service is read only to say why not.
 func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.teamService(r)
+	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
-		return err
+		return notFound("Service")
 	}
 	body, aerr := readBody(w, r)
 	if aerr != nil {
@@ -393,19 +397,54 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	}
 	req, aerr := decodeAction(body)
 	if aerr != nil {
+		if _, err := s.teamService(r); err != nil {
+			return err // another team's service is 404 whatever the body
+		}
 		return aerr
+	}
+	args := jobs.PowerArgs{ServiceID: id, Action: req.Action}
+	if c := callerOf(r); !c.key.Platform {
+		// Suspend and resume apply to a suspended service; the others wait
+		// until it is resumed.
+		statuses := []string{"active"}
+		if req.Action == "suspend" || req.Action == "resume" {
+			statuses = append(statuses, "suspended")
+		}
+		job, replayed, err := s.recordGuardedJob(r, c.key.TeamID, id, args, nil, &jobs.Guard{Statuses: statuses, Providers: s.powerProviders(req.Action)})
+		if !errors.Is(err, jobs.ErrGuarded) {
+			if err != nil {
+				return err
+			}
+			answerJob(w, s.logger(r), job, replayed)
+			return nil
+		}
+	}
+	svc, err := s.teamService(r)
+	if err != nil {
+		return err
 	}
 	if aerr := usable(svc); aerr != nil {
 		return aerr
 	}
-	if svc.Status == "suspended" && slices.Contains([]string{"start", "restart", "reset", "kill", "stop"}, req.Action) {
+	if svc.Status == "suspended" && req.Action != "suspend" && req.Action != "resume" {
 		// Its VM or server stays down until the suspension ends (resume).
 		return errSuspended
 	}
-	if req.Action == "reset" && svc.Provider == pterodactyl.Provider {
-		return invalid("action reset is not available for game servers; use restart or kill")
+	if p, ok := jobs.Capability[jobs.PowerController](s.Providers, svc.Provider); ok && !slices.Contains(p.PowerActions(), req.Action) {
+		return invalid(fmt.Sprintf("action %s is not available for %s services; use one of: %s", req.Action, p.Title(), strings.Join(p.PowerActions(), ", ")))
 	}
-	return s.insertJob(w, r, svc.ID, jobs.PowerArgs{ServiceID: svc.ID, Action: req.Action})
+	return s.insertJob(w, r, svc.ID, args)
+}
+
+// powerProviders are the providers that carry out the power action.
+func (s *Server) powerProviders(action string) []string {
+	var out []string
+	for _, p := range jobs.Capable[jobs.PowerController](s.Providers) {
+		if slices.Contains(p.PowerActions(), action) {
+			out = append(out, p.Name())
+		}
+	}
+	return out
 }
 
 // usable refuses jobs on a service that has no provider object to act on.
@@ -484,11 +523,17 @@ func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, s
 		}
 		team = svc.TeamID
 	}
+	return s.recordGuardedJob(r, team, service, args, secrets, nil)
+}
+
+// recordGuardedJob records a job of the team's on the service, when the
+// service passes guard (nil for none).
+func (s *Server) recordGuardedJob(r *http.Request, team, service uuid.UUID, args jobs.Args, secrets any, guard *jobs.Guard) (queries.Job, bool, error) {
 	req, err := s.jobRequest(r, team, args, secrets)
 	if err != nil {
 		return queries.Job{}, false, err
 	}
-	req.ServiceID = service
+	req.ServiceID, req.Guard = service, guard
 	job, replayed, err := s.Jobs.Insert(r.Context(), args, req)
 	return job, replayed, jobError(err)
 }

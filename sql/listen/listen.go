@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hostfleet/provisiond/internal/backoff"
 )
 
 // Handler receives the notifications of one channel.
@@ -22,7 +24,8 @@ type Handler interface {
 
 // Run listens on channel until ctx ends.
 func Run(ctx context.Context, pool *pgxpool.Pool, channel string, h Handler, log *slog.Logger) {
-	backoff := 100 * time.Millisecond
+	wait := backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}
+	failures := 0
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := listen(ctx, pool, channel, h)
@@ -30,16 +33,17 @@ func Run(ctx context.Context, pool *pgxpool.Pool, channel string, h Handler, log
 			return
 		}
 		if time.Since(start) > time.Minute {
-			backoff = 100 * time.Millisecond
+			failures = 0 // it listened a while: this is a new outage
 		}
 		h.Reset()
-		log.Warn("listener lost its connection; listening again", "channel", channel, "err", err, "in", backoff)
+		d := wait.Equal(failures)
+		failures++
+		log.Warn("listener lost its connection; listening again", "channel", channel, "err", err, "in", d)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(d):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 

@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hostfleet/provisiond/internal/backoff"
 )
 
 // Limits of an upstream's connection.
@@ -107,14 +108,10 @@ func (u *upstream) run() {
 }
 
 // backoff is the full-jitter delay before the next attempt after
-// failures consecutive failed ones.
+// failures consecutive failed ones: many viewers' upstreams to one Wings
+// node come back spread out.
 func (u *upstream) backoff(failures int) time.Duration {
-	c := u.h.cfg
-	ceil := c.BackoffMin
-	for i := 0; i < failures && ceil < c.BackoffMax; i++ {
-		ceil *= 2
-	}
-	return rand.N(min(ceil, c.BackoffMax)) + 1
+	return backoff.Policy{Base: u.h.cfg.BackoffMin, Max: u.h.cfg.BackoffMax}.Full(failures)
 }
 
 // sleep waits d; false if the upstream ended first.
