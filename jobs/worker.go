@@ -25,17 +25,20 @@ type Workers struct {
 	q       *queries.Queries
 	metrics *metrics.Metrics
 	log     *slog.Logger
-	// kinds maps a task type to its handler, matched exactly: asynq's own
-	// ServeMux falls back to the longest registered prefix, which would run
-	// a vps.backup.delete as a vps.backup in a worker that lacks the first.
-	kinds map[string]asynq.Handler
+	// kinds maps a job kind to its worker, and tasks a task type that is
+	// not a job to its handler, both matched exactly: asynq's own ServeMux
+	// falls back to the longest registered prefix, which would run a
+	// vps.backup.delete as a vps.backup in a worker that lacks the first.
+	kinds map[string]func(ctx context.Context, a *attempt, payload []byte) error
+	tasks map[string]asynq.Handler
 	// Sealer opens jobs' sealed secrets.
 	Sealer *Sealer
 }
 
 // NewWorkers returns an empty set of workers.
 func NewWorkers(q *queries.Queries, m *metrics.Metrics, log *slog.Logger) *Workers {
-	return &Workers{q: q, metrics: m, log: log, kinds: map[string]asynq.Handler{}, Sealer: &Sealer{}}
+	return &Workers{q: q, metrics: m, log: log, kinds: map[string]func(context.Context, *attempt, []byte) error{},
+		tasks: map[string]asynq.Handler{}, Sealer: &Sealer{}}
 }
 
 // Handler is the asynq handler that serves every added kind.
@@ -46,35 +49,52 @@ func (ws *Workers) Handler() asynq.Handler { return asynq.HandlerFunc(ws.route) 
 // asynq puts it back without counting an attempt, for a worker that has it.
 var ErrNoWorker = errors.New("no worker for this task type in this process")
 
-// route hands a task to the handler of exactly its type.
+// route hands a task to the worker or handler of exactly its type.
 func (ws *Workers) route(ctx context.Context, t *asynq.Task) error {
-	h, ok := ws.kinds[t.Type()]
-	if !ok {
+	if h, ok := ws.tasks[t.Type()]; ok {
+		return h.ProcessTask(ctx, t)
+	}
+	if _, ok := ws.kinds[t.Type()]; !ok {
 		ws.log.Warn("task of a type this process has no worker for; left for another", "kind", t.Type())
 		return fmt.Errorf("%w: %s", ErrNoWorker, t.Type())
 	}
-	return h.ProcessTask(ctx, t)
+	taskID, _ := asynq.GetTaskID(ctx)
+	id, err := uuid.Parse(taskID)
+	if err != nil {
+		ws.log.Warn("task id is not a job id; dropped", "job_id", taskID, "kind", t.Type())
+		return nil
+	}
+	return ws.process(ctx, id, t.Type(), t.Payload())
+}
+
+// Work runs one attempt of the recorded job as a delivery of its task
+// does: the row moves to running, the kind's worker runs, and the outcome
+// is recorded. It returns what asynq would be told (nil once the job has
+// ended). Tests drive workers through it (see jobs/worktest).
+func (ws *Workers) Work(ctx context.Context, job queries.Job) error {
+	if _, ok := ws.kinds[job.Kind]; !ok {
+		return fmt.Errorf("%w: %s", ErrNoWorker, job.Kind)
+	}
+	return ws.process(ctx, job.ID, job.Kind, job.Args)
 }
 
 // HandleTask registers h for tasks of a type that are not jobs (no job
 // row): periodic housekeeping such as monitoring rounds.
-func (ws *Workers) HandleTask(taskType string, h asynq.HandlerFunc) { ws.kinds[taskType] = h }
+func (ws *Workers) HandleTask(taskType string, h asynq.HandlerFunc) { ws.tasks[taskType] = h }
 
 // AddWorker registers w as the worker of T's kind. T must be a value type
 // (not a pointer) whose zero value answers Kind.
 func AddWorker[T Args](ws *Workers, w Worker[T]) {
 	var zero T
 	kind := zero.Kind()
-	ws.kinds[kind] = asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		return ws.process(ctx, t, func(ctx context.Context, a *attempt) error {
-			var args T
-			if err := json.Unmarshal(t.Payload(), &args); err != nil {
-				return &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: kind,
-					Message: "malformed job arguments", Err: err}
-			}
-			return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run})
-		})
-	})
+	ws.kinds[kind] = func(ctx context.Context, a *attempt, payload []byte) error {
+		var args T
+		if err := json.Unmarshal(payload, &args); err != nil {
+			return &failure.Error{Class: failure.Permanent, Provider: "provisiond", Op: kind,
+				Message: "malformed job arguments", Err: err}
+		}
+		return w.Work(ctx, &Job[T]{Row: a.row, Service: a.service, Args: args, Log: a.log, Run: a.run})
+	}
 }
 
 // attempt is what process hands to a kind's worker.
@@ -89,14 +109,8 @@ type attempt struct {
 // worker, and records the outcome. The return value tells asynq whether to
 // retry: nil when the job ended (or must not run), the error for a retry, and
 // an error wrapping asynq.SkipRetry when retrying cannot help.
-func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context.Context, *attempt) error) error {
-	taskID, _ := asynq.GetTaskID(ctx)
-	log := ws.log.With("job_id", taskID, "kind", t.Type())
-	id, err := uuid.Parse(taskID)
-	if err != nil {
-		log.Warn("task id is not a job id; dropped")
-		return nil
-	}
+func (ws *Workers) process(ctx context.Context, id uuid.UUID, kind string, payload []byte) error {
+	log := ws.log.With("job_id", id, "kind", kind)
 	row, err := ws.q.StartJobAttempt(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ws.drop(ctx, id, log)
@@ -126,7 +140,7 @@ func (ws *Workers) process(ctx context.Context, t *asynq.Task, work func(context
 		// A job that ran before meets the cancellation at its next step, and
 		// its worker puts back what it changed (a VM it powered off).
 		a.log.Info("job attempt started", "step", row.Step)
-		err = work(ctx, a)
+		err = ws.kinds[kind](ctx, a, payload)
 	}
 	return ws.finish(ctx, a, start, err)
 }
@@ -306,8 +320,12 @@ func (ws *Workers) outcome(db, ctx context.Context, a *attempt, err error) (stri
 	if failure.IsPermanent(err) {
 		return failed(fmt.Errorf("%w: %w", err, asynq.SkipRetry))
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
+	retried, ok := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if !ok {
+		// Not delivered by asynq (Workers.Work): the row counts.
+		retried, maxRetry = int(row.Attempts)-1, int(row.MaxAttempts)-1
+	}
 	if retried >= maxRetry {
 		return failed(err)
 	}
