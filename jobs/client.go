@@ -60,9 +60,9 @@ type Request struct {
 }
 
 // Guard is what a job's service must be for the job to be recorded: the
-// request's team's, in one of Statuses, on one of Providers.
+// request's team's, in one of Statuses, on none of the Excluded providers.
 type Guard struct {
-	Statuses, Providers []string
+	Statuses, Excluded []string
 }
 
 // ErrGuarded is returned when the service did not pass the request's
@@ -173,7 +173,7 @@ func insertJob(ctx context.Context, q *queries.Queries, tx pgx.Tx, params querie
 			Args: params.Args, MaxAttempts: params.MaxAttempts, TimeoutSeconds: params.TimeoutSeconds,
 			IdempotencyKey: params.IdempotencyKey, RequestHash: params.RequestHash, ApiKeyID: params.ApiKeyID,
 			RequestedBy: params.RequestedBy, RunAt: params.RunAt, SealedSecrets: params.SealedSecrets,
-			ServiceID: params.ServiceID.UUID, TeamID: params.TeamID, Statuses: guard.Statuses, Providers: guard.Providers,
+			ServiceID: params.ServiceID.UUID, TeamID: params.TeamID, Statuses: guard.Statuses, Excluded: guard.Excluded,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return job, ErrGuarded

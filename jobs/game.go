@@ -92,7 +92,8 @@ type GameWorkers struct {
 	// PollInterval is how often an install's progress is read.
 	PollInterval time.Duration
 	// Consoles, when set, carries install output from Wings into the
-	// jobs' logs.
+	// jobs' logs (in a worker) or the live consoles to their viewers (in
+	// the API).
 	Consoles *wings.Hub
 }
 
@@ -532,9 +533,7 @@ func powerGame(ctx context.Context, run *Run, c *pterodactyl.Client, identifier,
 // copyInstallOutput records the server's install output lines in the job's
 // log until ctx ends. It is best effort: the install goes on without it.
 func (w *GameWorkers) copyInstallOutput(ctx context.Context, run *Run, identifier string) {
-	v, err := w.Consoles.Watch(ctx, "install:"+identifier, func(ctx context.Context) (string, string, error) {
-		return w.Pterodactyl.WebsocketCredentials(ctx, identifier)
-	})
+	v, err := w.Consoles.Watch(ctx, "install:"+identifier, w.credentials(identifier))
 	if err != nil {
 		run.log.Warn("cannot follow the install's output", "err", err)
 		return

@@ -6,7 +6,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hostfleet/provisiond/adapters/proxmox"
+	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/queries"
+)
+
+// Provider names, as services.provider stores them.
+const (
+	ProviderProxmox     = proxmox.Provider
+	ProviderPterodactyl = pterodactyl.Provider
 )
 
 // A Provider is where services live: a hypervisor, a game panel, a
@@ -91,6 +99,15 @@ type Usage struct {
 	CPU, Memory, Disk float64
 	// NetIn and NetOut are byte counters since the resource started.
 	NetIn, NetOut int64
+}
+
+// Registrar adopts an existing resource for a service registered rather
+// than provisioned (POST /api/services with a providerRef): the pending
+// service's reference names it. The resource must be free (no other
+// service's mark); it is then marked the service's.
+type Registrar interface {
+	Provider
+	Register(ctx context.Context, svc queries.Service) error
 }
 
 // WorkerSet adds the provider's own job kinds (a provision, a backup) to

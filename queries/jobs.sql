@@ -7,8 +7,9 @@ RETURNING *;
 
 -- name: InsertGuardedJob :one
 -- Inserts a service's job only while the service is the team's, in one of
--- statuses and on one of providers: the checks and the insert are one
--- round trip. No row: the caller reads the service to say why.
+-- statuses and on none of the excluded providers: the checks and the
+-- insert are one round trip. No row: the caller reads the service to say
+-- why.
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
                   sealed_secrets)
@@ -18,7 +19,7 @@ SELECT sqlc.arg(id)::uuid, sqlc.arg(kind)::text, sqlc.arg(queue)::text, s.team_i
        sqlc.arg(requested_by)::text, sqlc.narg(run_at)::timestamptz, sqlc.arg(sealed_secrets)::bytea
 FROM services s
 WHERE s.id = sqlc.arg(service_id)::uuid AND s.team_id = sqlc.arg(team_id)::uuid
-  AND s.status = ANY(sqlc.arg(statuses)::text[]) AND s.provider = ANY(sqlc.arg(providers)::text[])
+  AND s.status = ANY(sqlc.arg(statuses)::text[]) AND NOT (s.provider = ANY(sqlc.arg(excluded)::text[]))
 RETURNING *;
 
 -- name: GetJob :one

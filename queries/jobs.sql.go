@@ -548,7 +548,7 @@ SELECT $1::uuid, $2::text, $3::text, s.team_id, s.id, $4::boolean,
        $12::text, $13::timestamptz, $14::bytea
 FROM services s
 WHERE s.id = $15::uuid AND s.team_id = $16::uuid
-  AND s.status = ANY($17::text[]) AND s.provider = ANY($18::text[])
+  AND s.status = ANY($17::text[]) AND NOT (s.provider = ANY($18::text[]))
 RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
@@ -570,12 +570,13 @@ type InsertGuardedJobParams struct {
 	ServiceID      uuid.UUID
 	TeamID         uuid.UUID
 	Statuses       []string
-	Providers      []string
+	Excluded       []string
 }
 
 // Inserts a service's job only while the service is the team's, in one of
-// statuses and on one of providers: the checks and the insert are one
-// round trip. No row: the caller reads the service to say why.
+// statuses and on none of the excluded providers: the checks and the
+// insert are one round trip. No row: the caller reads the service to say
+// why.
 func (q *Queries) InsertGuardedJob(ctx context.Context, arg InsertGuardedJobParams) (Job, error) {
 	row := q.db.QueryRow(ctx, insertGuardedJob,
 		arg.ID,
@@ -595,7 +596,7 @@ func (q *Queries) InsertGuardedJob(ctx context.Context, arg InsertGuardedJobPara
 		arg.ServiceID,
 		arg.TeamID,
 		arg.Statuses,
-		arg.Providers,
+		arg.Excluded,
 	)
 	var i Job
 	err := row.Scan(

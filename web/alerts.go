@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -428,7 +429,7 @@ func (s *Server) serviceMetrics(w http.ResponseWriter, r *http.Request) error {
 		}
 		p := map[string]any{"time": bucket.UTC()}
 		for _, m := range series {
-			p[m] = round2(sums[m] / float64(n)) // the metric as ?metric= and metricType name it
+			p[m] = math.Round(sums[m]/float64(n)*100) / 100 // two decimals; the metric as ?metric= and metricType name it
 		}
 		points = append(points, p)
 	}

@@ -3,7 +3,6 @@ package web
 import (
 	"fmt"
 	"net/http"
-	"slices"
 
 	"github.com/google/uuid"
 
@@ -17,13 +16,13 @@ type backupRequest struct {
 
 // listBackups answers the VPS's backups, live from Proxmox, oldest first.
 func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) error {
-	ref, err := s.proxmoxVM(r)
+	svc, err := s.liveVPS(r)
 	if err != nil {
 		return err
 	}
-	backups, err := jobs.ListBackups(r.Context(), s.Proxmox, ref, s.Config.BackupStorage)
+	backups, err := s.VPS.Backups(r.Context(), &svc, s.logger(r))
 	if err != nil {
-		return providerError(err)
+		return vmReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "backups", backups)
 	return nil
@@ -47,15 +46,11 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if plan.BackupLimit > 0 && plan.BackupPolicy == "refuse" {
-		ref, err := jobs.ProxmoxRef(&svc)
-		if err != nil {
-			return err
-		}
-		backups, err := jobs.ListBackups(r.Context(), s.Proxmox, ref, s.Config.BackupStorage)
+		n, err := s.VPS.CountBackups(r.Context(), &svc)
 		if err != nil {
 			return providerError(err)
 		}
-		if len(backups) >= plan.BackupLimit {
+		if n >= plan.BackupLimit {
 			return &apiError{Status: http.StatusConflict, ErrorKey: "backup_limit_reached",
 				Message: fmt.Sprintf("The plan keeps at most %d backups; delete one first", plan.BackupLimit)}
 		}
@@ -70,19 +65,12 @@ func (s *Server) backupFor(r *http.Request) (uuid.UUID, string, error) {
 	if err != nil {
 		return uuid.Nil, "", err
 	}
-	ref, err := jobs.ProxmoxRef(&svc)
-	if err != nil {
-		return uuid.Nil, "", err
-	}
 	id := r.PathValue("backupId")
-	if !jobs.ValidBackupID(id, ref.VMID) {
-		return uuid.Nil, "", notFound("Backup")
-	}
-	backups, err := jobs.ListBackups(r.Context(), s.Proxmox, ref, s.Config.BackupStorage)
+	found, err := s.VPS.HasBackup(r.Context(), &svc, id)
 	if err != nil {
 		return uuid.Nil, "", providerError(err)
 	}
-	if !slices.ContainsFunc(backups, func(b jobs.Backup) bool { return b.ID == id }) {
+	if !found {
 		return uuid.Nil, "", notFound("Backup")
 	}
 	return svc.ID, id, nil

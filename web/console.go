@@ -104,24 +104,16 @@ func (s *Server) consoleGateway(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ref, err := jobs.ProxmoxRef(&svc)
-	if err != nil {
-		return err
+	if s.VPS == nil {
+		return providerMissing(jobs.ProviderProxmox)
 	}
-	if s.Proxmox == nil {
-		return providerMissing("proxmox")
-	}
-	con, err := s.Proxmox.OpenConsole(r.Context(), ref)
-	if err != nil {
-		return providerError(err)
-	}
-	up, err := s.Proxmox.DialConsole(r.Context(), con)
+	up, ticket, err := s.VPS.DialConsole(r.Context(), &svc)
 	if err != nil {
 		return providerError(err)
 	}
 	defer up.Close()
 	upstream := &wsStream{conn: up}
-	if err := rfbLogin(upstream, con.Ticket); err != nil {
+	if err := rfbLogin(upstream, ticket); err != nil {
 		log.Warn("console: VNC login failed", "err", err)
 		return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: "The VM's console refused the connection"}
 	}

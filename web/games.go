@@ -5,14 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -35,22 +30,24 @@ func (s *Server) byProvider(handlers map[string]handlerFunc) handlerFunc {
 
 // gameService loads the {id} service, which must be a game server that a
 // job can act on.
-func (s *Server) gameService(r *http.Request) (queries.Service, jobs.GameRef, error) {
+func (s *Server) gameService(r *http.Request) (queries.Service, error) {
 	svc, err := s.teamService(r)
 	if err != nil {
-		return svc, jobs.GameRef{}, err
+		return svc, err
 	}
-	if svc.Provider != pterodactyl.Provider {
-		return svc, jobs.GameRef{}, s.wrongProvider(pterodactyl.Provider, svc.Provider)
+	if svc.Provider != jobs.ProviderPterodactyl {
+		return svc, s.wrongProvider(jobs.ProviderPterodactyl, svc.Provider)
 	}
-	if s.Pterodactyl == nil {
-		return svc, jobs.GameRef{}, providerMissing(pterodactyl.Provider)
+	if s.Games == nil {
+		return svc, providerMissing(jobs.ProviderPterodactyl)
 	}
 	if aerr := usable(svc); aerr != nil {
-		return svc, jobs.GameRef{}, aerr
+		return svc, aerr
 	}
-	ref, err := jobs.PterodactylRef(&svc)
-	return svc, ref, err
+	if _, err := jobs.PterodactylRef(&svc); err != nil {
+		return svc, err
+	}
+	return svc, nil
 }
 
 // gameServiceRequest orders a game server.
@@ -131,140 +128,24 @@ func (s *Server) createGameService(w http.ResponseWriter, r *http.Request, body 
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}
-	if s.Pterodactyl == nil {
-		return providerMissing(pterodactyl.Provider)
+	if s.Games == nil {
+		return providerMissing(jobs.ProviderPterodactyl)
 	}
-	egg, err := s.Pterodactyl.Egg(r.Context(), req.Plan.Nest, req.Plan.Egg)
-	if err != nil {
+	if errs, err := s.Games.CheckEnvironment(r.Context(), req.Plan.Nest, req.Plan.Egg, req.Plan.Environment, true); err != nil {
 		return providerError(err)
-	}
-	if errs := validateEggVariables(egg, req.Plan.Environment, true); len(errs) > 0 {
-		return &apiError{Status: http.StatusBadRequest, Message: "Validation failed for egg variables", ValidationErrors: errs}
+	} else if len(errs) > 0 {
+		return eggInvalid(errs)
 	}
 	plan, _ := json.Marshal(req.Plan)
 	return s.createWithJob(w, r, queries.CreateServiceParams{
-		TeamID: team, Name: req.Name, Provider: pterodactyl.Provider, Location: req.Location,
+		TeamID: team, Name: req.Name, Provider: jobs.ProviderPterodactyl, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
 	}, func(id uuid.UUID) jobs.Args { return jobs.GameProvisionArgs{ServiceID: id} }, nil)
 }
 
-// eggRuleRE splits a Laravel rule ("max:20", "in:a,b", "regex:/x/").
-var eggRuleRE = regexp.MustCompile(`^([a-z_]+)(?::(.*))?$`)
-
-// validateEggVariables checks values against the egg's variable rules, the
-// way the panel does, and returns one message per failing variable. With
-// all, variables left out are checked as empty; otherwise only the given
-// ones are. Variables the customer may not edit are refused.
-func validateEggVariables(egg pterodactyl.Egg, values map[string]string, all bool) []string {
-	var errs []string
-	known := map[string]bool{}
-	for _, v := range egg.Variables {
-		known[v.EnvVariable] = true
-		val, given := values[v.EnvVariable]
-		if !given && !all {
-			continue
-		}
-		if given && !v.UserEditable {
-			errs = append(errs, fmt.Sprintf("The %s variable may not be changed.", v.Name))
-			continue
-		}
-		if !given {
-			val = v.DefaultValue
-		}
-		if msg := checkEggRules(v.Name, val, v.Rules); msg != "" {
-			errs = append(errs, msg)
-		}
-	}
-	for _, k := range sortedKeys(values) {
-		if !known[k] {
-			errs = append(errs, fmt.Sprintf("The %s variable does not exist for this egg.", k))
-		}
-	}
-	return errs
-}
-
-// checkEggRules applies a variable's rules (required, nullable, string,
-// integer, numeric, boolean, min, max, between, in, regex) to a value.
-func checkEggRules(name, val, rules string) string {
-	parts := strings.Split(rules, "|")
-	nullable, numeric := slices.Contains(parts, "nullable"), slices.Contains(parts, "integer") || slices.Contains(parts, "numeric")
-	if val == "" {
-		if slices.Contains(parts, "required") {
-			return fmt.Sprintf("The %s variable field is required.", name)
-		}
-		if nullable || !slices.Contains(parts, "required") {
-			return ""
-		}
-	}
-	size := func() float64 {
-		if numeric {
-			f, _ := strconv.ParseFloat(val, 64)
-			return f
-		}
-		return float64(len([]rune(val)))
-	}
-	for _, p := range parts {
-		m := eggRuleRE.FindStringSubmatch(p)
-		if m == nil {
-			continue
-		}
-		arg := m[2]
-		switch m[1] {
-		case "integer":
-			if _, err := strconv.Atoi(val); err != nil {
-				return fmt.Sprintf("The %s variable must be an integer.", name)
-			}
-		case "numeric":
-			if _, err := strconv.ParseFloat(val, 64); err != nil {
-				return fmt.Sprintf("The %s variable must be a number.", name)
-			}
-		case "boolean":
-			if !slices.Contains([]string{"0", "1", "true", "false"}, val) {
-				return fmt.Sprintf("The %s variable field must be true or false.", name)
-			}
-		case "max":
-			if n, err := strconv.ParseFloat(arg, 64); err == nil && size() > n {
-				return fmt.Sprintf("The %s variable may not be greater than %s%s.", name, arg, unit(numeric))
-			}
-		case "min":
-			if n, err := strconv.ParseFloat(arg, 64); err == nil && size() < n {
-				return fmt.Sprintf("The %s variable must be at least %s%s.", name, arg, unit(numeric))
-			}
-		case "between":
-			lo, hi, _ := strings.Cut(arg, ",")
-			l, _ := strconv.ParseFloat(lo, 64)
-			h, _ := strconv.ParseFloat(hi, 64)
-			if sz := size(); sz < l || sz > h {
-				return fmt.Sprintf("The %s variable must be between %s and %s%s.", name, lo, hi, unit(numeric))
-			}
-		case "in":
-			if !slices.Contains(strings.Split(arg, ","), val) {
-				return fmt.Sprintf("The selected %s variable is invalid.", name)
-			}
-		case "regex":
-			pattern := strings.TrimSuffix(strings.TrimPrefix(arg, "/"), "/")
-			if re, err := regexp.Compile(pattern); err == nil && !re.MatchString(val) {
-				return fmt.Sprintf("The %s variable format is invalid.", name)
-			}
-		}
-	}
-	return ""
-}
-
-func unit(numeric bool) string {
-	if numeric {
-		return ""
-	}
-	return " characters"
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+// eggInvalid answers variables that fail their egg's rules.
+func eggInvalid(errs []string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Message: "Validation failed for egg variables", ValidationErrors: errs}
 }
 
 // gameReinstallRequest reinstalls a game server.
@@ -278,7 +159,7 @@ type gameReinstallRequest struct {
 // reinstallGame checks the variables against the egg's rules before any
 // job exists, then starts the reinstall.
 func (s *Server) reinstallGame(w http.ResponseWriter, r *http.Request) error {
-	svc, _, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
@@ -294,19 +175,17 @@ func (s *Server) reinstallGame(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	nest, egg := cmp.Or(req.Nest, plan.Nest), cmp.Or(req.Egg, plan.Egg)
-	e, err := s.Pterodactyl.Egg(r.Context(), nest, egg)
-	if err != nil {
+	if errs, err := s.Games.CheckEnvironment(r.Context(), nest, egg, req.Environment, false); err != nil {
 		return providerError(err)
-	}
-	if errs := validateEggVariables(e, req.Environment, false); len(errs) > 0 {
-		return &apiError{Status: http.StatusBadRequest, Message: "Validation failed for egg variables", ValidationErrors: errs}
+	} else if len(errs) > 0 {
+		return eggInvalid(errs)
 	}
 	return s.insertJob(w, r, svc.ID, jobs.GameReinstallArgs{ServiceID: svc.ID, Egg: req.Egg, DockerImage: req.DockerImage, Environment: req.Environment})
 }
 
 // changeGamePlan changes a game server's limits in place.
 func (s *Server) changeGamePlan(w http.ResponseWriter, r *http.Request) error {
-	svc, _, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
@@ -331,7 +210,7 @@ func (s *Server) changeGamePlan(w http.ResponseWriter, r *http.Request) error {
 
 // createGameBackup starts a backup; the panel enforces the plan's limit.
 func (s *Server) createGameBackup(w http.ResponseWriter, r *http.Request) error {
-	svc, ref, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
@@ -339,7 +218,7 @@ func (s *Server) createGameBackup(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	backups, err := s.Pterodactyl.Backups(r.Context(), ref.Identifier)
+	backups, err := s.Games.Backups(r.Context(), &svc)
 	if err != nil {
 		return providerError(err)
 	}
@@ -357,12 +236,12 @@ func (s *Server) createGameBackup(w http.ResponseWriter, r *http.Request) error 
 // gameBackupAction restores (POST, optional {"truncate":true}) or deletes
 // (DELETE) one backup.
 func (s *Server) gameBackupAction(w http.ResponseWriter, r *http.Request) error {
-	svc, ref, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
 	id := r.PathValue("backupId")
-	if _, err := s.Pterodactyl.Backup(r.Context(), ref.Identifier, id); err != nil {
+	if err := s.Games.HasBackup(r.Context(), &svc, id); err != nil {
 		return providerError(err)
 	}
 	args := jobs.GameBackupArgs{ServiceID: svc.ID, Action: "delete", Backup: id}
@@ -381,20 +260,16 @@ func (s *Server) gameBackupAction(w http.ResponseWriter, r *http.Request) error 
 // startupVariables lists (GET) or sets (PUT {"key","value"}) the game
 // server's startup variables, checked against the egg's rules.
 func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error {
-	svc, ref, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
 	if r.Method == http.MethodGet {
-		vars, err := s.Pterodactyl.StartupVariables(r.Context(), ref.Identifier)
+		vars, err := s.Games.StartupVariables(r.Context(), &svc)
 		if err != nil {
 			return providerError(err)
 		}
-		out := make([]variableJSON, 0, len(vars))
-		for _, v := range vars {
-			out = append(out, toVariableJSON(v))
-		}
-		ok(w, http.StatusOK, "variables", out)
+		ok(w, http.StatusOK, "variables", vars)
 		return nil
 	}
 	body, aerr := readBody(w, r)
@@ -414,54 +289,26 @@ func (s *Server) startupVariables(w http.ResponseWriter, r *http.Request) error 
 	if errs := validateImageAndEnvironment("", "", map[string]string{req.Key: req.Value}); len(errs) > 0 {
 		return invalid(errs...)
 	}
-	plan, err := jobs.GameServicePlan(&svc)
-	if err != nil {
-		return err
-	}
-	e, err := s.Pterodactyl.Egg(r.Context(), plan.Nest, plan.Egg)
-	if err != nil {
+	v, errs, err := s.Games.SetStartupVariable(r.Context(), &svc, req.Key, req.Value)
+	switch {
+	case err != nil:
 		return providerError(err)
+	case len(errs) > 0:
+		return eggInvalid(errs)
 	}
-	if errs := validateEggVariables(e, map[string]string{req.Key: req.Value}, false); len(errs) > 0 {
-		return &apiError{Status: http.StatusBadRequest, Message: "Validation failed for egg variables", ValidationErrors: errs}
-	}
-	v, err := s.Pterodactyl.SetStartupVariable(r.Context(), ref.Identifier, req.Key, req.Value)
-	if err != nil {
-		if errs := pterodactyl.ValidationErrors(err); len(errs) > 0 {
-			return &apiError{Status: http.StatusBadRequest, Message: "Validation failed for egg variables", ValidationErrors: errs}
-		}
-		return providerError(err)
-	}
-	ok(w, http.StatusOK, "variable", toVariableJSON(v))
+	ok(w, http.StatusOK, "variable", v)
 	return nil
-}
-
-// variableJSON is a game server's startup variable as its owner sees it.
-type variableJSON struct {
-	Name         string `json:"name"`
-	Description  string `json:"description"`
-	EnvVariable  string `json:"envVariable"`
-	DefaultValue string `json:"defaultValue"`
-	Value        string `json:"value"`
-	Editable     bool   `json:"editable"`
-	// Rules are the panel's (Laravel) validation rules of the value.
-	Rules string `json:"rules"`
-}
-
-func toVariableJSON(v pterodactyl.Variable) variableJSON {
-	return variableJSON{Name: v.Name, Description: v.Description, EnvVariable: v.EnvVariable, DefaultValue: v.DefaultValue,
-		Value: v.ServerValue, Editable: v.UserEditable, Rules: v.Rules}
 }
 
 // gameRead returns a handler that answers, under key, what read gives for
 // the {id} game server, live from the panel.
-func gameRead[T any](s *Server, key string, read func(r *http.Request, identifier string) (T, error)) handlerFunc {
+func gameRead[T any](s *Server, key string, read func(r *http.Request, svc *queries.Service) (T, error)) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		_, ref, err := s.gameService(r)
+		svc, err := s.gameService(r)
 		if err != nil {
 			return err
 		}
-		v, err := read(r, ref.Identifier)
+		v, err := read(r, &svc)
 		if err != nil {
 			return providerError(err)
 		}
@@ -472,42 +319,21 @@ func gameRead[T any](s *Server, key string, read func(r *http.Request, identifie
 
 // gameBackups lists a game server's backups.
 func (s *Server) gameBackups() handlerFunc {
-	return gameRead(s, "backups", func(r *http.Request, id string) ([]jobs.GameBackup, error) {
-		backups, err := s.Pterodactyl.Backups(r.Context(), id)
-		out := make([]jobs.GameBackup, 0, len(backups))
-		for _, b := range backups {
-			out = append(out, jobs.GameBackupOf(b))
-		}
-		return out, err
+	return gameRead(s, "backups", func(r *http.Request, svc *queries.Service) ([]jobs.GameBackup, error) {
+		return s.Games.Backups(r.Context(), svc)
 	})
 }
 
 // gameBackupDownload answers a signed download URL for a backup.
 func (s *Server) gameBackupDownload() handlerFunc {
-	return gameRead(s, "url", func(r *http.Request, id string) (string, error) {
-		return s.Pterodactyl.BackupDownloadURL(r.Context(), id, r.PathValue("backupId"))
+	return gameRead(s, "url", func(r *http.Request, svc *queries.Service) (string, error) {
+		return s.Games.BackupDownloadURL(r.Context(), svc, r.PathValue("backupId"))
 	})
-}
-
-// allocationJSON is a game server's address and port.
-type allocationJSON struct {
-	ID      int    `json:"id"`
-	IP      string `json:"ip"`
-	IPAlias string `json:"ipAlias"`
-	Port    int    `json:"port"`
-	Notes   string `json:"notes"`
-	// Default marks the server's primary allocation.
-	Default bool `json:"default"`
 }
 
 // allocations lists the game server's ports.
 func (s *Server) allocations() handlerFunc {
-	return gameRead(s, "allocations", func(r *http.Request, id string) ([]allocationJSON, error) {
-		allocs, err := s.Pterodactyl.Allocations(r.Context(), id)
-		out := make([]allocationJSON, 0, len(allocs))
-		for _, a := range allocs {
-			out = append(out, allocationJSON{ID: a.ID, IP: a.IP, IPAlias: a.IPAlias, Port: a.Port, Notes: a.Notes, Default: a.Default})
-		}
-		return out, err
+	return gameRead(s, "allocations", func(r *http.Request, svc *queries.Service) ([]jobs.Allocation, error) {
+		return s.Games.Allocations(r.Context(), svc)
 	})
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -47,11 +46,11 @@ func (s *Server) viewerTokenValid(token string, service uuid.UUID) bool {
 // gameConsole answers the URL of the game server's console stream and a
 // viewer token for it.
 func (s *Server) gameConsole(w http.ResponseWriter, r *http.Request) error {
-	svc, _, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
-	if len(s.Config.ViewerKey) == 0 || s.Consoles == nil {
+	if len(s.Config.ViewerKey) == 0 || s.Games.Consoles == nil {
 		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "console_unavailable",
 			Message: "Live consoles are not set up on this server"}
 	}
@@ -83,32 +82,31 @@ func (s *Server) gameStreamRoute(keyed http.Handler) http.Handler {
 		if err != nil {
 			return notFound("Service")
 		}
-		return s.streamGame(w, r, svc.ID.String(), svc.ProviderRef)
+		return s.streamGame(w, r, &svc)
 	})
 }
 
 // gameStream serves the console stream to an API key.
 func (s *Server) gameStream(w http.ResponseWriter, r *http.Request) error {
-	svc, _, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
-	return s.streamGame(w, r, svc.ID.String(), svc.ProviderRef)
+	return s.streamGame(w, r, &svc)
 }
 
 // streamGame relays the hub's events for one game server as server-sent
 // events (console, status, stats, install, connection) until the viewer
 // leaves, lags too far behind, or the console is lost.
-func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, key string, providerRef []byte) error {
-	if s.Consoles == nil || s.Pterodactyl == nil {
+func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, svc *queries.Service) error {
+	if s.Games == nil || s.Games.Consoles == nil {
 		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "console_unavailable",
 			Message: "Live consoles are not set up on this server"}
 	}
-	ref, err := jobs.PterodactylRef(&queries.Service{ProviderRef: providerRef})
-	if err != nil {
+	if _, err := jobs.PterodactylRef(svc); err != nil {
 		return &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
 	}
-	v, err := s.Consoles.Watch(r.Context(), key, s.gameCredentials(ref.Identifier))
+	v, err := s.Games.WatchConsole(r.Context(), svc, svc.ID.String())
 	if err != nil {
 		return err
 	}
@@ -144,22 +142,14 @@ func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, key string, 
 	}
 }
 
-// gameCredentials fetches the Wings websocket credentials from the panel;
-// they stay in the hub.
-func (s *Server) gameCredentials(identifier string) wings.Credentials {
-	return func(ctx context.Context) (string, string, error) {
-		return s.Pterodactyl.WebsocketCredentials(ctx, identifier)
-	}
-}
-
 // consoleCommand sends a command, or a power signal, to the game server
 // through its console connection.
 func (s *Server) consoleCommand(w http.ResponseWriter, r *http.Request) error {
-	svc, ref, err := s.gameService(r)
+	svc, err := s.gameService(r)
 	if err != nil {
 		return err
 	}
-	if s.Consoles == nil {
+	if s.Games.Consoles == nil {
 		return &apiError{Status: http.StatusServiceUnavailable, ErrorKey: "console_unavailable",
 			Message: "Live consoles are not set up on this server"}
 	}
@@ -191,16 +181,16 @@ func (s *Server) consoleCommand(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	if event == "send command" {
 		// Wings drops a command to a stopped server without a word.
-		res, err := s.Pterodactyl.Resources(ctx, ref.Identifier)
+		online, err := s.Games.Online(ctx, &svc)
 		if err != nil {
 			return providerError(err)
 		}
-		if res.State == "offline" {
+		if !online {
 			return &apiError{Status: http.StatusConflict, ErrorKey: "server_offline",
 				Message: "The game server is offline; start it before sending console commands"}
 		}
 	}
-	if err := s.Consoles.Send(ctx, svc.ID.String(), s.gameCredentials(ref.Identifier), event, arg); err != nil {
+	if err := s.Games.SendConsole(ctx, &svc, svc.ID.String(), event, arg); err != nil {
 		return &apiError{Status: http.StatusBadGateway, ErrorKey: "provider_error", Message: "The game server's console did not take the command: " + err.Error()}
 	}
 	ok(w, http.StatusAccepted, "sent", true)

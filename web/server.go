@@ -20,10 +20,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/hostfleet/provisiond/adapters/proxmox"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
-	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/monitoring/metrics"
@@ -44,8 +40,6 @@ type Config struct {
 	OperatorUser, OperatorPassword string
 	// KeepAlive is how often an idle event stream sends a comment line.
 	KeepAlive time.Duration
-	// BackupStorage is the Proxmox storage VPS backups are on.
-	BackupStorage string
 	// ViewerKey signs game console viewer tokens; without it there are none.
 	ViewerKey []byte
 	// Now, when set, is the clock cancellations and renewals are timed by;
@@ -65,22 +59,25 @@ type Server struct {
 	Metrics   *metrics.Metrics
 	// Dashboard is the asynqmon handler, mounted at /monitoring/queues/.
 	Dashboard http.Handler
-	// Proxmox answers live reads (templates, status, traffic); nil when
-	// this process has no Proxmox configuration.
-	Proxmox *proxmox.Client
-	// Services carries out the service use cases (cancel, renew, ...).
+	// Services carries out the service use cases (create, cancel, renew, ...).
 	Services *service.Services
 	// Providers are the providers this process runs, by name (see
 	// jobs.Provider).
 	Providers *jobs.Registry
-	// Pterodactyl answers the game servers' live reads; nil when this
-	// process has no Pterodactyl configuration.
-	Pterodactyl *pterodactyl.Client
-	// Consoles carries game servers' Wings consoles to their viewers.
-	Consoles *wings.Hub
-	// Webhooks decides which webhook URLs teams may set.
-	Webhooks *webhook.Guard
-	Log      *slog.Logger
+	// VPS answers Proxmox services' live reads (templates, status,
+	// traffic, backups, the console) and registrations; nil when this
+	// process has no Proxmox configuration.
+	VPS *jobs.VPSWorkers
+	// Games answers game servers' live reads and carries their consoles to
+	// viewers (its Consoles hub); nil when this process has no Pterodactyl
+	// configuration.
+	Games *jobs.GameWorkers
+	// Webhooks decides which webhook URLs teams may set (a webhook.Guard):
+	// "" for an allowed one, else why not.
+	Webhooks interface {
+		CheckURL(ctx context.Context, raw string) string
+	}
+	Log *slog.Logger
 }
 
 // Handler returns the routed, instrumented API.
@@ -118,21 +115,21 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/services/{id}/repair", api(s.repair))
 	mux.Handle("POST /api/services/{id}/verify", api(s.verify))
 	mux.Handle("POST /api/services/{id}/reinstall", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.reinstall, pterodactyl.Provider: s.reinstallGame}))))
+		jobs.ProviderProxmox: s.reinstall, jobs.ProviderPterodactyl: s.reinstallGame}))))
 	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.listBackups, pterodactyl.Provider: s.gameBackups()})))
+		jobs.ProviderProxmox: s.listBackups, jobs.ProviderPterodactyl: s.gameBackups()})))
 	mux.Handle("POST /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.createBackup, pterodactyl.Provider: s.createGameBackup})))
+		jobs.ProviderProxmox: s.createBackup, jobs.ProviderPterodactyl: s.createGameBackup})))
 	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.restoreBackup, pterodactyl.Provider: s.gameBackupAction}))))
+		jobs.ProviderProxmox: s.restoreBackup, jobs.ProviderPterodactyl: s.gameBackupAction}))))
 	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.deleteBackup, pterodactyl.Provider: s.gameBackupAction})))
+		jobs.ProviderProxmox: s.deleteBackup, jobs.ProviderPterodactyl: s.gameBackupAction})))
 	mux.Handle("GET /api/services/{id}/backups/{backupId}/download", api(s.gameBackupDownload()))
 	mux.Handle("GET /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("PUT /api/services/{id}/startup-variables", api(s.startupVariables))
 	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations()))
 	mux.Handle("POST /api/services/{id}/console", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.openConsole, pterodactyl.Provider: s.gameConsole}))))
+		jobs.ProviderProxmox: s.openConsole, jobs.ProviderPterodactyl: s.gameConsole}))))
 	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api(s.gameStream)))
 	mux.Handle("POST /api/services/{id}/console/command", api(s.unlessSuspended(s.consoleCommand)))
 	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
@@ -143,7 +140,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
 	mux.Handle("POST /api/services/{id}/upgrade", api(s.unlessSuspended(s.upgrade)))
 	mux.Handle("POST /api/services/{id}/change-plan", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		proxmox.Provider: s.changePlan, pterodactyl.Provider: s.changeGamePlan}))))
+		jobs.ProviderProxmox: s.changePlan, jobs.ProviderPterodactyl: s.changeGamePlan}))))
 	mux.Handle("POST /api/services/{id}/apply-downgrade", api(s.unlessSuspended(s.applyDowngrade)))
 	mux.Handle("GET /api/jobs", api(s.listJobs))
 	mux.Handle("GET /api/jobs/{id}", api(s.getJob))

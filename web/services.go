@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +15,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/hostfleet/provisiond/adapters/proxmox"
-	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
@@ -145,7 +142,7 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 
 // Providers whose services can be registered. The others join with their
 // adapters.
-var supportedProviders = []string{"proxmox", "pterodactyl"}
+var supportedProviders = []string{jobs.ProviderProxmox, jobs.ProviderPterodactyl}
 
 // createServiceRequest registers a service the panel has sold.
 type createServiceRequest struct {
@@ -232,14 +229,14 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	var head struct {
 		Provider string `json:"provider"`
 	}
-	if json.Unmarshal(body, &head) == nil && head.Provider == pterodactyl.Provider {
+	if json.Unmarshal(body, &head) == nil && head.Provider == jobs.ProviderPterodactyl {
 		return s.createGameService(w, r, body)
 	}
 	var req createServiceRequest
 	if aerr := decodeJSON(body, &req); aerr != nil {
 		return aerr
 	}
-	if req.ProviderRef == nil && req.OS != "" && req.TemplateID == 0 && s.Proxmox != nil {
+	if req.ProviderRef == nil && req.OS != "" && req.TemplateID == 0 && s.VPS != nil {
 		id, err := s.templateNamed(r, req.OS)
 		if err != nil {
 			return err
@@ -258,73 +255,32 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	return s.register(w, r, team, req, plan, end)
 }
 
-// register records a service for an existing VM. The service is pending
-// until its VMID is reserved for it and the VM carries its tag: a VM that
-// does not exist, or that another service holds, is refused, and the same VM
-// cannot be registered twice.
+// register records a service for an existing VM (see
+// service.Services.Register).
 func (s *Server) register(w http.ResponseWriter, r *http.Request, team uuid.UUID, req createServiceRequest, plan []byte, end *time.Time) error {
-	if s.Proxmox == nil {
-		return providerMissing(proxmox.Provider)
+	if s.VPS == nil {
+		return providerMissing(jobs.ProviderProxmox)
 	}
-	ctx := r.Context()
-	vm := proxmox.VMRef{Node: req.ProviderRef.Node, VMID: req.ProviderRef.VMID}
-	// One answer whether the VM is missing or another's: the API tells
-	// nobody which nodes or VMIDs exist or whose they are, and every
-	// answer reads the VM at Proxmox first.
-	unavailable := &apiError{Status: http.StatusConflict, ErrorKey: "vm_unavailable",
-		Message: fmt.Sprintf("VM %d on %s cannot be registered: it does not exist, is a template, or belongs to another service", vm.VMID, vm.Node)}
-	nodes, err := s.Proxmox.Nodes(ctx)
-	if err != nil {
+	ref, _ := json.Marshal(req.ProviderRef)
+	svc, err := s.Services.Register(r.Context(), queries.CreateServiceParams{
+		TeamID: team, Name: req.Name, Provider: req.Provider, Location: req.Location,
+		ProviderRef: ref, Plan: plan, BillingPeriodEnd: end,
+	})
+	if errors.Is(err, jobs.ErrVMUnavailable) {
+		// One answer whether the VM is missing or another's: the API tells
+		// nobody which nodes or VMIDs exist or whose they are.
+		return &apiError{Status: http.StatusConflict, ErrorKey: "vm_unavailable",
+			Message: fmt.Sprintf("VM %d on %s cannot be registered: it does not exist, is a template, or belongs to another service", req.ProviderRef.VMID, req.ProviderRef.Node)}
+	}
+	var se *service.Error
+	if err != nil && !errors.As(err, &se) {
 		return providerError(err)
 	}
-	if !slices.ContainsFunc(nodes, func(n proxmox.NodeLoad) bool { return n.Node == vm.Node }) {
-		return unavailable
-	}
-	ref, _ := json.Marshal(vm)
-	svc, err := s.Queries.CreateService(ctx, queries.CreateServiceParams{
-		TeamID: team, Name: req.Name, Provider: req.Provider, Location: req.Location,
-		ProviderRef: ref, Plan: plan, Status: "pending", BillingPeriodEnd: end,
-	})
 	if err != nil {
 		return err
 	}
-	err = jobs.ClaimVM(ctx, s.Proxmox, vm, svc.ID, func(ctx context.Context) (bool, error) {
-		n, err := s.reserveForRegistration(ctx, vm.VMID, svc)
-		return n == 1, err
-	})
-	switch {
-	case errors.Is(err, jobs.ErrVMTaken), errors.Is(err, proxmox.ErrNotFound):
-		err = unavailable
-	case err != nil:
-		err = providerError(err)
-	}
-	if err == nil {
-		err = s.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: svc.ID, Status: "active"})
-		svc.Status = "active"
-	}
-	if err != nil {
-		if derr := s.Queries.DeletePendingService(context.WithoutCancel(ctx), svc.ID); derr != nil {
-			s.logger(r).Error("could not remove a service whose registration failed", "service_id", svc.ID, "err", derr)
-		}
-		return err
-	}
-	s.logger(r).Info("service registered", "service_id", svc.ID, "provider", svc.Provider, "node", vm.Node, "vmid", vm.VMID)
 	ok(w, http.StatusCreated, "service", toServiceJSON(svc))
 	return nil
-}
-
-// reserveForRegistration reserves the VMID for the service being
-// registered, taking it over from a registration of the same team that an
-// API stopped halfway.
-func (s *Server) reserveForRegistration(ctx context.Context, vmid int, svc queries.Service) (int64, error) {
-	n, err := s.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vmid), ServiceID: svc.ID})
-	if err != nil || n == 1 {
-		return n, err
-	}
-	if gone, err := s.Queries.DeleteStaleRegistration(ctx, queries.DeleteStaleRegistrationParams{Vmid: int32(vmid), TeamID: svc.TeamID}); err != nil || gone == 0 {
-		return 0, err
-	}
-	return s.Queries.ReserveVMID(ctx, queries.ReserveVMIDParams{Vmid: int32(vmid), ServiceID: svc.ID})
 }
 
 // provision creates a pending VPS service and its provision job.
@@ -410,7 +366,7 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 		if req.Action == "suspend" || req.Action == "resume" {
 			statuses = append(statuses, "suspended")
 		}
-		job, replayed, err := s.recordGuardedJob(r, c.key.TeamID, id, args, nil, &jobs.Guard{Statuses: statuses, Providers: s.powerProviders(req.Action)})
+		job, replayed, err := s.recordGuardedJob(r, c.key.TeamID, id, args, nil, &jobs.Guard{Statuses: statuses, Excluded: s.powerRefusers(req.Action)})
 		if !errors.Is(err, jobs.ErrGuarded) {
 			if err != nil {
 				return err
@@ -430,18 +386,24 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 		// Its VM or server stays down until the suspension ends (resume).
 		return errSuspended
 	}
-	if p, ok := jobs.Capability[jobs.PowerController](s.Providers, svc.Provider); ok && !slices.Contains(p.PowerActions(), req.Action) {
-		return invalid(fmt.Sprintf("action %s is not available for %s services; use one of: %s", req.Action, p.Title(), strings.Join(p.PowerActions(), ", ")))
+	if slices.Contains(s.powerRefusers(req.Action), svc.Provider) {
+		var actions []string
+		if p, ok := jobs.Capability[jobs.PowerController](s.Providers, svc.Provider); ok {
+			actions = p.PowerActions()
+		}
+		return invalid(fmt.Sprintf("action %s is not available for %s services; they take: %s", req.Action, s.title(svc.Provider), strings.Join(actions, ", ")))
 	}
 	return s.insertJob(w, r, svc.ID, args)
 }
 
-// powerProviders are the providers that carry out the power action.
-func (s *Server) powerProviders(action string) []string {
-	var out []string
-	for _, p := range jobs.Capable[jobs.PowerController](s.Providers) {
-		if slices.Contains(p.PowerActions(), action) {
-			out = append(out, p.Name())
+// powerRefusers are the registered providers that do not carry out the
+// power action (a game server has no reset). A provider this process does
+// not run is left to its workers.
+func (s *Server) powerRefusers(action string) []string {
+	out := []string{}
+	for _, name := range s.Providers.Names() {
+		if p, ok := jobs.Capability[jobs.PowerController](s.Providers, name); !ok || !slices.Contains(p.PowerActions(), action) {
+			out = append(out, name)
 		}
 	}
 	return out

@@ -2,19 +2,16 @@ package web
 
 import (
 	"errors"
-	"math"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -86,15 +83,11 @@ func (s *Server) templates(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.proxmoxService(r); err != nil {
 		return err
 	}
-	ts, err := s.Proxmox.Templates(r.Context())
+	ts, err := s.VPS.Templates(r.Context())
 	if err != nil {
 		return providerError(err)
 	}
-	out := make([]map[string]any, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, map[string]any{"id": t.VMID, "name": t.Name, "node": t.Node})
-	}
-	ok(w, http.StatusOK, "templates", out)
+	ok(w, http.StatusOK, "templates", ts)
 	return nil
 }
 
@@ -105,11 +98,11 @@ func (s *Server) proxmoxService(r *http.Request) (queries.Service, error) {
 	if err != nil {
 		return svc, err
 	}
-	if svc.Provider != proxmox.Provider {
-		return svc, s.wrongProvider(proxmox.Provider, svc.Provider)
+	if svc.Provider != jobs.ProviderProxmox {
+		return svc, s.wrongProvider(jobs.ProviderProxmox, svc.Provider)
 	}
-	if s.Proxmox == nil {
-		return svc, providerMissing(proxmox.Provider)
+	if s.VPS == nil {
+		return svc, providerMissing(jobs.ProviderProxmox)
 	}
 	return svc, nil
 }
@@ -127,29 +120,34 @@ func (s *Server) usableProxmoxService(r *http.Request) (queries.Service, error) 
 	return svc, nil
 }
 
-// proxmoxVM loads the {id} service's VM for a live read.
-func (s *Server) proxmoxVM(r *http.Request) (proxmox.VMRef, error) {
+// liveVPS loads the {id} service for a live read of its VM: one whose
+// reference may name someone else's VM now (needs_repair), or that has no
+// VM yet, is not read.
+func (s *Server) liveVPS(r *http.Request) (queries.Service, error) {
 	svc, err := s.proxmoxService(r)
 	if err != nil {
-		return proxmox.VMRef{}, err
+		return svc, err
 	}
 	if svc.Status == "needs_repair" {
-		// Its reference may name someone else's VM now: nothing is read.
-		return proxmox.VMRef{}, needsRepair(svc)
+		return svc, needsRepair(svc)
 	}
 	if _, err := jobs.ProxmoxRef(&svc); err != nil {
-		return proxmox.VMRef{}, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
+		return svc, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
 	}
-	ref, err := jobs.ServiceVM(r.Context(), s.Proxmox, s.Queries, &svc, s.logger(r))
+	return svc, nil
+}
+
+// vmReadError answers a live read of the service's VM that failed: the VM
+// being changed by a job, found gone or another's (the service is marked
+// needs_repair), or the provider's error.
+func vmReadError(svc *queries.Service, err error) error {
 	switch {
 	case errors.Is(err, jobs.ErrServiceBusy):
-		return ref, &apiError{Status: http.StatusConflict, ErrorKey: "service_busy", Message: "A job is changing the service's VM; try again when it has ended"}
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_busy", Message: "A job is changing the service's VM; try again when it has ended"}
 	case errors.Is(err, jobs.ErrNeedsRepair):
-		return ref, needsRepair(svc)
-	case err != nil:
-		return ref, providerError(err)
+		return needsRepair(*svc)
 	}
-	return ref, nil
+	return providerError(err)
 }
 
 // repairRequest optionally names the template to make a VM from (required
@@ -211,27 +209,17 @@ func (s *Server) repair(w http.ResponseWriter, r *http.Request) error {
 
 // serviceStatus answers the VM's power state and usage, live from Proxmox.
 func (s *Server) serviceStatus(w http.ResponseWriter, r *http.Request) error {
-	ref, err := s.proxmoxVM(r)
+	svc, err := s.liveVPS(r)
 	if err != nil {
 		return err
 	}
-	u, err := s.Proxmox.Usage(r.Context(), ref)
+	st, err := s.VPS.Status(r.Context(), &svc, s.logger(r))
 	if err != nil {
-		return providerError(err)
+		return vmReadError(&svc, err)
 	}
-	ok(w, http.StatusOK, "status", map[string]any{
-		"powerState": u.PowerState(),
-		"uptime":     u.Uptime,
-		"cpu":        map[string]any{"cores": u.Cores, "usagePercent": round2(u.CPU * 100)},
-		"memory":     map[string]any{"usedBytes": u.Mem, "totalBytes": u.MaxMem},
-		"disk":       map[string]any{"usedBytes": u.Disk, "totalBytes": u.MaxDisk},
-		"network":    map[string]any{"inBytes": u.NetIn, "outBytes": u.NetOut},
-		"locked":     u.Lock != "",
-	})
+	ok(w, http.StatusOK, "status", st)
 	return nil
 }
-
-var timeframes = []string{"hour", "day", "week", "month"}
 
 // traffic answers the VM's network traffic over a timeframe, from Proxmox's
 // RRD.
@@ -240,34 +228,20 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
 	if tf == "" {
 		tf = "hour"
 	}
-	if !slices.Contains(timeframes, tf) {
-		return invalid(oneOf("timeframe", timeframes))
+	if !slices.Contains(jobs.Timeframes, tf) {
+		return invalid(oneOf("timeframe", jobs.Timeframes))
 	}
-	ref, err := s.proxmoxVM(r)
+	svc, err := s.liveVPS(r)
 	if err != nil {
 		return err
 	}
-	points, err := s.Proxmox.RRD(r.Context(), ref, tf)
+	t, err := s.VPS.Traffic(r.Context(), &svc, tf, s.logger(r))
 	if err != nil {
-		return providerError(err)
+		return vmReadError(&svc, err)
 	}
-	out := make([]map[string]any, 0, len(points))
-	var in, outBytes float64
-	for i, p := range points {
-		out = append(out, map[string]any{"time": time.Unix(int64(p.Time), 0).UTC(), "inBytesPerSecond": round2(p.NetIn), "outBytesPerSecond": round2(p.NetOut)})
-		if i > 0 {
-			step := float64(p.Time - points[i-1].Time)
-			in, outBytes = in+p.NetIn*step, outBytes+p.NetOut*step
-		}
-	}
-	ok(w, http.StatusOK, "traffic", map[string]any{
-		"timeframe": tf, "points": out,
-		"totals": map[string]any{"inBytes": int64(in), "outBytes": int64(outBytes)},
-	})
+	ok(w, http.StatusOK, "traffic", t)
 	return nil
 }
-
-func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
 // reinstall installs the VPS afresh from a template; its disk's contents
 // are lost.
@@ -303,14 +277,14 @@ func (s *Server) reinstall(w http.ResponseWriter, r *http.Request) error {
 
 // templateNamed finds the VMID of the template with the given name.
 func (s *Server) templateNamed(r *http.Request, name string) (int, error) {
-	ts, err := s.Proxmox.Templates(r.Context())
+	ts, err := s.VPS.Templates(r.Context())
 	if err != nil {
 		return 0, providerError(err)
 	}
 	var names []string
 	for _, t := range ts {
 		if t.Name == name {
-			return t.VMID, nil
+			return t.ID, nil
 		}
 		names = append(names, t.Name)
 	}

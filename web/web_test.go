@@ -78,10 +78,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	providers := jobs.NewRegistry(&jobs.VPSWorkers{Queries: q, Proxmox: px})
+	vps := &jobs.VPSWorkers{Queries: q, Proxmox: px}
+	providers := jobs.NewRegistry(vps)
 	jc := jobClient(t, q, tasks, log)
 	srv := &web.Server{
-		Proxmox:   px,
+		VPS:       vps,
 		Keys:      keys,
 		Config:    web.Config{RateLimit: 1000, KeepAlive: 50 * time.Millisecond},
 		Queries:   q,

@@ -114,19 +114,23 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	a.metrics.Registry.MustRegister(queuemetrics.NewQueueMetricsCollector(inspector))
 	hub := jobs.NewEventHub(a.pool, a.log.With("component", "events"))
 	go hub.Run(ctx)
-	providers, err := a.registry(a.log)
+	providers, err := a.registry()
 	if err != nil {
 		return nil, err
 	}
-	pve, ptero := a.pve, a.ptero
-	var consoles *wings.Hub
+	vps, _ := jobs.Capability[*jobs.VPSWorkers](providers, jobs.ProviderProxmox)
+	games, _ := jobs.Capability[*jobs.GameWorkers](providers, jobs.ProviderPterodactyl)
 	var viewerKey []byte
-	if ptero != nil && a.cfg.SecretsKey != "" {
-		consoles = wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL,
-			Log: a.log.With("component", "consoles"), Observer: a.metrics})
-		a.closers = append(a.closers, consoles.Close)
-		sum := sha256.Sum256([]byte("console viewer tokens\x00" + a.cfg.SecretsKey))
-		viewerKey = sum[:]
+	if games != nil {
+		// The API's game provider carries the live consoles to viewers;
+		// without SECRETS_KEY there are none.
+		if a.cfg.SecretsKey != "" {
+			games.Consoles = wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL,
+				Log: a.log.With("component", "consoles"), Observer: a.metrics})
+			a.closers = append(a.closers, games.Consoles.Close)
+			sum := sha256.Sum256([]byte("console viewer tokens\x00" + a.cfg.SecretsKey))
+			viewerKey = sum[:]
+		}
 	}
 	guard, err := a.cfg.webhookGuard()
 	if err != nil {
@@ -143,10 +147,10 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 		Config: web.Config{
 			RateLimit: a.cfg.RateLimit, TrustedProxies: proxies,
 			OperatorUser: a.cfg.OperatorUser, OperatorPassword: a.cfg.OperatorPassword,
-			BackupStorage: a.cfg.ProxmoxBackupStorage, ViewerKey: viewerKey, Now: a.now,
+			ViewerKey: viewerKey, Now: a.now,
 		},
 		Queries: a.q, Keys: keys, Jobs: jobClient, Events: hub, Inspector: inspector,
-		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, Proxmox: pve, Pterodactyl: ptero, Consoles: consoles,
+		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, VPS: vps, Games: games,
 		Providers: providers,
 		Services: &service.Services{DB: a.pool, Queries: a.q, Jobs: jobClient, Tasks: inspector, Providers: providers,
 			Verifier: a.reconciler(providers), CancelGrace: a.cfg.CancelGrace, Now: a.now, Log: a.log.With("component", "services")},
@@ -167,9 +171,14 @@ func (a *app) workers() (*asynq.Server, asynq.Handler, error) {
 	log := a.log.With("component", "worker")
 	ws := jobs.NewWorkers(a.q, a.metrics, log)
 	ws.Sealer = a.sealer
-	providers, err := a.registry(log)
+	providers, err := a.registry()
 	if err != nil {
 		return nil, nil, err
+	}
+	if games, ok := jobs.Capability[*jobs.GameWorkers](providers, jobs.ProviderPterodactyl); ok {
+		// The workers' game provider follows installs' output in the jobs' logs.
+		games.Consoles = wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL, IdleClose: time.Second, Log: log.With("component", "installs")})
+		a.closers = append(a.closers, games.Consoles.Close)
 	}
 	for _, p := range jobs.Capable[jobs.WorkerSet](providers) {
 		p.AddWorkers(ws)
@@ -211,7 +220,7 @@ func (a *app) addMonitoring(ws *jobs.Workers, providers *jobs.Registry) error {
 // registry returns the providers this process is configured for (see
 // jobs.Provider); a provider without configuration is left out, and the API
 // answers its live reads with 503.
-func (a *app) registry(log *slog.Logger) (*jobs.Registry, error) {
+func (a *app) registry() (*jobs.Registry, error) {
 	pve, err := a.proxmox()
 	if err != nil {
 		return nil, err
@@ -231,9 +240,7 @@ func (a *app) registry(log *slog.Logger) (*jobs.Registry, error) {
 			ShutdownTimeout: a.cfg.PowerShutdownTimeout, AgentTimeout: a.cfg.ProxmoxAgentTimeout})
 	}
 	if ptero != nil {
-		installs := wings.NewHub(wings.Config{Origin: a.cfg.PterodactylURL, IdleClose: time.Second, Log: log.With("component", "installs")})
-		a.closers = append(a.closers, installs.Close)
-		providers = append(providers, &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval, Consoles: installs})
+		providers = append(providers, &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval})
 	}
 	return jobs.NewRegistry(providers...), nil
 }

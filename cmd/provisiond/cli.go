@@ -219,7 +219,7 @@ func splitList(s string) []string {
 // reconcileCommand runs one reconciliation round (see jobs.Reconciler) and
 // prints what it found.
 func reconcileCommand(ctx context.Context, a *app, out io.Writer) error {
-	providers, err := a.registry(a.log)
+	providers, err := a.registry()
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ import (
 // reconciler returns the system's reconciler with the given orphan grace.
 func (s *system) reconciler(grace time.Duration) *jobs.Reconciler {
 	s.t.Helper()
-	providers, err := s.app.registry(s.app.log)
+	providers, err := s.app.registry()
 	if err != nil {
 		s.t.Fatal(err)
 	}

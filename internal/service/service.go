@@ -191,3 +191,37 @@ func (s *Services) Verify(ctx context.Context, svc queries.Service) (queries.Ser
 func unavailable(provider string) *Error {
 	return &Error{Code: Unavailable, Key: "provider_unavailable", Message: provider + " is not configured on this server"}
 }
+
+// Register records a service for an existing resource of its provider (a
+// VM; params.ProviderRef names it): the service is pending until the
+// provider has found the resource free and marked it the service's (see
+// jobs.Registrar), then active. A resource that does not exist or that
+// another service holds is refused (the provider's error), and the same
+// resource cannot be registered twice. The registration's pending row goes
+// when the registration fails: a provider call sits between the two writes,
+// so they cannot be one transaction; a row an API stopped with is taken
+// over by the team's next registration of the same resource.
+func (s *Services) Register(ctx context.Context, params queries.CreateServiceParams) (queries.Service, error) {
+	p, ok := jobs.Capability[jobs.Registrar](s.Providers, params.Provider)
+	if !ok {
+		return queries.Service{}, unavailable(params.Provider)
+	}
+	params.Status = "pending"
+	svc, err := s.Queries.CreateService(ctx, params)
+	if err != nil {
+		return svc, err
+	}
+	err = p.Register(ctx, svc)
+	if err == nil {
+		err = s.Queries.SetServiceStatus(ctx, queries.SetServiceStatusParams{ID: svc.ID, Status: "active"})
+		svc.Status = "active"
+	}
+	if err != nil {
+		if derr := s.Queries.DeletePendingService(context.WithoutCancel(ctx), svc.ID); derr != nil {
+			s.Log.Error("could not remove a service whose registration failed", "service_id", svc.ID, "provider", svc.Provider, "err", derr)
+		}
+		return queries.Service{}, err
+	}
+	s.Log.Info("service registered", "service_id", svc.ID, "provider", svc.Provider)
+	return svc, nil
+}

@@ -9,94 +9,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
+	"github.com/hostfleet/provisiond/jobs/worktest"
 	"github.com/hostfleet/provisiond/queries"
 )
-
-// errInjected is the failure a faultyDB injects.
-var errInjected = errors.New("injected failure")
-
-// faultyDB begins transactions whose statement number failAt (counted
-// across them, savepoints and commits included) fails, as a database that
-// went away between two writes would; failAt 0 fails none and counts.
-type faultyDB struct {
-	pool   *pgxpool.Pool
-	failAt int
-	n      int
-}
-
-func (d *faultyDB) Begin(ctx context.Context) (pgx.Tx, error) {
-	if err := d.step(); err != nil {
-		return nil, err
-	}
-	tx, err := d.pool.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &faultyTx{Tx: tx, db: d}, nil
-}
-
-func (d *faultyDB) step() error {
-	d.n++
-	if d.n == d.failAt {
-		return errInjected
-	}
-	return nil
-}
-
-type faultyTx struct {
-	pgx.Tx
-	db *faultyDB
-}
-
-func (t *faultyTx) Begin(ctx context.Context) (pgx.Tx, error) {
-	if err := t.db.step(); err != nil {
-		return nil, err
-	}
-	sp, err := t.Tx.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &faultyTx{Tx: sp, db: t.db}, nil
-}
-
-func (t *faultyTx) Commit(ctx context.Context) error {
-	if err := t.db.step(); err != nil {
-		_ = t.Tx.Rollback(ctx)
-		return err
-	}
-	return t.Tx.Commit(ctx)
-}
-
-func (t *faultyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := t.db.step(); err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	return t.Tx.Exec(ctx, sql, args...)
-}
-
-func (t *faultyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := t.db.step(); err != nil {
-		return nil, err
-	}
-	return t.Tx.Query(ctx, sql, args...)
-}
-
-func (t *faultyTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if err := t.db.step(); err != nil {
-		return errRow{err}
-	}
-	return t.Tx.QueryRow(ctx, sql, args...)
-}
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
 
 // fixture is a team with an active service, and the use cases over a
 // faulty database.
@@ -104,10 +24,12 @@ type fixture struct {
 	pool *pgxpool.Pool
 	q    *queries.Queries
 	in   *asynq.Inspector
-	db   *faultyDB
-	s    *service.Services
-	team queries.Team
-	svc  queries.Service
+	db   *worktest.FaultyDB
+	// failAt is the statement the use case under test fails at.
+	failAt int
+	s      *service.Services
+	team   queries.Team
+	svc    queries.Service
 }
 
 func newFixture(t *testing.T, failAt int) *fixture {
@@ -130,9 +52,10 @@ func newFixture(t *testing.T, failAt int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := &faultyDB{pool: pool, failAt: failAt}
+	db := worktest.NewFaultyDB(pool)
+	db.FailAt(failAt)
 	log := jobtest.Logger(t)
-	return &fixture{pool: pool, q: q, in: in, db: db, team: team, svc: svc,
+	return &fixture{pool: pool, q: q, in: in, db: db, failAt: failAt, team: team, svc: svc,
 		s: &service.Services{DB: db, Queries: q, Jobs: jobs.NewClient(q, tasks, time.Hour, log), Tasks: in,
 			CancelGrace: time.Hour, Log: log}}
 }
@@ -166,7 +89,7 @@ func statements(t *testing.T, act func(f *fixture) error) int {
 	if err := act(f); err != nil {
 		t.Fatalf("without failures: %v", err)
 	}
-	return f.db.n
+	return f.db.Statements()
 }
 
 // TestWritesThatBelongTogetherAreAllOrNothing fails each statement of each
@@ -223,7 +146,6 @@ func TestWritesThatBelongTogetherAreAllOrNothing(t *testing.T) {
 		{
 			name: "withdrawal, the termination's end and the resumption",
 			prepare: func(t *testing.T, f *fixture) {
-				f.db.failAt, f.db.n = -1, 0
 				if _, err := f.s.Cancel(context.Background(), f.svc, service.Immediately, "", by); err != nil {
 					t.Fatal(err)
 				}
@@ -252,9 +174,10 @@ func TestWritesThatBelongTogetherAreAllOrNothing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			run := func(f *fixture) error {
 				if tt.prepare != nil {
-					failAt := f.db.failAt
+					failAt := f.failAt
+					f.db.FailAt(0)
 					tt.prepare(t, f)
-					f.db.failAt, f.db.n = failAt, 0
+					f.db.FailAt(failAt)
 				}
 				return tt.act(f)
 			}
@@ -265,7 +188,7 @@ func TestWritesThatBelongTogetherAreAllOrNothing(t *testing.T) {
 			for failAt := 1; failAt <= n; failAt++ {
 				f := newFixture(t, failAt)
 				err := run(f)
-				if !errors.Is(err, errInjected) {
+				if !errors.Is(err, worktest.ErrInjected) {
 					t.Fatalf("statement %d of %d failed: the use case returned %v, want the failure", failAt, n, err)
 				}
 				if !tt.none(t, f) {

@@ -39,7 +39,7 @@ type Harness struct {
 	Workers *jobs.Workers
 	Client  *jobs.Client
 	Team    queries.Team
-	db      *faultyDB
+	db      *FaultyDB
 }
 
 // New returns a harness on a fresh database (and a Redis database for the
@@ -47,7 +47,7 @@ type Harness struct {
 func New(t testing.TB) *Harness {
 	t.Helper()
 	pool, _ := jobtest.DB(t)
-	db := &faultyDB{pool: pool}
+	db := NewFaultyDB(pool)
 	q := queries.New(db)
 	tasks := asynq.NewClient(jobtest.Redis(t))
 	t.Cleanup(func() { tasks.Close() })
@@ -125,29 +125,41 @@ func (h *Harness) Job(id uuid.UUID) queries.Job {
 
 // FailAt makes the nth statement from now on the harness's Queries fail
 // with ErrInjected (once); 0 injects nothing. It resets the count.
-func (h *Harness) FailAt(n int) {
-	h.db.mu.Lock()
-	defer h.db.mu.Unlock()
-	h.db.failAt, h.db.n = n, 0
-}
+func (h *Harness) FailAt(n int) { h.db.FailAt(n) }
 
 // Statements counts the statements run on the harness's Queries since the
 // last FailAt.
-func (h *Harness) Statements() int {
-	h.db.mu.Lock()
-	defer h.db.mu.Unlock()
-	return h.db.n
-}
+func (h *Harness) Statements() int { return h.db.Statements() }
 
-// faultyDB is a queries.DBTX over the pool whose statement number failAt
-// fails.
-type faultyDB struct {
+// FaultyDB is the pool as a queries.DBTX, and a beginner of transactions,
+// whose statement number n (counted across plain statements, transactions,
+// savepoints and commits) fails with ErrInjected, as a database that went
+// away between two writes would.
+type FaultyDB struct {
 	pool      *pgxpool.Pool
 	mu        sync.Mutex
 	failAt, n int
 }
 
-func (d *faultyDB) step() error {
+// NewFaultyDB returns a FaultyDB over the pool that fails nothing yet.
+func NewFaultyDB(pool *pgxpool.Pool) *FaultyDB { return &FaultyDB{pool: pool} }
+
+// FailAt makes the nth statement from now fail (once); 0 fails none. It
+// resets the count.
+func (d *FaultyDB) FailAt(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failAt, d.n = n, 0
+}
+
+// Statements counts the statements since the last FailAt.
+func (d *FaultyDB) Statements() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n
+}
+
+func (d *FaultyDB) step() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.n++
@@ -157,25 +169,88 @@ func (d *faultyDB) step() error {
 	return nil
 }
 
-func (d *faultyDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := d.step(); err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	return d.pool.Exec(ctx, sql, args...)
+// Exec implements queries.DBTX.
+func (d *FaultyDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return faultyExec(ctx, d, d.pool, sql, args)
 }
 
-func (d *faultyDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+// Query implements queries.DBTX.
+func (d *FaultyDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return faultyQuery(ctx, d, d.pool, sql, args)
+}
+
+// QueryRow implements queries.DBTX.
+func (d *FaultyDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return faultyQueryRow(ctx, d, d.pool, sql, args)
+}
+
+// Begin begins a transaction whose statements count too.
+func (d *FaultyDB) Begin(ctx context.Context) (pgx.Tx, error) {
 	if err := d.step(); err != nil {
 		return nil, err
 	}
-	return d.pool.Query(ctx, sql, args...)
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &faultyTx{Tx: tx, db: d}, nil
 }
 
-func (d *faultyDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+type faultyTx struct {
+	pgx.Tx
+	db *FaultyDB
+}
+
+func (t *faultyTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	if err := t.db.step(); err != nil {
+		return nil, err
+	}
+	sp, err := t.Tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &faultyTx{Tx: sp, db: t.db}, nil
+}
+
+func (t *faultyTx) Commit(ctx context.Context) error {
+	if err := t.db.step(); err != nil {
+		_ = t.Tx.Rollback(ctx)
+		return err
+	}
+	return t.Tx.Commit(ctx)
+}
+
+func (t *faultyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return faultyExec(ctx, t.db, t.Tx, sql, args)
+}
+
+func (t *faultyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return faultyQuery(ctx, t.db, t.Tx, sql, args)
+}
+
+func (t *faultyTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return faultyQueryRow(ctx, t.db, t.Tx, sql, args)
+}
+
+func faultyExec(ctx context.Context, d *FaultyDB, db queries.DBTX, sql string, args []any) (pgconn.CommandTag, error) {
+	if err := d.step(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return db.Exec(ctx, sql, args...)
+}
+
+func faultyQuery(ctx context.Context, d *FaultyDB, db queries.DBTX, sql string, args []any) (pgx.Rows, error) {
+	if err := d.step(); err != nil {
+		return nil, err
+	}
+	return db.Query(ctx, sql, args...)
+}
+
+func faultyQueryRow(ctx context.Context, d *FaultyDB, db queries.DBTX, sql string, args []any) pgx.Row {
 	if err := d.step(); err != nil {
 		return errRow{err}
 	}
-	return d.pool.QueryRow(ctx, sql, args...)
+	return db.QueryRow(ctx, sql, args...)
 }
 
 type errRow struct{ err error }
