@@ -131,6 +131,21 @@ func (s *Sweeper) check(ctx context.Context, job queries.Job) (string, error) {
 		return "resumed", nil
 	case err != nil:
 		return "", fmt.Errorf("inspect task of job %s: %w", job.ID, err)
+	case info.State == asynq.TaskStateArchived && info.LastErr == asynq.ErrLeaseExpired.Error():
+		// Archived because the workers that held it died (a lost lease
+		// counts as a retry in asynq): our infrastructure failed, not the
+		// provider, so the job resumes from its checkpoint.
+		if derr := s.Inspector.DeleteTask(job.Queue, job.ID.String()); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
+			return "", fmt.Errorf("delete the archived task of job %s: %w", job.ID, derr)
+		}
+		if err := s.Client.Enqueue(ctx, job); err != nil {
+			return "", fmt.Errorf("re-enqueue job %s: %w", job.ID, err)
+		}
+		log.Warn("job's task was archived after its workers died; put back to resume from its checkpoint", "step", job.Step, "attempts", job.Attempts)
+		if s.Observer != nil {
+			s.Observer.ObserveResume(job.Kind, time.Since(job.UpdatedAt))
+		}
+		return "resumed", nil
 	case info.State == asynq.TaskStateArchived:
 		msg := "the job's task was archived"
 		if info.LastErr != "" {

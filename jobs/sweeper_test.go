@@ -88,6 +88,17 @@ func TestSweeper(t *testing.T) {
 			wantStatus: StatusFailed, wantError: "the job's task was archived", wantTask: true,
 		},
 		{
+			name: "job whose task was archived after its workers died resumes",
+			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
+				job := f.insert(t)
+				f.q.StartJobAttempt(ctx, job.ID)
+				archiveAsLeaseExpired(t, f, in, job)
+				return job
+			},
+			// Our infrastructure failed, not the provider: not a failure.
+			wantStatus: StatusRunning, wantTask: true,
+		},
+		{
 			name: "queued job with its task is left alone",
 			prepare: func(t *testing.T, f *fixture, in *asynq.Inspector) queries.Job {
 				return f.insert(t)
@@ -121,6 +132,30 @@ func TestSweeper(t *testing.T) {
 			}
 		})
 	}
+}
+
+// archiveAsLeaseExpired leaves the job's task archived as asynq archives
+// a task whose lease expired on its last retry: a delivery that ended with
+// asynq.ErrLeaseExpired and no retry left.
+func archiveAsLeaseExpired(t *testing.T, f *fixture, in *asynq.Inspector, job queries.Job) {
+	t.Helper()
+	if err := in.DeleteTask(job.Queue, job.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	c := asynq.NewClient(f.redis)
+	defer c.Close()
+	if _, err := c.Enqueue(asynq.NewTask(job.Kind, job.Args), asynq.TaskID(job.ID.String()), asynq.Queue(job.Queue), asynq.MaxRetry(0)); err != nil {
+		t.Fatal(err)
+	}
+	srv := asynq.NewServer(f.redis, asynq.Config{Queues: map[string]int{job.Queue: 1}, Concurrency: 1, LogLevel: asynq.FatalLevel})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return asynq.ErrLeaseExpired })); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	jobtest.Eventually(t, 10*time.Second, "the task archived", func() bool {
+		info, err := in.GetTaskInfo(job.Queue, job.ID.String())
+		return err == nil && info.State == asynq.TaskStateArchived && info.LastErr == asynq.ErrLeaseExpired.Error()
+	})
 }
 
 func TestSweeperWaitsForTheGracePeriod(t *testing.T) {

@@ -182,6 +182,7 @@ func TestWritesThatBelongTogetherAreAllOrNothing(t *testing.T) {
 				return tt.act(f)
 			}
 			n := statements(t, run)
+			t.Logf("the use case runs %d statements; failing each in turn", n)
 			if n < 2 {
 				t.Fatalf("the use case ran %d statements; want a transaction of several", n)
 			}
