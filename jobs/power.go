@@ -62,7 +62,14 @@ func (w *PowerWorker) Work(ctx context.Context, job *Job[PowerArgs]) error {
 		return permanent(job.Args.Kind(), "power job has no service")
 	}
 	if job.Args.WaitForService {
+		// It waits for the job holding the service, and for a power job
+		// asked for before it (a withdrawal's resume for the cancellation's
+		// suspend), so that the last one asked for decides.
 		other, err := w.Queries.GetActiveServiceJob(ctx, nullUUID(job.Service.ID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			other, err = w.Queries.EarlierUnfinishedJob(ctx, queries.EarlierUnfinishedJobParams{
+				ServiceID: nullUUID(job.Service.ID), Kind: job.Args.Kind(), ID: job.Row.ID, CreatedAt: job.Row.CreatedAt})
+		}
 		if err == nil {
 			return &SnoozeError{After: 15 * time.Second,
 				Reason: fmt.Sprintf("waiting for job %s (%s) on the service to end", other.ID, other.Kind)}

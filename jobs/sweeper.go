@@ -206,9 +206,20 @@ func (s *Sweeper) reconcileTerminations(ctx context.Context) (int, error) {
 			continue
 		}
 		id := svc.TerminationJobID.UUID
-		// The cancellation and its job are one transaction (see
-		// service.Services.Cancel): the row is there.
 		job, err := s.Queries.GetJob(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// The cancellation and its job are one transaction now (see
+			// service.Services.Cancel); one recorded before that may lack
+			// its job, which is recorded here, once (its id is derived).
+			if job, _, err = s.Client.Insert(ctx, TerminationArgs{ServiceID: svc.ID, Generation: svc.CancellationGeneration},
+				Request{TeamID: svc.TeamID, ServiceID: svc.ID, RequestedBy: "scheduler", JobID: id, RunAt: *svc.TerminateAt}); err != nil {
+				s.Log.Error("termination job of a cancellation not recorded", "service_id", svc.ID, "job_id", id, "err", err)
+				continue
+			}
+			s.Log.Warn("cancellation without its termination job; recorded", "service_id", svc.ID, "job_id", id)
+			n++
+			continue
+		}
 		if err != nil {
 			return n, err
 		}

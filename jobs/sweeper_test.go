@@ -170,3 +170,36 @@ func TestSweeperWaitsForTheGracePeriod(t *testing.T) {
 		t.Fatalf("Sweep = %+v, %v; want nothing checked within the grace period", res, err)
 	}
 }
+
+// TestSweeperRecordsTheTerminationOfACancellationWithoutOne: a
+// cancellation recorded before cancellations and their jobs were one
+// transaction may lack its job; the sweep records it, once, and goes on
+// with the other terminations.
+func TestSweeperRecordsTheTerminationOfACancellationWithoutOne(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	in := asynq.NewInspector(f.redis)
+	defer in.Close()
+	at, when := time.Now().Add(time.Hour), "immediately"
+	id := TerminationJobID(f.svc.ID, 1)
+	if _, err := f.q.ScheduleTermination(ctx, queries.ScheduleTerminationParams{ID: f.svc.ID, CancelWhen: &when,
+		TerminateAt: &at, JobID: nullUUID(id)}); err != nil {
+		t.Fatal(err)
+	}
+	s := &Sweeper{Queries: f.q, Inspector: in, Client: f.client, Grace: time.Hour, Log: jobtest.Logger(t)}
+	var counts []int
+	for range 2 {
+		res, err := s.Sweep(ctx)
+		if err != nil {
+			t.Fatalf("Sweep: %v", err)
+		}
+		counts = append(counts, res.Terminations)
+	}
+	job, err := f.q.GetJob(ctx, id)
+	if err != nil || job.Status != StatusScheduled || job.Kind != (TerminationArgs{}).Kind() {
+		t.Fatalf("termination job %+v, %v; want it recorded, scheduled", job, err)
+	}
+	if counts[0] != 1 || counts[1] != 0 {
+		t.Errorf("sweeps recorded %v terminations, want 1 then 0", counts)
+	}
+}

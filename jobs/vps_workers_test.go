@@ -3,8 +3,10 @@ package jobs_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -375,4 +377,68 @@ func TestVPSWorkersSurviveAFailedWriteAnywhere(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAJobMovedLaterWaitsForItsNewTime delivers a release moved to a later
+// period end at its old time, as its old task comes when the move could
+// not replace it (Redis was away): the job is not started and asks asynq
+// to come back at the new time.
+func TestAJobMovedLaterWaitsForItsNewTime(t *testing.T) {
+	f := newVPSFixture(t, sim.VM{VMID: 101, Status: "running", Config: map[string]string{"ipconfig1": "ip=203.0.113.7/24"}},
+		jobs.Plan{Cores: 2, MemoryMB: 2048, DiskGB: 20, AdditionalIPs: []string{"203.0.113.7"}})
+	later := time.Now().Add(2 * time.Hour)
+	job := f.h.Insert(jobs.ReleaseIPArgs{ServiceID: f.svc.ID, IP: "203.0.113.7"}, f.svc.ID, jobs.Request{RunAt: later})
+	after, err := f.h.Attempt(context.Background(), job)
+	var snooze *jobs.SnoozeError
+	if !errors.As(err, &snooze) || snooze.After < time.Hour {
+		t.Fatalf("the early delivery returned %v; want a snooze until the new time", err)
+	}
+	if after.Status != jobs.StatusScheduled || after.Attempts != 0 {
+		t.Errorf("job %s after %d attempts; want still scheduled, never started", after.Status, after.Attempts)
+	}
+	if vm, _ := f.vm(t); vm.Config["ipconfig1"] == "" {
+		t.Error("the address was released before its time")
+	}
+}
+
+// TestAWithdrawalsResumeWaitsForTheCancellationsSuspension runs the
+// resumption a withdrawal queued before the cancellation's suspension has
+// ended: it waits for the suspension, then resumes, and the service ends
+// active with its VM running.
+func TestAWithdrawalsResumeWaitsForTheCancellationsSuspension(t *testing.T) {
+	ctx := context.Background()
+	f := newVPSFixture(t, sim.VM{VMID: 101, Status: "running"}, testPlan)
+	q := queries.New(f.h.Pool)
+	insert := func(action string) queries.Job {
+		args, id := jobs.CancellationPower(f.svc, 1, action)
+		return f.h.Insert(args, f.svc.ID, jobs.Request{JobID: id})
+	}
+	suspend := terminationAndSuspension(t, f.h, f.svc, insert)
+	if _, err := q.ClearCancellation(ctx, f.svc.ID); err != nil {
+		t.Fatal(err)
+	}
+	resume := insert("resume")
+	if _, err := f.h.Attempt(ctx, resume); err == nil || !strings.Contains(err.Error(), suspend.ID.String()) {
+		t.Fatalf("the resume ran before the suspension ended (err %v); want it waiting for job %s", err, suspend.ID)
+	}
+	for _, j := range []queries.Job{suspend, resume} {
+		if j = f.h.Run(ctx, j, 5); j.Status != jobs.StatusSucceeded {
+			t.Fatalf("job %s ended %s: %s", j.ID, j.Status, j.Error)
+		}
+	}
+	svc := f.service(t)
+	if vm, _ := f.vm(t); svc.Status != "active" || len(svc.Suspensions) != 0 || vm.Paused {
+		t.Errorf("service %s suspended for %v, VM paused %v; want active and running", svc.Status, svc.Suspensions, vm.Paused)
+	}
+}
+
+// terminationAndSuspension cancels the service immediately as the API
+// does, with insert making its suspension job, which it returns.
+func terminationAndSuspension(t *testing.T, h *worktest.Harness, svc queries.Service, insert func(string) queries.Job) queries.Job {
+	t.Helper()
+	terminationJob(t, h, svc)
+	time.Sleep(5 * time.Millisecond) // rows told apart by their creation time
+	suspend := insert("suspend")
+	time.Sleep(5 * time.Millisecond)
+	return suspend
 }

@@ -182,8 +182,9 @@ func every(ctx context.Context, d time.Duration, fn func(context.Context)) (stop
 	return func() { cancel(); <-done }
 }
 
-// drop handles a delivery whose job may not run: it has ended, or its row is
-// gone.
+// drop handles a delivery whose job may not run: it has ended, its row is
+// gone, or it was moved later and this is its old task, which comes back
+// at the new time (the move could not replace it: Redis was away).
 func (ws *Workers) drop(ctx context.Context, id uuid.UUID, log *slog.Logger) error {
 	job, err := ws.q.GetJob(ctx, id)
 	switch {
@@ -192,6 +193,9 @@ func (ws *Workers) drop(ctx context.Context, id uuid.UUID, log *slog.Logger) err
 		return nil
 	case err != nil:
 		return fmt.Errorf("load job %s: %w", id, err)
+	case !Finished(job.Status) && job.RunAt != nil && job.RunAt.After(time.Now()):
+		log.Info("job was moved later; its task comes back then", "run_at", job.RunAt)
+		return &SnoozeError{After: time.Until(*job.RunAt), Reason: "moved to " + job.RunAt.UTC().Format(time.RFC3339)}
 	}
 	log.Info("job has ended already; delivery dropped", "status", job.Status)
 	return nil

@@ -57,10 +57,14 @@ WHERE team_id = $1
 -- when the job has already ended or was cancelled, so a late or duplicate
 -- task delivery does nothing.
 -- name: StartJobAttempt :one
+-- Starts an attempt of a job that has not ended and whose time has come: a
+-- job moved later (a renewal) whose old task came at the old time is not
+-- started (no row; see Workers.drop).
 UPDATE jobs
 SET status = 'running', attempts = attempts + 1, error = '',
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+  AND (run_at IS NULL OR run_at <= now() + interval '1 minute')
 RETURNING *;
 
 -- The worker-side writes below are fenced by the attempt number: once a newer
@@ -199,3 +203,13 @@ WHERE service_id = $1 AND kind = $2 AND status = 'scheduled';
 INSERT INTO job_tasks (upid, job_id, step) VALUES ($1, $2, $3)
 ON CONFLICT (upid) DO UPDATE SET upid = excluded.upid
 RETURNING job_id;
+
+-- name: EarlierUnfinishedJob :one
+-- The oldest job of kind on the service, recorded before the given one,
+-- that has not ended: cancellation power jobs (which do not hold their
+-- service) run in the order they were asked for.
+SELECT * FROM jobs
+WHERE service_id = sqlc.arg(service_id) AND kind = sqlc.arg(kind) AND id <> sqlc.arg(id)
+  AND created_at < sqlc.arg(created_at) AND status IN ('queued', 'scheduled', 'running', 'retrying')
+ORDER BY created_at
+LIMIT 1;

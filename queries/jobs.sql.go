@@ -161,6 +161,67 @@ func (q *Queries) CountTeamJobs(ctx context.Context, arg CountTeamJobsParams) (i
 	return count, err
 }
 
+const earlierUnfinishedJob = `-- name: EarlierUnfinishedJob :one
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+WHERE service_id = $1 AND kind = $2 AND id <> $3
+  AND created_at < $4 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+ORDER BY created_at
+LIMIT 1
+`
+
+type EarlierUnfinishedJobParams struct {
+	ServiceID uuid.NullUUID
+	Kind      string
+	ID        uuid.UUID
+	CreatedAt time.Time
+}
+
+// The oldest job of kind on the service, recorded before the given one,
+// that has not ended: cancellation power jobs (which do not hold their
+// service) run in the order they were asked for.
+func (q *Queries) EarlierUnfinishedJob(ctx context.Context, arg EarlierUnfinishedJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, earlierUnfinishedJob,
+		arg.ServiceID,
+		arg.Kind,
+		arg.ID,
+		arg.CreatedAt,
+	)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.Kind,
+		&i.Queue,
+		&i.TeamID,
+		&i.ServiceID,
+		&i.Mutating,
+		&i.Status,
+		&i.Args,
+		&i.Step,
+		&i.Progress,
+		&i.Checkpoint,
+		&i.SealedSecrets,
+		&i.Result,
+		&i.Error,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.TimeoutSeconds,
+		&i.IdempotencyKey,
+		&i.RequestHash,
+		&i.ApiKeyID,
+		&i.RequestedBy,
+		&i.CancelRequestedAt,
+		&i.RunAt,
+		&i.SweptAt,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.SealedResult,
+		&i.HeartbeatAt,
+	)
+	return i, err
+}
+
 const failJob = `-- name: FailJob :one
 WITH marked AS (
     UPDATE services SET status = 'needs_repair', repair_reason = $4::text, updated_at = now()
@@ -1170,6 +1231,7 @@ UPDATE jobs
 SET status = 'running', attempts = attempts + 1, error = '',
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
+  AND (run_at IS NULL OR run_at <= now() + interval '1 minute')
 RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
 `
 
@@ -1177,6 +1239,9 @@ RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, pr
 // attempt; the new count fences the attempt's later writes. It returns no row
 // when the job has already ended or was cancelled, so a late or duplicate
 // task delivery does nothing.
+// Starts an attempt of a job that has not ended and whose time has come: a
+// job moved later (a renewal) whose old task came at the old time is not
+// started (no row; see Workers.drop).
 func (q *Queries) StartJobAttempt(ctx context.Context, id uuid.UUID) (Job, error) {
 	row := q.db.QueryRow(ctx, startJobAttempt, id)
 	var i Job

@@ -128,8 +128,8 @@ func (s *Server) liveVPS(r *http.Request) (queries.Service, error) {
 	if err != nil {
 		return svc, err
 	}
-	if svc.Status == "needs_repair" {
-		return svc, needsRepair(svc)
+	if svc.Status == "needs_repair" || svc.Status == "terminated" {
+		return svc, usable(svc)
 	}
 	if _, err := jobs.ProxmoxRef(&svc); err != nil {
 		return svc, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}

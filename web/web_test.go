@@ -661,3 +661,14 @@ func contractClient(t *testing.T) *http.Client {
 	}
 	return c.Client()
 }
+
+func TestLiveReadsOfATerminatedVPSSayItIsTerminated(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID)
+	if err := e.q.SetServiceStatus(context.Background(), queries.SetServiceStatusParams{ID: svc.ID, Status: "terminated"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/status", "/traffic", "/backups"} {
+		e.do("GET", "/api/services/"+svc.ID.String()+path, e.key, "").check(t, 409, "Service is terminated")
+	}
+}
