@@ -41,6 +41,10 @@ type Request struct {
 	APIKeyID  uuid.UUID // uuid.Nil when not asked through an API key
 	// RequestedBy is shown to users: the key's prefix, "cli", "scheduler".
 	RequestedBy string
+	// PersonID is the person who asked (uuid.Nil when not a person's key),
+	// GrantID the grant they asked through (uuid.Nil for their own team's
+	// service).
+	PersonID, GrantID uuid.UUID
 	// IdempotencyKey, when set, makes a repeated request return the first job.
 	IdempotencyKey string
 	// RequestHash fingerprints the request, so that an idempotency key reused
@@ -174,6 +178,7 @@ func insertJob(ctx context.Context, q *queries.Queries, tx pgx.Tx, params querie
 			IdempotencyKey: params.IdempotencyKey, RequestHash: params.RequestHash, ApiKeyID: params.ApiKeyID,
 			RequestedBy: params.RequestedBy, RunAt: params.RunAt, SealedSecrets: params.SealedSecrets,
 			ServiceID: params.ServiceID.UUID, TeamID: params.TeamID, Statuses: guard.Statuses, Excluded: guard.Excluded,
+			PersonID: params.PersonID, GrantID: params.GrantID,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return job, ErrGuarded
@@ -220,6 +225,8 @@ func (c *Client) params(args Args, req Request) (queries.InsertJobParams, error)
 		RequestHash:    req.RequestHash,
 		ApiKeyID:       nullUUID(req.APIKeyID),
 		RequestedBy:    req.RequestedBy,
+		PersonID:       nullUUID(req.PersonID),
+		GrantID:        nullUUID(req.GrantID),
 	}
 	if req.IdempotencyKey != "" {
 		params.IdempotencyKey = &req.IdempotencyKey

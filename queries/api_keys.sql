@@ -1,10 +1,18 @@
 -- name: CreateAPIKey :one
-INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, platform)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, platform, person_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
 
 -- name: GetAPIKeyByHash :one
-SELECT * FROM api_keys WHERE key_hash = $1;
+-- The key with its person's email and role in the key's team: a key
+-- without a person acts for the whole team (owner); a person's key whose
+-- person left the team has no role.
+SELECT sqlc.embed(k), coalesce(p.email, '')::text AS email,
+       (CASE WHEN k.person_id IS NULL THEN 'owner' ELSE coalesce(m.role, '') END)::text AS role
+FROM api_keys k
+LEFT JOIN people p ON p.id = k.person_id
+LEFT JOIN team_members m ON m.team_id = k.team_id AND m.person_id = k.person_id
+WHERE k.key_hash = $1;
 
 -- name: ListAPIKeys :many
 SELECT api_keys.*, teams.name AS team_name

@@ -32,9 +32,9 @@ func (q *Queries) CountActiveAPIKeysNamed(ctx context.Context, arg CountActiveAP
 }
 
 const createAPIKey = `-- name: CreateAPIKey :one
-INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, platform)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at, platform
+INSERT INTO api_keys (team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, platform, person_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at, platform, person_id
 `
 
 type CreateAPIKeyParams struct {
@@ -47,6 +47,7 @@ type CreateAPIKeyParams struct {
 	RateLimit   int32
 	ExpiresAt   *time.Time
 	Platform    bool
+	PersonID    uuid.NullUUID
 }
 
 func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (ApiKey, error) {
@@ -60,6 +61,7 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 		arg.RateLimit,
 		arg.ExpiresAt,
 		arg.Platform,
+		arg.PersonID,
 	)
 	var i ApiKey
 	err := row.Scan(
@@ -75,36 +77,54 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 		&i.RevokedAt,
 		&i.CreatedAt,
 		&i.Platform,
+		&i.PersonID,
 	)
 	return i, err
 }
 
 const getAPIKeyByHash = `-- name: GetAPIKeyByHash :one
-SELECT id, team_id, name, prefix, key_hash, scopes, ip_allowlist, rate_limit, expires_at, revoked_at, created_at, platform FROM api_keys WHERE key_hash = $1
+SELECT k.id, k.team_id, k.name, k.prefix, k.key_hash, k.scopes, k.ip_allowlist, k.rate_limit, k.expires_at, k.revoked_at, k.created_at, k.platform, k.person_id, coalesce(p.email, '')::text AS email,
+       (CASE WHEN k.person_id IS NULL THEN 'owner' ELSE coalesce(m.role, '') END)::text AS role
+FROM api_keys k
+LEFT JOIN people p ON p.id = k.person_id
+LEFT JOIN team_members m ON m.team_id = k.team_id AND m.person_id = k.person_id
+WHERE k.key_hash = $1
 `
 
-func (q *Queries) GetAPIKeyByHash(ctx context.Context, keyHash []byte) (ApiKey, error) {
+type GetAPIKeyByHashRow struct {
+	ApiKey ApiKey
+	Email  string
+	Role   string
+}
+
+// The key with its person's email and role in the key's team: a key
+// without a person acts for the whole team (owner); a person's key whose
+// person left the team has no role.
+func (q *Queries) GetAPIKeyByHash(ctx context.Context, keyHash []byte) (GetAPIKeyByHashRow, error) {
 	row := q.db.QueryRow(ctx, getAPIKeyByHash, keyHash)
-	var i ApiKey
+	var i GetAPIKeyByHashRow
 	err := row.Scan(
-		&i.ID,
-		&i.TeamID,
-		&i.Name,
-		&i.Prefix,
-		&i.KeyHash,
-		&i.Scopes,
-		&i.IpAllowlist,
-		&i.RateLimit,
-		&i.ExpiresAt,
-		&i.RevokedAt,
-		&i.CreatedAt,
-		&i.Platform,
+		&i.ApiKey.ID,
+		&i.ApiKey.TeamID,
+		&i.ApiKey.Name,
+		&i.ApiKey.Prefix,
+		&i.ApiKey.KeyHash,
+		&i.ApiKey.Scopes,
+		&i.ApiKey.IpAllowlist,
+		&i.ApiKey.RateLimit,
+		&i.ApiKey.ExpiresAt,
+		&i.ApiKey.RevokedAt,
+		&i.ApiKey.CreatedAt,
+		&i.ApiKey.Platform,
+		&i.ApiKey.PersonID,
+		&i.Email,
+		&i.Role,
 	)
 	return i, err
 }
 
 const listAPIKeys = `-- name: ListAPIKeys :many
-SELECT api_keys.id, api_keys.team_id, api_keys.name, api_keys.prefix, api_keys.key_hash, api_keys.scopes, api_keys.ip_allowlist, api_keys.rate_limit, api_keys.expires_at, api_keys.revoked_at, api_keys.created_at, api_keys.platform, teams.name AS team_name
+SELECT api_keys.id, api_keys.team_id, api_keys.name, api_keys.prefix, api_keys.key_hash, api_keys.scopes, api_keys.ip_allowlist, api_keys.rate_limit, api_keys.expires_at, api_keys.revoked_at, api_keys.created_at, api_keys.platform, api_keys.person_id, teams.name AS team_name
 FROM api_keys JOIN teams ON teams.id = api_keys.team_id
 WHERE $1::uuid IS NULL OR api_keys.team_id = $1
 ORDER BY teams.name, api_keys.created_at
@@ -123,6 +143,7 @@ type ListAPIKeysRow struct {
 	RevokedAt   *time.Time
 	CreatedAt   time.Time
 	Platform    bool
+	PersonID    uuid.NullUUID
 	TeamName    string
 }
 
@@ -148,6 +169,7 @@ func (q *Queries) ListAPIKeys(ctx context.Context, teamID uuid.NullUUID) ([]List
 			&i.RevokedAt,
 			&i.CreatedAt,
 			&i.Platform,
+			&i.PersonID,
 			&i.TeamName,
 		); err != nil {
 			return nil, err

@@ -1,8 +1,8 @@
 -- name: InsertJob :one
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
-                  sealed_secrets)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                  sealed_secrets, person_id, grant_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 RETURNING *;
 
 -- name: InsertGuardedJob :one
@@ -12,11 +12,12 @@ RETURNING *;
 -- why.
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
-                  sealed_secrets)
+                  sealed_secrets, person_id, grant_id)
 SELECT sqlc.arg(id)::uuid, sqlc.arg(kind)::text, sqlc.arg(queue)::text, s.team_id, s.id, sqlc.arg(mutating)::boolean,
        sqlc.arg(status)::text, sqlc.arg(args)::jsonb, sqlc.arg(max_attempts)::integer, sqlc.arg(timeout_seconds)::integer,
        sqlc.narg(idempotency_key)::text, sqlc.arg(request_hash)::bytea, sqlc.narg(api_key_id)::uuid,
-       sqlc.arg(requested_by)::text, sqlc.narg(run_at)::timestamptz, sqlc.arg(sealed_secrets)::bytea
+       sqlc.arg(requested_by)::text, sqlc.narg(run_at)::timestamptz, sqlc.arg(sealed_secrets)::bytea,
+       sqlc.narg(person_id)::uuid, sqlc.narg(grant_id)::uuid
 FROM services s
 WHERE s.id = sqlc.arg(service_id)::uuid AND s.team_id = sqlc.arg(team_id)::uuid
   AND s.status = ANY(sqlc.arg(statuses)::text[]) AND NOT (s.provider = ANY(sqlc.arg(excluded)::text[]))

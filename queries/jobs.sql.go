@@ -36,7 +36,7 @@ UPDATE jobs
 SET status = 'cancelled', error = $2, sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'retrying')
   AND NOT coalesce((checkpoint->>'committed')::boolean, false)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 type CancelWaitingJobParams struct {
@@ -79,6 +79,8 @@ func (q *Queries) CancelWaitingJob(ctx context.Context, arg CancelWaitingJobPara
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -162,7 +164,7 @@ func (q *Queries) CountTeamJobs(ctx context.Context, arg CountTeamJobsParams) (i
 }
 
 const earlierUnfinishedJob = `-- name: EarlierUnfinishedJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs
 WHERE service_id = $1 AND kind = $2 AND id <> $3
   AND created_at < $4 AND status IN ('queued', 'scheduled', 'running', 'retrying')
 ORDER BY created_at
@@ -218,6 +220,8 @@ func (q *Queries) EarlierUnfinishedJob(ctx context.Context, arg EarlierUnfinishe
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -238,7 +242,7 @@ SET status = 'failed', error = $1, sealed_secrets = NULL, finished_at = now(), u
 WHERE jobs.id = $2
   AND CASE WHEN $3::int IS NULL THEN jobs.status IN ('queued', 'scheduled', 'running', 'retrying')
            ELSE jobs.attempts = $3::int AND jobs.status = 'running' END
-RETURNING jobs.id, jobs.kind, jobs.queue, jobs.team_id, jobs.service_id, jobs.mutating, jobs.status, jobs.args, jobs.step, jobs.progress, jobs.checkpoint, jobs.sealed_secrets, jobs.result, jobs.error, jobs.attempts, jobs.max_attempts, jobs.timeout_seconds, jobs.idempotency_key, jobs.request_hash, jobs.api_key_id, jobs.requested_by, jobs.cancel_requested_at, jobs.run_at, jobs.swept_at, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.sealed_result, jobs.heartbeat_at
+RETURNING jobs.id, jobs.kind, jobs.queue, jobs.team_id, jobs.service_id, jobs.mutating, jobs.status, jobs.args, jobs.step, jobs.progress, jobs.checkpoint, jobs.sealed_secrets, jobs.result, jobs.error, jobs.attempts, jobs.max_attempts, jobs.timeout_seconds, jobs.idempotency_key, jobs.request_hash, jobs.api_key_id, jobs.requested_by, jobs.cancel_requested_at, jobs.run_at, jobs.swept_at, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.sealed_result, jobs.heartbeat_at, jobs.person_id, jobs.grant_id
 `
 
 type FailJobParams struct {
@@ -293,12 +297,14 @@ func (q *Queries) FailJob(ctx context.Context, arg FailJobParams) (Job, error) {
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
 
 const findScheduledJob = `-- name: FindScheduledJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs
 WHERE service_id = $1 AND kind = $2 AND args ->> $3::text = $4::text
   AND status IN ('scheduled', 'queued', 'retrying')
 LIMIT 1
@@ -352,6 +358,8 @@ func (q *Queries) FindScheduledJob(ctx context.Context, arg FindScheduledJobPara
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -362,7 +370,7 @@ SET status = $3, error = $4, result = $5, sealed_result = $6,
     progress = CASE WHEN $3::text = 'succeeded' THEN 100 ELSE progress END,
     sealed_secrets = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND attempts = $2 AND status = 'running'
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 type FinishJobAttemptParams struct {
@@ -415,12 +423,14 @@ func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptPara
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
 
 const getActiveServiceJob = `-- name: GetActiveServiceJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs
 WHERE service_id = $1 AND mutating AND status IN ('queued', 'scheduled', 'running', 'retrying')
 LIMIT 1
 `
@@ -459,12 +469,14 @@ func (q *Queries) GetActiveServiceJob(ctx context.Context, serviceID uuid.NullUU
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs WHERE id = $1
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -501,12 +513,14 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
 
 const getJobByIdempotencyKey = `-- name: GetJobByIdempotencyKey :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs WHERE team_id = $1 AND idempotency_key = $2
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs WHERE team_id = $1 AND idempotency_key = $2
 `
 
 type GetJobByIdempotencyKeyParams struct {
@@ -548,12 +562,14 @@ func (q *Queries) GetJobByIdempotencyKey(ctx context.Context, arg GetJobByIdempo
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
 
 const getTeamJob = `-- name: GetTeamJob :one
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs WHERE id = $1 AND team_id = $2
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamJobParams struct {
@@ -595,6 +611,8 @@ func (q *Queries) GetTeamJob(ctx context.Context, arg GetTeamJobParams) (Job, er
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -602,15 +620,16 @@ func (q *Queries) GetTeamJob(ctx context.Context, arg GetTeamJobParams) (Job, er
 const insertGuardedJob = `-- name: InsertGuardedJob :one
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
-                  sealed_secrets)
+                  sealed_secrets, person_id, grant_id)
 SELECT $1::uuid, $2::text, $3::text, s.team_id, s.id, $4::boolean,
        $5::text, $6::jsonb, $7::integer, $8::integer,
        $9::text, $10::bytea, $11::uuid,
-       $12::text, $13::timestamptz, $14::bytea
+       $12::text, $13::timestamptz, $14::bytea,
+       $15::uuid, $16::uuid
 FROM services s
-WHERE s.id = $15::uuid AND s.team_id = $16::uuid
-  AND s.status = ANY($17::text[]) AND NOT (s.provider = ANY($18::text[]))
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+WHERE s.id = $17::uuid AND s.team_id = $18::uuid
+  AND s.status = ANY($19::text[]) AND NOT (s.provider = ANY($20::text[]))
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 type InsertGuardedJobParams struct {
@@ -628,6 +647,8 @@ type InsertGuardedJobParams struct {
 	RequestedBy    string
 	RunAt          *time.Time
 	SealedSecrets  []byte
+	PersonID       uuid.NullUUID
+	GrantID        uuid.NullUUID
 	ServiceID      uuid.UUID
 	TeamID         uuid.UUID
 	Statuses       []string
@@ -654,6 +675,8 @@ func (q *Queries) InsertGuardedJob(ctx context.Context, arg InsertGuardedJobPara
 		arg.RequestedBy,
 		arg.RunAt,
 		arg.SealedSecrets,
+		arg.PersonID,
+		arg.GrantID,
 		arg.ServiceID,
 		arg.TeamID,
 		arg.Statuses,
@@ -691,6 +714,8 @@ func (q *Queries) InsertGuardedJob(ctx context.Context, arg InsertGuardedJobPara
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -698,9 +723,9 @@ func (q *Queries) InsertGuardedJob(ctx context.Context, arg InsertGuardedJobPara
 const insertJob = `-- name: InsertJob :one
 INSERT INTO jobs (id, kind, queue, team_id, service_id, mutating, status, args, max_attempts,
                   timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, run_at,
-                  sealed_secrets)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+                  sealed_secrets, person_id, grant_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 type InsertJobParams struct {
@@ -720,6 +745,8 @@ type InsertJobParams struct {
 	RequestedBy    string
 	RunAt          *time.Time
 	SealedSecrets  []byte
+	PersonID       uuid.NullUUID
+	GrantID        uuid.NullUUID
 }
 
 func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, error) {
@@ -740,6 +767,8 @@ func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, erro
 		arg.RequestedBy,
 		arg.RunAt,
 		arg.SealedSecrets,
+		arg.PersonID,
+		arg.GrantID,
 	)
 	var i Job
 	err := row.Scan(
@@ -773,6 +802,8 @@ func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) (Job, erro
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -843,7 +874,7 @@ func (q *Queries) ListJobEvents(ctx context.Context, arg ListJobEventsParams) ([
 }
 
 const listScheduledJobs = `-- name: ListScheduledJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs
 WHERE service_id = $1 AND kind = $2 AND status = 'scheduled'
 `
 
@@ -892,6 +923,8 @@ func (q *Queries) ListScheduledJobs(ctx context.Context, arg ListScheduledJobsPa
 			&i.UpdatedAt,
 			&i.SealedResult,
 			&i.HeartbeatAt,
+			&i.PersonID,
+			&i.GrantID,
 		); err != nil {
 			return nil, err
 		}
@@ -904,7 +937,7 @@ func (q *Queries) ListScheduledJobs(ctx context.Context, arg ListScheduledJobsPa
 }
 
 const listTeamJobs = `-- name: ListTeamJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs
 WHERE team_id = $1
   AND ($4::uuid IS NULL OR service_id = $4)
   AND ($5::text IS NULL OR status = $5)
@@ -969,6 +1002,8 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 			&i.UpdatedAt,
 			&i.SealedResult,
 			&i.HeartbeatAt,
+			&i.PersonID,
+			&i.GrantID,
 		); err != nil {
 			return nil, err
 		}
@@ -981,7 +1016,7 @@ func (q *Queries) ListTeamJobs(ctx context.Context, arg ListTeamJobsParams) ([]J
 }
 
 const listUnfinishedJobs = `-- name: ListUnfinishedJobs :many
-SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at FROM jobs
+SELECT id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id FROM jobs
 WHERE status IN ('queued', 'scheduled', 'running', 'retrying') AND coalesce(swept_at, updated_at) < $1::timestamptz
   AND (heartbeat_at IS NULL OR heartbeat_at < $1::timestamptz)
 ORDER BY coalesce(swept_at, updated_at)
@@ -1035,6 +1070,8 @@ func (q *Queries) ListUnfinishedJobs(ctx context.Context, arg ListUnfinishedJobs
 			&i.UpdatedAt,
 			&i.SealedResult,
 			&i.HeartbeatAt,
+			&i.PersonID,
+			&i.GrantID,
 		); err != nil {
 			return nil, err
 		}
@@ -1059,7 +1096,7 @@ const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
   AND NOT coalesce((checkpoint->>'committed')::boolean, false)
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 // A job past its point of no return (see jobs.Run.CommitAt) is carried
@@ -1098,6 +1135,8 @@ func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, erro
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -1105,7 +1144,7 @@ func (q *Queries) RequestJobCancel(ctx context.Context, id uuid.UUID) (Job, erro
 const rescheduleJob = `-- name: RescheduleJob :one
 UPDATE jobs SET run_at = $2, status = 'scheduled', updated_at = now()
 WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 type RescheduleJobParams struct {
@@ -1148,6 +1187,8 @@ func (q *Queries) RescheduleJob(ctx context.Context, arg RescheduleJobParams) (J
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }
@@ -1232,7 +1273,7 @@ SET status = 'running', attempts = attempts + 1, error = '',
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'scheduled', 'running', 'retrying')
   AND (run_at IS NULL OR run_at <= now() + interval '1 minute')
-RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at
+RETURNING id, kind, queue, team_id, service_id, mutating, status, args, step, progress, checkpoint, sealed_secrets, result, error, attempts, max_attempts, timeout_seconds, idempotency_key, request_hash, api_key_id, requested_by, cancel_requested_at, run_at, swept_at, created_at, started_at, finished_at, updated_at, sealed_result, heartbeat_at, person_id, grant_id
 `
 
 // StartJobAttempt moves a job that may run into running and counts the
@@ -1276,6 +1317,8 @@ func (q *Queries) StartJobAttempt(ctx context.Context, id uuid.UUID) (Job, error
 		&i.UpdatedAt,
 		&i.SealedResult,
 		&i.HeartbeatAt,
+		&i.PersonID,
+		&i.GrantID,
 	)
 	return i, err
 }

@@ -40,6 +40,7 @@ type ApiKey struct {
 	RevokedAt   *time.Time
 	CreatedAt   time.Time
 	Platform    bool
+	PersonID    uuid.NullUUID
 }
 
 type ConsoleSession struct {
@@ -66,6 +67,18 @@ type FiredAlert struct {
 	FiringNotified   bool
 	ResolvedNotified bool
 	ResolvedValue    pgtype.Float8
+}
+
+type Grant struct {
+	ID          uuid.UUID
+	ServiceID   uuid.UUID
+	Email       string
+	Permissions []string
+	Status      string
+	GrantedBy   uuid.NullUUID
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	RespondedAt *time.Time
 }
 
 type Job struct {
@@ -99,6 +112,8 @@ type Job struct {
 	UpdatedAt         time.Time
 	SealedResult      []byte
 	HeartbeatAt       *time.Time
+	PersonID          uuid.NullUUID
+	GrantID           uuid.NullUUID
 }
 
 type JobEvent struct {
@@ -140,6 +155,13 @@ type Orphan struct {
 	Resource  string
 	ServiceID uuid.UUID
 	FirstSeen time.Time
+}
+
+type Person struct {
+	ID        uuid.UUID
+	Email     string
+	Name      string
+	CreatedAt time.Time
 }
 
 type Service struct {
@@ -184,6 +206,13 @@ type ServiceSample struct {
 type Team struct {
 	ID        uuid.UUID
 	Name      string
+	CreatedAt time.Time
+}
+
+type TeamMember struct {
+	TeamID    uuid.UUID
+	PersonID  uuid.UUID
+	Role      string
 	CreatedAt time.Time
 }
 

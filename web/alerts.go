@@ -249,8 +249,11 @@ func (s *Server) firedAlerts(w http.ResponseWriter, r *http.Request) error {
 // teamOf checks that {teamId} is a team the caller may act for.
 func (s *Server) teamOf(r *http.Request) (uuid.UUID, error) {
 	id, err := uuid.Parse(r.PathValue("teamId"))
-	if err != nil || !callerOf(r).may(id) {
+	if err != nil {
 		return uuid.Nil, notFound("Team")
+	}
+	if err := teamAccess(callerOf(r), id, routePermission(r)); err != nil {
+		return uuid.Nil, err
 	}
 	if !callerOf(r).key.Platform {
 		return id, nil // its own team, which exists

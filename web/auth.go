@@ -31,6 +31,12 @@ const callerKey ctxKey = iota
 // caller is the authenticated key behind a request.
 type caller struct {
 	key queries.ApiKey
+	// email is the key's person's, "" for a key of the whole team (or a
+	// platform key).
+	email string
+	// role is the key's role in its team: its person's, or owner for a
+	// key of the whole team.
+	role string
 }
 
 func callerOf(r *http.Request) *caller {
@@ -43,25 +49,26 @@ func callerOf(r *http.Request) *caller {
 var errPlatformOnly = &apiError{Status: http.StatusForbidden, ErrorKey: "platform_key_required",
 	Message: "This needs a platform key (provisiond keys create --platform); a team's key cannot do it"}
 
-// may reports whether the caller may see and act on the team's resources:
-// its own team's, or any team's with a platform key.
-func (c *caller) may(team uuid.UUID) bool { return c.key.Platform || c.key.TeamID == team }
-
 // listTeam is the team whose resources a list shows: the key's own, or for
-// a platform key the one its teamId query parameter names (required).
-func (c *caller) listTeam(r *http.Request) (uuid.UUID, string) {
+// a platform key the one its teamId query parameter names (required). It
+// returns a validation message for a teamId that cannot be read, and 404
+// for another team's.
+func (c *caller) listTeam(r *http.Request) (uuid.UUID, string, error) {
 	v := r.URL.Query().Get("teamId")
 	if !c.key.Platform {
 		if v != "" && v != c.key.TeamID.String() {
-			return uuid.Nil, "teamId must be the key's own team"
+			if _, err := uuid.Parse(v); err != nil {
+				return uuid.Nil, "teamId must be a team id", nil
+			}
+			return uuid.Nil, "", notFound("Team")
 		}
-		return c.key.TeamID, ""
+		return c.key.TeamID, "", nil
 	}
 	id, err := uuid.Parse(v)
 	if err != nil {
-		return uuid.Nil, "teamId is required with a platform key, as a team id"
+		return uuid.Nil, "teamId is required with a platform key, as a team id", nil
 	}
-	return id, ""
+	return id, "", nil
 }
 
 // logger returns the server's logger with the caller's team and key.
@@ -105,20 +112,23 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if !apikey.WellFormed(raw) {
 			return errBadKey
 		}
-		key, err := s.Keys.Lookup(r.Context(), apikey.Hash(raw))
+		row, err := s.Keys.Lookup(r.Context(), apikey.Hash(raw))
+		key := row.ApiKey
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return errBadKey
 		case err != nil:
 			return err
-		case key.RevokedAt != nil:
+		case key.RevokedAt != nil, row.Role == "":
+			// A person's key outlives neither its revocation nor the
+			// person's membership of its team.
 			return errBadKey
 		case key.ExpiresAt != nil && !key.ExpiresAt.After(time.Now()):
 			return errExpiredKey
 		case len(key.IpAllowlist) > 0 && !allowed(key.IpAllowlist, s.clientIP(r)):
 			return errKeyIP
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey, &caller{key: key})))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey, &caller{key: key, email: row.Email, role: row.Role})))
 		return nil
 	})
 }
@@ -280,10 +290,23 @@ func (s *Server) operatorOnly(next http.Handler) http.Handler {
 	})
 }
 
-// meJSON is what GET /api/me answers: the calling key and its team.
+// meJSON is what GET /api/me answers: the calling key, its team, the
+// person it belongs to (null for a key of the whole team or a platform
+// key) with their role, and what is shared with that person.
 type meJSON struct {
-	Key  keyJSON  `json:"key"`
-	Team teamJSON `json:"team"`
+	Key    keyJSON     `json:"key"`
+	Team   teamJSON    `json:"team"`
+	Person *personJSON `json:"person"`
+	// Role is the key's role in its team (a key of the whole team acts as
+	// an owner; a platform key has none).
+	Role   string       `json:"role"`
+	Shared []sharedJSON `json:"shared"`
+}
+
+// personJSON is a person.
+type personJSON struct {
+	ID    uuid.UUID `json:"id"`
+	Email string    `json:"email"`
 }
 
 // keyJSON is an API key as its holder may see it (never its hash).
@@ -306,17 +329,35 @@ type teamJSON struct {
 	Name string    `json:"name"`
 }
 
-// me answers with the calling key and its team.
+// me answers with the calling key, its team, its person and role, and
+// the grants addressed to the person.
 func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
-	k := callerOf(r).key
+	c := callerOf(r)
+	k := c.key
 	team, err := s.Queries.GetTeam(r.Context(), k.TeamID)
 	if err != nil {
 		return err
 	}
-	ok(w, http.StatusOK, "me", meJSON{
+	me := meJSON{
 		Key: keyJSON{ID: k.ID, Prefix: k.Prefix, Name: k.Name, Scopes: append([]string{}, k.Scopes...), Platform: k.Platform,
 			RateLimit: s.rateLimitOf(k), ExpiresAt: k.ExpiresAt},
-		Team: teamJSON{ID: team.ID, Name: team.Name},
-	})
+		Team: teamJSON{ID: team.ID, Name: team.Name}, Role: c.role, Shared: []sharedJSON{},
+	}
+	if k.Platform {
+		me.Role = ""
+	}
+	if c.email != "" {
+		me.Person = &personJSON{ID: k.PersonID.UUID, Email: c.email}
+		rows, err := s.Queries.ListGrantsTo(r.Context(), queries.ListGrantsToParams{Email: c.email})
+		if err != nil {
+			return err
+		}
+		for _, g := range rows {
+			if g.Status == "pending" || g.Status == "accepted" {
+				me.Shared = append(me.Shared, toSharedJSON(g))
+			}
+		}
+	}
+	ok(w, http.StatusOK, "me", me)
 	return nil
 }

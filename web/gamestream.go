@@ -136,6 +136,11 @@ func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, svc *queries
 				rc.Flush() // flush once a burst is written
 			}
 		case <-keepAlive.C:
+			if s.grantRevoked(r) {
+				fmt.Fprint(w, "event: end\ndata: access revoked\n\n")
+				rc.Flush()
+				return nil
+			}
 			fmt.Fprint(w, ": keep-alive\n\n")
 			rc.Flush()
 		}

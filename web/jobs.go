@@ -72,7 +72,10 @@ var jobStatuses = []string{
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	p, errs := readPagination(r)
 	q := r.URL.Query()
-	team, terr := callerOf(r).listTeam(r)
+	team, terr, err := callerOf(r).listTeam(r)
+	if err != nil {
+		return err
+	}
 	if terr != "" {
 		errs = append(errs, terr)
 	}
@@ -126,10 +129,39 @@ func (s *Server) teamJob(r *http.Request) (queries.Job, error) {
 		return queries.Job{}, notFound("Job")
 	}
 	job, err := s.Queries.GetJob(r.Context(), id)
-	if errors.Is(err, pgx.ErrNoRows) || err == nil && !callerOf(r).may(job.TeamID) {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return queries.Job{}, notFound("Job")
 	}
-	return job, err
+	if err != nil {
+		return job, err
+	}
+	if !job.ServiceID.Valid {
+		if teamAccess(callerOf(r), job.TeamID, permTeam) != nil {
+			return queries.Job{}, notFound("Job")
+		}
+		return job, nil
+	}
+	svc, err := s.Queries.GetService(r.Context(), job.ServiceID.UUID)
+	if err != nil {
+		return job, fmt.Errorf("load the job's service: %w", err)
+	}
+	// Seeing a job needs view on its service; cancelling it what changing
+	// the service needs (delete, for a termination).
+	perm := "view"
+	if r.Method == http.MethodPost {
+		perm = "settings"
+		if job.Kind == (jobs.TerminationArgs{}).Kind() {
+			perm = "delete"
+		}
+	}
+	if err := s.decide(r, svc, perm); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return queries.Job{}, notFound("Job")
+		}
+		return queries.Job{}, err
+	}
+	return job, nil
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
@@ -342,11 +374,27 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		case <-wake:
 		case <-keepAlive.C:
+			if s.grantRevoked(r) {
+				fmt.Fprint(w, "event: end\ndata: access revoked\n\n")
+				rc.Flush()
+				return nil
+			}
 			// A comment keeps proxies from closing an idle stream; the loop
 			// also re-reads, in case a notification was missed.
 			fmt.Fprint(w, ": keep-alive\n\n")
 		}
 	}
+}
+
+// grantRevoked reports whether the grant a stream was opened through has
+// ended since: the stream ends with it (checked at every keep-alive).
+func (s *Server) grantRevoked(r *http.Request) bool {
+	g := grantOf(r)
+	if g == uuid.Nil {
+		return false
+	}
+	open, err := s.Queries.GrantOpen(r.Context(), g)
+	return err == nil && !open
 }
 
 func (s *Server) keepAlive() time.Duration {

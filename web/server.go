@@ -78,74 +78,102 @@ type Server struct {
 		CheckURL(ctx context.Context, raw string) string
 	}
 	Log *slog.Logger
+
+	// permissions are the API routes' declared permissions, by pattern
+	// (see access.go), as Handler registered them.
+	permissions map[string]string
 }
 
 // Handler returns the routed, instrumented API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	api := func(h handlerFunc) http.Handler {
-		return s.authenticate(s.rateLimit(s.authorize(s.handle(h))))
+	// Every API route declares the permission it needs (see access.go);
+	// one place decides it.
+	api := func(perm string, h handlerFunc) http.Handler {
+		return s.authenticate(s.rateLimit(s.authorize(s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			return h(w, withPermission(r, perm))
+		}))))
+	}
+	s.permissions = map[string]string{}
+	route := func(pattern, perm string, h handlerFunc) {
+		s.permissions[pattern] = perm
+		mux.Handle(pattern, api(perm, h))
 	}
 	mux.Handle("GET /api/ping", s.handle(s.ping))
 	mux.Handle("GET /api/openapi.json", s.handle(s.openAPIJSON))
 	mux.Handle("GET /api/docs", s.handle(s.docs))
 	// Any valid key may say who it is, whatever its scopes.
 	mux.Handle("GET /api/me", s.authenticate(s.rateLimit(s.handle(s.me))))
-	mux.Handle("GET /api/services", api(s.listServices))
-	mux.Handle("POST /api/services", api(s.createService))
-	mux.Handle("GET /api/services/{id}", api(s.getService))
-	mux.Handle("POST /api/services/{id}/action", api(s.serviceAction))
-	mux.Handle("GET /api/services/{id}/templates", api(s.templates))
-	mux.Handle("POST /api/services/{id}/cancel", api(s.cancelService))
-	mux.Handle("GET /api/services/{id}/alert-rules", api(s.listAlertRules))
-	mux.Handle("POST /api/services/{id}/alert-rules", api(s.createAlertRule))
-	mux.Handle("PATCH /api/services/{id}/alert-rules/{ruleId}", api(s.updateAlertRule))
-	mux.Handle("DELETE /api/services/{id}/alert-rules/{ruleId}", api(s.deleteAlertRule))
-	mux.Handle("GET /api/services/{id}/fired-alerts", api(s.firedAlerts))
-	mux.Handle("GET /api/services/{id}/metrics", api(s.serviceMetrics))
-	mux.Handle("DELETE /api/services/{id}/metrics", api(s.deleteServiceMetrics))
-	mux.Handle("GET /api/teams/{teamId}/monitoring-settings", api(s.monitoringSettings))
-	mux.Handle("PATCH /api/teams/{teamId}/monitoring-settings", api(s.monitoringSettings))
-	mux.Handle("POST /api/services/{id}/withdraw-cancellation", api(s.withdrawCancellation))
-	mux.Handle("POST /api/services/{id}/renew", api(s.renew))
-	mux.Handle("POST /api/services/{id}/ips/cancel", api(s.ipCancellation))
-	mux.Handle("DELETE /api/services/{id}/ips/cancel", api(s.ipCancellation))
-	mux.Handle("GET /api/services/{id}/status", api(s.serviceStatus))
-	mux.Handle("GET /api/services/{id}/traffic", api(s.traffic))
-	mux.Handle("POST /api/services/{id}/repair", api(s.repair))
-	mux.Handle("POST /api/services/{id}/verify", api(s.verify))
-	mux.Handle("POST /api/services/{id}/reinstall", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.reinstall, jobs.ProviderPterodactyl: s.reinstallGame}))))
-	mux.Handle("GET /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.listBackups, jobs.ProviderPterodactyl: s.gameBackups()})))
-	mux.Handle("POST /api/services/{id}/backups", api(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.createBackup, jobs.ProviderPterodactyl: s.createGameBackup})))
-	mux.Handle("POST /api/services/{id}/backups/{backupId}", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.restoreBackup, jobs.ProviderPterodactyl: s.gameBackupAction}))))
-	mux.Handle("DELETE /api/services/{id}/backups/{backupId}", api(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.deleteBackup, jobs.ProviderPterodactyl: s.gameBackupAction})))
-	mux.Handle("GET /api/services/{id}/backups/{backupId}/download", api(s.gameBackupDownload()))
-	mux.Handle("GET /api/services/{id}/startup-variables", api(s.startupVariables))
-	mux.Handle("PUT /api/services/{id}/startup-variables", api(s.startupVariables))
-	mux.Handle("GET /api/services/{id}/allocations", api(s.allocations()))
-	mux.Handle("POST /api/services/{id}/console", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.openConsole, jobs.ProviderPterodactyl: s.gameConsole}))))
-	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api(s.gameStream)))
-	mux.Handle("POST /api/services/{id}/console/command", api(s.unlessSuspended(s.consoleCommand)))
+	route("GET /api/services", permTeam, s.listServices)
+	route("POST /api/services", permPlatform, s.createService)
+	route("GET /api/services/{id}", "view", s.getService)
+	route("POST /api/services/{id}/action", permAction, s.serviceAction)
+	route("GET /api/services/{id}/templates", "view", s.templates)
+	route("POST /api/services/{id}/cancel", "delete", s.cancelService)
+	route("GET /api/services/{id}/alert-rules", "view", s.listAlertRules)
+	route("POST /api/services/{id}/alert-rules", "settings", s.createAlertRule)
+	route("PATCH /api/services/{id}/alert-rules/{ruleId}", "settings", s.updateAlertRule)
+	route("DELETE /api/services/{id}/alert-rules/{ruleId}", "settings", s.deleteAlertRule)
+	route("GET /api/services/{id}/fired-alerts", "view", s.firedAlerts)
+	route("GET /api/services/{id}/metrics", "view", s.serviceMetrics)
+	route("DELETE /api/services/{id}/metrics", "settings", s.deleteServiceMetrics)
+	route("GET /api/teams/{teamId}/monitoring-settings", permTeam, s.monitoringSettings)
+	route("PATCH /api/teams/{teamId}/monitoring-settings", permTeamAdmin, s.monitoringSettings)
+	route("POST /api/services/{id}/withdraw-cancellation", "delete", s.withdrawCancellation)
+	route("POST /api/services/{id}/renew", "settings", s.renew)
+	route("POST /api/services/{id}/ips/cancel", "settings", s.ipCancellation)
+	route("DELETE /api/services/{id}/ips/cancel", "settings", s.ipCancellation)
+	route("GET /api/services/{id}/status", "view", s.serviceStatus)
+	route("GET /api/services/{id}/traffic", "view", s.traffic)
+	route("POST /api/services/{id}/repair", "settings", s.repair)
+	route("POST /api/services/{id}/verify", "view", s.verify)
+	route("POST /api/services/{id}/reinstall", "settings", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.reinstall, jobs.ProviderPterodactyl: s.reinstallGame})))
+	route("GET /api/services/{id}/backups", "backup", s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.listBackups, jobs.ProviderPterodactyl: s.gameBackups()}))
+	route("POST /api/services/{id}/backups", "backup_create", s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.createBackup, jobs.ProviderPterodactyl: s.createGameBackup}))
+	route("POST /api/services/{id}/backups/{backupId}", "backup_restore", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.restoreBackup, jobs.ProviderPterodactyl: s.gameBackupAction})))
+	route("DELETE /api/services/{id}/backups/{backupId}", "backup_delete", s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.deleteBackup, jobs.ProviderPterodactyl: s.gameBackupAction}))
+	route("GET /api/services/{id}/backups/{backupId}/download", "backup", s.gameBackupDownload())
+	route("GET /api/services/{id}/startup-variables", "view", s.startupVariables)
+	route("PUT /api/services/{id}/startup-variables", "settings", s.startupVariables)
+	route("GET /api/services/{id}/allocations", "view", s.allocations())
+	route("POST /api/services/{id}/console", "console", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.openConsole, jobs.ProviderPterodactyl: s.gameConsole})))
+	// A viewer token stands for the key that asked for the console.
+	s.permissions["GET /api/services/{id}/console/stream"] = "console"
+	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api("console", s.gameStream)))
+	route("POST /api/services/{id}/console/command", "console", s.unlessSuspended(s.consoleCommand))
 	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
 	mux.Handle("GET "+noVNCPath+"/", noVNC())
 	mux.Handle("GET /console/{token}", s.handle(s.consoleEmbed))
-	mux.Handle("POST /api/services/{id}/rescue", api(s.unlessSuspended(s.rescue)))
-	mux.Handle("DELETE /api/services/{id}/rescue", api(s.rescue))
-	mux.Handle("GET /api/services/{id}/upgrade", api(s.upgradeInfo))
-	mux.Handle("POST /api/services/{id}/upgrade", api(s.unlessSuspended(s.upgrade)))
-	mux.Handle("POST /api/services/{id}/change-plan", api(s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.changePlan, jobs.ProviderPterodactyl: s.changeGamePlan}))))
-	mux.Handle("POST /api/services/{id}/apply-downgrade", api(s.unlessSuspended(s.applyDowngrade)))
-	mux.Handle("GET /api/jobs", api(s.listJobs))
-	mux.Handle("GET /api/jobs/{id}", api(s.getJob))
-	mux.Handle("GET /api/jobs/{id}/events", api(s.jobEvents))
-	mux.Handle("POST /api/jobs/{id}/cancel", api(s.cancelJob))
+	route("POST /api/services/{id}/rescue", "settings", s.unlessSuspended(s.rescue))
+	route("DELETE /api/services/{id}/rescue", "settings", s.rescue)
+	route("GET /api/services/{id}/upgrade", "view", s.upgradeInfo)
+	route("POST /api/services/{id}/upgrade", "settings", s.unlessSuspended(s.upgrade))
+	route("POST /api/services/{id}/change-plan", "settings", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.changePlan, jobs.ProviderPterodactyl: s.changeGamePlan})))
+	route("POST /api/services/{id}/apply-downgrade", "settings", s.unlessSuspended(s.applyDowngrade))
+	route("GET /api/teams/{teamId}/members", permTeam, s.listMembers)
+	route("POST /api/teams/{teamId}/members", permTeamAdmin, s.addMember)
+	route("PATCH /api/teams/{teamId}/members/{personId}", permTeamAdmin, s.changeMemberRole)
+	route("DELETE /api/teams/{teamId}/members/{personId}", permTeamAdmin, s.removeMember)
+	route("POST /api/teams/{teamId}/leave", permTeam, s.leaveTeam)
+	route("GET /api/permissions", "manage_permissions", s.listGrants)
+	route("POST /api/permissions", "manage_permissions", s.createGrant)
+	route("PATCH /api/permissions/{id}", "manage_permissions", s.updateGrant)
+	route("DELETE /api/permissions/{id}", "manage_permissions", s.revokeGrant)
+	route("GET /api/permissions/{id}/details", permPerson, s.grantDetails)
+	route("POST /api/permissions/accept", permPerson, s.respondToGrant("accepted"))
+	route("POST /api/permissions/decline", permPerson, s.respondToGrant("declined"))
+	route("GET /api/permissions/me", permPerson, s.sharedWithMe)
+	route("GET /api/jobs", permTeam, s.listJobs)
+	route("GET /api/jobs/{id}", permJob, s.getJob)
+	route("GET /api/jobs/{id}/events", permJob, s.jobEvents)
+	route("POST /api/jobs/{id}/cancel", permJob, s.cancelJob)
 	mux.Handle("/api/", s.handle(s.unknownRoute(mux)))
 	mux.Handle("/", s.handle(s.unknownRoute(mux))) // the envelope's 404 outside /api/ too
 

@@ -91,7 +91,10 @@ func (p pagination) offset() int32 { return int32((p.Page - 1) * p.Limit) }
 
 func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
 	p, errs := readPagination(r)
-	team, terr := callerOf(r).listTeam(r)
+	team, terr, err := callerOf(r).listTeam(r)
+	if err != nil {
+		return err
+	}
 	if terr != "" {
 		errs = append(errs, terr)
 	}
@@ -117,18 +120,31 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// teamService loads the {id} service if it belongs to the caller's team. A
-// service of another team is not found, so that its existence is not told.
+// teamService loads the {id} service for the permission the route
+// declares (see serviceFor).
 func (s *Server) teamService(r *http.Request) (queries.Service, error) {
+	return s.serviceFor(r, routePermission(r))
+}
+
+// serviceFor loads the {id} service if the caller may do perm with it
+// (see Server.decide): a service the caller has no access to is not found,
+// so that its existence is not told.
+func (s *Server) serviceFor(r *http.Request, perm string) (queries.Service, error) {
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
 		return queries.Service{}, notFound("Service")
 	}
 	svc, err := s.Queries.GetService(r.Context(), id)
-	if errors.Is(err, pgx.ErrNoRows) || err == nil && !callerOf(r).may(svc.TeamID) {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return queries.Service{}, notFound("Service")
 	}
-	return svc, err
+	if err != nil {
+		return svc, err
+	}
+	if !slices.Contains(Permissions, perm) {
+		return svc, fmt.Errorf("route %s declares no service permission (%q)", r.Pattern, perm)
+	}
+	return svc, s.decide(r, svc, perm)
 }
 
 func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
@@ -353,13 +369,14 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	}
 	req, aerr := decodeAction(body)
 	if aerr != nil {
-		if _, err := s.teamService(r); err != nil {
-			return err // another team's service is 404 whatever the body
+		if _, err := s.serviceFor(r, "view"); err != nil {
+			return err // a service the caller may not see is 404 whatever the body
 		}
 		return aerr
 	}
 	args := jobs.PowerArgs{ServiceID: id, Action: req.Action}
-	if c := callerOf(r); !c.key.Platform {
+	perm := actionPermission(req.Action)
+	if c := callerOf(r); !c.key.Platform && holds(rolePermissions[c.role], perm) {
 		// Suspend and resume apply to a suspended service; the others wait
 		// until it is resumed.
 		statuses := []string{"active"}
@@ -375,7 +392,7 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	}
-	svc, err := s.teamService(r)
+	svc, err := s.serviceFor(r, perm)
 	if err != nil {
 		return err
 	}
@@ -476,9 +493,9 @@ func answerJob(w http.ResponseWriter, log *slog.Logger, job queries.Job, replaye
 // replayed true.
 func (s *Server) recordJob(r *http.Request, service uuid.UUID, args jobs.Args, secrets any) (queries.Job, bool, error) {
 	team := callerOf(r).key.TeamID
-	if callerOf(r).key.Platform {
-		// The service's team, which a platform key's is not (a team key's
-		// is, or the service would have been 404).
+	if callerOf(r).key.Platform || grantOf(r) != uuid.Nil {
+		// The service's team, which a platform key's or a grantee's is not
+		// (a team key's is, or the service would have been 404).
 		svc, err := s.Queries.GetService(r.Context(), service)
 		if err != nil {
 			return queries.Job{}, false, fmt.Errorf("load service %s: %w", service, err)
@@ -514,7 +531,7 @@ func (s *Server) jobRequest(r *http.Request, team uuid.UUID, args jobs.Args, sec
 		return jobs.Request{}, err
 	}
 	return jobs.Request{
-		TeamID: team, APIKeyID: c.key.ID,
+		TeamID: team, APIKeyID: c.key.ID, PersonID: c.key.PersonID.UUID, GrantID: grantOf(r),
 		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
 		RequestHash: requestHash(r.Method, r.URL.Path, canonical), Secrets: secrets,
 	}, nil

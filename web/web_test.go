@@ -608,7 +608,7 @@ func TestPlatformKeysAloneCreateRenewAndSuspend(t *testing.T) {
 		{"a team key may not resume", "POST", path + "/action", e.key, `{"action":"resume"}`, 403, "platform_key_required"},
 		{"a team key may restart", "POST", path + "/action", e.key, `{"action":"restart"}`, 202, ""},
 		{"another team's key does not see the service", "GET", path, other, "", 404, ""},
-		{"another team's key may not name this team", "GET", "/api/services?teamId=" + e.team.ID.String(), other, "", 400, ""},
+		{"another team's key does not see this team", "GET", "/api/services?teamId=" + e.team.ID.String(), other, "", 404, ""},
 		{"a platform key sees any team's service", "GET", path, e.platform, "", 200, ""},
 		{"a platform key lists a team's services", "GET", "/api/services?teamId=" + e.team.ID.String(), e.platform, "", 200, ""},
 		{"a platform key must name the team it lists", "GET", "/api/services", e.platform, "", 400, ""},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web"
 	"github.com/hostfleet/provisiond/web/apikey"
 )
 
@@ -55,8 +57,16 @@ func createKey(ctx context.Context, q *queries.Queries, args []string, out io.Wr
 	expires := fs.String("expires", "", "expiry time, RFC 3339")
 	ips := fs.String("ip", "", "comma-separated CIDRs the key may be used from")
 	rate := fs.Int("rate-limit", 0, "requests per minute (0: the server's API_RATE_LIMIT)")
+	user := fs.String("user", "", "the team member (email) the key belongs to: it acts with their role; made a member when not one yet")
+	role := fs.String("role", "", "with --user: the member's role, owner, admin or member (default: owner for a team's first member, member otherwise; a member keeps theirs)")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
+	}
+	if *role != "" && *user == "" {
+		return usageError("keys create: --role needs --user")
+	}
+	if *user != "" && *platform {
+		return usageError("keys create: a platform key belongs to no person; leave --user out")
 	}
 	var t queries.Team
 	var err error
@@ -72,6 +82,13 @@ func createKey(ctx context.Context, q *queries.Queries, args []string, out io.Wr
 		return err
 	}
 	spec := apikey.Spec{TeamID: t.ID, Name: *name, Scopes: splitList(*scopes), RateLimit: *rate, Platform: *platform}
+	if *user != "" {
+		m, err := ensureMember(ctx, q, t, *user, *role)
+		if err != nil {
+			return err
+		}
+		spec.PersonID = m.PersonID
+	}
 	if *expires != "" {
 		at, err := time.Parse(time.RFC3339, *expires)
 		if err != nil {
@@ -100,6 +117,34 @@ func createKey(ctx context.Context, q *queries.Queries, args []string, out io.Wr
 	}
 	fmt.Fprintf(out, "%s\n\n%s %s for team %s; it is shown only this once (only its hash is kept)\n", key, kind, row.ID, t.Name)
 	return nil
+}
+
+// ensureMember makes the person with the email a member of the team (with
+// role, or the default: owner for the team's first member, member
+// otherwise) and returns the membership; a member keeps their role unless
+// one is given.
+func ensureMember(ctx context.Context, q *queries.Queries, t queries.Team, email, role string) (queries.TeamMember, error) {
+	if !web.ValidEmail(email) {
+		return queries.TeamMember{}, usageError(fmt.Sprintf("%q is not an email address", email))
+	}
+	if role != "" && !slices.Contains(web.Roles, role) {
+		return queries.TeamMember{}, usageError("--role must be one of: " + strings.Join(web.Roles, ", "))
+	}
+	p, err := q.EnsurePerson(ctx, email)
+	if err != nil {
+		return queries.TeamMember{}, err
+	}
+	m, err := q.GetTeamMember(ctx, queries.GetTeamMemberParams{TeamID: t.ID, PersonID: p.ID})
+	if err == nil && role == "" {
+		return m, nil
+	}
+	if role == "" {
+		role = "member"
+		if members, err := q.ListTeamMembers(ctx, t.ID); err == nil && len(members) == 0 {
+			role = "owner"
+		}
+	}
+	return q.AddTeamMember(ctx, queries.AddTeamMemberParams{TeamID: t.ID, PersonID: p.ID, Role: role})
 }
 
 func listKeys(ctx context.Context, q *queries.Queries, args []string, out io.Writer) error {

@@ -82,8 +82,9 @@ func (s *Services) Cancel(ctx context.Context, svc queries.Service, when, reason
 			return err
 		}
 		c = Cancellation{Service: updated, Created: true}
-		term, _, err := s.Jobs.InsertTx(ctx, tx, jobs.TerminationArgs{ServiceID: svc.ID, Generation: gen},
-			jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: by.APIKeyID, RequestedBy: by.By, JobID: id, RunAt: at})
+		req := by.request(svc)
+		req.JobID, req.RunAt = id, at
+		term, _, err := s.Jobs.InsertTx(ctx, tx, jobs.TerminationArgs{ServiceID: svc.ID, Generation: gen}, req)
 		if err != nil {
 			return fmt.Errorf("record termination: %w", err)
 		}
@@ -133,8 +134,9 @@ func (s *Services) cancellation(ctx context.Context, svc queries.Service, suspen
 // suspension for payment (see jobs.CancellationPower).
 func (s *Services) cancellationPower(ctx context.Context, tx pgx.Tx, svc queries.Service, generation int32, action string, by Actor) (queries.Job, error) {
 	args, id := jobs.CancellationPower(svc, generation, action)
-	job, _, err := s.Jobs.InsertTx(ctx, tx, args,
-		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: by.APIKeyID, RequestedBy: "cancellation", JobID: id})
+	req := by.request(svc)
+	req.JobID, req.RequestedBy = id, "cancellation"
+	job, _, err := s.Jobs.InsertTx(ctx, tx, args, req)
 	if err != nil {
 		return job, fmt.Errorf("record the service's %s for its cancellation: %w", action, err)
 	}
@@ -259,8 +261,9 @@ func (s *Services) ReleaseIP(ctx context.Context, svc queries.Service, ip string
 	if svc.BillingPeriodEnd == nil {
 		return IPRelease{}, invalid("the service has no billing period end to release the address at")
 	}
-	job, _, err = s.Jobs.Insert(ctx, jobs.ReleaseIPArgs{ServiceID: svc.ID, IP: ip},
-		jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: by.APIKeyID, RequestedBy: by.By, RunAt: *svc.BillingPeriodEnd})
+	req := by.request(svc)
+	req.RunAt = *svc.BillingPeriodEnd
+	job, _, err = s.Jobs.Insert(ctx, jobs.ReleaseIPArgs{ServiceID: svc.ID, IP: ip}, req)
 	return IPRelease{Job: job, Created: true}, err
 }
 

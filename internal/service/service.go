@@ -55,8 +55,16 @@ type Services struct {
 // Actor is who asks: the job rows record it.
 type Actor struct {
 	APIKeyID uuid.UUID
+	// PersonID is the person behind the key, GrantID the grant they act
+	// through on another team's service (uuid.Nil for none).
+	PersonID, GrantID uuid.UUID
 	// By is shown to users ("api key pk_1a2b").
 	By string
+}
+
+// request is a job request of the actor's on the service.
+func (a Actor) request(svc queries.Service) jobs.Request {
+	return jobs.Request{TeamID: svc.TeamID, ServiceID: svc.ID, APIKeyID: a.APIKeyID, PersonID: a.PersonID, GrantID: a.GrantID, RequestedBy: a.By}
 }
 
 // Code classifies a refusal, for the API to answer it.

@@ -75,6 +75,9 @@ type Spec struct {
 	// Platform makes a platform key: it acts for every team (see the
 	// README's "Platform keys").
 	Platform bool
+	// PersonID, when set, is the team member the key belongs to: it acts
+	// with their role. Without one a key acts for the whole team.
+	PersonID uuid.UUID
 }
 
 // Create makes a key for spec, stores its hash and returns the key itself,
@@ -90,6 +93,7 @@ func Create(ctx context.Context, q *queries.Queries, spec Spec) (string, queries
 		TeamID: spec.TeamID, Name: spec.Name, Prefix: prefix, KeyHash: hash,
 		Scopes: append([]string{}, spec.Scopes...), IpAllowlist: append([]netip.Prefix{}, spec.IPs...),
 		RateLimit: int32(spec.RateLimit), ExpiresAt: spec.ExpiresAt, Platform: spec.Platform,
+		PersonID: uuid.NullUUID{UUID: spec.PersonID, Valid: spec.PersonID != uuid.Nil},
 	})
 	if err != nil {
 		return "", queries.ApiKey{}, fmt.Errorf("store api key: %w", err)

@@ -30,7 +30,7 @@ type Cache struct {
 }
 
 type cached struct {
-	key queries.ApiKey
+	key queries.GetAPIKeyByHashRow
 	at  time.Time
 }
 
@@ -42,9 +42,10 @@ func NewCache(q *queries.Queries, ttl time.Duration) *Cache {
 	return &Cache{q: q, ttl: ttl, entries: map[string]cached{}}
 }
 
-// Lookup returns the key stored under hash, from the cache when it can. A
-// key that does not exist is an error wrapping pgx.ErrNoRows.
-func (c *Cache) Lookup(ctx context.Context, hash []byte) (queries.ApiKey, error) {
+// Lookup returns the key stored under hash, with its person's email and
+// role, from the cache when it can. A key that does not exist is an error
+// wrapping pgx.ErrNoRows.
+func (c *Cache) Lookup(ctx context.Context, hash []byte) (queries.GetAPIKeyByHashRow, error) {
 	c.mu.Lock()
 	e, ok := c.entries[string(hash)]
 	gen := c.gen
