@@ -21,26 +21,33 @@ import (
 // viewerTokenTTL bounds how long a console viewer token opens the stream.
 const viewerTokenTTL = 5 * time.Minute
 
-// viewerToken signs (service, expiry) so that a browser's EventSource,
-// which cannot send headers, may open one service's console stream.
-func (s *Server) viewerToken(service uuid.UUID, expires time.Time) string {
-	b := make([]byte, 0, 16+8+sha256.Size)
+// viewerToken signs (service, grant, expiry) so that a browser's
+// EventSource, which cannot send headers, may open one service's console
+// stream; grant is the one the token was asked for through (uuid.Nil for
+// the team's own), and its revocation ends the token with it.
+func (s *Server) viewerToken(service, grant uuid.UUID, expires time.Time) string {
+	b := make([]byte, 0, viewerTokenLen)
 	b = append(b, service[:]...)
+	b = append(b, grant[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(expires.Unix()))
 	m := hmac.New(sha256.New, s.Config.ViewerKey)
 	m.Write(b)
 	return base64.RawURLEncoding.EncodeToString(m.Sum(b))
 }
 
-// viewerTokenValid checks a token for the service.
-func (s *Server) viewerTokenValid(token string, service uuid.UUID) bool {
+const viewerTokenLen = 16 + 16 + 8 + sha256.Size
+
+// viewerTokenValid checks a token for the service and returns the grant it
+// was asked for through.
+func (s *Server) viewerTokenValid(token string, service uuid.UUID) (uuid.UUID, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || len(b) != 16+8+sha256.Size || len(s.Config.ViewerKey) == 0 {
-		return false
+	if err != nil || len(b) != viewerTokenLen || len(s.Config.ViewerKey) == 0 {
+		return uuid.Nil, false
 	}
-	expires := time.Unix(int64(binary.BigEndian.Uint64(b[16:24])), 0)
-	return hmac.Equal([]byte(s.viewerToken(uuid.UUID(b[:16]), expires)), []byte(token)) &&
-		uuid.UUID(b[:16]) == service && time.Now().Before(expires)
+	svc, grant := uuid.UUID(b[:16]), uuid.UUID(b[16:32])
+	expires := time.Unix(int64(binary.BigEndian.Uint64(b[32:40])), 0)
+	ok := hmac.Equal([]byte(s.viewerToken(svc, grant, expires)), []byte(token)) && svc == service && time.Now().Before(expires)
+	return grant, ok
 }
 
 // gameConsole answers the URL of the game server's console stream and a
@@ -55,7 +62,7 @@ func (s *Server) gameConsole(w http.ResponseWriter, r *http.Request) error {
 			Message: "Live consoles are not set up on this server"}
 	}
 	expires := time.Now().Add(viewerTokenTTL).UTC()
-	token := s.viewerToken(svc.ID, expires)
+	token := s.viewerToken(svc.ID, grantOf(r), expires)
 	ok(w, http.StatusOK, "console", map[string]any{
 		"stream":    fmt.Sprintf("/api/services/%s/console/stream?token=%s", svc.ID, token),
 		"token":     token,
@@ -74,9 +81,19 @@ func (s *Server) gameStreamRoute(keyed http.Handler) http.Handler {
 			return nil
 		}
 		id, err := uuid.Parse(r.PathValue("id"))
-		if err != nil || !s.viewerTokenValid(token, id) {
+		grant, valid := s.viewerTokenValid(token, id)
+		if err != nil || !valid {
 			return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
 				Message: "The console token is invalid or has expired; ask for a new one"}
+		}
+		r = withPermission(r, "console")
+		if grant != uuid.Nil {
+			// The token stands for a grantee: it ends with the grant.
+			stateOf(r).access = &access{grant: &queries.Grant{ID: grant}}
+			if s.grantRevoked(r) {
+				return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
+					Message: "The console token is invalid or has expired; ask for a new one"}
+			}
 		}
 		svc, err := s.Queries.GetService(r.Context(), id)
 		if err != nil {

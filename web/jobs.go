@@ -394,7 +394,7 @@ func (s *Server) grantRevoked(r *http.Request) bool {
 		return false
 	}
 	open, err := s.Queries.GrantOpen(r.Context(), g)
-	return err == nil && !open
+	return errors.Is(err, pgx.ErrNoRows) || err == nil && !open
 }
 
 func (s *Server) keepAlive() time.Duration {

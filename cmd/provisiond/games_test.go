@@ -17,6 +17,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
+	"github.com/hostfleet/provisiond/web/apikey"
 )
 
 const gameOrder = `{"name":"mc","provider":"pterodactyl","plan":{"memoryMb":2048,"diskMb":10240,"cpu":200,
@@ -320,5 +321,63 @@ func TestGameReinstallThatFailsFailsTheJob(t *testing.T) {
 	job := s.waitJob(s.startJob("POST", path+"/reinstall", ""), 30*time.Second)
 	if msg, _ := job["error"].(string); job["status"] != "failed" || !strings.Contains(msg, "reinstall failed") {
 		t.Fatalf("job %s (%q); want failed saying the reinstall failed", job["status"], msg)
+	}
+}
+
+// TestARevokedGranteesConsoleEnds: a person of another team, given the
+// console of a game server, watches it through a viewer token; once the
+// grant is revoked the stream ends and the token opens nothing more.
+func TestARevokedGranteesConsoleEnds(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	s.runJob("POST", path+"/action", `{"action":"start"}`)
+	ctx := context.Background()
+	other, err := s.q.CreateTeam(ctx, "friends")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.q.EnsurePerson(ctx, "friend@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.q.AddTeamMember(ctx, queries.AddTeamMemberParams{TeamID: other.ID, PersonID: p.ID, Role: "owner"}); err != nil {
+		t.Fatal(err)
+	}
+	friend, _, err := apikey.Create(ctx, s.q, apikey.Spec{TeamID: other.ID, PersonID: p.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := strings.TrimPrefix(path, "/api/services/")
+	status, resp := s.do("POST", "/api/permissions", `{"resourceId":"`+svc+`","email":"friend@example.test","permissions":["view","console"]}`)
+	if status != http.StatusCreated {
+		t.Fatalf("grant: %d %v", status, resp)
+	}
+	grant := resp["permission"].(map[string]any)["id"].(string)
+	if status, resp := s.doWith(friend, "POST", "/api/permissions/accept", `{"id":"`+grant+`"}`); status != http.StatusOK {
+		t.Fatalf("accept: %d %v", status, resp)
+	}
+	status, resp = s.doWith(friend, "POST", path+"/console", "")
+	if status != http.StatusOK {
+		t.Fatalf("console: %d %v", status, resp)
+	}
+	stream := resp["console"].(map[string]any)["stream"].(string)
+	viewer := s.openStream(stream)
+	viewer.waitFor("connection", "connected")
+	if status, resp := s.do("DELETE", "/api/permissions/"+grant, ""); status != http.StatusOK {
+		t.Fatalf("revoke: %d %v", status, resp)
+	}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		viewer.waitFor("end", "access revoked")
+	}()
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the grantee's console stream went on after the grant was revoked")
+	}
+	if res, err := s.client.Get(s.api + stream); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the revoked grantee's viewer token: %v %v, want 401", res, err)
 	}
 }
