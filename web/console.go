@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hostfleet/provisiond/jobs"
+	"github.com/hostfleet/provisiond/queries"
 )
 
 // consoleFiles are noVNC (MPL-2.0, from the @novnc/novnc package) and the
@@ -132,10 +134,44 @@ func (s *Server) consoleGateway(w http.ResponseWriter, r *http.Request) error {
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(upstream, browser); done <- struct{}{} }()
 	go func() { io.Copy(browser, upstream); done <- struct{}{} }()
-	<-done
+	revoked := s.watchGrant(r, sess.JobID)
+	select {
+	case <-done:
+	case <-revoked:
+		log.Info("console closed: the grant it was opened through was revoked")
+	}
 	up.Close()
 	down.Close()
 	<-done
 	log.Info("console closed", "duration", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// watchGrant returns a channel closed when the grant the job was asked for
+// through is revoked (checked at every keep-alive; never for a job of the
+// team's own), so that a console it opened is cut with it.
+func (s *Server) watchGrant(r *http.Request, job uuid.UUID) <-chan struct{} {
+	revoked := make(chan struct{})
+	j, err := s.Queries.GetJob(r.Context(), job)
+	if err != nil || !j.GrantID.Valid {
+		return revoked
+	}
+	watched := withPermission(r, "console")
+	stateOf(watched).access = &access{grant: &queries.Grant{ID: j.GrantID.UUID}}
+	go func() {
+		t := time.NewTicker(s.keepAlive())
+		defer t.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-t.C:
+				if s.grantRevoked(watched) {
+					close(revoked)
+					return
+				}
+			}
+		}
+	}()
+	return revoked
 }

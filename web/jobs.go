@@ -171,10 +171,10 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := toJobJSON(job)
 	// The secrets (a rescue password, console URLs) are the team's: a
-	// platform key looking at a team's job does not take them, unless it
-	// started the job itself.
+	// platform key, or a grantee, looking at a team's job does not take
+	// them, unless it started the job itself.
 	c := callerOf(r)
-	mine := !c.key.Platform || job.ApiKeyID.Valid && job.ApiKeyID.UUID == c.key.ID
+	mine := !c.key.Platform && c.key.TeamID == job.TeamID || job.ApiKeyID.Valid && job.ApiKeyID.UUID == c.key.ID
 	if job.SealedResult != nil && mine && callerMay(r, "services.write") {
 		if out.Secrets, err = s.takeSecrets(r, job); err != nil {
 			return err

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -198,4 +200,71 @@ func TestAPlatformKeyDoesNotTakeATeamsConsoleSecrets(t *testing.T) {
 	if job := s.job(id); job["secrets"] == nil {
 		t.Error("the team did not get its console secrets after a platform key read the job")
 	}
+}
+
+// TestARevokedGranteesVNCConsoleIsCut: a person given the console of a
+// VPS opens it; the team's own console secrets are not theirs to take;
+// once the grant is revoked the open console is cut.
+func TestARevokedGranteesVNCConsoleIsCut(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	id := s.services["web-1"].ID.String()
+	svc := "/api/services/" + id
+	friend, grant := s.grantee("vnc-friend@example.test", id, `["view","console"]`)
+
+	// The team's own console job: its one-time URLs are the team's.
+	own := s.startJob("POST", svc+"/console", "")
+	s.waitJobWith(friend, own)
+	if job := s.waitJob(own, 30*time.Second); job["secrets"] == nil {
+		t.Errorf("the team's console URLs went to the grantee who looked first: %v", job)
+	}
+
+	status, resp := s.doWith(friend, "POST", svc+"/console", "")
+	if status != http.StatusAccepted {
+		t.Fatalf("grantee's console: %d %v", status, resp)
+	}
+	job := s.waitJobWith(friend, resp["job"].(map[string]any)["id"].(string))
+	secrets, _ := job["secrets"].(map[string]any)
+	socket, _ := secrets["url"].(string)
+	b, code := s.dialConsole(socket)
+	if b == nil {
+		t.Fatalf("gateway refused the grantee's session: %d", code)
+	}
+	// The RFB handshake, as a browser's noVNC does it.
+	b.read(12)
+	b.send([]byte("RFB 003.008\n")...)
+	b.read(2)
+	b.send(1)
+	b.read(4)
+	b.send(1)
+	init := b.read(24)
+	b.read(int(binary.BigEndian.Uint32(init[20:])))
+	if status, resp := s.do("DELETE", "/api/permissions/"+grant, ""); status != http.StatusOK {
+		t.Fatalf("revoke: %d %v", status, resp)
+	}
+	b.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		if _, _, err := b.conn.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the grantee's console went on after the grant was revoked")
+			}
+			return // cut
+		}
+	}
+}
+
+// waitJobWith waits, reading with key, until the job has ended.
+func (s *system) waitJobWith(key, id string) map[string]any {
+	s.t.Helper()
+	var job map[string]any
+	jobtest.Eventually(s.t, 30*time.Second, "job "+id+" to end", func() bool {
+		status, resp := s.doWith(key, "GET", "/api/jobs/"+id, "")
+		if status != http.StatusOK {
+			s.t.Fatalf("GET job as %s: %d %v", key[:11], status, resp)
+		}
+		job = resp["job"].(map[string]any)
+		return job["status"] == "succeeded" || job["status"] == "failed" || job["status"] == "cancelled"
+	})
+	return job
 }

@@ -332,32 +332,9 @@ func TestARevokedGranteesConsoleEnds(t *testing.T) {
 	s := newSystem(t, systemOpts{})
 	path := s.gameServer()
 	s.runJob("POST", path+"/action", `{"action":"start"}`)
-	ctx := context.Background()
-	other, err := s.q.CreateTeam(ctx, "friends")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := s.q.EnsurePerson(ctx, "friend@example.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.q.AddTeamMember(ctx, queries.AddTeamMemberParams{TeamID: other.ID, PersonID: p.ID, Role: "owner"}); err != nil {
-		t.Fatal(err)
-	}
-	friend, _, err := apikey.Create(ctx, s.q, apikey.Spec{TeamID: other.ID, PersonID: p.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
 	svc := strings.TrimPrefix(path, "/api/services/")
-	status, resp := s.do("POST", "/api/permissions", `{"resourceId":"`+svc+`","email":"friend@example.test","permissions":["view","console"]}`)
-	if status != http.StatusCreated {
-		t.Fatalf("grant: %d %v", status, resp)
-	}
-	grant := resp["permission"].(map[string]any)["id"].(string)
-	if status, resp := s.doWith(friend, "POST", "/api/permissions/accept", `{"id":"`+grant+`"}`); status != http.StatusOK {
-		t.Fatalf("accept: %d %v", status, resp)
-	}
-	status, resp = s.doWith(friend, "POST", path+"/console", "")
+	friend, grant := s.grantee("friend@example.test", svc, `["view","console"]`)
+	status, resp := s.doWith(friend, "POST", path+"/console", "")
 	if status != http.StatusOK {
 		t.Fatalf("console: %d %v", status, resp)
 	}
@@ -380,4 +357,36 @@ func TestARevokedGranteesConsoleEnds(t *testing.T) {
 	if res, err := s.client.Get(s.api + stream); err != nil || res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("the revoked grantee's viewer token: %v %v, want 401", res, err)
 	}
+}
+
+// grantee makes a person of another team to whom the demo team's key
+// shares the service with perms, and who accepts; it returns the person's
+// key and the grant's id.
+func (s *system) grantee(email, service, perms string) (string, string) {
+	s.t.Helper()
+	ctx := context.Background()
+	other, err := s.q.CreateTeam(ctx, "team-of-"+email)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	p, err := s.q.EnsurePerson(ctx, email)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := s.q.AddTeamMember(ctx, queries.AddTeamMemberParams{TeamID: other.ID, PersonID: p.ID, Role: "owner"}); err != nil {
+		s.t.Fatal(err)
+	}
+	key, _, err := apikey.Create(ctx, s.q, apikey.Spec{TeamID: other.ID, PersonID: p.ID})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	status, resp := s.do("POST", "/api/permissions", `{"resourceId":"`+service+`","email":"`+email+`","permissions":`+perms+`}`)
+	if status != http.StatusCreated {
+		s.t.Fatalf("grant: %d %v", status, resp)
+	}
+	grant := resp["permission"].(map[string]any)["id"].(string)
+	if status, resp := s.doWith(key, "POST", "/api/permissions/accept", `{"id":"`+grant+`"}`); status != http.StatusOK {
+		s.t.Fatalf("accept: %d %v", status, resp)
+	}
+	return key, grant
 }
