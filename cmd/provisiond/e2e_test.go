@@ -423,8 +423,10 @@ func TestLostAnswerDoesNotRepeatTheAction(t *testing.T) {
 	s.sim.Inject(simkit.Fault{Op: "stop", Times: 1, Drop: true})
 	id := s.action("web-1", "stop")
 	job := s.waitJob(id, 20*time.Second)
-	if job["status"] != "succeeded" || job["attempts"] != 2.0 {
-		t.Fatalf("job %s after %v attempts, want succeeded after 2: %v", job["status"], job["attempts"], job["error"])
+	// The attempt that lost the answer may find its task itself (when PVE
+	// lists it by then) or leave it to the next attempt: either way once.
+	if attempts, _ := job["attempts"].(float64); job["status"] != "succeeded" || attempts > 2 {
+		t.Fatalf("job %s after %v attempts, want succeeded within 2: %v", job["status"], job["attempts"], job["error"])
 	}
 	if n := s.sim.CountTasks("qmstop", 100); n != 1 {
 		t.Errorf("qmstop ran %d times, want once", n)
