@@ -7,7 +7,9 @@ RETURNING *;
 SELECT * FROM grants WHERE id = $1;
 
 -- name: ListServiceGrants :many
-SELECT * FROM grants WHERE service_id = $1 ORDER BY created_at;
+SELECT sqlc.embed(g), coalesce(p.email, '')::text AS granted_by_email
+FROM grants g LEFT JOIN people p ON p.id = g.granted_by
+WHERE g.service_id = $1 ORDER BY g.created_at;
 
 -- name: ListGrantsTo :many
 -- The grants addressed to an email, with their services.
@@ -44,3 +46,9 @@ WHERE c.job_id = j.id AND j.grant_id = $1;
 -- name: GrantOpen :one
 -- Whether the grant still gives access (accepted, not revoked).
 SELECT (status = 'accepted')::boolean AS open FROM grants WHERE id = $1;
+
+-- name: ListGrantsMadeBy :many
+-- The open grants on the service that a person made (through their own
+-- grant), for a change of that grant to reach them.
+SELECT * FROM grants
+WHERE service_id = $1 AND granted_by = $2 AND status IN ('pending', 'accepted');

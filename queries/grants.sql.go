@@ -121,6 +121,48 @@ func (q *Queries) GrantOpen(ctx context.Context, id uuid.UUID) (bool, error) {
 	return open, err
 }
 
+const listGrantsMadeBy = `-- name: ListGrantsMadeBy :many
+SELECT id, service_id, email, permissions, status, granted_by, created_at, updated_at, responded_at FROM grants
+WHERE service_id = $1 AND granted_by = $2 AND status IN ('pending', 'accepted')
+`
+
+type ListGrantsMadeByParams struct {
+	ServiceID uuid.UUID
+	GrantedBy uuid.NullUUID
+}
+
+// The open grants on the service that a person made (through their own
+// grant), for a change of that grant to reach them.
+func (q *Queries) ListGrantsMadeBy(ctx context.Context, arg ListGrantsMadeByParams) ([]Grant, error) {
+	rows, err := q.db.Query(ctx, listGrantsMadeBy, arg.ServiceID, arg.GrantedBy)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Grant{}
+	for rows.Next() {
+		var i Grant
+		if err := rows.Scan(
+			&i.ID,
+			&i.ServiceID,
+			&i.Email,
+			&i.Permissions,
+			&i.Status,
+			&i.GrantedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.RespondedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listGrantsTo = `-- name: ListGrantsTo :many
 SELECT g.id, g.service_id, g.email, g.permissions, g.status, g.granted_by, g.created_at, g.updated_at, g.responded_at, s.name AS service_name, s.provider AS service_provider, t.name AS team_name
 FROM grants g JOIN services s ON s.id = g.service_id JOIN teams t ON t.id = s.team_id
@@ -183,28 +225,36 @@ func (q *Queries) ListGrantsTo(ctx context.Context, arg ListGrantsToParams) ([]L
 }
 
 const listServiceGrants = `-- name: ListServiceGrants :many
-SELECT id, service_id, email, permissions, status, granted_by, created_at, updated_at, responded_at FROM grants WHERE service_id = $1 ORDER BY created_at
+SELECT g.id, g.service_id, g.email, g.permissions, g.status, g.granted_by, g.created_at, g.updated_at, g.responded_at, coalesce(p.email, '')::text AS granted_by_email
+FROM grants g LEFT JOIN people p ON p.id = g.granted_by
+WHERE g.service_id = $1 ORDER BY g.created_at
 `
 
-func (q *Queries) ListServiceGrants(ctx context.Context, serviceID uuid.UUID) ([]Grant, error) {
+type ListServiceGrantsRow struct {
+	Grant          Grant
+	GrantedByEmail string
+}
+
+func (q *Queries) ListServiceGrants(ctx context.Context, serviceID uuid.UUID) ([]ListServiceGrantsRow, error) {
 	rows, err := q.db.Query(ctx, listServiceGrants, serviceID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []Grant{}
+	items := []ListServiceGrantsRow{}
 	for rows.Next() {
-		var i Grant
+		var i ListServiceGrantsRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.ServiceID,
-			&i.Email,
-			&i.Permissions,
-			&i.Status,
-			&i.GrantedBy,
-			&i.CreatedAt,
-			&i.UpdatedAt,
-			&i.RespondedAt,
+			&i.Grant.ID,
+			&i.Grant.ServiceID,
+			&i.Grant.Email,
+			&i.Grant.Permissions,
+			&i.Grant.Status,
+			&i.Grant.GrantedBy,
+			&i.Grant.CreatedAt,
+			&i.Grant.UpdatedAt,
+			&i.Grant.RespondedAt,
+			&i.GrantedByEmail,
 		); err != nil {
 			return nil, err
 		}

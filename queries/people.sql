@@ -43,3 +43,8 @@ WHERE m.team_id = sqlc.arg(team_id) AND m.person_id = sqlc.arg(person_id)
 -- A person who leaves a team loses the keys they held in it.
 UPDATE api_keys SET revoked_at = now()
 WHERE team_id = $1 AND person_id = $2 AND revoked_at IS NULL;
+
+-- name: LockTeam :exec
+-- Serialises changes of the team's members, so that two at once cannot
+-- both take away the last owner.
+SELECT id FROM teams WHERE id = $1 FOR UPDATE;

@@ -152,6 +152,17 @@ func (q *Queries) ListTeamMembers(ctx context.Context, teamID uuid.UUID) ([]List
 	return items, nil
 }
 
+const lockTeam = `-- name: LockTeam :exec
+SELECT id FROM teams WHERE id = $1 FOR UPDATE
+`
+
+// Serialises changes of the team's members, so that two at once cannot
+// both take away the last owner.
+func (q *Queries) LockTeam(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, lockTeam, id)
+	return err
+}
+
 const removeTeamMember = `-- name: RemoveTeamMember :execrows
 DELETE FROM team_members m
 WHERE m.team_id = $1 AND m.person_id = $2

@@ -6,41 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/mail"
-	"slices"
-	"strings"
 
 	"github.com/google/uuid"
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/jackc/pgx/v5"
 )
-
-// Roles are a team member's roles, from most to least trusted.
-var Roles = []string{"owner", "admin", "member"}
-
-// Permissions are what may be done to one service (seed 000's permission
-// names). A grant shares some of them with a person; a team member's role
-// gives them (see rolePermissions). "backup" covers the three backup_*
-// permissions.
-var Permissions = []string{"view", "start", "stop", "restart", "console", "backup", "backup_create", "backup_restore",
-	"backup_delete", "backup_schedule", "settings", "delete", "manage_permissions"}
-
-// rolePermissions are the service permissions of each role on its team's
-// services: members run and change services but neither cancel them nor
-// share them.
-var rolePermissions = map[string][]string{
-	"owner":  Permissions,
-	"admin":  Permissions,
-	"member": slices.DeleteFunc(slices.Clone(Permissions), func(p string) bool { return p == "delete" || p == "manage_permissions" }),
-}
-
-// holds reports whether a set of permissions includes perm; "backup"
-// covers backup_create, backup_restore and backup_delete.
-func holds(set []string, perm string) bool {
-	if slices.Contains(set, perm) {
-		return true
-	}
-	return strings.HasPrefix(perm, "backup_") && perm != "backup_schedule" && slices.Contains(set, "backup")
-}
 
 // ValidEmail reports whether s is a bare email address (no display name),
 // as people are known by.
@@ -62,6 +33,8 @@ const (
 	permAction = "action"
 	// permPerson: a person's own key (their invitations and grants).
 	permPerson = "person"
+	// permTeamPerson: a member's own key, in the route's team (leaving it).
+	permTeamPerson = "team_person"
 	// permJob: what the job's service needs to see it (view), or to
 	// cancel it (settings; delete for a termination).
 	permJob = "job"
@@ -75,6 +48,8 @@ type routeKey struct{}
 type routeState struct {
 	perm   string
 	access *access
+	// service is the service the access was decided for.
+	service *queries.Service
 }
 
 // withPermission records the permission the route declares.
@@ -109,9 +84,9 @@ type access struct {
 func (s *Server) serviceAccess(ctx context.Context, c *caller, svc queries.Service) (access, error) {
 	switch {
 	case c.key.Platform:
-		return access{perms: Permissions}, nil
+		return access{perms: service.Permissions}, nil
 	case c.key.TeamID == svc.TeamID:
-		return access{perms: rolePermissions[c.role]}, nil
+		return access{perms: service.RolePermissions[c.role]}, nil
 	case c.email == "":
 		return access{}, nil
 	}
@@ -137,10 +112,11 @@ func (s *Server) decide(r *http.Request, svc queries.Service, perm string) error
 	if len(a.perms) == 0 {
 		return notFound("Service")
 	}
-	if !holds(a.perms, perm) {
+	if !service.Holds(a.perms, perm) {
 		return errPermission(perm)
 	}
-	stateOf(r).access = &a
+	st := stateOf(r)
+	st.perm, st.access, st.service = perm, &a, &svc
 	return nil
 }
 
@@ -163,10 +139,13 @@ func errPermission(perm string) *apiError {
 // (permTeamAdmin); another team is not found.
 func teamAccess(c *caller, team uuid.UUID, perm string) error {
 	switch {
-	case c.key.Platform:
+	case c.key.Platform && perm != permTeamPerson:
 		return nil
 	case c.key.TeamID != team:
 		return notFound("Team")
+	case perm == permTeamPerson && !c.key.PersonID.Valid:
+		return &apiError{Status: http.StatusForbidden, ErrorKey: "person_required",
+			Message: "Only a member's own key can do this; this key belongs to no member"}
 	case perm == permTeamAdmin && c.role != "owner" && c.role != "admin":
 		return &apiError{Status: http.StatusForbidden, ErrorKey: "role_required",
 			Message: "Only the team's owners and admins may do this", Extra: envelope{"role": "admin"}}

@@ -229,6 +229,8 @@ func expected(table accessTable, a actor, op operation) string {
 		return "scope"
 	case platformOnly && !a.Platform:
 		return "platform"
+	case perm == "team_person" && a.Platform:
+		return "not_found" // a platform key's home team is not the route's
 	case perm == "key", a.Platform && perm != "person":
 		return "allowed"
 	case perm == "person":
@@ -239,9 +241,12 @@ func expected(table accessTable, a actor, op operation) string {
 			return "not_found" // the invitation the matrix names is someone else's
 		}
 		return "allowed"
-	case perm == "team" || perm == "team_admin":
+	case perm == "team" || perm == "team_admin" || perm == "team_person":
 		if a.Team != "own" {
 			return "not_found"
+		}
+		if perm == "team_person" && !a.Person {
+			return "person"
 		}
 		if perm == "team_admin" && a.Role == "member" {
 			return "role"

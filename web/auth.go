@@ -71,6 +71,15 @@ func (c *caller) listTeam(r *http.Request) (uuid.UUID, string, error) {
 	return id, "", nil
 }
 
+// requestedBy is who a job says asked for it: the person and their key's
+// prefix, or the key's prefix alone for a key of no person.
+func (c *caller) requestedBy() string {
+	if c.email != "" {
+		return c.email + " (api key " + c.key.Prefix + ")"
+	}
+	return "api key " + c.key.Prefix
+}
+
 // logger returns the server's logger with the caller's team and key.
 func (s *Server) logger(r *http.Request) *slog.Logger {
 	if c := callerOf(r); c != nil {

@@ -156,8 +156,13 @@ func (s *Server) watchGrant(r *http.Request, job uuid.UUID) <-chan struct{} {
 	if err != nil || !j.GrantID.Valid {
 		return revoked
 	}
+	svc, err := s.Queries.GetService(r.Context(), j.ServiceID.UUID)
+	if err != nil {
+		return revoked
+	}
 	watched := withPermission(r, "console")
-	stateOf(watched).access = &access{grant: &queries.Grant{ID: j.GrantID.UUID}}
+	st := stateOf(watched)
+	st.access, st.service = &access{grant: &queries.Grant{ID: j.GrantID.UUID}}, &svc
 	go func() {
 		t := time.NewTicker(s.keepAlive())
 		defer t.Stop()
@@ -166,7 +171,7 @@ func (s *Server) watchGrant(r *http.Request, job uuid.UUID) <-chan struct{} {
 			case <-r.Context().Done():
 				return
 			case <-t.C:
-				if s.grantRevoked(watched) {
+				if !s.stillAllowed(watched) {
 					close(revoked)
 					return
 				}

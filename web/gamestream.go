@@ -86,18 +86,20 @@ func (s *Server) gameStreamRoute(keyed http.Handler) http.Handler {
 			return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
 				Message: "The console token is invalid or has expired; ask for a new one"}
 		}
-		r = withPermission(r, "console")
-		if grant != uuid.Nil {
-			// The token stands for a grantee: it ends with the grant.
-			stateOf(r).access = &access{grant: &queries.Grant{ID: grant}}
-			if s.grantRevoked(r) {
-				return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
-					Message: "The console token is invalid or has expired; ask for a new one"}
-			}
-		}
 		svc, err := s.Queries.GetService(r.Context(), id)
 		if err != nil {
 			return notFound("Service")
+		}
+		r = withPermission(r, "console")
+		st := stateOf(r)
+		st.service = &svc
+		if grant != uuid.Nil {
+			// The token stands for a grantee: it ends with the grant.
+			st.access = &access{grant: &queries.Grant{ID: grant}}
+			if !s.stillAllowed(r) {
+				return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
+					Message: "The console token is invalid or has expired; ask for a new one"}
+			}
 		}
 		return s.streamGame(w, r, &svc)
 	})
@@ -153,7 +155,7 @@ func (s *Server) streamGame(w http.ResponseWriter, r *http.Request, svc *queries
 				rc.Flush() // flush once a burst is written
 			}
 		case <-keepAlive.C:
-			if s.grantRevoked(r) {
+			if !s.stillAllowed(r) {
 				fmt.Fprint(w, "event: end\ndata: access revoked\n\n")
 				rc.Flush()
 				return nil

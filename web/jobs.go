@@ -374,7 +374,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		case <-wake:
 		case <-keepAlive.C:
-			if s.grantRevoked(r) {
+			if !s.stillAllowed(r) {
 				fmt.Fprint(w, "event: end\ndata: access revoked\n\n")
 				rc.Flush()
 				return nil
@@ -386,15 +386,31 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// grantRevoked reports whether the grant a stream was opened through has
-// ended since: the stream ends with it (checked at every keep-alive).
-func (s *Server) grantRevoked(r *http.Request) bool {
-	g := grantOf(r)
-	if g == uuid.Nil {
+// stillAllowed decides again, for a stream that runs on, whether it may:
+// the key is still valid (not revoked, not expired, its person still a
+// member of its team) and its role or grant still gives the route's
+// permission on the service; a viewer token, which has no key, only asks
+// its grant. Streams ask at every keep-alive.
+func (s *Server) stillAllowed(r *http.Request) bool {
+	st := stateOf(r)
+	if st.service == nil {
+		return true
+	}
+	ctx := r.Context()
+	c := callerOf(r)
+	if c == nil {
+		if st.access == nil || st.access.grant == nil {
+			return true
+		}
+		g, err := s.Queries.GetGrant(ctx, st.access.grant.ID)
+		return err == nil && g.Status == "accepted" && service.Holds(g.Permissions, st.perm)
+	}
+	row, err := s.Keys.Lookup(ctx, c.key.KeyHash)
+	if err != nil || row.ApiKey.RevokedAt != nil || row.Role == "" || row.ApiKey.ExpiresAt != nil && !row.ApiKey.ExpiresAt.After(time.Now()) {
 		return false
 	}
-	open, err := s.Queries.GrantOpen(r.Context(), g)
-	return errors.Is(err, pgx.ErrNoRows) || err == nil && !open
+	a, err := s.serviceAccess(ctx, &caller{key: row.ApiKey, email: row.Email, role: row.Role}, *st.service)
+	return err == nil && service.Holds(a.perms, st.perm)
 }
 
 func (s *Server) keepAlive() time.Duration {

@@ -55,7 +55,7 @@ func (s *Server) cancelService(w http.ResponseWriter, r *http.Request) error {
 // actorOf is the caller as job rows record it.
 func actorOf(r *http.Request) service.Actor {
 	c := callerOf(r)
-	return service.Actor{APIKeyID: c.key.ID, PersonID: c.key.PersonID.UUID, GrantID: grantOf(r), By: "api key " + c.key.Prefix}
+	return service.Actor{APIKeyID: c.key.ID, PersonID: c.key.PersonID.UUID, GrantID: grantOf(r), By: c.requestedBy()}
 }
 
 // answerCancellation answers with the service, its cancellation, the

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -45,9 +46,6 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) error {
 var errOwnersOnly = &apiError{Status: http.StatusForbidden, ErrorKey: "role_required",
 	Message: "Only the team's owners may give or take the owner role", Extra: envelope{"role": "owner"}}
 
-var errLastOwner = &apiError{Status: http.StatusConflict, ErrorKey: "last_owner",
-	Message: "A team keeps at least one owner; make another member owner first"}
-
 // isOwner reports whether the caller acts as an owner of its team: an
 // owner's key, the team's own key, or a platform key.
 func (c *caller) isOwner() bool { return c.key.Platform || c.role == "owner" }
@@ -78,8 +76,8 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) error {
 	if !ValidEmail(req.Email) {
 		errs = append(errs, "email must be an email address")
 	}
-	if !slices.Contains(Roles, req.Role) {
-		errs = append(errs, oneOf("role", Roles))
+	if !slices.Contains(service.Roles, req.Role) {
+		errs = append(errs, oneOf("role", service.Roles))
 	}
 	if len(errs) > 0 {
 		return invalid(errs...)
@@ -143,17 +141,13 @@ func (s *Server) changeMemberRole(w http.ResponseWriter, r *http.Request) error 
 	if aerr := decodeJSON(body, &req); aerr != nil {
 		return aerr
 	}
-	if !slices.Contains(Roles, req.Role) {
-		return invalid(oneOf("role", Roles))
+	if !slices.Contains(service.Roles, req.Role) {
+		return invalid(oneOf("role", service.Roles))
 	}
 	if (req.Role == "owner" || m.Role == "owner") && !callerOf(r).isOwner() {
 		return errOwnersOnly
 	}
-	m, err = s.Queries.SetTeamMemberRole(r.Context(), queries.SetTeamMemberRoleParams{TeamID: team, PersonID: m.PersonID, Role: req.Role})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return errLastOwner
-	}
-	if err != nil {
+	if m, err = s.Services.SetMemberRole(r.Context(), team, m.PersonID, req.Role); err != nil {
 		return err
 	}
 	s.logger(r).Info("team member's role changed", "person_id", p.ID, "role", m.Role)
@@ -191,10 +185,6 @@ func (s *Server) leaveTeam(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	c := callerOf(r)
-	if !c.key.PersonID.Valid || c.key.TeamID != team {
-		return &apiError{Status: http.StatusBadRequest, ErrorKey: "person_required",
-			Message: "Only a member's own key can leave the team; this key belongs to no member"}
-	}
 	if err := s.Services.RemoveMember(r.Context(), team, c.key.PersonID.UUID); err != nil {
 		return err
 	}

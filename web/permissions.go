@@ -2,6 +2,7 @@ package web
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/queries"
 )
 
@@ -27,6 +29,13 @@ type grantJSON struct {
 func toGrantJSON(g queries.Grant) grantJSON {
 	return grantJSON{ID: g.ID, ResourceID: g.ServiceID, Email: g.Email, Permissions: append([]string{}, g.Permissions...),
 		Status: g.Status, CreatedAt: g.CreatedAt, RespondedAt: g.RespondedAt}
+}
+
+// managedGrantJSON is a grant as its service's managers see it: with who
+// made it ("" for a team's key of no person).
+type managedGrantJSON struct {
+	grantJSON
+	GrantedBy string `json:"grantedBy"`
 }
 
 // sharedJSON is a grant as its grantee sees it, with the service's name.
@@ -70,9 +79,9 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]grantJSON, len(rows))
+	out := make([]managedGrantJSON, len(rows))
 	for i, g := range rows {
-		out[i] = toGrantJSON(g)
+		out[i] = managedGrantJSON{grantJSON: toGrantJSON(g.Grant), GrantedBy: g.GrantedByEmail}
 	}
 	ok(w, http.StatusOK, "permissions", out)
 	return nil
@@ -81,16 +90,19 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) error {
 // checkGrantable validates a grant's permissions: known ones, and none
 // the granter does not hold itself (a grant never exceeds its granter).
 func checkGrantable(r *http.Request, perms []string) *apiError {
+	if len(perms) > len(service.Permissions) {
+		return invalid(fmt.Sprintf("permissions may name at most the %d there are: %s", len(service.Permissions), strings.Join(service.Permissions, ", ")))
+	}
 	if len(perms) == 0 {
-		return invalid("permissions must name at least one of: " + strings.Join(Permissions, ", "))
+		return invalid("permissions must name at least one of: " + strings.Join(service.Permissions, ", "))
 	}
 	held := stateOf(r).access.perms
 	var errs []string
 	for _, p := range perms {
 		switch {
-		case !slices.Contains(Permissions, p):
-			errs = append(errs, "permissions: "+p+" is not one of: "+strings.Join(Permissions, ", "))
-		case !holds(held, p):
+		case !slices.Contains(service.Permissions, p):
+			errs = append(errs, "permissions: "+p+" is not one of: "+strings.Join(service.Permissions, ", "))
+		case !service.Holds(held, p):
 			errs = append(errs, "permissions: "+p+" is more than you hold on this service")
 		}
 	}
@@ -115,6 +127,9 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request) error {
 	if aerr := decodeJSON(body, &req); aerr != nil {
 		return aerr
 	}
+	if req.ResourceID == "" {
+		return invalid("resourceId is required: the service to share")
+	}
 	svc, err := s.serviceByID(r, req.ResourceID, "manage_permissions")
 	if err != nil {
 		return err
@@ -137,7 +152,9 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// managedGrant loads the {id} grant for a manager of its service.
+// managedGrant loads the {id} grant for a manager of its service: a
+// member of the service's team with manage_permissions manages every grant
+// of it, a grantee with it only the grants they made.
 func (s *Server) managedGrant(r *http.Request) (queries.Grant, error) {
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
@@ -156,6 +173,10 @@ func (s *Server) managedGrant(r *http.Request) (queries.Grant, error) {
 			return g, notFound("Permission")
 		}
 		return g, err
+	}
+	if a := stateOf(r).access; a.grant != nil && g.GrantedBy.UUID != callerOf(r).key.PersonID.UUID {
+		return g, &apiError{Status: http.StatusForbidden, ErrorKey: "permission_required",
+			Message: "Through a grant you manage only the grants you made", Extra: envelope{"permission": "manage_permissions"}}
 	}
 	return g, nil
 }
@@ -180,11 +201,7 @@ func (s *Server) updateGrant(w http.ResponseWriter, r *http.Request) error {
 	if aerr := checkGrantable(r, perms); aerr != nil {
 		return aerr
 	}
-	g, err = s.Queries.SetGrantPermissions(r.Context(), queries.SetGrantPermissionsParams{ID: g.ID, Permissions: perms})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return &apiError{Status: http.StatusConflict, ErrorKey: "grant_ended", Message: "The grant was declined or revoked already"}
-	}
-	if err != nil {
+	if g, err = s.Services.SetGrant(r.Context(), g.ID, perms); err != nil {
 		return err
 	}
 	ok(w, http.StatusOK, "permission", toGrantJSON(g))
@@ -194,9 +211,12 @@ func (s *Server) updateGrant(w http.ResponseWriter, r *http.Request) error {
 // revokeGrant ends a grant: its grantee loses the service at once, with
 // the console sessions and streams opened through it.
 func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request) error {
-	g, err := s.managedGrant(r)
-	if err != nil {
-		return err
+	g, err := s.ownGrant(r, r.PathValue("id"))
+	if err != nil || g.Status != "accepted" && g.Status != "pending" {
+		// Not the caller's own open grant to give up: a manager's act.
+		if g, err = s.managedGrant(r); err != nil {
+			return err
+		}
 	}
 	if g, err = s.Services.Revoke(r.Context(), g.ID); err != nil {
 		return err

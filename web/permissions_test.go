@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/web/apikey"
 )
 
@@ -134,12 +135,115 @@ func TestMembershipKeepsAnOwner(t *testing.T) {
 	e.do("POST", "/api/teams/"+team+"/leave", owner, "").check(t, 409, "A team keeps at least one owner; make another member owner first")
 	e.do("PATCH", "/api/teams/"+team+"/members/"+newID, owner, `{"role":"owner"}`).check(t, 200, "")
 	e.do("POST", "/api/teams/"+team+"/leave", owner, "").check(t, 200, "")
-	e.do("GET", "/api/me", owner, "").check(t, 401, "Invalid API key") // a leaver's keys end with the membership
+	gone := func(key string) func() bool {
+		return func() bool { return e.do("GET", "/api/me", key, "").status == http.StatusUnauthorized }
+	}
+	jobtest.Eventually(t, 2*time.Second, "a leaver's keys end with the membership", gone(owner))
 	e.do("DELETE", "/api/teams/"+team+"/members/"+adminID.String(), e.key, "").check(t, 200, "")
-	e.do("GET", "/api/me", admin, "").check(t, 401, "Invalid API key")
+	jobtest.Eventually(t, 2*time.Second, "a removed member's keys end with the membership", gone(admin))
 	list := e.do("GET", "/api/teams/"+team+"/members", e.key, "")
 	list.check(t, 200, "")
 	if members := list.body["members"].([]any); len(members) != 1 {
 		t.Errorf("%d members left, want the new owner alone", len(members))
 	}
+}
+
+func TestAGrantMadeThroughAGrantShrinksAndEndsWithIt(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID).ID.String()
+	mallory, hers := e.grantee(t, e.key, svc, "mallory@example.test", `["view","start","manage_permissions"]`)
+	bob, his := e.grantee(t, mallory, svc, "bob@example.test", `["view","start","manage_permissions"]`)
+	list := e.do("GET", "/api/permissions?resourceId="+svc, e.key, "")
+	list.check(t, 200, "")
+	for _, g := range list.body["permissions"].([]any) {
+		if g := g.(map[string]any); g["id"] == his && g["grantedBy"] != "mallory@example.test" {
+			t.Errorf("bob's grant shows grantedBy %v, want mallory", g["grantedBy"])
+		}
+	}
+	// Bob may not manage the grant he was made through.
+	e.do("PATCH", "/api/permissions/"+hers, bob, `{"permissions":["view","start","manage_permissions"]}`).check(t, 403, "Through a grant you manage only the grants you made")
+	// Narrowing mallory's grant narrows bob's.
+	e.do("PATCH", "/api/permissions/"+hers, e.key, `{"permissions":["view","manage_permissions"]}`).check(t, 200, "")
+	e.do("POST", "/api/services/"+svc+"/action", bob, `{"action":"start"}`).check(t, 403, "This needs the start permission on the service")
+	// Revoking it revokes his, and he cannot share it back.
+	e.do("DELETE", "/api/permissions/"+hers, e.key, "").check(t, 200, "")
+	e.do("GET", "/api/services/"+svc, bob, "").check(t, 404, "Service not found")
+	e.do("POST", "/api/permissions", bob, `{"resourceId":"`+svc+`","email":"mallory@example.test","permissions":["view"]}`).check(t, 404, "Service not found")
+}
+
+func TestTwoOwnersDemotedAtOnceLeaveOne(t *testing.T) {
+	e := newEnv(t)
+	team := e.team.ID.String()
+	var ids []string
+	for _, email := range []string{"one@example.test", "two@example.test"} {
+		ids = append(ids, e.member(t, e.team, email, "owner").String())
+	}
+	statuses := make(chan int, len(ids))
+	for _, id := range ids {
+		go func() {
+			req, _ := http.NewRequest("PATCH", e.url+"/api/teams/"+team+"/members/"+id, strings.NewReader(`{"role":"admin"}`))
+			req.Header.Set("x-api-key", e.key)
+			req.Header.Set("Content-Type", "application/json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		}()
+	}
+	got := []int{<-statuses, <-statuses}
+	if !(got[0] == 200 && got[1] == 409 || got[0] == 409 && got[1] == 200) {
+		t.Errorf("two demotions at once answered %v, want one 200 and one 409", got)
+	}
+}
+
+func TestStreamsEndWhenTheirAccessNarrowsOrItsMemberGoes(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID).ID.String()
+	operator, grant := e.grantee(t, e.key, svc, "narrowed@example.test", `["view","stop"]`)
+	memberKey := e.newKey(apikey.Spec{TeamID: e.team.ID, PersonID: e.member(t, e.team, "leaver@example.test", "member")})
+	res := e.do("POST", "/api/services/"+svc+"/action", e.key, `{"action":"stop"}`)
+	res.check(t, 202, "")
+	job := res.body["job"].(map[string]any)["id"].(string)
+	streams := map[string]string{"the grantee's": operator, "the member's": memberKey}
+	ended := map[string]chan bool{}
+	for name, key := range streams {
+		req, _ := http.NewRequest("GET", e.url+"/api/jobs/"+job+"/events", nil)
+		req.Header.Set("x-api-key", key)
+		stream, err := http.DefaultClient.Do(req)
+		if err != nil || stream.StatusCode != 200 {
+			t.Fatalf("%s stream: %v %v", name, stream, err)
+		}
+		t.Cleanup(func() { stream.Body.Close() })
+		ended[name] = make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(stream.Body)
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), "access revoked") {
+					ended[name] <- true
+					return
+				}
+			}
+		}()
+	}
+	e.do("PATCH", "/api/permissions/"+grant, e.key, `{"permissions":["stop"]}`).check(t, 200, "")
+	e.do("DELETE", "/api/teams/"+e.team.ID.String()+"/members/"+e.personOf(t, "leaver@example.test"), e.key, "").check(t, 200, "")
+	for name, ch := range ended {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s stream went on after its access ended", name)
+		}
+	}
+}
+
+func (e *env) personOf(t *testing.T, email string) string {
+	t.Helper()
+	p, err := e.q.GetPersonByEmail(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.ID.String()
 }

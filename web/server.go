@@ -161,7 +161,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/teams/{teamId}/members", permTeamAdmin, s.addMember)
 	route("PATCH /api/teams/{teamId}/members/{personId}", permTeamAdmin, s.changeMemberRole)
 	route("DELETE /api/teams/{teamId}/members/{personId}", permTeamAdmin, s.removeMember)
-	route("POST /api/teams/{teamId}/leave", permTeam, s.leaveTeam)
+	route("POST /api/teams/{teamId}/leave", permTeamPerson, s.leaveTeam)
 	route("GET /api/permissions", "manage_permissions", s.listGrants)
 	route("POST /api/permissions", "manage_permissions", s.createGrant)
 	route("PATCH /api/permissions/{id}", "manage_permissions", s.updateGrant)

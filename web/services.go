@@ -141,7 +141,7 @@ func (s *Server) serviceFor(r *http.Request, perm string) (queries.Service, erro
 	if err != nil {
 		return svc, err
 	}
-	if !slices.Contains(Permissions, perm) {
+	if !slices.Contains(service.Permissions, perm) {
 		return svc, fmt.Errorf("route %s declares no service permission (%q)", r.Pattern, perm)
 	}
 	return svc, s.decide(r, svc, perm)
@@ -376,7 +376,7 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 	}
 	args := jobs.PowerArgs{ServiceID: id, Action: req.Action}
 	perm := actionPermission(req.Action)
-	if c := callerOf(r); !c.key.Platform && holds(rolePermissions[c.role], perm) {
+	if c := callerOf(r); !c.key.Platform && service.Holds(service.RolePermissions[c.role], perm) {
 		// Suspend and resume apply to a suspended service; the others wait
 		// until it is resumed.
 		statuses := []string{"active"}
@@ -532,7 +532,7 @@ func (s *Server) jobRequest(r *http.Request, team uuid.UUID, args jobs.Args, sec
 	}
 	return jobs.Request{
 		TeamID: team, APIKeyID: c.key.ID, PersonID: c.key.PersonID.UUID, GrantID: grantOf(r),
-		RequestedBy: "api key " + c.key.Prefix, IdempotencyKey: idem,
+		RequestedBy: c.requestedBy(), IdempotencyKey: idem,
 		RequestHash: requestHash(r.Method, r.URL.Path, canonical), Secrets: secrets,
 	}, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/web"
@@ -127,16 +128,23 @@ func ensureMember(ctx context.Context, q *queries.Queries, t queries.Team, email
 	if !web.ValidEmail(email) {
 		return queries.TeamMember{}, usageError(fmt.Sprintf("%q is not an email address", email))
 	}
-	if role != "" && !slices.Contains(web.Roles, role) {
-		return queries.TeamMember{}, usageError("--role must be one of: " + strings.Join(web.Roles, ", "))
+	if role != "" && !slices.Contains(service.Roles, role) {
+		return queries.TeamMember{}, usageError("--role must be one of: " + strings.Join(service.Roles, ", "))
 	}
 	p, err := q.EnsurePerson(ctx, email)
 	if err != nil {
 		return queries.TeamMember{}, err
 	}
 	m, err := q.GetTeamMember(ctx, queries.GetTeamMemberParams{TeamID: t.ID, PersonID: p.ID})
-	if err == nil && role == "" {
+	switch {
+	case err == nil && role == "":
 		return m, nil
+	case err == nil:
+		m, err = q.SetTeamMemberRole(ctx, queries.SetTeamMemberRoleParams{TeamID: t.ID, PersonID: p.ID, Role: role})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return m, usageError(fmt.Sprintf("%s is the team's last owner: make another member owner first", email))
+		}
+		return m, err
 	}
 	if role == "" {
 		role = "member"

@@ -29,6 +29,7 @@ func TestKeysCreateForAPersonMakesThemAMember(t *testing.T) {
 		{"a later one a member", []string{"--team", "acme", "--user", "bob@example.test"}, "member", ""},
 		{"a member keeps their role", []string{"--team", "acme", "--user", "ada@example.test"}, "owner", ""},
 		{"a role given is the member's", []string{"--team", "acme", "--user", "bob@example.test", "--role", "admin"}, "admin", ""},
+		{"the last owner keeps the role", []string{"--team", "acme", "--user", "ada@example.test", "--role", "member"}, "", "the team's last owner"},
 		{"an unknown role is refused", []string{"--team", "acme", "--user", "eve@example.test", "--role", "god"}, "", "--role must be one of"},
 		{"a bad email is refused", []string{"--team", "acme", "--user", "not an email"}, "", "is not an email address"},
 		{"a platform key belongs to nobody", []string{"--platform", "--user", "ada@example.test"}, "", "a platform key belongs to no person"},
