@@ -28,3 +28,13 @@ WHERE (id::text = sqlc.arg(key)::text OR prefix = sqlc.arg(key)::text) AND revok
 SELECT count(*) FROM api_keys
 WHERE team_id = $1 AND name = $2 AND revoked_at IS NULL
   AND (expires_at IS NULL OR expires_at > now());
+
+-- name: GetAPIKeyAccess :one
+-- The key by id, with its person's email and role (as GetAPIKeyByHash):
+-- what a console token or session that a key asked for stands for.
+SELECT sqlc.embed(k), coalesce(p.email, '')::text AS email,
+       (CASE WHEN k.person_id IS NULL THEN 'owner' ELSE coalesce(m.role, '') END)::text AS role
+FROM api_keys k
+LEFT JOIN people p ON p.id = k.person_id
+LEFT JOIN team_members m ON m.team_id = k.team_id AND m.person_id = k.person_id
+WHERE k.id = $1;

@@ -82,6 +82,46 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 	return i, err
 }
 
+const getAPIKeyAccess = `-- name: GetAPIKeyAccess :one
+SELECT k.id, k.team_id, k.name, k.prefix, k.key_hash, k.scopes, k.ip_allowlist, k.rate_limit, k.expires_at, k.revoked_at, k.created_at, k.platform, k.person_id, coalesce(p.email, '')::text AS email,
+       (CASE WHEN k.person_id IS NULL THEN 'owner' ELSE coalesce(m.role, '') END)::text AS role
+FROM api_keys k
+LEFT JOIN people p ON p.id = k.person_id
+LEFT JOIN team_members m ON m.team_id = k.team_id AND m.person_id = k.person_id
+WHERE k.id = $1
+`
+
+type GetAPIKeyAccessRow struct {
+	ApiKey ApiKey
+	Email  string
+	Role   string
+}
+
+// The key by id, with its person's email and role (as GetAPIKeyByHash):
+// what a console token or session that a key asked for stands for.
+func (q *Queries) GetAPIKeyAccess(ctx context.Context, id uuid.UUID) (GetAPIKeyAccessRow, error) {
+	row := q.db.QueryRow(ctx, getAPIKeyAccess, id)
+	var i GetAPIKeyAccessRow
+	err := row.Scan(
+		&i.ApiKey.ID,
+		&i.ApiKey.TeamID,
+		&i.ApiKey.Name,
+		&i.ApiKey.Prefix,
+		&i.ApiKey.KeyHash,
+		&i.ApiKey.Scopes,
+		&i.ApiKey.IpAllowlist,
+		&i.ApiKey.RateLimit,
+		&i.ApiKey.ExpiresAt,
+		&i.ApiKey.RevokedAt,
+		&i.ApiKey.CreatedAt,
+		&i.ApiKey.Platform,
+		&i.ApiKey.PersonID,
+		&i.Email,
+		&i.Role,
+	)
+	return i, err
+}
+
 const getAPIKeyByHash = `-- name: GetAPIKeyByHash :one
 SELECT k.id, k.team_id, k.name, k.prefix, k.key_hash, k.scopes, k.ip_allowlist, k.rate_limit, k.expires_at, k.revoked_at, k.created_at, k.platform, k.person_id, coalesce(p.email, '')::text AS email,
        (CASE WHEN k.person_id IS NULL THEN 'owner' ELSE coalesce(m.role, '') END)::text AS role

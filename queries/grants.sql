@@ -52,3 +52,8 @@ SELECT (status = 'accepted')::boolean AS open FROM grants WHERE id = $1;
 -- grant), for a change of that grant to reach them.
 SELECT * FROM grants
 WHERE service_id = $1 AND granted_by = $2 AND status IN ('pending', 'accepted');
+
+-- name: LockGrant :one
+-- The grant, locked until the transaction ends: a grant made through it
+-- and its revocation do not interleave.
+SELECT * FROM grants WHERE id = $1 FOR UPDATE;

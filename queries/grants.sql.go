@@ -266,6 +266,29 @@ func (q *Queries) ListServiceGrants(ctx context.Context, serviceID uuid.UUID) ([
 	return items, nil
 }
 
+const lockGrant = `-- name: LockGrant :one
+SELECT id, service_id, email, permissions, status, granted_by, created_at, updated_at, responded_at FROM grants WHERE id = $1 FOR UPDATE
+`
+
+// The grant, locked until the transaction ends: a grant made through it
+// and its revocation do not interleave.
+func (q *Queries) LockGrant(ctx context.Context, id uuid.UUID) (Grant, error) {
+	row := q.db.QueryRow(ctx, lockGrant, id)
+	var i Grant
+	err := row.Scan(
+		&i.ID,
+		&i.ServiceID,
+		&i.Email,
+		&i.Permissions,
+		&i.Status,
+		&i.GrantedBy,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.RespondedAt,
+	)
+	return i, err
+}
+
 const respondToGrant = `-- name: RespondToGrant :one
 UPDATE grants SET status = $1, responded_at = now(), updated_at = now()
 WHERE id = $2 AND email = lower($3::text) AND status = 'pending'

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"html/template"
@@ -106,6 +107,12 @@ func (s *Server) consoleGateway(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The session stands for the key that asked for it: it opens only
+	// while that key may still use the console.
+	if r, err = s.asKeyOfJob(r, sess.JobID, svc); err != nil {
+		return &apiError{Status: http.StatusForbidden, ErrorKey: "console_session_spent",
+			Message: "This console session was used, has expired or does not exist; open a new one"}
+	}
 	if s.VPS == nil {
 		return providerMissing(jobs.ProviderProxmox)
 	}
@@ -134,11 +141,11 @@ func (s *Server) consoleGateway(w http.ResponseWriter, r *http.Request) error {
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(upstream, browser); done <- struct{}{} }()
 	go func() { io.Copy(browser, upstream); done <- struct{}{} }()
-	revoked := s.watchGrant(r, sess.JobID)
+	revoked := s.watchAccess(r)
 	select {
 	case <-done:
 	case <-revoked:
-		log.Info("console closed: the grant it was opened through was revoked")
+		log.Info("console closed: the key that opened it may no longer use it")
 	}
 	up.Close()
 	down.Close()
@@ -147,22 +154,38 @@ func (s *Server) consoleGateway(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// watchGrant returns a channel closed when the grant the job was asked for
-// through is revoked (checked at every keep-alive; never for a job of the
-// team's own), so that a console it opened is cut with it.
-func (s *Server) watchGrant(r *http.Request, job uuid.UUID) <-chan struct{} {
-	revoked := make(chan struct{})
+// asKeyOfJob returns the request as made by the key that asked for the
+// job, deciding (for the console) whether that key may still use svc.
+func (s *Server) asKeyOfJob(r *http.Request, job uuid.UUID, svc queries.Service) (*http.Request, error) {
 	j, err := s.Queries.GetJob(r.Context(), job)
-	if err != nil || !j.GrantID.Valid {
-		return revoked
-	}
-	svc, err := s.Queries.GetService(r.Context(), j.ServiceID.UUID)
 	if err != nil {
-		return revoked
+		return r, err
 	}
-	watched := withPermission(r, "console")
-	st := stateOf(watched)
-	st.access, st.service = &access{grant: &queries.Grant{ID: j.GrantID.UUID}}, &svc
+	return s.asKey(r, j.ApiKeyID.UUID, svc)
+}
+
+// asKey returns the request as made by the key (for a console token or
+// session it asked for), and decides whether the key may still use the
+// console of svc: it must not be revoked or expired, its person must still
+// be a member of its team, and its role or grant must give the console.
+func (s *Server) asKey(r *http.Request, key uuid.UUID, svc queries.Service) (*http.Request, error) {
+	row, err := s.Queries.GetAPIKeyAccess(r.Context(), key)
+	if err != nil {
+		return r, err
+	}
+	if row.ApiKey.RevokedAt != nil || row.Role == "" || row.ApiKey.ExpiresAt != nil && !row.ApiKey.ExpiresAt.After(time.Now()) {
+		return r, errBadKey
+	}
+	r = r.WithContext(context.WithValue(r.Context(), callerKey, &caller{key: row.ApiKey, email: row.Email, role: row.Role}))
+	r = withPermission(r, "console")
+	return r, s.decide(r, svc, "console")
+}
+
+// watchAccess returns a channel closed once the request's key may no
+// longer do what it was allowed (see stillAllowed; checked at every
+// keep-alive), so that a console it opened is cut.
+func (s *Server) watchAccess(r *http.Request) <-chan struct{} {
+	revoked := make(chan struct{})
 	go func() {
 		t := time.NewTicker(s.keepAlive())
 		defer t.Stop()
@@ -171,7 +194,7 @@ func (s *Server) watchGrant(r *http.Request, job uuid.UUID) <-chan struct{} {
 			case <-r.Context().Done():
 				return
 			case <-t.C:
-				if !s.stillAllowed(watched) {
+				if !s.stillAllowed(r) {
 					close(revoked)
 					return
 				}

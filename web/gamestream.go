@@ -21,14 +21,14 @@ import (
 // viewerTokenTTL bounds how long a console viewer token opens the stream.
 const viewerTokenTTL = 5 * time.Minute
 
-// viewerToken signs (service, grant, expiry) so that a browser's
+// viewerToken signs (service, key, expiry) so that a browser's
 // EventSource, which cannot send headers, may open one service's console
-// stream; grant is the one the token was asked for through (uuid.Nil for
-// the team's own), and its revocation ends the token with it.
-func (s *Server) viewerToken(service, grant uuid.UUID, expires time.Time) string {
+// stream for the key that asked for it: the stream opens, and goes on,
+// only while that key may use the console (see asKey).
+func (s *Server) viewerToken(service, key uuid.UUID, expires time.Time) string {
 	b := make([]byte, 0, viewerTokenLen)
 	b = append(b, service[:]...)
-	b = append(b, grant[:]...)
+	b = append(b, key[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(expires.Unix()))
 	m := hmac.New(sha256.New, s.Config.ViewerKey)
 	m.Write(b)
@@ -37,17 +37,17 @@ func (s *Server) viewerToken(service, grant uuid.UUID, expires time.Time) string
 
 const viewerTokenLen = 16 + 16 + 8 + sha256.Size
 
-// viewerTokenValid checks a token for the service and returns the grant it
-// was asked for through.
+// viewerTokenValid checks a token for the service and returns the key it
+// was asked for by.
 func (s *Server) viewerTokenValid(token string, service uuid.UUID) (uuid.UUID, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) != viewerTokenLen || len(s.Config.ViewerKey) == 0 {
 		return uuid.Nil, false
 	}
-	svc, grant := uuid.UUID(b[:16]), uuid.UUID(b[16:32])
+	svc, key := uuid.UUID(b[:16]), uuid.UUID(b[16:32])
 	expires := time.Unix(int64(binary.BigEndian.Uint64(b[32:40])), 0)
-	ok := hmac.Equal([]byte(s.viewerToken(svc, grant, expires)), []byte(token)) && svc == service && time.Now().Before(expires)
-	return grant, ok
+	ok := hmac.Equal([]byte(s.viewerToken(svc, key, expires)), []byte(token)) && svc == service && time.Now().Before(expires)
+	return key, ok
 }
 
 // gameConsole answers the URL of the game server's console stream and a
@@ -62,7 +62,7 @@ func (s *Server) gameConsole(w http.ResponseWriter, r *http.Request) error {
 			Message: "Live consoles are not set up on this server"}
 	}
 	expires := time.Now().Add(viewerTokenTTL).UTC()
-	token := s.viewerToken(svc.ID, grantOf(r), expires)
+	token := s.viewerToken(svc.ID, callerOf(r).key.ID, expires)
 	ok(w, http.StatusOK, "console", map[string]any{
 		"stream":    fmt.Sprintf("/api/services/%s/console/stream?token=%s", svc.ID, token),
 		"token":     token,
@@ -80,26 +80,19 @@ func (s *Server) gameStreamRoute(keyed http.Handler) http.Handler {
 			keyed.ServeHTTP(w, r)
 			return nil
 		}
+		invalid := &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
+			Message: "The console token is invalid or has expired; ask for a new one"}
 		id, err := uuid.Parse(r.PathValue("id"))
-		grant, valid := s.viewerTokenValid(token, id)
+		key, valid := s.viewerTokenValid(token, id)
 		if err != nil || !valid {
-			return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
-				Message: "The console token is invalid or has expired; ask for a new one"}
+			return invalid
 		}
 		svc, err := s.Queries.GetService(r.Context(), id)
 		if err != nil {
 			return notFound("Service")
 		}
-		r = withPermission(r, "console")
-		st := stateOf(r)
-		st.service = &svc
-		if grant != uuid.Nil {
-			// The token stands for a grantee: it ends with the grant.
-			st.access = &access{grant: &queries.Grant{ID: grant}}
-			if !s.stillAllowed(r) {
-				return &apiError{Status: http.StatusUnauthorized, ErrorKey: "invalid_viewer_token",
-					Message: "The console token is invalid or has expired; ask for a new one"}
-			}
+		if r, err = s.asKey(r, key, svc); err != nil {
+			return invalid
 		}
 		return s.streamGame(w, r, &svc)
 	})

@@ -389,22 +389,14 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
 // stillAllowed decides again, for a stream that runs on, whether it may:
 // the key is still valid (not revoked, not expired, its person still a
 // member of its team) and its role or grant still gives the route's
-// permission on the service; a viewer token, which has no key, only asks
-// its grant. Streams ask at every keep-alive.
+// permission on the service (a console token or session stands for the
+// key that asked for it). Streams ask at every keep-alive.
 func (s *Server) stillAllowed(r *http.Request) bool {
-	st := stateOf(r)
-	if st.service == nil {
+	st, c := stateOf(r), callerOf(r)
+	if st.service == nil || c == nil {
 		return true
 	}
 	ctx := r.Context()
-	c := callerOf(r)
-	if c == nil {
-		if st.access == nil || st.access.grant == nil {
-			return true
-		}
-		g, err := s.Queries.GetGrant(ctx, st.access.grant.ID)
-		return err == nil && g.Status == "accepted" && service.Holds(g.Permissions, st.perm)
-	}
 	row, err := s.Keys.Lookup(ctx, c.key.KeyHash)
 	if err != nil || row.ApiKey.RevokedAt != nil || row.Role == "" || row.ApiKey.ExpiresAt != nil && !row.ApiKey.ExpiresAt.After(time.Now()) {
 		return false

@@ -79,9 +79,13 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]managedGrantJSON, len(rows))
-	for i, g := range rows {
-		out[i] = managedGrantJSON{grantJSON: toGrantJSON(g.Grant), GrantedBy: g.GrantedByEmail}
+	out := []managedGrantJSON{}
+	through := stateOf(r).access.grant != nil
+	for _, g := range rows {
+		// Through a grant one sees the grants one made, not the others'.
+		if !through || g.Grant.GrantedBy.UUID == callerOf(r).key.PersonID.UUID {
+			out = append(out, managedGrantJSON{grantJSON: toGrantJSON(g.Grant), GrantedBy: g.GrantedByEmail})
+		}
 	}
 	ok(w, http.StatusOK, "permissions", out)
 	return nil
@@ -98,10 +102,10 @@ func checkGrantable(r *http.Request, perms []string) *apiError {
 	}
 	held := stateOf(r).access.perms
 	var errs []string
-	for _, p := range perms {
+	for i, p := range perms {
 		switch {
 		case !slices.Contains(service.Permissions, p):
-			errs = append(errs, "permissions: "+p+" is not one of: "+strings.Join(service.Permissions, ", "))
+			errs = append(errs, fmt.Sprintf("permissions[%d] is not one of: %s", i, strings.Join(service.Permissions, ", ")))
 		case !service.Holds(held, p):
 			errs = append(errs, "permissions: "+p+" is more than you hold on this service")
 		}
@@ -144,7 +148,7 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request) error {
 	if req.Email == callerOf(r).email {
 		return invalid("email is your own: you hold your access already")
 	}
-	g, err := s.Services.Grant(r.Context(), svc, req.Email, slices.Compact(slices.Sorted(slices.Values(req.Permissions))), callerOf(r).key.PersonID.UUID)
+	g, err := s.Services.Grant(r.Context(), svc, req.Email, slices.Compact(slices.Sorted(slices.Values(req.Permissions))), callerOf(r).key.PersonID.UUID, grantOf(r))
 	if err != nil {
 		return err
 	}
@@ -201,7 +205,7 @@ func (s *Server) updateGrant(w http.ResponseWriter, r *http.Request) error {
 	if aerr := checkGrantable(r, perms); aerr != nil {
 		return aerr
 	}
-	if g, err = s.Services.SetGrant(r.Context(), g.ID, perms); err != nil {
+	if g, err = s.Services.SetGrant(r.Context(), g.ID, perms, grantOf(r)); err != nil {
 		return err
 	}
 	ok(w, http.StatusOK, "permission", toGrantJSON(g))

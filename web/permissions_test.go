@@ -3,6 +3,7 @@ package web_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -246,4 +247,37 @@ func (e *env) personOf(t *testing.T, email string) string {
 		t.Fatal(err)
 	}
 	return p.ID.String()
+}
+
+// TestGrantsMadeWhileTheirGrantIsRevokedDoNotSurviveIt races grants made
+// through a grant with the grant's revocation: none may be left open.
+func TestGrantsMadeWhileTheirGrantIsRevokedDoNotSurviveIt(t *testing.T) {
+	e := newEnv(t)
+	svc := e.newService(e.team.ID).ID.String()
+	mallory, hers := e.grantee(t, e.key, svc, "mallory@example.test", `["view","manage_permissions"]`)
+	bob, _ := e.grantee(t, mallory, svc, "bob@example.test", `["view","manage_permissions"]`)
+	done := make(chan struct{})
+	for i := range 20 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			body := fmt.Sprintf(`{"resourceId":"%s","email":"race%d@example.test","permissions":["view"]}`, svc, i)
+			req, _ := http.NewRequest("POST", e.url+"/api/permissions", strings.NewReader(body))
+			req.Header.Set("x-api-key", bob)
+			req.Header.Set("Content-Type", "application/json")
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+			}
+		}()
+	}
+	e.do("DELETE", "/api/permissions/"+hers, e.key, "").check(t, 200, "")
+	for range 20 {
+		<-done
+	}
+	list := e.do("GET", "/api/permissions?resourceId="+svc, e.key, "")
+	list.check(t, 200, "")
+	for _, g := range list.body["permissions"].([]any) {
+		if g := g.(map[string]any); g["grantedBy"] == "bob@example.test" && (g["status"] == "pending" || g["status"] == "accepted") {
+			t.Errorf("grant %v to %v made through a revoked grant is still %v", g["id"], g["email"], g["status"])
+		}
+	}
 }

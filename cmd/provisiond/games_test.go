@@ -390,3 +390,49 @@ func (s *system) grantee(email, service, perms string) (string, string) {
 	}
 	return key, grant
 }
+
+// TestARemovedMembersConsoleEnds: a team member watches a game console
+// through a viewer token; once they are removed from the team the stream
+// ends and the token opens nothing more.
+func TestARemovedMembersConsoleEnds(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	path := s.gameServer()
+	s.runJob("POST", path+"/action", `{"action":"start"}`)
+	ctx := context.Background()
+	team := s.services["web-1"].TeamID
+	p, err := s.q.EnsurePerson(ctx, "leaving@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.q.AddTeamMember(ctx, queries.AddTeamMemberParams{TeamID: team, PersonID: p.ID, Role: "member"}); err != nil {
+		t.Fatal(err)
+	}
+	member, _, err := apikey.Create(ctx, s.q, apikey.Spec{TeamID: team, PersonID: p.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, resp := s.doWith(member, "POST", path+"/console", "")
+	if status != http.StatusOK {
+		t.Fatalf("console: %d %v", status, resp)
+	}
+	stream := resp["console"].(map[string]any)["stream"].(string)
+	viewer := s.openStream(stream)
+	viewer.waitFor("connection", "connected")
+	if status, resp := s.do("DELETE", "/api/teams/"+team.String()+"/members/"+p.ID.String(), ""); status != http.StatusOK {
+		t.Fatalf("remove: %d %v", status, resp)
+	}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		viewer.waitFor("end", "access revoked")
+	}()
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the removed member's console stream went on")
+	}
+	if res, err := s.client.Get(s.api + stream); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the removed member's viewer token: %v %v, want 401", res, err)
+	}
+}

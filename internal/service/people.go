@@ -85,26 +85,63 @@ func (s *Services) RemoveMember(ctx context.Context, team, person uuid.UUID) err
 
 // Grant shares the service with a person, by email, with perms; the
 // grantee accepts or declines it. A second open grant to the same email
-// is refused.
-func (s *Services) Grant(ctx context.Context, svc queries.Service, email string, perms []string, by uuid.UUID) (queries.Grant, error) {
-	g, err := s.Queries.CreateGrant(ctx, queries.CreateGrantParams{ServiceID: svc.ID, Email: email, Permissions: perms,
-		GrantedBy: uuid.NullUUID{UUID: by, Valid: by != uuid.Nil}})
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.ConstraintName == "grants_one_open" {
-		return g, &Error{Code: Conflict, Key: "grant_exists", Message: email + " has a pending or accepted grant on this service already; change it instead"}
+// is refused. through is the grant the granter acts through (uuid.Nil for
+// a member of the service's team): it is locked and must still give perms,
+// so that a revocation of it and a grant made through it do not
+// interleave (the revocation then finds the new grant and revokes it).
+func (s *Services) Grant(ctx context.Context, svc queries.Service, email string, perms []string, by, through uuid.UUID) (queries.Grant, error) {
+	var g queries.Grant
+	err := s.inTx(ctx, func(_ pgx.Tx, q *queries.Queries, _ func(queries.Job)) error {
+		if err := stillGives(ctx, q, through, perms); err != nil {
+			return err
+		}
+		var err error
+		g, err = q.CreateGrant(ctx, queries.CreateGrantParams{ServiceID: svc.ID, Email: email, Permissions: perms,
+			GrantedBy: uuid.NullUUID{UUID: by, Valid: by != uuid.Nil}})
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.ConstraintName == "grants_one_open" {
+			return &Error{Code: Conflict, Key: "grant_exists", Message: email + " has a pending or accepted grant on this service already; change it instead"}
+		}
+		if err != nil {
+			return fmt.Errorf("record grant: %w", err)
+		}
+		return nil
+	})
+	if err == nil {
+		s.Log.Info("service shared", "service_id", svc.ID, "provider", svc.Provider, "grant_id", g.ID, "permissions", perms)
 	}
-	if err != nil {
-		return g, fmt.Errorf("record grant: %w", err)
+	return g, err
+}
+
+// stillGives locks the grant a grantee acts through (none: uuid.Nil) and
+// refuses when it no longer gives perms (revoked or narrowed meanwhile).
+func stillGives(ctx context.Context, q *queries.Queries, through uuid.UUID, perms []string) error {
+	if through == uuid.Nil {
+		return nil
 	}
-	s.Log.Info("service shared", "service_id", svc.ID, "provider", svc.Provider, "grant_id", g.ID, "permissions", perms)
-	return g, nil
+	g, err := q.LockGrant(ctx, through)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	ok := err == nil && g.Status == "accepted" && Holds(g.Permissions, "manage_permissions")
+	for _, p := range perms {
+		ok = ok && Holds(g.Permissions, p)
+	}
+	if !ok {
+		return &Error{Code: Conflict, Key: "grant_ended", Message: "The grant you share through was changed or revoked meanwhile"}
+	}
+	return nil
 }
 
 // SetGrant changes what a grant allows; the grants its grantee made on
-// the service through it are kept within it.
-func (s *Services) SetGrant(ctx context.Context, id uuid.UUID, perms []string) (queries.Grant, error) {
+// the service through it are kept within it. through is the grant the
+// manager acts through (see Grant).
+func (s *Services) SetGrant(ctx context.Context, id uuid.UUID, perms []string, through uuid.UUID) (queries.Grant, error) {
 	var g queries.Grant
 	err := s.inTx(ctx, func(_ pgx.Tx, q *queries.Queries, _ func(queries.Job)) error {
+		if err := stillGives(ctx, q, through, perms); err != nil {
+			return err
+		}
 		var err error
 		if g, err = q.SetGrantPermissions(ctx, queries.SetGrantPermissionsParams{ID: id, Permissions: perms}); errors.Is(err, pgx.ErrNoRows) {
 			return errGrantEnded
