@@ -43,10 +43,6 @@ RETURNING *;
 DELETE FROM console_sessions c USING jobs j
 WHERE c.job_id = j.id AND j.grant_id = $1;
 
--- name: GrantOpen :one
--- Whether the grant still gives access (accepted, not revoked).
-SELECT (status = 'accepted')::boolean AS open FROM grants WHERE id = $1;
-
 -- name: ListGrantsMadeBy :many
 -- The open grants on the service that a person made (through their own
 -- grant), for a change of that grant to reach them.

@@ -109,18 +109,6 @@ func (q *Queries) GetGrant(ctx context.Context, id uuid.UUID) (Grant, error) {
 	return i, err
 }
 
-const grantOpen = `-- name: GrantOpen :one
-SELECT (status = 'accepted')::boolean AS open FROM grants WHERE id = $1
-`
-
-// Whether the grant still gives access (accepted, not revoked).
-func (q *Queries) GrantOpen(ctx context.Context, id uuid.UUID) (bool, error) {
-	row := q.db.QueryRow(ctx, grantOpen, id)
-	var open bool
-	err := row.Scan(&open)
-	return open, err
-}
-
 const listGrantsMadeBy = `-- name: ListGrantsMadeBy :many
 SELECT id, service_id, email, permissions, status, granted_by, created_at, updated_at, responded_at FROM grants
 WHERE service_id = $1 AND granted_by = $2 AND status IN ('pending', 'accepted')

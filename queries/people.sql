@@ -11,9 +11,10 @@ SELECT * FROM people WHERE id = $1;
 SELECT * FROM people WHERE email = lower(sqlc.arg(email)::text);
 
 -- name: AddTeamMember :one
--- Adds the person to the team, or gives a member the role.
+-- Adds the person to the team; no row when they are a member already
+-- (a role is changed with SetTeamMemberRole, which keeps an owner).
 INSERT INTO team_members (team_id, person_id, role) VALUES ($1, $2, $3)
-ON CONFLICT (team_id, person_id) DO UPDATE SET role = excluded.role
+ON CONFLICT (team_id, person_id) DO NOTHING
 RETURNING *;
 
 -- name: GetTeamMember :one

@@ -14,7 +14,7 @@ import (
 
 const addTeamMember = `-- name: AddTeamMember :one
 INSERT INTO team_members (team_id, person_id, role) VALUES ($1, $2, $3)
-ON CONFLICT (team_id, person_id) DO UPDATE SET role = excluded.role
+ON CONFLICT (team_id, person_id) DO NOTHING
 RETURNING team_id, person_id, role, created_at
 `
 
@@ -24,7 +24,8 @@ type AddTeamMemberParams struct {
 	Role     string
 }
 
-// Adds the person to the team, or gives a member the role.
+// Adds the person to the team; no row when they are a member already
+// (a role is changed with SetTeamMemberRole, which keeps an owner).
 func (q *Queries) AddTeamMember(ctx context.Context, arg AddTeamMemberParams) (TeamMember, error) {
 	row := q.db.QueryRow(ctx, addTeamMember, arg.TeamID, arg.PersonID, arg.Role)
 	var i TeamMember

@@ -89,12 +89,12 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.Queries.GetTeamMember(r.Context(), queries.GetTeamMemberParams{TeamID: team, PersonID: p.ID}); err == nil {
-		return &apiError{Status: http.StatusConflict, ErrorKey: "already_member", Message: req.Email + " is a member of the team already"}
-	} else if !errors.Is(err, pgx.ErrNoRows) {
-		return err
-	}
+	// Added only when not a member: a concurrent add must not change the
+	// role of a member (an owner) in passing.
 	m, err := s.Queries.AddTeamMember(r.Context(), queries.AddTeamMemberParams{TeamID: team, PersonID: p.ID, Role: req.Role})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &apiError{Status: http.StatusConflict, ErrorKey: "already_member", Message: req.Email + " is a member of the team already"}
+	}
 	if err != nil {
 		return err
 	}

@@ -142,13 +142,14 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request) error {
 	if !ValidEmail(req.Email) {
 		return invalid("email must be an email address")
 	}
-	if aerr := checkGrantable(r, slices.Compact(slices.Sorted(slices.Values(req.Permissions)))); aerr != nil {
+	perms := slices.Compact(slices.Sorted(slices.Values(req.Permissions)))
+	if aerr := checkGrantable(r, perms); aerr != nil {
 		return aerr
 	}
 	if req.Email == callerOf(r).email {
 		return invalid("email is your own: you hold your access already")
 	}
-	g, err := s.Services.Grant(r.Context(), svc, req.Email, slices.Compact(slices.Sorted(slices.Values(req.Permissions))), callerOf(r).key.PersonID.UUID, grantOf(r))
+	g, err := s.Services.Grant(r.Context(), svc, req.Email, perms, callerOf(r).key.PersonID.UUID, grantOf(r))
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,8 @@ func TestMembershipKeepsAnOwner(t *testing.T) {
 	res.check(t, 201, "")
 	newID := res.body["member"].(map[string]any)["personId"].(string)
 	e.do("PATCH", "/api/teams/"+team+"/members/"+newID, admin, `{"role":"owner"}`).check(t, 403, "Only the team's owners may give or take the owner role")
+	// Adding a member again changes nothing, least of all an owner's role.
+	e.do("POST", "/api/teams/"+team+"/members", admin, `{"email":"owner@example.test","role":"member"}`).check(t, 409, "owner@example.test is a member of the team already")
 	e.do("POST", "/api/teams/"+team+"/leave", owner, "").check(t, 409, "A team keeps at least one owner; make another member owner first")
 	e.do("PATCH", "/api/teams/"+team+"/members/"+newID, owner, `{"role":"owner"}`).check(t, 200, "")
 	e.do("POST", "/api/teams/"+team+"/leave", owner, "").check(t, 200, "")
