@@ -9,6 +9,12 @@
 // "success"}, refusals are {"message": "..."} (plus {"errors": {...}} for a
 // 422 validation failure), a bad key gets 401 "Unauthenticated.".
 //
+// Some wire details are guesses, as in the adapter (its wire.go): adding an
+// IP assignment (POST .../ipassignments with ip, cidr, gateway,
+// description) and deleting one (DELETE .../ipassignments/{assignmentId}),
+// and the fields of the ipmi statistics (powerState, powerWatts,
+// inletTemp, cpuTemp, fanRpm).
+//
 // Control endpoints under /_sim/ (no key) expose simkit's calls and faults
 // and GET/POST /_sim/servers for `provisiond dev` and staging.
 package sim
@@ -121,6 +127,8 @@ func (s *Server) routes() {
 	s.api("GET /api/servers/{id}", "servers.get", s.onServer(s.getServer))
 	s.api("PUT /api/servers/{id}", "servers.update", s.onServer(s.updateServer))
 	s.api("GET /api/servers/{id}/ipassignments", "ipassignments.list", s.onServer(s.ipAssignments))
+	s.api("POST /api/servers/{id}/ipassignments", "ipassignments.add", s.onServer(s.addIPAssignment))
+	s.api("DELETE /api/servers/{id}/ipassignments/{assignmentId}", "ipassignments.delete", s.onServer(s.deleteIPAssignment))
 	s.api("GET /api/servers/{id}/power/{method}", "power", s.onServer(s.power))
 	s.api("GET /api/servers/{id}/provisioning/getProfiles", "provisioning.getProfiles", s.onServer(s.getProfiles))
 	s.api("POST /api/servers/{id}/provisioning/startReinstallation", "provisioning.startReinstallation", s.onServer(s.startReinstallation))

@@ -268,6 +268,130 @@ func TestIPAssignmentsListTheServersAddresses(t *testing.T) {
 	}
 }
 
+func TestAddedIPAssignmentIsListedAndShown(t *testing.T) {
+	tests := []struct {
+		name string
+		id   int
+		body map[string]any
+		want ipAssignment // ID not compared
+		desc string
+	}{
+		{"v4 with defaults", 1, map[string]any{"ip": "10.10.20.5"},
+			ipAssignment{IP: "10.10.20.5", Subnet: subnet(32, "10.10.20.5", "255.255.255.255", "", "v4")}, ""},
+		{"v4 subnet with gateway", 2, map[string]any{"ip": "10.10.20.9", "cidr": 29, "gateway": "10.10.20.14", "description": "failover"},
+			ipAssignment{IP: "10.10.20.9", Subnet: subnet(29, "10.10.20.8", "255.255.255.248", "10.10.20.14", "v4")}, "failover"},
+		{"v6 with defaults", 3, map[string]any{"ip": "2001:db8:20::5"},
+			ipAssignment{IP: "2001:db8:20::5", Subnet: subnet(128, "2001:db8:20::5", "", "", "v6")}, ""},
+		{"cidr as a string", 1, map[string]any{"ip": "10.10.20.6", "cidr": "30"},
+			ipAssignment{IP: "10.10.20.6", Subnet: subnet(30, "10.10.20.4", "255.255.255.252", "", "v4")}, ""},
+		{"first address is primary", 5, map[string]any{"ip": "10.10.20.7", "cidr": 24, "gateway": "10.10.20.1"},
+			ipAssignment{IP: "10.10.20.7", PrimaryIP: 1, Subnet: subnet(24, "10.10.20.0", "255.255.255.0", "10.10.20.1", "v4")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, url := newSim(t)
+			s.AddServer(sim.Machine{ID: 5})
+			path := fmt.Sprintf("%s/api/servers/%d/ipassignments", url, tt.id)
+			added := result[ipAssignment](t, call(t, "POST", path, tt.body))
+			got := added
+			got.ID = 0
+			if added.ID == 0 || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("added %+v, want %+v with an id", added, tt.want)
+			}
+			list := result[[]ipAssignment](t, call(t, "GET", path, nil))
+			if len(list) == 0 || !reflect.DeepEqual(list[len(list)-1], added) {
+				t.Errorf("listed %+v, want %+v last", list, added)
+			}
+			if m, _ := s.Server(tt.id); m.IPs[len(m.IPs)-1].Description != tt.desc {
+				t.Errorf("description %q, want %q", m.IPs[len(m.IPs)-1].Description, tt.desc)
+			}
+			if srv := getServer(t, url, tt.id); srv.IPAssignments[len(srv.IPAssignments)-1].IP != tt.want.IP {
+				t.Errorf("server view lists %+v", srv.IPAssignments)
+			}
+		})
+	}
+}
+
+func subnet(cidr int, base, netmask, gw, kind string) (s struct {
+	CIDR    int    `json:"cidr"`
+	Subnet  string `json:"subnet"`
+	Netmask string `json:"netmask"`
+	Gateway string `json:"gw"`
+	Type    string `json:"type"`
+}) {
+	s.CIDR, s.Subnet, s.Netmask, s.Gateway, s.Type = cidr, base, netmask, gw, kind
+	return s
+}
+
+func TestIPAssignmentRefusals(t *testing.T) {
+	tests := []struct {
+		name, method, path string
+		body               map[string]any
+		status             int
+		message            string
+		field              string
+	}{
+		{"no ip", "POST", "/api/servers/1/ipassignments", map[string]any{}, 422, "The ip field is required.", "ip"},
+		{"not an address", "POST", "/api/servers/1/ipassignments", map[string]any{"ip": "10.10.300.1"}, 422,
+			"The ip field must be a valid IP address.", "ip"},
+		{"cidr too wide for v4", "POST", "/api/servers/1/ipassignments", map[string]any{"ip": "10.10.20.5", "cidr": 33}, 422,
+			"The cidr field must be between 1 and 32.", "cidr"},
+		{"cidr not an integer", "POST", "/api/servers/1/ipassignments", map[string]any{"ip": "10.10.20.5", "cidr": "wide"}, 422,
+			"The cidr field must be an integer.", "cidr"},
+		{"gateway of another family", "POST", "/api/servers/1/ipassignments", map[string]any{"ip": "10.10.20.5", "gateway": "2001:db8::1"}, 422,
+			"The gateway field must be a valid IP address.", "gateway"},
+		{"address of another server", "POST", "/api/servers/1/ipassignments", map[string]any{"ip": "10.10.10.32"}, 400,
+			"The IP address 10.10.10.32 is already assigned to a server.", ""},
+		{"address of the same server", "POST", "/api/servers/2/ipassignments", map[string]any{"ip": "2001:db8:10::2", "cidr": 64}, 400,
+			"The IP address 2001:db8:10::2 is already assigned to a server.", ""},
+		{"unknown server", "POST", "/api/servers/99/ipassignments", map[string]any{"ip": "10.10.20.5"}, 404,
+			`No query results for model [App\Models\Server] 99`, ""},
+		{"delete unknown assignment", "DELETE", "/api/servers/1/ipassignments/999", nil, 404,
+			`No query results for model [App\Models\IpAssignment] 999`, ""},
+		{"delete another server's assignment", "DELETE", "/api/servers/1/ipassignments/201", nil, 404,
+			`No query results for model [App\Models\IpAssignment] 201`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, url := newSim(t)
+			var body any
+			if tt.body != nil {
+				body = tt.body
+			}
+			before := s.Servers()
+			a := call(t, tt.method, url+tt.path, body)
+			if a.Status != tt.status || a.Message != tt.message {
+				t.Errorf("got %d %q, want %d %q", a.Status, a.Message, tt.status, tt.message)
+			}
+			if tt.field != "" && len(a.Errors[tt.field]) == 0 {
+				t.Errorf("errors %v lack %q", a.Errors, tt.field)
+			}
+			if after := s.Servers(); !reflect.DeepEqual(before, after) {
+				t.Errorf("a refusal changed the servers")
+			}
+		})
+	}
+}
+
+func TestDeletedIPAssignmentIsGone(t *testing.T) {
+	s, url := newSim(t)
+	if got := result[string](t, call(t, "DELETE", url+"/api/servers/2/ipassignments/202", nil)); got != "ok" {
+		t.Errorf("delete answered %q", got)
+	}
+	list := result[[]ipAssignment](t, call(t, "GET", url+"/api/servers/2/ipassignments", nil))
+	if len(list) != 2 || list[0].ID != 201 || list[1].ID != 203 {
+		t.Errorf("after deleting 202: %+v", list)
+	}
+	if a := call(t, "DELETE", url+"/api/servers/2/ipassignments/202", nil); a.Status != 404 {
+		t.Errorf("second delete: %d %q, want 404", a.Status, a.Message)
+	}
+	// The address is free again.
+	result[ipAssignment](t, call(t, "POST", url+"/api/servers/1/ipassignments", map[string]any{"ip": "10.10.10.32", "cidr": 24}))
+	if n := s.CountCalls("ipassignments.delete", "2"); n != 2 {
+		t.Errorf("CountCalls = %d, want 2", n)
+	}
+}
+
 func TestRefusalsUseLaravelsErrorShape(t *testing.T) {
 	tests := []struct {
 		name, method, path string
@@ -301,6 +425,8 @@ func TestRefusalsUseLaravelsErrorShape(t *testing.T) {
 			"The authorized ip field must be a valid IP address.", "authorizedIp"},
 		{"bad stats mode", "POST", "/api/servers/1/stats/cpu/chart", map[string]any{}, 422, "The selected stats mode is invalid.", "statsMode"},
 		{"bad stats range", "POST", "/api/servers/1/stats/cpu/graph", map[string]any{"predefined": "year"}, 422, "The selected predefined is invalid.", "predefined"},
+		{"GET of an assignment", "GET", "/api/servers/2/ipassignments/201", nil, 405,
+			"The GET method is not supported for route api/servers/2/ipassignments/201. Supported methods: DELETE.", ""},
 		{"unknown power method", "GET", "/api/servers/1/power/setPowerDance", nil, 400,
 			"The power method setPowerDance is not supported by the power provider of this server.", ""},
 	}
@@ -619,6 +745,66 @@ func TestStatsAnswerPlausibleSeries(t *testing.T) {
 				t.Errorf("a second call gave another series")
 			}
 		})
+	}
+}
+
+func TestIPMIStatsFollowThePowerState(t *testing.T) {
+	tests := []struct {
+		name       string
+		id         int
+		state      string
+		minW, maxW float64
+		maxCPUTemp float64
+		fans       bool
+	}{
+		{"online", 1, "on", 70, 220, 73, true},
+		{"offline draws only the BMC", 3, "off", 6, 9, 26, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, url := newSim(t)
+			path := fmt.Sprintf("%s/api/servers/%d/stats/ipmi/graph", url, tt.id)
+			first := call(t, "POST", path, map[string]any{"predefined": "1h"})
+			points := result[[]struct {
+				Timestamp  string  `json:"timestamp"`
+				PowerState string  `json:"powerState"`
+				PowerWatts float64 `json:"powerWatts"`
+				InletTemp  float64 `json:"inletTemp"`
+				CPUTemp    float64 `json:"cpuTemp"`
+				FanRPM     int     `json:"fanRpm"`
+			}](t, first)
+			if len(points) < 12 || len(points) > 13 {
+				t.Fatalf("%d points, want 12 or 13", len(points))
+			}
+			for _, p := range points {
+				if p.Timestamp == "" || p.PowerState != tt.state || p.PowerWatts < tt.minW || p.PowerWatts > tt.maxW ||
+					p.InletTemp < 15 || p.InletTemp > 30 || p.CPUTemp < p.InletTemp || p.CPUTemp > tt.maxCPUTemp || (p.FanRPM > 0) != tt.fans {
+					t.Fatalf("point %+v", p)
+				}
+			}
+			if again := call(t, "POST", path, map[string]any{"predefined": "1h"}); string(again.Result) != string(first.Result) {
+				t.Errorf("a second call gave another series")
+			}
+		})
+	}
+}
+
+func TestIPMITextSummarizesEachDay(t *testing.T) {
+	_, url := newSim(t)
+	days := result[[]map[string]any](t, call(t, "POST", url+"/api/servers/1/stats/ipmi/text",
+		map[string]any{"from": "2025-08-20T00:00:00", "to": "2025-08-22T23:59:59"}))
+	if len(days) != 3 || days[0]["date"] != "2025-08-20" {
+		t.Fatalf("days = %v", days)
+	}
+	for _, d := range days {
+		watts, _ := d["powerWatts"].(float64)
+		peak, _ := d["peak"].(float64)
+		if d["powerState"] != "on" || watts <= 0 || peak < watts || d["inletTemp"] == nil || d["cpuTemp"] == nil || d["fanRpm"] == nil {
+			t.Errorf("day %v", d)
+		}
+	}
+	if a := call(t, "POST", url+"/api/servers/1/stats/ipmi/graph", map[string]any{"predefined": "year"}); a.Status != 422 {
+		t.Errorf("ipmi with the network's ranges: %d, want 422", a.Status)
 	}
 }
 

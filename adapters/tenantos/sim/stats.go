@@ -14,6 +14,7 @@ var statsRanges = map[string][]string{
 	"cpu":     {"today", "1h", "24h", "14days", "30days", "all"},
 	"memory":  {"today", "1h", "24h", "14days", "30days", "all"},
 	"diskio":  {"today", "1h", "24h", "14days", "30days", "all"},
+	"ipmi":    {"today", "1h", "24h", "14days", "30days", "all"},
 }
 
 // stats answers POST .../stats/{category}/{mode}: "graph" gives points
@@ -136,27 +137,45 @@ func (ss statsSeries) point(t time.Time) map[string]any {
 	case "diskio": // bytes and operations per second
 		r, w := int64(ss.level("read", t)*80e6), int64(ss.level("write", t)*40e6)
 		p["readBytes"], p["writeBytes"], p["readOps"], p["writeOps"] = r, w, r/16384, w/8192
+	case "ipmi": // the BMC's sensors; field names are a guess
+		if ss.m.Power == "online" {
+			p["powerState"], p["powerWatts"] = "on", round2(70+150*ss.level("watts", t))
+			p["inletTemp"], p["cpuTemp"] = round2(21+4*ss.level("inlet", t)), round2(38+35*ss.level("cputemp", t))
+			p["fanRpm"] = 2400 + int(3600*ss.level("fan", t))
+		} else {
+			// Only the BMC draws power; the fans stand still.
+			p["powerState"], p["powerWatts"] = "off", round2(6+3*ss.level("watts", t))
+			p["inletTemp"], p["cpuTemp"] = round2(19+3*ss.level("inlet", t)), round2(22+4*ss.level("cputemp", t))
+			p["fanRpm"] = 0
+		}
 	}
 	return p
 }
 
+// peakOf is the field whose daily maximum a text summary shows as "peak".
+var peakOf = map[string]string{"cpu": "usage", "memory": "usage", "ipmi": "powerWatts"}
+
 // day summarizes the hours of day between the unix times from and to:
-// totals for traffic and I/O, averages and peaks for CPU and memory.
+// totals for traffic and I/O, averages and peaks for CPU, memory and the
+// power draw, average sensor readings.
 func (ss statsSeries) day(day time.Time, from, to int64) map[string]any {
 	sums, peak, n := map[string]float64{}, 0.0, 0
+	var state any
 	for t := day; t.Before(day.Add(24 * time.Hour)); t = t.Add(time.Hour) {
 		if t.Unix() < from-3599 || t.Unix() > to {
 			continue
 		}
 		n++
-		for k, v := range ss.point(t) {
+		p := ss.point(t)
+		for k, v := range p {
 			if f, ok := toFloat(v); ok {
 				sums[k] += f
 			}
 		}
-		if u, ok := toFloat(ss.point(t)["usage"]); ok {
+		if u, ok := toFloat(p[peakOf[ss.category]]); ok {
 			peak = max(peak, u)
 		}
+		state = p["powerState"]
 	}
 	out := map[string]any{"date": day.Format(time.DateOnly)}
 	hours := float64(max(n, 1))
@@ -168,8 +187,14 @@ func (ss statsSeries) day(day time.Time, from, to int64) map[string]any {
 			out[k] = round2(sum / hours)
 		}
 	}
-	if ss.category == "cpu" || ss.category == "memory" {
+	if _, ok := peakOf[ss.category]; ok {
 		out["peak"] = peak
+	}
+	if ss.category == "ipmi" {
+		out["fanRpm"] = int(math.Round(sums["fanRpm"] / hours))
+		if state != nil {
+			out["powerState"] = state
+		}
 	}
 	return out
 }
