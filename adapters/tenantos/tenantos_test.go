@@ -512,11 +512,15 @@ func TestStatsOfEveryCategory(t *testing.T) {
 		check     func(tenantos.StatsPoint) bool
 	}{
 		{"network by window", 2, "network", "graph", tenantos.StatsQuery{From: from, To: from.Add(time.Hour)}, 1, 13,
-			func(p tenantos.StatsPoint) bool { return !p.Timestamp.IsZero() && p.BytesIn > 0 && p.BytesOut > 0 && p.PacketsIn > 0 }},
+			func(p tenantos.StatsPoint) bool {
+				return !p.Timestamp.IsZero() && p.BytesIn > 0 && p.BytesOut > 0 && p.PacketsIn > 0
+			}},
 		{"cpu", 1, "cpu", "graph", tenantos.StatsQuery{Predefined: "1h"}, 0, 12,
 			func(p tenantos.StatsPoint) bool { return p.Usage > 0 && p.Usage <= 100 && p.Cores == 24 }},
 		{"memory per day", 1, "memory", "text", tenantos.StatsQuery{Predefined: "14days"}, 0, 15,
-			func(p tenantos.StatsPoint) bool { return p.Date != "" && p.Timestamp.IsZero() && p.Peak >= p.Usage && p.Total == 65536 }},
+			func(p tenantos.StatsPoint) bool {
+				return p.Date != "" && p.Timestamp.IsZero() && p.Peak >= p.Usage && p.Total == 65536
+			}},
 		{"diskio", 1, "diskio", "graph", tenantos.StatsQuery{Predefined: "1h"}, 0, 12,
 			func(p tenantos.StatsPoint) bool { return p.ReadBytes > 0 && p.WriteOps > 0 }},
 		{"ipmi online", 1, "ipmi", "graph", tenantos.StatsQuery{Predefined: "1h"}, 0, 12,
@@ -827,7 +831,9 @@ func TestErrorsNeverCarryTheKeyOrARootPassword(t *testing.T) {
 		func() error {
 			return p.c.StartReinstallation(ctx, 3, tenantos.Reinstallation{ProfileID: 1, RootPassword: rootPassword, DiskLayoutID: 99})
 		},
-		func() error { return p.c.StartReinstallation(ctx, 3, tenantos.Reinstallation{ProfileID: 1, RootPassword: "short"}) },
+		func() error {
+			return p.c.StartReinstallation(ctx, 3, tenantos.Reinstallation{ProfileID: 1, RootPassword: "short"})
+		},
 		func() error { _, err := p.c.Server(ctx, 2); return err },
 		func() error { _, err := slow.InstallStatus(ctx, 1); return err },
 	}
