@@ -188,6 +188,7 @@ type Service struct {
 	Install                []byte
 	Drift                  []byte
 	VerifiedAt             *time.Time
+	Notes                  string
 }
 
 type ServiceSample struct {

@@ -147,7 +147,7 @@ func (q *Queries) GetFiredAlert(ctx context.Context, id uuid.UUID) (GetFiredAler
 }
 
 const getMonitoredServices = `-- name: GetMonitoredServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services
 WHERE id = ANY($1::uuid[]) AND status = 'active'
 ORDER BY id
 `
@@ -185,6 +185,7 @@ func (q *Queries) GetMonitoredServices(ctx context.Context, ids []uuid.UUID) ([]
 			&i.Install,
 			&i.Drift,
 			&i.VerifiedAt,
+			&i.Notes,
 		); err != nil {
 			return nil, err
 		}
@@ -280,7 +281,7 @@ func (q *Queries) LatestSamples(ctx context.Context, arg LatestSamplesParams) ([
 }
 
 const listMonitoredServices = `-- name: ListMonitoredServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services
 WHERE status = 'active' AND provider IN ('proxmox', 'pterodactyl') AND provider_ref <> '{}'::jsonb
 ORDER BY provider, id
 `
@@ -320,6 +321,7 @@ func (q *Queries) ListMonitoredServices(ctx context.Context) ([]Service, error) 
 			&i.Install,
 			&i.Drift,
 			&i.VerifiedAt,
+			&i.Notes,
 		); err != nil {
 			return nil, err
 		}

@@ -145,3 +145,24 @@ RETURNING first_seen;
 -- name: ForgetOrphans :exec
 -- Forgets a provider's resources no longer seen without a live service.
 DELETE FROM orphans WHERE provider = sqlc.arg(provider) AND NOT (resource = ANY(sqlc.arg(seen)::text[]));
+
+-- name: ClaimTenantosServer :execrows
+-- Records the Tenantos server a pending bare-metal service takes; the
+-- unique index services_tenantos_server refuses one another live service
+-- holds.
+UPDATE services SET provider_ref = jsonb_build_object('serverId', sqlc.arg(server_id)::integer), updated_at = now()
+WHERE id = sqlc.arg(id) AND provider = 'tenantos' AND status = 'pending';
+
+-- name: TenantosServerHolder :one
+-- The live service holding a Tenantos server, if any.
+SELECT id FROM services
+WHERE provider = 'tenantos' AND status <> 'terminated' AND provider_ref ->> 'serverId' = sqlc.arg(server_id)::text;
+
+-- name: MarkServiceNeedsRepair :exec
+-- Marks a service its own job left half-made (a bare-metal install stopped
+-- halfway); the job ends itself, so no running job is waited for.
+UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE id = $1 AND status IN ('active', 'suspended');
+
+-- name: SetServiceNotes :one
+UPDATE services SET notes = $2, updated_at = now() WHERE id = $1 RETURNING notes;

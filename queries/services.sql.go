@@ -30,12 +30,33 @@ func (q *Queries) AddSuspension(ctx context.Context, arg AddSuspensionParams) ([
 	return suspensions, err
 }
 
+const claimTenantosServer = `-- name: ClaimTenantosServer :execrows
+UPDATE services SET provider_ref = jsonb_build_object('serverId', $1::integer), updated_at = now()
+WHERE id = $2 AND provider = 'tenantos' AND status = 'pending'
+`
+
+type ClaimTenantosServerParams struct {
+	ServerID int32
+	ID       uuid.UUID
+}
+
+// Records the Tenantos server a pending bare-metal service takes; the
+// unique index services_tenantos_server refuses one another live service
+// holds.
+func (q *Queries) ClaimTenantosServer(ctx context.Context, arg ClaimTenantosServerParams) (int64, error) {
+	result, err := q.db.Exec(ctx, claimTenantosServer, arg.ServerID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const clearCancellation = `-- name: ClearCancellation :one
 UPDATE services
 SET cancel_when = NULL, cancellation_reason = '', cancelled_at = NULL, terminate_at = NULL,
     termination_job_id = NULL, updated_at = now()
 WHERE id = $1
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes
 `
 
 func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -65,6 +86,7 @@ func (q *Queries) ClearCancellation(ctx context.Context, id uuid.UUID) (Service,
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
@@ -83,7 +105,7 @@ func (q *Queries) CountTeamServices(ctx context.Context, teamID uuid.UUID) (int6
 const createService = `-- name: CreateService :one
 INSERT INTO services (team_id, name, provider, location, provider_ref, plan, status, billing_period_end)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes
 `
 
 type CreateServiceParams struct {
@@ -133,6 +155,7 @@ func (q *Queries) CreateService(ctx context.Context, arg CreateServiceParams) (S
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
@@ -231,7 +254,7 @@ func (q *Queries) ForgetOrphans(ctx context.Context, arg ForgetOrphansParams) er
 }
 
 const getService = `-- name: GetService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services WHERE id = $1
 `
 
 func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error) {
@@ -261,12 +284,13 @@ func (q *Queries) GetService(ctx context.Context, id uuid.UUID) (Service, error)
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
 
 const getTeamService = `-- name: GetTeamService :one
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE id = $1 AND team_id = $2
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamServiceParams struct {
@@ -301,12 +325,13 @@ func (q *Queries) GetTeamService(ctx context.Context, arg GetTeamServiceParams) 
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
 
 const listRegisteredProxmoxServices = `-- name: ListRegisteredProxmoxServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services
 WHERE provider = 'proxmox' AND status IN ('active', 'suspended') AND install = '{}'::jsonb
 ORDER BY created_at, id
 `
@@ -346,6 +371,7 @@ func (q *Queries) ListRegisteredProxmoxServices(ctx context.Context) ([]Service,
 			&i.Install,
 			&i.Drift,
 			&i.VerifiedAt,
+			&i.Notes,
 		); err != nil {
 			return nil, err
 		}
@@ -358,7 +384,7 @@ func (q *Queries) ListRegisteredProxmoxServices(ctx context.Context) ([]Service,
 }
 
 const listScheduledTerminations = `-- name: ListScheduledTerminations :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services WHERE termination_job_id IS NOT NULL AND status <> 'terminated' ORDER BY terminate_at
 `
 
 func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, error) {
@@ -394,6 +420,7 @@ func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, err
 			&i.Install,
 			&i.Drift,
 			&i.VerifiedAt,
+			&i.Notes,
 		); err != nil {
 			return nil, err
 		}
@@ -406,7 +433,7 @@ func (q *Queries) ListScheduledTerminations(ctx context.Context) ([]Service, err
 }
 
 const listTeamServices = `-- name: ListTeamServices :many
-SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at FROM services WHERE team_id = $1
+SELECT id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes FROM services WHERE team_id = $1
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3
 `
@@ -450,6 +477,7 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 			&i.Install,
 			&i.Drift,
 			&i.VerifiedAt,
+			&i.Notes,
 		); err != nil {
 			return nil, err
 		}
@@ -462,7 +490,7 @@ func (q *Queries) ListTeamServices(ctx context.Context, arg ListTeamServicesPara
 }
 
 const listVerifiableServices = `-- name: ListVerifiableServices :many
-SELECT s.id, s.team_id, s.name, s.provider, s.location, s.provider_ref, s.plan, s.status, s.power_state, s.billing_period_end, s.created_at, s.updated_at, s.cancellation_generation, s.cancel_when, s.cancellation_reason, s.cancelled_at, s.terminate_at, s.termination_job_id, s.suspensions, s.repair_reason, s.install, s.drift, s.verified_at, EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id AND j.mutating
+SELECT s.id, s.team_id, s.name, s.provider, s.location, s.provider_ref, s.plan, s.status, s.power_state, s.billing_period_end, s.created_at, s.updated_at, s.cancellation_generation, s.cancel_when, s.cancellation_reason, s.cancelled_at, s.terminate_at, s.termination_job_id, s.suspensions, s.repair_reason, s.install, s.drift, s.verified_at, s.notes, EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id AND j.mutating
                     AND j.status IN ('queued', 'scheduled', 'running', 'retrying'))::boolean AS busy
 FROM services s
 WHERE s.provider = $1 AND s.status IN ('active', 'suspended', 'needs_repair')
@@ -509,6 +537,7 @@ func (q *Queries) ListVerifiableServices(ctx context.Context, provider string) (
 			&i.Service.Install,
 			&i.Service.Drift,
 			&i.Service.VerifiedAt,
+			&i.Service.Notes,
 			&i.Busy,
 		); err != nil {
 			return nil, err
@@ -521,8 +550,25 @@ func (q *Queries) ListVerifiableServices(ctx context.Context, provider string) (
 	return items, nil
 }
 
+const markServiceNeedsRepair = `-- name: MarkServiceNeedsRepair :exec
+UPDATE services SET status = 'needs_repair', repair_reason = $2, updated_at = now()
+WHERE id = $1 AND status IN ('active', 'suspended')
+`
+
+type MarkServiceNeedsRepairParams struct {
+	ID           uuid.UUID
+	RepairReason string
+}
+
+// Marks a service its own job left half-made (a bare-metal install stopped
+// halfway); the job ends itself, so no running job is waited for.
+func (q *Queries) MarkServiceNeedsRepair(ctx context.Context, arg MarkServiceNeedsRepairParams) error {
+	_, err := q.db.Exec(ctx, markServiceNeedsRepair, arg.ID, arg.RepairReason)
+	return err
+}
+
 const moveTermination = `-- name: MoveTermination :one
-UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
+UPDATE services SET terminate_at = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes
 `
 
 type MoveTerminationParams struct {
@@ -557,6 +603,7 @@ func (q *Queries) MoveTermination(ctx context.Context, arg MoveTerminationParams
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
@@ -585,7 +632,7 @@ SET cancellation_generation = cancellation_generation + 1, cancel_when = $1,
     cancellation_reason = $2, cancelled_at = now(), terminate_at = $3,
     termination_job_id = $4, updated_at = now()
 WHERE id = $5 AND termination_job_id IS NULL AND status <> 'terminated'
-RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
+RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes
 `
 
 type ScheduleTerminationParams struct {
@@ -631,6 +678,7 @@ func (q *Queries) ScheduleTermination(ctx context.Context, arg ScheduleTerminati
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
@@ -658,7 +706,7 @@ func (q *Queries) SeeOrphan(ctx context.Context, arg SeeOrphanParams) (time.Time
 }
 
 const setBillingPeriodEnd = `-- name: SetBillingPeriodEnd :one
-UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at
+UPDATE services SET billing_period_end = $2, updated_at = now() WHERE id = $1 RETURNING id, team_id, name, provider, location, provider_ref, plan, status, power_state, billing_period_end, created_at, updated_at, cancellation_generation, cancel_when, cancellation_reason, cancelled_at, terminate_at, termination_job_id, suspensions, repair_reason, install, drift, verified_at, notes
 `
 
 type SetBillingPeriodEndParams struct {
@@ -693,6 +741,7 @@ func (q *Queries) SetBillingPeriodEnd(ctx context.Context, arg SetBillingPeriodE
 		&i.Install,
 		&i.Drift,
 		&i.VerifiedAt,
+		&i.Notes,
 	)
 	return i, err
 }
@@ -723,6 +772,22 @@ type SetServiceInstallParams struct {
 func (q *Queries) SetServiceInstall(ctx context.Context, arg SetServiceInstallParams) error {
 	_, err := q.db.Exec(ctx, setServiceInstall, arg.ID, arg.Install)
 	return err
+}
+
+const setServiceNotes = `-- name: SetServiceNotes :one
+UPDATE services SET notes = $2, updated_at = now() WHERE id = $1 RETURNING notes
+`
+
+type SetServiceNotesParams struct {
+	ID    uuid.UUID
+	Notes string
+}
+
+func (q *Queries) SetServiceNotes(ctx context.Context, arg SetServiceNotesParams) (string, error) {
+	row := q.db.QueryRow(ctx, setServiceNotes, arg.ID, arg.Notes)
+	var notes string
+	err := row.Scan(&notes)
+	return notes, err
 }
 
 const setServicePlan = `-- name: SetServicePlan :exec
@@ -816,4 +881,17 @@ type SetServiceStatusParams struct {
 func (q *Queries) SetServiceStatus(ctx context.Context, arg SetServiceStatusParams) error {
 	_, err := q.db.Exec(ctx, setServiceStatus, arg.ID, arg.Status)
 	return err
+}
+
+const tenantosServerHolder = `-- name: TenantosServerHolder :one
+SELECT id FROM services
+WHERE provider = 'tenantos' AND status <> 'terminated' AND provider_ref ->> 'serverId' = $1::text
+`
+
+// The live service holding a Tenantos server, if any.
+func (q *Queries) TenantosServerHolder(ctx context.Context, serverID string) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, tenantosServerHolder, serverID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
 }

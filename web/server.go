@@ -72,6 +72,10 @@ type Server struct {
 	// viewers (its Consoles hub); nil when this process has no Pterodactyl
 	// configuration.
 	Games *jobs.GameWorkers
+	// BareMetal answers bare-metal services' live reads (the server, its
+	// profiles, statistics, the console); nil when this process has no
+	// Tenantos configuration.
+	BareMetal *jobs.BareMetalWorkers
 	// Webhooks decides which webhook URLs teams may set (a webhook.Guard):
 	// "" for an allowed one, else why not.
 	Webhooks interface {
@@ -123,12 +127,14 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/services/{id}/renew", "settings", s.renew)
 	route("POST /api/services/{id}/ips/cancel", "settings", s.ipCancellation)
 	route("DELETE /api/services/{id}/ips/cancel", "settings", s.ipCancellation)
-	route("GET /api/services/{id}/status", "view", s.serviceStatus)
-	route("GET /api/services/{id}/traffic", "view", s.traffic)
+	route("GET /api/services/{id}/status", "view", s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.serviceStatus, jobs.ProviderTenantos: s.bareMetalStatus}))
+	route("GET /api/services/{id}/traffic", "view", s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.traffic, jobs.ProviderTenantos: s.bareMetalTraffic}))
 	route("POST /api/services/{id}/repair", "settings", s.repair)
 	route("POST /api/services/{id}/verify", "view", s.verify)
 	route("POST /api/services/{id}/reinstall", "settings", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.reinstall, jobs.ProviderPterodactyl: s.reinstallGame})))
+		jobs.ProviderProxmox: s.reinstall, jobs.ProviderPterodactyl: s.reinstallGame, jobs.ProviderTenantos: s.reinstallBareMetal})))
 	route("GET /api/services/{id}/backups", "backup", s.byProvider(map[string]handlerFunc{
 		jobs.ProviderProxmox: s.listBackups, jobs.ProviderPterodactyl: s.gameBackups()}))
 	route("POST /api/services/{id}/backups", "backup_create", s.byProvider(map[string]handlerFunc{
@@ -142,7 +148,7 @@ func (s *Server) Handler() http.Handler {
 	route("PUT /api/services/{id}/startup-variables", "settings", s.startupVariables)
 	route("GET /api/services/{id}/allocations", "view", s.allocations())
 	route("POST /api/services/{id}/console", "console", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.openConsole, jobs.ProviderPterodactyl: s.gameConsole})))
+		jobs.ProviderProxmox: s.openConsole, jobs.ProviderPterodactyl: s.gameConsole, jobs.ProviderTenantos: s.bareMetalConsole})))
 	// A viewer token stands for the key that asked for the console.
 	s.permissions["GET /api/services/{id}/console/stream"] = "console"
 	mux.Handle("GET /api/services/{id}/console/stream", s.gameStreamRoute(api("console", s.gameStream)))
@@ -150,8 +156,20 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/console/{token}", s.handle(s.consoleGateway))
 	mux.Handle("GET "+noVNCPath+"/", noVNC())
 	mux.Handle("GET /console/{token}", s.handle(s.consoleEmbed))
-	route("POST /api/services/{id}/rescue", "settings", s.unlessSuspended(s.rescue))
-	route("DELETE /api/services/{id}/rescue", "settings", s.rescue)
+	route("POST /api/services/{id}/rescue", "settings", s.unlessSuspended(s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.rescue, jobs.ProviderTenantos: s.rescueBareMetal})))
+	route("DELETE /api/services/{id}/rescue", "settings", s.byProvider(map[string]handlerFunc{
+		jobs.ProviderProxmox: s.rescue, jobs.ProviderTenantos: s.rescueBareMetal}))
+	route("GET /api/services/{id}/bare-metal", "view", s.getBareMetal)
+	route("GET /api/services/{id}/bare-metal/profiles", "view", s.bareMetalProfiles)
+	route("POST /api/services/{id}/bare-metal/reinstall", "settings", s.unlessSuspended(s.reinstallBareMetal))
+	route("POST /api/services/{id}/bare-metal/rescue", "settings", s.unlessSuspended(s.rescueBareMetal))
+	route("DELETE /api/services/{id}/bare-metal/rescue", "settings", s.rescueBareMetal)
+	route("POST /api/services/{id}/bare-metal/power", permAction, s.bareMetalPower)
+	route("POST /api/services/{id}/bare-metal/console", "console", s.unlessSuspended(s.bareMetalConsole))
+	route("POST /api/services/{id}/bare-metal/stats", "view", s.bareMetalStats)
+	route("GET /api/services/{id}/bare-metal/notes", "view", s.bareMetalNotes)
+	route("PATCH /api/services/{id}/bare-metal/notes", "settings", s.bareMetalNotes)
 	route("GET /api/services/{id}/upgrade", "view", s.upgradeInfo)
 	route("POST /api/services/{id}/upgrade", "settings", s.unlessSuspended(s.upgrade))
 	route("POST /api/services/{id}/change-plan", "settings", s.unlessSuspended(s.byProvider(map[string]handlerFunc{

@@ -158,7 +158,7 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 
 // Providers whose services can be registered. The others join with their
 // adapters.
-var supportedProviders = []string{jobs.ProviderProxmox, jobs.ProviderPterodactyl}
+var supportedProviders = []string{jobs.ProviderProxmox, jobs.ProviderPterodactyl, jobs.ProviderTenantos}
 
 // createServiceRequest registers a service the panel has sold.
 type createServiceRequest struct {
@@ -245,8 +245,13 @@ func (s *Server) createService(w http.ResponseWriter, r *http.Request) error {
 	var head struct {
 		Provider string `json:"provider"`
 	}
-	if json.Unmarshal(body, &head) == nil && head.Provider == jobs.ProviderPterodactyl {
-		return s.createGameService(w, r, body)
+	if json.Unmarshal(body, &head) == nil {
+		switch head.Provider {
+		case jobs.ProviderPterodactyl:
+			return s.createGameService(w, r, body)
+		case jobs.ProviderTenantos:
+			return s.createBareMetalService(w, r, body)
+		}
 	}
 	var req createServiceRequest
 	if aerr := decodeJSON(body, &req); aerr != nil {
@@ -374,6 +379,12 @@ func (s *Server) serviceAction(w http.ResponseWriter, r *http.Request) error {
 		}
 		return aerr
 	}
+	return s.powerAction(w, r, id, req.Action)
+}
+
+// powerAction queues a valid power action on service id for the caller.
+func (s *Server) powerAction(w http.ResponseWriter, r *http.Request, id uuid.UUID, action string) error {
+	req := actionRequest{Action: action}
 	args := jobs.PowerArgs{ServiceID: id, Action: req.Action}
 	perm := actionPermission(req.Action)
 	if c := callerOf(r); !c.key.Platform && service.Holds(service.RolePermissions[c.role], perm) {
@@ -462,8 +473,12 @@ func usable(svc queries.Service) *apiError {
 // needsRepair answers for a service whose VM is missing, half-made or not
 // its own: nothing may act on or read it until a repair brings it back.
 func needsRepair(svc queries.Service) *apiError {
+	how := "POST /api/services/" + svc.ID.String() + "/repair starts one"
+	if svc.Provider == jobs.ProviderTenantos {
+		how = "a reinstall (POST /api/services/" + svc.ID.String() + "/bare-metal/reinstall) repairs it"
+	}
 	return &apiError{Status: http.StatusConflict, ErrorKey: "service_needs_repair",
-		Message: "Service needs repair (" + svc.RepairReason + "); POST /api/services/" + svc.ID.String() + "/repair starts one"}
+		Message: "Service needs repair (" + svc.RepairReason + "); " + how}
 }
 
 // insertJob records and enqueues a job for the caller and answers 202 with

@@ -46,10 +46,16 @@ func (req installRequest) validate() []string {
 	if msg := validatePassword(req.Password); msg != "" {
 		errs = append(errs, msg)
 	}
-	if len(req.SSHKeys) > 20 {
+	return append(errs, validateSSHKeys(req.SSHKeys)...)
+}
+
+// validateSSHKeys checks public keys given for an install.
+func validateSSHKeys(keys []string) []string {
+	var errs []string
+	if len(keys) > 20 {
 		errs = append(errs, "sshKeys may hold at most 20 keys")
 	}
-	for i, k := range req.SSHKeys {
+	for i, k := range keys {
 		if _, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil || len(strings.TrimSpace(string(rest))) > 0 {
 			errs = append(errs, "sshKeys["+strconv.Itoa(i)+"] is not a public key in authorized_keys format")
 		}
@@ -224,12 +230,9 @@ func (s *Server) serviceStatus(w http.ResponseWriter, r *http.Request) error {
 // traffic answers the VM's network traffic over a timeframe, from Proxmox's
 // RRD.
 func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
-	tf := r.URL.Query().Get("timeframe")
-	if tf == "" {
-		tf = "hour"
-	}
-	if !slices.Contains(jobs.Timeframes, tf) {
-		return invalid(oneOf("timeframe", jobs.Timeframes))
+	tf, err := timeframe(r)
+	if err != nil {
+		return err
 	}
 	svc, err := s.liveVPS(r)
 	if err != nil {
@@ -241,6 +244,19 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
 	}
 	ok(w, http.StatusOK, "traffic", t)
 	return nil
+}
+
+// timeframe reads the ?timeframe of a traffic read (one of
+// jobs.Timeframes, default hour).
+func timeframe(r *http.Request) (string, error) {
+	tf := r.URL.Query().Get("timeframe")
+	if tf == "" {
+		tf = "hour"
+	}
+	if !slices.Contains(jobs.Timeframes, tf) {
+		return "", invalid(oneOf("timeframe", jobs.Timeframes))
+	}
+	return tf, nil
 }
 
 // reinstall installs the VPS afresh from a template; its disk's contents

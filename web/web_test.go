@@ -323,7 +323,7 @@ func TestBadInput(t *testing.T) {
 		{"limit out of range", "GET", "/api/jobs?limit=1000", ``, 400, "Validation failed", "limit must be a whole number from 1 to 100"},
 		{"unknown job status filter", "GET", "/api/jobs?status=done", ``, 400, "Validation failed", "status must be one of: queued, scheduled, running, retrying, succeeded, failed, cancelled"},
 		{"service with a bad plan", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":0,"memoryMb":1,"diskGb":1}}`, 400, "Validation failed", "plan.cores must be from 1 to 512"},
-		{"service of an unknown provider", "POST", "/api/services", `{"name":"x","provider":"aws","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "provider must be one of: proxmox, pterodactyl"},
+		{"service of an unknown provider", "POST", "/api/services", `{"name":"x","provider":"aws","plan":{"cores":1,"memoryMb":512,"diskGb":1}}`, 400, "Validation failed", "provider must be one of: proxmox, pterodactyl, tenantos"},
 		{"service with a bad period end", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":1},"billingPeriodEnd":"tomorrow"}`, 400, "Validation failed", "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z"},
 		{"service plan of the wrong type", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":"two"}}`, 400, "Validation failed", "plan.cores must be an integer"},
 		{"password with a NUL", "POST", "/api/services", `{"name":"x","provider":"proxmox","plan":{"cores":1,"memoryMb":512,"diskGb":10},"templateId":9000,"password":"abcdefgh\u0000ij"}`, 400, "Validation failed", "password must not contain NUL characters"},

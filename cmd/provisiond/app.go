@@ -23,6 +23,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
+	"github.com/hostfleet/provisiond/adapters/tenantos"
 	"github.com/hostfleet/provisiond/adapters/webhook"
 	"github.com/hostfleet/provisiond/internal/service"
 	"github.com/hostfleet/provisiond/jobs"
@@ -48,6 +49,7 @@ type app struct {
 	webhookCAs *x509.CertPool
 	pve        *proxmox.Client
 	ptero      *pterodactyl.Client
+	bareMetal  *tenantos.Client
 	closers    []func()
 }
 
@@ -120,6 +122,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 	}
 	vps, _ := jobs.Capability[*jobs.VPSWorkers](providers, jobs.ProviderProxmox)
 	games, _ := jobs.Capability[*jobs.GameWorkers](providers, jobs.ProviderPterodactyl)
+	bareMetal, _ := jobs.Capability[*jobs.BareMetalWorkers](providers, jobs.ProviderTenantos)
 	var viewerKey []byte
 	if games != nil {
 		// The API's game provider carries the live consoles to viewers;
@@ -150,7 +153,7 @@ func (a *app) apiHandler(ctx context.Context) (http.Handler, error) {
 			ViewerKey: viewerKey, Now: a.now,
 		},
 		Queries: a.q, Keys: keys, Jobs: jobClient, Events: hub, Inspector: inspector,
-		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, VPS: vps, Games: games,
+		Limiter: redis_rate.NewLimiter(rdb), Metrics: a.metrics, Dashboard: dash, VPS: vps, Games: games, BareMetal: bareMetal,
 		Providers: providers,
 		Services: &service.Services{DB: a.pool, Queries: a.q, Jobs: jobClient, Tasks: inspector, Providers: providers,
 			Verifier: a.reconciler(providers), CancelGrace: a.cfg.CancelGrace, Now: a.now, Log: a.log.With("component", "services")},
@@ -229,6 +232,10 @@ func (a *app) registry() (*jobs.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	bareMetal, err := a.tenantos()
+	if err != nil {
+		return nil, err
+	}
 	locations, err := a.cfg.proxmoxLocations()
 	if err != nil {
 		return nil, err
@@ -241,6 +248,10 @@ func (a *app) registry() (*jobs.Registry, error) {
 	}
 	if ptero != nil {
 		providers = append(providers, &jobs.GameWorkers{Queries: a.q, Pterodactyl: ptero, PollInterval: a.cfg.PterodactylPollInterval})
+	}
+	if bareMetal != nil {
+		providers = append(providers, &jobs.BareMetalWorkers{Queries: a.q, Tenantos: bareMetal, PoolTags: a.cfg.TenantosPoolTags,
+			PoolUser: a.cfg.TenantosPoolUser, WipeProfile: a.cfg.TenantosWipeProfile, PollInterval: a.cfg.TenantosPollInterval})
 	}
 	return jobs.NewRegistry(providers...), nil
 }
@@ -293,6 +304,23 @@ func (a *app) pterodactyl() (*pterodactyl.Client, error) {
 		a.ptero = c
 	}
 	return a.ptero, nil
+}
+
+// tenantos returns the Tenantos client, or nil when TENANTOS_URL is not
+// set.
+func (a *app) tenantos() (*tenantos.Client, error) {
+	if a.cfg.TenantosURL == "" {
+		return nil, nil
+	}
+	if a.bareMetal == nil {
+		c, err := tenantos.New(tenantos.Config{URL: a.cfg.TenantosURL, APIKey: a.cfg.TenantosAPIKey,
+			RequestTimeout: a.cfg.TenantosRequestTimeout}, a.metrics)
+		if err != nil {
+			return nil, err
+		}
+		a.bareMetal = c
+	}
+	return a.bareMetal, nil
 }
 
 func (a *app) sweeper() *jobs.Sweeper {

@@ -57,6 +57,14 @@ type Config struct {
 	PterodactylRequestTimeout time.Duration `env:"PTERODACTYL_REQUEST_TIMEOUT" envDefault:"30s"`
 	PterodactylPollInterval   time.Duration `env:"PTERODACTYL_POLL_INTERVAL" envDefault:"2s"`
 
+	TenantosURL            string        `env:"TENANTOS_URL"`
+	TenantosAPIKey         string        `env:"TENANTOS_API_KEY"`
+	TenantosRequestTimeout time.Duration `env:"TENANTOS_REQUEST_TIMEOUT" envDefault:"30s"`
+	TenantosPollInterval   time.Duration `env:"TENANTOS_POLL_INTERVAL" envDefault:"5s"`
+	TenantosPoolTags       []string      `env:"TENANTOS_POOL_TAGS" envDefault:"For Rent" envSeparator:","`
+	TenantosPoolUser       int           `env:"TENANTOS_POOL_USER"`
+	TenantosWipeProfile    int           `env:"TENANTOS_WIPE_PROFILE"`
+
 	WorkerConcurrency    int           `env:"WORKER_CONCURRENCY" envDefault:"500"`
 	WorkerQueues         string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,low=1"`
 	RetryBase            time.Duration `env:"JOB_RETRY_BASE" envDefault:"2s"`

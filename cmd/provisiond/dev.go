@@ -44,6 +44,10 @@ func applyDevDefaults(c *Config) {
 		c.PterodactylURL = "http://" + c.Sims.Pterodactyl
 		c.PterodactylApplicationKey, c.PterodactylClientKey = dev.PterodactylApplicationKey, dev.PterodactylClientKey
 	}
+	if os.Getenv("TENANTOS_URL") == "" {
+		c.TenantosURL, c.TenantosAPIKey = "http://"+c.Sims.Tenantos, sims.Dev().TenantosKey
+		c.TenantosPollInterval = time.Second
+	}
 	if c.ProxmoxConsoleUser == "" {
 		c.ProxmoxConsoleUser, c.ProxmoxConsolePassword = "root@pam", sims.Dev().ProxmoxPassword
 	}
