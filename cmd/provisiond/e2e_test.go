@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +25,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	pterosim "github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
+	tenantossim "github.com/hostfleet/provisiond/adapters/tenantos/sim"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/jobs/jobtest"
 	"github.com/hostfleet/provisiond/queries"
@@ -41,17 +43,23 @@ func TestMain(m *testing.M) {
 }
 
 // system is the whole fleet on real PostgreSQL and Redis: the API on a test
-// server, workers, and the Proxmox simulator seeded with the demo VMs.
+// server, workers, the Proxmox simulator seeded with the demo VMs and the
+// Tenantos one seeded with the demo servers.
 type system struct {
-	t     *testing.T
-	sim   *sim.Server
-	ptero *pterosim.Server
-	env   map[string]string // the configuration, as environment variables
-	api   string
-	q     *queries.Queries
-	db    *pgxpool.Pool
-	jobs  *jobs.Client
-	app   *app
+	t        *testing.T
+	sim      *sim.Server
+	ptero    *pterosim.Server
+	tenantos *tenantossim.Server
+	// tenantosURL is the Tenantos simulator's base URL.
+	tenantosURL string
+	// logs holds what this process's fleet logged (not a child worker's).
+	logs *logBuffer
+	env  map[string]string // the configuration, as environment variables
+	api  string
+	q    *queries.Queries
+	db   *pgxpool.Pool
+	jobs *jobs.Client
+	app  *app
 	// key is the demo team's; platformKey the platform's (see do).
 	key, platformKey string
 	// client holds every request and answer to the OpenAPI description.
@@ -70,6 +78,45 @@ type systemOpts struct {
 	noWorker bool
 	// webhookCAs are trusted for webhook deliveries.
 	webhookCAs *x509.CertPool
+	// installDuration is how long a Tenantos install runs; default four
+	// task durations.
+	installDuration time.Duration
+	// consoleTTL is how long a Tenantos console session lasts; default the
+	// simulator's.
+	consoleTTL time.Duration
+}
+
+// tenantosKey is the Tenantos simulator's API key.
+const tenantosKey = "tenantos-test-key"
+
+// logBuffer keeps log output for tests that search it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// teeLogger logs to the test and to logs.
+func teeLogger(t *testing.T, logs *logBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLog{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func newSystem(t *testing.T, opts systemOpts) *system {
@@ -87,7 +134,16 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 	ptero := pterosim.New(pterosim.Config{ApplicationKeys: []string{"ptla_test"}, ClientKeys: map[string]int{"ptlc_test": 1},
 		TaskDuration: opts.taskDuration, InstallDuration: 2 * opts.taskDuration, ConsoleInterval: 50 * time.Millisecond, StatsInterval: 200 * time.Millisecond, Seed: 7})
 	pteroSrv := httptest.NewServer(ptero)
-	s := &system{t: t, sim: pve, ptero: ptero, env: map[string]string{
+	if opts.installDuration == 0 {
+		opts.installDuration = 4 * opts.taskDuration
+	}
+	tos := tenantossim.New(tenantossim.Config{APIKeys: []string{tenantosKey}, TaskDuration: opts.taskDuration,
+		InstallDuration: opts.installDuration, ConsoleTTL: opts.consoleTTL, TrustForwardedFor: true, Seed: 7})
+	for _, m := range tenantossim.DemoServers() {
+		tos.AddServer(m)
+	}
+	tosSrv := httptest.NewServer(tos)
+	s := &system{t: t, sim: pve, ptero: ptero, tenantos: tos, tenantosURL: tosSrv.URL, logs: &logBuffer{}, env: map[string]string{
 		"DATABASE_URL": dbURL, "DATABASE_MAX_CONNS": "8",
 		"REDIS_ADDR": ropt.Addr, "REDIS_DB": fmt.Sprint(ropt.DB),
 		"HTTP_ADDR": "127.0.0.1:0", "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "text", "LOG_LEVEL": "debug",
@@ -98,7 +154,9 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		"PROXMOX_CONSOLE_USER": "root@pam", "PROXMOX_CONSOLE_PASSWORD": "console-pw",
 		"PTERODACTYL_URL": pteroSrv.URL, "PTERODACTYL_APPLICATION_KEY": "ptla_test", "PTERODACTYL_CLIENT_KEY": "ptlc_test",
 		"PTERODACTYL_POLL_INTERVAL": "20ms",
-		"WORKER_CONCURRENCY":        "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
+		"TENANTOS_URL":              tosSrv.URL, "TENANTOS_API_KEY": tenantosKey, "TENANTOS_POLL_INTERVAL": "20ms",
+		"TENANTOS_REQUEST_TIMEOUT": "3s", "TENANTOS_POOL_TAGS": "For Rent", "TENANTOS_WIPE_PROFILE": "20",
+		"WORKER_CONCURRENCY": "10", "JOB_RETRY_BASE": "50ms", "JOB_RETRY_MAX": "200ms",
 		"SHUTDOWN_TIMEOUT": "2s", "POWER_SHUTDOWN_TIMEOUT": "5s",
 	}}
 	maps.Copy(s.env, opts.env)
@@ -107,7 +165,7 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, cfg, jobtest.Logger(t))
+	a, err := newApp(ctx, cfg, teeLogger(t, s.logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +220,8 @@ func newSystem(t *testing.T, opts systemOpts) *system {
 			simSrv.Close()
 			ptero.Close()
 			pteroSrv.Close()
+			tos.Close()
+			tosSrv.Close()
 			a.close()
 		})
 	}
@@ -217,7 +277,7 @@ func (s *system) startWorker() {
 		s.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, cfg, jobtest.Logger(s.t).With("worker", 2))
+	a, err := newApp(ctx, cfg, teeLogger(s.t, s.logs).With("worker", 2))
 	if err != nil {
 		s.t.Fatal(err)
 	}
