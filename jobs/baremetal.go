@@ -97,8 +97,8 @@ func TenantosRef(svc *queries.Service) (BareMetalRef, error) {
 // fleet sets it, so it is proof enough that the server is the service's.
 const markPrefix = "provisiond-service:"
 
-// serviceMark is the tag marking a server as the service's.
-func serviceMark(id uuid.UUID) string { return markPrefix + id.String() }
+// ServiceMark is the tag marking a server as the service's.
+func ServiceMark(id uuid.UUID) string { return markPrefix + id.String() }
 
 // markOf returns the service a server is marked for.
 func markOf(s tenantos.Server) (uuid.UUID, bool) {
@@ -343,7 +343,7 @@ func (w *BareMetalWorkers) mark(ctx context.Context, svc *queries.Service, plan 
 	if id, marked := markOf(srv); marked && id != svc.ID {
 		return permanent("mark", fmt.Sprintf("server %d was taken by another service meanwhile", ref.ServerID))
 	}
-	tags := []string{serviceMark(svc.ID)}
+	tags := []string{ServiceMark(svc.ID)}
 	for _, t := range srv.Tags {
 		if !slices.Contains(w.poolTags(plan), t) && !strings.HasPrefix(t, markPrefix) {
 			tags = append(tags, t)
@@ -520,35 +520,47 @@ func (w *BareMetalWorkers) waitUp(ctx context.Context, svc *queries.Service, in 
 }
 
 // provisionStopped handles a provision that stopped: one cancelled between
-// steps gives its server back to the pool (stopping its install) and says
-// so; anything else is returned as it is.
+// steps, or refused for good before any install began (Tenantos turned the
+// install's settings down), gives its server back to the pool (stopping
+// its install) and says so; anything else is returned as it is.
 func (w *BareMetalWorkers) provisionStopped(ctx context.Context, job *Job[BareMetalProvisionArgs], err error) error {
-	if !errors.Is(err, ErrCancelled) || ctx.Err() != nil {
+	refused := failure.IsPermanent(err) && !errors.Is(err, ErrNeedsRepair) && !slices.Contains(job.cp.Done, "install")
+	if !(errors.Is(err, ErrCancelled) || refused) || ctx.Err() != nil {
 		return err
+	}
+	stop := func(cond string) error {
+		if refused {
+			return &failure.Error{Class: failure.Permanent, Provider: tenantos.Provider, Op: "provision",
+				Message: failure.UserMessage(err) + "; " + cond, Err: err}
+		}
+		return &StoppedError{Err: err, Condition: cond}
 	}
 	ref, rerr := TenantosRef(job.Service)
 	if rerr != nil {
-		return &StoppedError{Err: err, Condition: "no server was taken"}
+		return stop("no server was taken")
+	}
+	unclaim := func() error {
+		return w.Queries.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: job.Service.ID, ProviderRef: []byte("{}")})
 	}
 	srv, serr := w.ownServer(ctx, job.Service)
 	if errors.Is(serr, ErrNeedsRepair) {
 		// Claimed but not marked yet: nothing at Tenantos is ours.
-		if cerr := w.Queries.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: job.Service.ID, ProviderRef: []byte("{}")}); cerr != nil {
-			return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d was claimed and is not marked; releasing the claim failed: %v", ref.ServerID, cerr)}
+		if cerr := unclaim(); cerr != nil {
+			return stop(fmt.Sprintf("server %d was claimed and is not marked; releasing the claim failed: %v", ref.ServerID, cerr))
 		}
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d was not changed and is free again", ref.ServerID)}
+		return stop(fmt.Sprintf("server %d was not changed and is free again", ref.ServerID))
 	}
 	if serr != nil {
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d could not be read (%s); cancel the service to give it back", ref.ServerID, failure.UserMessage(serr))}
+		return stop(fmt.Sprintf("server %d could not be read (%s); cancel the service to give it back", ref.ServerID, failure.UserMessage(serr)))
 	}
 	cond, rerr := w.release(ctx, job.Service, srv, false)
 	if rerr != nil {
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: %s; giving it back failed: %s", ref.ServerID, cond, failure.UserMessage(rerr))}
+		return stop(fmt.Sprintf("server %d: %s; giving it back failed: %s", ref.ServerID, cond, failure.UserMessage(rerr)))
 	}
-	if cerr := w.Queries.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: job.Service.ID, ProviderRef: []byte("{}")}); cerr != nil {
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d was given back to the pool, but the claim stays recorded: %v", ref.ServerID, cerr)}
+	if cerr := unclaim(); cerr != nil {
+		return stop(fmt.Sprintf("server %d was given back to the pool, but the claim stays recorded: %v", ref.ServerID, cerr))
 	}
-	return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d was given back to the pool (%s)", ref.ServerID, cond)}
+	return stop(fmt.Sprintf("server %d was given back to the pool (%s)", ref.ServerID, cond))
 }
 
 // release stops whatever the server runs for the service, powers it off,
@@ -562,22 +574,25 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 	if err != nil {
 		return "", err
 	}
-	if st.Running || srv.RescueBootRunning {
+	wipe = wipe && w.WipeProfile > 0
+	// A wipe an interrupted release started is followed, not stopped.
+	ownWipe := wipe && st.Running && st.ProfileID == w.WipeProfile
+	if (st.Running && !ownWipe) || srv.RescueBootRunning {
 		if err := w.Tenantos.StopReinstallation(ctx, srv.ID, true); err != nil {
 			return "", err
 		}
 		did = append(did, fmt.Sprintf("its installation stopped at step %d (%s)", st.Step, stepName(st)))
 	}
-	if err := w.powerTo(ctx, srv.ID, tenantos.PowerOff, "offline"); err != nil {
-		return strings.Join(did, ", "), err
-	}
-	did = append(did, "powered off")
-	if wipe && w.WipeProfile > 0 {
-		if err := w.wipe(ctx, svc, srv.ID); err != nil {
+	if wipe {
+		if err := w.wipe(ctx, srv.ID, ownWipe); err != nil {
 			return strings.Join(did, ", "), err
 		}
 		did = append(did, "its disks wiped")
 	}
+	if err := w.powerTo(ctx, srv.ID, tenantos.PowerOff, "offline"); err != nil {
+		return strings.Join(did, ", "), err
+	}
+	did = append(did, "powered off")
 	ips, err := w.Tenantos.IPAssignments(ctx, srv.ID)
 	if err != nil {
 		return strings.Join(did, ", "), err
@@ -615,13 +630,10 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 	return strings.Join(append(did, "back in the pool"), ", "), nil
 }
 
-// wipe runs the wipe profile on the server and waits for it to end.
-func (w *BareMetalWorkers) wipe(ctx context.Context, svc *queries.Service, id int) error {
-	st, err := w.Tenantos.InstallStatus(ctx, id)
-	if err != nil {
-		return err
-	}
-	if !(st.ProfileID == w.WipeProfile && (st.Running || st.Completed)) {
+// wipe runs the wipe profile on the server, unless it runs already
+// (running), and waits for it to end.
+func (w *BareMetalWorkers) wipe(ctx context.Context, id int, running bool) error {
+	if !running {
 		if err := w.Tenantos.StartReinstallation(ctx, id, tenantos.Reinstallation{ProfileID: w.WipeProfile}); err != nil {
 			return err
 		}

@@ -361,3 +361,20 @@ func TestBareMetalReinstallCancelledDuringTheInstallStopsItAndNeedsRepair(t *tes
 		t.Errorf("server runs %q after the stopped reinstall; the sim keeps the old OS of an aborted install", m.OS)
 	}
 }
+
+func TestBareMetalProvisionRefusedByTenantosGivesTheServerBack(t *testing.T) {
+	t.Parallel()
+	f := newBareMetalFixture(t, 40*time.Millisecond, jobs.BareMetalPlan{})
+	job := f.h.Insert(jobs.BareMetalProvisionArgs{ServiceID: f.svc.ID, Install: jobs.BareMetalInstall{ProfileID: 99}}, f.svc.ID,
+		jobs.Request{Secrets: jobs.InstallSecrets{Password: testRootPassword}})
+	job = f.h.Run(context.Background(), job, 5)
+	if job.Status != jobs.StatusFailed || !strings.Contains(job.Error, "profile") || !strings.Contains(job.Error, "given back to the pool") {
+		t.Fatalf("provision ended %s: %q; want failed in Tenantos' words, the server given back", job.Status, job.Error)
+	}
+	if m := f.server(t, 1); !inPool(m) {
+		t.Errorf("server 1 after the refused provision: %+v; want it back in the pool", m)
+	}
+	if svc := f.service(t); string(svc.ProviderRef) != "{}" || svc.Status != "pending" {
+		t.Errorf("service %s ref %s after the refused provision; want pending without a claim", svc.Status, svc.ProviderRef)
+	}
+}

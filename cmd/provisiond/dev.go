@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/hostfleet/provisiond/adapters/proxmox"
 	"github.com/hostfleet/provisiond/adapters/proxmox/sim"
 	"github.com/hostfleet/provisiond/adapters/sims"
+	tenantossim "github.com/hostfleet/provisiond/adapters/tenantos/sim"
 	"github.com/hostfleet/provisiond/jobs"
 	"github.com/hostfleet/provisiond/queries"
 	"github.com/hostfleet/provisiond/sql/migrations"
@@ -46,7 +48,7 @@ func applyDevDefaults(c *Config) {
 	}
 	if os.Getenv("TENANTOS_URL") == "" {
 		c.TenantosURL, c.TenantosAPIKey = "http://"+c.Sims.Tenantos, sims.Dev().TenantosKey
-		c.TenantosPollInterval = time.Second
+		c.TenantosPollInterval, c.TenantosWipeProfile = time.Second, 20
 	}
 	if c.ProxmoxConsoleUser == "" {
 		c.ProxmoxConsoleUser, c.ProxmoxConsolePassword = "root@pam", sims.Dev().ProxmoxPassword
@@ -98,6 +100,11 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	bm, err := seedBareMetal(ctx, a.q, fleet.Tenantos)
+	if err != nil {
+		return err
+	}
+	services = append(services, bm)
 
 	api, err := a.apiHandler(ctx)
 	if err != nil {
@@ -231,6 +238,49 @@ func seedDemo(ctx context.Context, q *queries.Queries, pve *proxmox.Client, vms,
 	}
 	keys.Platform, err = demoKey(ctx, q, apikey.Spec{TeamID: platform.ID, Name: "demo-platform", Platform: true})
 	return keys, services, err
+}
+
+// demoBareMetal is the demo team's bare-metal service and the rented demo
+// server it holds.
+const (
+	demoBareMetal       = "bm-1"
+	demoBareMetalServer = 2
+)
+
+// seedBareMetal gives the demo team the rented demo server as a bare-metal
+// service, once, and marks the server as the service's (every time: the
+// simulator may have started afresh). Servers 1 and 3 stay in the pool for
+// services a platform key orders.
+func seedBareMetal(ctx context.Context, q *queries.Queries, panel *tenantossim.Server) (queries.Service, error) {
+	team, err := ensureTeam(ctx, q, demoTeam)
+	if err != nil {
+		return queries.Service{}, err
+	}
+	services, err := q.ListTeamServices(ctx, queries.ListTeamServicesParams{TeamID: team.ID, Limit: 1000})
+	if err != nil {
+		return queries.Service{}, err
+	}
+	i := slices.IndexFunc(services, func(s queries.Service) bool { return s.Provider == jobs.ProviderTenantos && s.Name == demoBareMetal })
+	var svc queries.Service
+	if i >= 0 {
+		svc = services[i]
+	} else {
+		ref, _ := json.Marshal(jobs.BareMetalRef{ServerID: demoBareMetalServer})
+		if svc, err = q.CreateService(ctx, queries.CreateServiceParams{TeamID: team.ID, Name: demoBareMetal, Provider: jobs.ProviderTenantos,
+			Location: "dev", ProviderRef: ref, Plan: []byte("{}"), Status: "active"}); err != nil {
+			return svc, fmt.Errorf("demo bare-metal service: %w", err)
+		}
+	}
+	m, ok := panel.Server(demoBareMetalServer)
+	if !ok {
+		return svc, nil
+	}
+	if mark := jobs.ServiceMark(svc.ID); !slices.Contains(m.Tags, mark) {
+		m.Tags = append(m.Tags, mark)
+		panel.AddServer(m)
+	}
+	svc.PowerState = map[string]string{"online": "running", "offline": "stopped"}[m.Power]
+	return svc, q.SetServicePowerState(ctx, queries.SetServicePowerStateParams{ID: svc.ID, PowerState: svc.PowerState})
 }
 
 // demoKeys are the keys seedDemo made: the demo team's and a platform key
