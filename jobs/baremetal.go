@@ -769,11 +769,18 @@ func (w *BareMetalWorkers) Rescue(ctx context.Context, job *Job[BareMetalRescueA
 			Step{"leave", func(ctx context.Context) error {
 				srv, err := w.ownServer(ctx, svc)
 				if err != nil || !srv.RescueBootRunning {
+					return err // not in rescue: nothing to leave
+				}
+				if err := w.Tenantos.StopReinstallation(ctx, srv.ID, false); err != nil {
 					return err
 				}
-				return w.Tenantos.StopReinstallation(ctx, srv.ID, false)
+				return job.Set(ctx, "left", true)
 			}},
 			Step{"up", func(ctx context.Context) error {
+				var left bool
+				if _, err := job.Get("left", &left); err != nil || !left {
+					return err
+				}
 				ref, _ := TenantosRef(svc)
 				return poll(ctx, w.pollInterval(), func(ctx context.Context) (bool, error) {
 					srv, err := w.Tenantos.Server(ctx, ref.ServerID)

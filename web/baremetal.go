@@ -205,7 +205,9 @@ func (s *Server) getBareMetal(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var server *jobs.BareMetalServer
-	if _, rerr := jobs.TenantosRef(&svc); rerr == nil && svc.Status != "terminated" && svc.Status != "needs_repair" {
+	// A server is read once the service holds it for good: not while a
+	// provision takes it, nor once it is gone or may be another's.
+	if _, rerr := jobs.TenantosRef(&svc); rerr == nil && (svc.Status == "active" || svc.Status == "suspended") {
 		srv, err := s.BareMetal.Server(r.Context(), &svc, s.logger(r))
 		if err != nil {
 			return vmReadError(&svc, err)
