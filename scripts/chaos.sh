@@ -11,6 +11,7 @@
 #   scripts/chaos.sh [chaos flags]      # a full run, a few minutes
 #   CHAOS_SHORT=1 scripts/chaos.sh      # a short run, about 2 minutes
 #   CHAOS_KEEP=1 scripts/chaos.sh       # keep the database afterwards, to look into a failure
+#   CHAOS_TENANTOS_WIPE_PROFILE=20 scripts/chaos.sh   # terminations wipe bare metal first
 #
 # Every process listens on 127.0.0.1 only. Logs stay in .run/chaos-logs.
 set -euo pipefail
@@ -84,6 +85,17 @@ export PROXMOX_CONSOLE_USER=root@pam PROXMOX_CONSOLE_PASSWORD=chaos-console-pass
 export PTERODACTYL_URL="http://$PTERODACTYL_SIM_ADDR"
 export PTERODACTYL_APPLICATION_KEY=ptla_chaosapplicationkey00000000000000000000
 export PTERODACTYL_CLIENT_KEY=ptlc_chaosclientkey0000000000000000000000000
+# Bare metal: the Tenantos simulator takes TENANTOS_KEY, the fleet sends
+# TENANTOS_API_KEY; free servers carry "For Rent". A terminated service's
+# server goes back to the pool unwiped: with a wipe profile
+# (CHAOS_TENANTOS_WIPE_PROFILE=20, the simulator's disk wipe) the
+# termination of a cancelled, hence suspended, service fails, as the wipe
+# is asked for before the suspension is lifted and Tenantos refuses to
+# install a suspended server (403).
+export TENANTOS_KEY=chaos-tenantos-key TENANTOS_API_KEY=chaos-tenantos-key
+export TENANTOS_URL="http://$TENANTOS_SIM_ADDR" TENANTOS_POLL_INTERVAL=200ms TENANTOS_REQUEST_TIMEOUT=10s
+export TENANTOS_POOL_TAGS="For Rent"
+if [ -n "${CHAOS_TENANTOS_WIPE_PROFILE:-}" ]; then export TENANTOS_WIPE_PROFILE=$CHAOS_TENANTOS_WIPE_PROFILE; fi
 export SIM_SEED=${CHAOS_SIM_SEED:-7} SIM_TASK_DURATION=300ms
 export SWEEP_INTERVAL=5s SWEEP_GRACE=15s RECONCILE_INTERVAL=30s CANCEL_GRACE=20s ORPHAN_GRACE=24h
 export API_RATE_LIMIT=100000 JOB_RETRY_BASE=1s JOB_RETRY_MAX=10s

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -79,13 +80,14 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 	}
 	pve := &sim{hc: hc, base: c.proxmoxSim, token: "PVEAPIToken=" + c.tokenID + "=" + c.tokenSecret}
 	ptero := &sim{hc: hc, base: c.pteroSim}
-	d := newDriver(c, api, pve, ptero)
+	bm := &sim{hc: hc, base: c.tenantosSim}
+	d := newDriver(c, api, pve, ptero, bm)
 	logf("fleet up: API %s, scheduler, %d workers; setting up services", c.api, c.workers)
 	if err := d.setup(ctx); err != nil {
 		return false, err
 	}
 
-	st := &runStats{faults: &injector{pve: pve, ptero: ptero, rng: rand.New(rand.NewPCG(c.seed, 0xfa17)), counts: map[string]int{}}}
+	st := &runStats{faults: &injector{pve: pve, ptero: ptero, bm: bm, rng: rand.New(rand.NewPCG(c.seed, 0xfa17)), counts: map[string]int{}}}
 	st.chaosStart = time.Now()
 	until := st.chaosStart.Add(c.duration)
 	logf("chaos for %s: %d job requests, faults, worker kills every 5-10 s, one API kill, one scheduler kill, one Redis loss", c.duration, c.jobs)
@@ -178,7 +180,7 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	clearFaults(ctx, pve, ptero)
+	clearFaults(ctx, pve, ptero, bm)
 	st.chaosEnd = time.Now()
 	for len(f.running("worker")) < c.workers {
 		if _, err := f.start("worker"); err != nil {
@@ -209,7 +211,7 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 		}
 		st.reconciles = append(st.reconciles, strings.TrimRight(string(out), "\n"))
 	}
-	res := check(ctx, c, db, pve, ptero, st, reconcileStart)
+	res := check(ctx, c, db, pve, ptero, bm, st, reconcileStart)
 	if st.jobCounts, err = loadJobCounts(ctx, db); err != nil {
 		return false, err
 	}
@@ -222,7 +224,7 @@ func runChaos(ctx context.Context, c config) (bool, error) {
 	return true, nil
 }
 
-// clearFaults removes every scripted and random fault of both simulators.
+// clearFaults removes every scripted and random fault of the simulators.
 func clearFaults(ctx context.Context, sims ...*sim) {
 	for _, s := range sims {
 		for i := 0; i < 5; i++ {
@@ -320,13 +322,15 @@ func waitQuiet(ctx context.Context, db *pgxpool.Pool, deadline time.Time) time.T
 
 // injector injects provider faults: random 500s with latency on a share of
 // every call, and every 1.5–3 s a scripted one: an answer dropped after
-// the call was carried out, a delay, a few 500s.
+// the call was carried out, a delay, a few 500s (and, at Tenantos, a few
+// 429s with Retry-After).
 type injector struct {
-	pve, ptero *sim
-	rng        *rand.Rand
-	mu         sync.Mutex
-	counts     map[string]int // by "simulator kind op"
-	cloneDrops int
+	pve, ptero, bm *sim
+	rng            *rand.Rand
+	mu             sync.Mutex
+	counts         map[string]int // by "simulator kind op"
+	cloneDrops     int
+	installDrops   int // dropped answers of Tenantos' startReinstallation
 }
 
 // The share of calls that fail at random, and their latency.
@@ -341,10 +345,13 @@ var (
 	pteroMutating = []string{"client.power", "servers.create", "servers.build", "backups.create", "backups.delete", "backups.restore",
 		"servers.suspend", "servers.unsuspend", "client.reinstall", "servers.reinstall", "servers.delete"}
 	pteroReads = []string{"servers.get", "client.server", "client.resources", "backups.get", "backups.list"}
+	bmMutating = []string{"provisioning.startReinstallation", "provisioning.stopReinstallation", "power.setPowerOn", "power.setPowerOff",
+		"power.setPowerReset", "power.setPowerCycle", "servers.update"}
+	bmReads = []string{"servers.get", "servers.getByTags", "provisioning.getInstallStatus", "power.getPowerStatus"}
 )
 
 func (in *injector) start(ctx context.Context) error {
-	for _, s := range []*sim{in.pve, in.ptero} {
+	for _, s := range []*sim{in.pve, in.ptero, in.bm} {
 		if err := s.control(ctx, http.MethodPost, "/_sim/random", map[string]any{"rate": randomRate, "status": 500, "latency": randomLatency}); err != nil {
 			return fmt.Errorf("random faults: %w", err)
 		}
@@ -366,7 +373,8 @@ func (in *injector) run(ctx context.Context, until time.Time) {
 		var s *sim
 		var name string
 		var f map[string]any
-		switch r := in.rng.IntN(100); {
+		// 100 to 139 are Tenantos': two sevenths of the scripted faults.
+		switch r := in.rng.IntN(140); {
 		case r < 45:
 			op := pveMutating[in.rng.IntN(len(pveMutating))]
 			s, name, f = in.pve, "proxmox drop "+op, map[string]any{"op": op, "drop": true, "times": 1}
@@ -387,9 +395,27 @@ func (in *injector) run(ctx context.Context, until time.Time) {
 		case r < 93:
 			op := pteroReads[in.rng.IntN(len(pteroReads))]
 			s, name, f = in.ptero, "pterodactyl latency "+op, map[string]any{"op": op, "latency": fmt.Sprintf("%dms", 1000+in.rng.IntN(2000)), "times": 3}
-		default:
+		case r < 100:
 			op := pteroMutating[in.rng.IntN(len(pteroMutating))]
 			s, name, f = in.ptero, "pterodactyl 500 "+op, map[string]any{"op": op, "status": 500, "times": 2}
+		case r < 114:
+			op := bmMutating[in.rng.IntN(len(bmMutating))]
+			s, name, f = in.bm, "tenantos drop "+op, map[string]any{"op": op, "drop": true, "times": 1}
+			if op == "provisioning.startReinstallation" {
+				in.mu.Lock()
+				in.installDrops++
+				in.mu.Unlock()
+			}
+		case r < 122:
+			op := bmReads[in.rng.IntN(len(bmReads))]
+			s, name, f = in.bm, "tenantos latency "+op, map[string]any{"op": op, "latency": fmt.Sprintf("%dms", 1000+in.rng.IntN(2000)), "times": 3}
+		case r < 131:
+			op := bmMutating[in.rng.IntN(len(bmMutating))]
+			s, name, f = in.bm, "tenantos 500 "+op, map[string]any{"op": op, "status": 500, "times": 2}
+		default:
+			ops := slices.Concat(bmMutating, bmReads)
+			op := ops[in.rng.IntN(len(ops))]
+			s, name, f = in.bm, "tenantos 429 "+op, map[string]any{"op": op, "status": 429, "retryAfter": fmt.Sprintf("%ds", 1+in.rng.IntN(3)), "times": 2}
 		}
 		if err := s.control(ctx, http.MethodPost, "/_sim/faults", f); err != nil {
 			logf("fault %s: %v", name, err)

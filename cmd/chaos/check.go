@@ -37,13 +37,17 @@ var mutatingTasks = []string{"qmstart", "qmstop", "qmshutdown", "qmreboot", "qmr
 // rather than the provider's or the request's.
 var infraWords = []string{"lost from the queue", "archived", "lease", "timed out", "superseded", "interrupted"}
 
-func check(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero *sim, st *runStats, reconcileStart time.Time) []result {
+func check(ctx context.Context, c config, db *pgxpool.Pool, pve, ptero, bm *sim, st *runStats, reconcileStart time.Time) []result {
 	return []result{
 		checkFinal(ctx, c, db, st),
 		checkTasks(ctx, c, db, pve, ptero, st),
 		checkOrphansAndDrift(ctx, db, pve, ptero, reconcileStart),
 		checkInfraFailures(ctx, db),
 		checkLeases(ctx, db),
+		checkBareMetalJobs(ctx, db),
+		checkBareMetalServers(ctx, c, db, bm),
+		checkBareMetalInstalls(ctx, c, db, bm, st),
+		checkBareMetalDrift(ctx, db, bm, reconcileStart),
 	}
 }
 
@@ -685,4 +689,418 @@ func oneLine(s string) string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// --- bare metal (Tenantos) ----------------------------------------------------
+
+// bmMarkPrefix starts the tag that marks a server as a service's
+// (jobs.ServiceMark).
+const bmMarkPrefix = "provisiond-service:"
+
+// bmMarks returns the services a server is marked for.
+func bmMarks(srv bmServer) []string {
+	var out []string
+	for _, t := range srv.Tags {
+		if id, ok := strings.CutPrefix(t, bmMarkPrefix); ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// bmService is a bare-metal service as the database has it.
+type bmService struct {
+	id, name, status, power, reason string
+	server                          int // provider_ref.serverId; 0 for none
+	// due: a cancellation's termination was due by the check (terminate_at
+	// passed).
+	due         bool
+	termination string // its termination job's status and error
+	drift       []map[string]any
+	verified    *time.Time
+}
+
+func (s *bmService) live() bool { return s.status != "terminated" }
+
+func loadBareMetal(ctx context.Context, db *pgxpool.Pool) (map[string]*bmService, []string, error) {
+	rows, err := db.Query(ctx, `SELECT id::text, name, status, power_state, repair_reason,
+			coalesce((provider_ref->>'serverId')::int, 0), coalesce(terminate_at < now(), false),
+			coalesce((SELECT j.status || ' ' || j.error FROM jobs j WHERE j.id = services.termination_job_id), 'none'), drift, verified_at
+		FROM services WHERE provider = 'tenantos' ORDER BY created_at`)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	out := map[string]*bmService{}
+	var order []string
+	for rows.Next() {
+		s := &bmService{}
+		var drift []byte
+		if err := rows.Scan(&s.id, &s.name, &s.status, &s.power, &s.reason, &s.server, &s.due, &s.termination, &drift, &s.verified); err != nil {
+			return nil, nil, err
+		}
+		json.Unmarshal(drift, &s.drift)
+		out[s.id] = s
+		order = append(order, s.id)
+	}
+	return out, order, rows.Err()
+}
+
+// 6. Every bare-metal job ends.
+func checkBareMetalJobs(ctx context.Context, db *pgxpool.Pool) result {
+	r := result{n: 6, name: "bare metal: every job on a bare-metal service ends"}
+	rows, err := db.Query(ctx, `SELECT j.kind, j.status, count(*) FROM jobs j JOIN services s ON s.id = j.service_id
+		WHERE s.provider = 'tenantos' GROUP BY j.kind, j.status ORDER BY j.kind, j.status`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	byKind, byStatus := map[string]int{}, map[string]int{}
+	total := 0
+	for rows.Next() {
+		var kind, status string
+		var n int
+		rows.Scan(&kind, &status, &n)
+		byKind[kind] += n
+		byStatus[status] += n
+		total += n
+	}
+	rows.Close()
+	rows, err = db.Query(ctx, `SELECT j.id::text, j.kind, j.status, j.step, j.attempts, j.error, s.name
+		FROM jobs j JOIN services s ON s.id = j.service_id
+		WHERE s.provider = 'tenantos' AND j.status IN `+unfinished+` ORDER BY j.created_at`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var id, kind, status, step, errText, name string
+		var attempts int
+		rows.Scan(&id, &kind, &status, &step, &attempts, &errText, &name)
+		r.details = append(r.details, fmt.Sprintf("job %s %s of %s: %s at step %q after %d attempts, error %q", id, kind, name, status, step, attempts, errText))
+	}
+	rows.Close()
+	rows, err = db.Query(ctx, `SELECT j.kind, j.error, count(*) FROM jobs j JOIN services s ON s.id = j.service_id
+		WHERE s.provider = 'tenantos' AND j.status = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	for rows.Next() {
+		var kind, errText string
+		var n int
+		rows.Scan(&kind, &errText, &n)
+		r.info = append(r.info, fmt.Sprintf("failed: %d × %s: %s", n, kind, errText))
+	}
+	rows.Close()
+	kinds := make([]string, 0, len(byKind))
+	for k, n := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kinds)
+	r.ok = total > 0 && len(r.details) == 0
+	r.summary = fmt.Sprintf("%d jobs (%s): succeeded %d, failed %d, cancelled %d; not ended %d",
+		total, strings.Join(kinds, ", "), byStatus["succeeded"], byStatus["failed"], byStatus["cancelled"], len(r.details))
+	if total == 0 {
+		r.summary += "; no bare-metal job ran at all"
+	}
+	return r
+}
+
+// 7. One server per service and one service per server: no server carries
+// two services' marks, no two live services hold one server, every active
+// or suspended service's server carries its mark, a terminated one's
+// server is back in the pool without its mark (or taken by a live service
+// since), and no server carries the mark of a service that does not hold
+// it; a cancelled service whose termination was due is terminated.
+func checkBareMetalServers(ctx context.Context, c config, db *pgxpool.Pool, bm *sim) result {
+	r := result{n: 7, name: "bare metal: one server per service, one service per server; marks where they belong; cancelled ones terminated"}
+	services, order, err := loadBareMetal(ctx, db)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	servers, err := bm.bmServers(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	byID := map[int]bmServer{}
+	for _, srv := range servers {
+		byID[srv.ID] = srv
+	}
+	inPool := func(srv bmServer) bool {
+		return len(bmMarks(srv)) == 0 && containsAll(srv.Tags, c.poolTags)
+	}
+	var twoMarks, shared, unmarked, notBack, orphans, notTerminated []string
+	free, marked := 0, 0
+	for _, srv := range servers {
+		marks := bmMarks(srv)
+		if inPool(srv) {
+			free++
+		}
+		if len(marks) > 0 {
+			marked++
+		}
+		if len(marks) > 1 {
+			twoMarks = append(twoMarks, fmt.Sprintf("server %d carries the marks of %d services: %s", srv.ID, len(marks), strings.Join(marks, ", ")))
+		}
+		for _, id := range marks {
+			s := services[id]
+			switch {
+			case s == nil:
+				orphans = append(orphans, fmt.Sprintf("server %d carries the mark of service %s, which does not exist", srv.ID, id))
+			case !s.live():
+				orphans = append(orphans, fmt.Sprintf("server %d carries the mark of %s (%s), which is terminated", srv.ID, s.name, id))
+			case s.server != srv.ID:
+				orphans = append(orphans, fmt.Sprintf("server %d carries the mark of %s (%s, %s), which holds server %d", srv.ID, s.name, id, s.status, s.server))
+			}
+		}
+	}
+	holders := map[int][]string{}
+	held := 0
+	for _, id := range order {
+		s := services[id]
+		if s.server == 0 {
+			continue
+		}
+		if s.live() {
+			holders[s.server] = append(holders[s.server], fmt.Sprintf("%s (%s, %s)", s.name, s.id, s.status))
+			held++
+		}
+	}
+	for srvID, hs := range holders {
+		if len(hs) > 1 {
+			shared = append(shared, fmt.Sprintf("server %d is held by %d live services: %s", srvID, len(hs), strings.Join(hs, "; ")))
+		}
+	}
+	terminated := 0
+	for _, id := range order {
+		s := services[id]
+		if s.due && s.live() {
+			notTerminated = append(notTerminated, fmt.Sprintf("%s (%s, %s, server %d): cancelled, its termination due, not terminated; termination job: %s",
+				s.name, s.id, s.status, s.server, s.termination))
+		}
+		if s.server == 0 {
+			continue
+		}
+		srv, exists := byID[s.server]
+		switch {
+		case s.status == "active" || s.status == "suspended":
+			if !exists {
+				unmarked = append(unmarked, fmt.Sprintf("%s (%s, %s): its server %d does not exist", s.name, s.id, s.status, s.server))
+			} else if !slices.Contains(bmMarks(srv), s.id) {
+				unmarked = append(unmarked, fmt.Sprintf("%s (%s, %s): its server %d carries no mark of it (tags %q)", s.name, s.id, s.status, s.server, srv.Tags))
+			}
+		case s.status == "terminated":
+			terminated++
+			switch {
+			case !exists:
+				notBack = append(notBack, fmt.Sprintf("%s (%s, terminated): its server %d does not exist", s.name, s.id, s.server))
+			case slices.Contains(bmMarks(srv), s.id):
+				notBack = append(notBack, fmt.Sprintf("%s (%s, terminated): its server %d still carries its mark (tags %q)", s.name, s.id, s.server, srv.Tags))
+			case inPool(srv):
+			case len(holders[s.server]) == 1 && len(bmMarks(srv)) == 1:
+				r.info = append(r.info, fmt.Sprintf("%s (%s, terminated): its server %d went back to the pool and was taken since by %s",
+					s.name, s.id, s.server, holders[s.server][0]))
+			default:
+				notBack = append(notBack, fmt.Sprintf("%s (%s, terminated): its server %d is not back in the pool (tags %q)", s.name, s.id, s.server, srv.Tags))
+			}
+		default:
+			r.info = append(r.info, fmt.Sprintf("%s (%s, %s) holds server %d: %s", s.name, s.id, s.status, s.server, cmpStr(s.reason, "-")))
+		}
+	}
+	r.ok = len(twoMarks)+len(shared)+len(unmarked)+len(notBack)+len(orphans)+len(notTerminated) == 0
+	r.summary = fmt.Sprintf("%d servers (%d free in the pool, %d marked), %d held by live services, %d terminated services: "+
+		"servers with two marks %d, servers held twice %d, active/suspended without their mark %d, terminated not back in the pool %d, "+
+		"marks of a service not holding the server %d, cancelled but not terminated when due %d",
+		len(servers), free, marked, held, terminated, len(twoMarks), len(shared), len(unmarked), len(notBack), len(orphans), len(notTerminated))
+	for _, l := range [][]string{twoMarks, shared, unmarked, notBack, orphans, notTerminated} {
+		r.details = append(r.details, l...)
+	}
+	return r
+}
+
+func containsAll(have, want []string) bool {
+	for _, t := range want {
+		if !slices.Contains(have, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// 8. No install started twice. Every install Tenantos started (a
+// startReinstallation call carried out, its answer dropped or not: OS
+// installs, rescue boots and disk wipes alike) must be the one install of
+// one job that could ask for it (a provision, a reinstall, a rescue boot
+// or, with a wipe profile, a termination) on a service that held the
+// server (or holds none now: a provision stopped gives its server back),
+// running when it started. Installs are matched to jobs in time order,
+// each to the open job that ends first.
+func checkBareMetalInstalls(ctx context.Context, c config, db *pgxpool.Pool, bm *sim, st *runStats) result {
+	r := result{n: 8, name: "bare metal: no install started twice (installs started ≤ the jobs that asked, each its own)"}
+	calls, err := bm.calls(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	type install struct {
+		at     time.Time
+		server string
+	}
+	var installs []install
+	refused := 0
+	for _, cl := range calls {
+		if cl.Op != "provisioning.startReinstallation" {
+			continue
+		}
+		if cl.Status == 200 {
+			installs = append(installs, install{cl.Time, cl.Target})
+		} else {
+			refused++
+		}
+	}
+	sort.Slice(installs, func(i, j int) bool { return installs[i].at.Before(installs[j].at) })
+	type askJob struct {
+		id, kind, status, server, service string
+		from, to                          time.Time
+		asked                             bool
+		used                              bool
+	}
+	rows, err := db.Query(ctx, `SELECT j.id::text, j.kind, j.status, coalesce(s.provider_ref->>'serverId', ''), s.name,
+			j.started_at, coalesce(j.finished_at, now()), coalesce(j.checkpoint->'data' ? 'install/before', false)
+		FROM jobs j JOIN services s ON s.id = j.service_id
+		WHERE s.provider = 'tenantos' AND j.started_at IS NOT NULL
+		  AND (j.kind IN ('baremetal.provision', 'baremetal.reinstall', 'service.terminate')
+		       OR (j.kind = 'baremetal.rescue' AND coalesce((j.args->>'enable')::boolean, false)))`)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	var jobs []*askJob
+	askedBy := map[string]int{}
+	for rows.Next() {
+		j := &askJob{}
+		rows.Scan(&j.id, &j.kind, &j.status, &j.server, &j.service, &j.from, &j.to, &j.asked)
+		if j.kind == "service.terminate" {
+			if c.wipeProfile == 0 || j.server == "" {
+				continue // it wipes nothing
+			}
+			j.asked = true // at most one wipe; the call is not remembered
+		}
+		jobs = append(jobs, j)
+		if j.asked {
+			askedBy[strings.TrimPrefix(j.kind, "baremetal.")]++
+		}
+	}
+	rows.Close()
+	const slack = 2 * time.Second
+	var unmatched []string
+	for _, in := range installs {
+		var best *askJob
+		for _, j := range jobs {
+			if j.used || (j.server != "" && j.server != in.server) ||
+				in.at.Before(j.from.Add(-slack)) || in.at.After(j.to.Add(slack)) {
+				continue
+			}
+			if best == nil || j.to.Before(best.to) {
+				best = j
+			}
+		}
+		if best == nil {
+			var near []string
+			for _, j := range jobs {
+				if j.server == in.server || j.server == "" {
+					if in.at.After(j.from.Add(-slack)) && in.at.Before(j.to.Add(slack)) {
+						near = append(near, fmt.Sprintf("%s %s of %s", j.kind, j.id, j.service))
+					}
+				}
+			}
+			unmatched = append(unmatched, fmt.Sprintf("install on server %s at %s: no job left that could have asked for it (running then, its install already counted: %s)",
+				in.server, in.at.Format("15:04:05.000"), cmpStr(strings.Join(near, "; "), "none")))
+			continue
+		}
+		best.used = true
+	}
+	asked := 0
+	for _, n := range askedBy {
+		asked += n
+	}
+	var by []string
+	for k, n := range askedBy {
+		by = append(by, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(by)
+	st.faults.mu.Lock()
+	drops := st.faults.installDrops
+	st.faults.mu.Unlock()
+	r.ok = len(unmatched) == 0 && len(installs) <= asked
+	r.summary = fmt.Sprintf("%d installs started at Tenantos (%d startReinstallation calls refused or cut short, %d answers dropped); "+
+		"%d jobs asked for one (%s); installs without a job of their own %d",
+		len(installs), refused, drops, asked, strings.Join(by, ", "), len(unmatched))
+	r.details = unmatched
+	if len(installs) > asked {
+		r.details = append(r.details, fmt.Sprintf("%d installs started, more than the %d jobs that asked for one", len(installs), asked))
+	}
+	return r
+}
+
+// 9. After the reconcile rounds, no bare-metal drift: every active or
+// suspended bare-metal service was verified by them and found none, and
+// its server, read apart from the reconciler, is suspended as the service
+// is and powered as recorded (unless it runs the rescue system).
+func checkBareMetalDrift(ctx context.Context, db *pgxpool.Pool, bm *sim, reconcileStart time.Time) result {
+	r := result{n: 9, name: "bare metal: no drift after two reconcile rounds"}
+	services, order, err := loadBareMetal(ctx, db)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	servers, err := bm.bmServers(ctx)
+	if err != nil {
+		return failed(r.n, r.name, err)
+	}
+	byID := map[int]bmServer{}
+	for _, srv := range servers {
+		byID[srv.ID] = srv
+	}
+	checked, drifted, unverified, suspension, power, rescue := 0, 0, 0, 0, 0, 0
+	statuses := map[string]int{}
+	for _, id := range order {
+		s := services[id]
+		statuses[s.status]++
+		if s.status != "active" && s.status != "suspended" {
+			if s.status == "needs_repair" || s.status == "pending" {
+				r.info = append(r.info, fmt.Sprintf("%s (%s): %s %s", s.name, s.id, s.status, s.reason))
+			}
+			continue
+		}
+		checked++
+		if len(s.drift) > 0 {
+			drifted++
+			b, _ := json.Marshal(s.drift)
+			r.details = append(r.details, fmt.Sprintf("%s (%s, %s): drift %s", s.name, s.id, s.status, b))
+		} else if s.verified == nil || s.verified.Before(reconcileStart) {
+			unverified++
+			r.details = append(r.details, fmt.Sprintf("%s (%s, %s): not verified by the reconcile rounds", s.name, s.id, s.status))
+		}
+		srv, ok := byID[s.server]
+		if !ok {
+			continue // invariant 7 reports it
+		}
+		if (s.status == "suspended") != (len(srv.SuspendedUserIDs) > 0) {
+			suspension++
+			r.details = append(r.details, fmt.Sprintf("%s (%s): the service is %s, its server %d is suspended for %v", s.name, s.id, s.status, srv.ID, srv.SuspendedUserIDs))
+		}
+		if srv.Rescue {
+			rescue++
+			continue
+		}
+		if want := map[string]string{"online": "running", "offline": "stopped"}[srv.Power]; s.power != "unknown" && want != s.power {
+			power++
+			r.details = append(r.details, fmt.Sprintf("%s (%s): recorded power %s, its server %d is %s", s.name, s.id, s.power, srv.ID, srv.Power))
+		}
+	}
+	var st []string
+	for k, n := range statuses {
+		st = append(st, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(st)
+	r.ok = len(r.details) == 0
+	r.summary = fmt.Sprintf("%d bare-metal services (%s); of %d active or suspended: drift %d, not verified %d, suspension differs %d, power differs %d; in rescue %d",
+		len(order), strings.Join(st, ", "), checked, drifted, unverified, suspension, power, rescue)
+	return r
 }

@@ -262,3 +262,35 @@ func (s *sim) taskLog(ctx context.Context, t pveTask) ([]string, error) {
 func newHTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second}}
 }
+
+// bmServer is a bare-metal server as the Tenantos simulator's GET
+// /_sim/servers shows it (and POST /_sim/servers takes it).
+type bmServer struct {
+	ID               int      `json:"id"`
+	ServerName       string   `json:"servername"`
+	Tags             []string `json:"tags"`
+	SuspendedUserIDs []int    `json:"suspendedUserIds"`
+	Power            string   `json:"power,omitempty"`
+	Rescue           bool     `json:"rescue"`
+	OS               string   `json:"os,omitempty"`
+}
+
+func (s *sim) bmServers(ctx context.Context) ([]bmServer, error) {
+	var out []bmServer
+	return out, s.get(ctx, "/_sim/servers", false, &out)
+}
+
+// simCall is one call in a simulator's log (GET /_sim/calls): the status
+// it was answered with, 200 too for an answer dropped after the call was
+// carried out; 0 when the client gave up first.
+type simCall struct {
+	Time   time.Time `json:"time"`
+	Op     string    `json:"op"`
+	Target string    `json:"target"`
+	Status int       `json:"status"`
+}
+
+func (s *sim) calls(ctx context.Context) ([]simCall, error) {
+	var out []simCall
+	return out, s.get(ctx, "/_sim/calls", false, &out)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 type service struct {
 	id, name   string
 	game       bool
+	bm         bool // a bare-metal server (Tenantos)
 	registered bool
 	// out: cancelled, terminated or never made; no more jobs.
 	out bool
@@ -33,6 +35,7 @@ type driver struct {
 	api   *client
 	pve   *sim
 	ptero *sim
+	bm    *sim // Tenantos
 
 	mu          sync.Mutex
 	rng         *rand.Rand
@@ -41,11 +44,14 @@ type driver struct {
 	answers     map[string]map[string]int // op → answer label → count
 	sent        int                       // job requests sent during the chaos
 	provisioned int
-	errSamples  map[string]string // answer label → one error text
+	// bmOrdered are the bare-metal services ordered, at setup and in the
+	// stream.
+	bmOrdered  int
+	errSamples map[string]string // answer label → one error text
 }
 
-func newDriver(c config, api *client, pve, ptero *sim) *driver {
-	return &driver{c: c, api: api, pve: pve, ptero: ptero, rng: rand.New(rand.NewPCG(c.seed, 0x5eed)),
+func newDriver(c config, api *client, pve, ptero, bm *sim) *driver {
+	return &driver{c: c, api: api, pve: pve, ptero: ptero, bm: bm, rng: rand.New(rand.NewPCG(c.seed, 0x5eed)),
 		answers: map[string]map[string]int{}, errSamples: map[string]string{}}
 }
 
@@ -126,6 +132,17 @@ func (d *driver) setup(ctx context.Context) error {
 		d.services = append(d.services, &service{id: str(obj(a.body, "service"), "id"), name: name, game: true})
 		waits = append(waits, str(obj(a.body, "job"), "id"))
 	}
+	if err := d.addPoolServers(ctx); err != nil {
+		return err
+	}
+	for range d.c.bareMetal {
+		s, job := d.orderBareMetal(ctx, "setup: order bare metal")
+		if s == nil {
+			return fmt.Errorf("setup: the API did not accept a bare-metal order")
+		}
+		d.services = append(d.services, s)
+		waits = append(waits, job)
+	}
 	logf("setup: %d services; waiting for %s", len(d.services), plural(len(waits), "provision job"))
 	deadline := time.Now().Add(3 * time.Minute)
 	for _, id := range waits {
@@ -176,6 +193,50 @@ func (d *driver) provision(ctx context.Context, op string, n int) (*service, str
 	d.provisioned++
 	d.mu.Unlock()
 	return &service{id: str(obj(a.body, "service"), "id"), name: name}, str(obj(a.body, "job"), "id")
+}
+
+// bmPoolFirst is the id of the first server the driver adds to the
+// Tenantos simulator (its demo servers are 1 to 4).
+const bmPoolFirst = 101
+
+// addPoolServers adds free servers to the Tenantos simulator, tagged with
+// the pool's tags: one for each bare-metal service ordered at setup, one
+// for the order during the chaos and one spare (beside the simulator's own
+// free demo servers).
+func (d *driver) addPoolServers(ctx context.Context) error {
+	for i := range d.c.bareMetal + 2 {
+		srv := bmServer{ID: bmPoolFirst + i, ServerName: fmt.Sprintf("chaos-bm-%03d", bmPoolFirst+i), Tags: d.c.poolTags,
+			Power: []string{"online", "offline"}[i%2]}
+		if err := d.bm.control(ctx, http.MethodPost, "/_sim/servers", srv); err != nil {
+			return fmt.Errorf("add server %d to the Tenantos simulator: %w", srv.ID, err)
+		}
+	}
+	return nil
+}
+
+// orderBareMetal orders a bare-metal server from the pool, installed with
+// a Debian profile, and returns its service and job, or nil when the API
+// did not accept it.
+func (d *driver) orderBareMetal(ctx context.Context, op string) (*service, string) {
+	d.mu.Lock()
+	d.bmOrdered++
+	n := d.bmOrdered
+	d.mu.Unlock()
+	name := fmt.Sprintf("chaos-bm-%d", n)
+	body := fmt.Sprintf(`{"name":%q,"provider":"tenantos","location":"chaos","plan":{"tags":%s},"profileId":%d,"rootPassword":"Chaos-bm-%d-pass!","hostname":"%s.example.com"}`,
+		name, jsonList(d.c.poolTags), 1+(n-1)%3, n, name)
+	a := d.api.do(ctx, http.MethodPost, "/api/services", body)
+	d.record(op, a)
+	if a.status != http.StatusAccepted {
+		logf("%s: %s %s", op, a.label(), a.errText())
+		return nil, ""
+	}
+	return &service{id: str(obj(a.body, "service"), "id"), name: name, bm: true}, str(obj(a.body, "job"), "id")
+}
+
+func jsonList(ss []string) string {
+	b, _ := json.Marshal(ss)
+	return string(b)
 }
 
 // --- the stream -------------------------------------------------------------
@@ -229,6 +290,13 @@ func (d *driver) one(ctx context.Context) {
 			d.mu.Unlock()
 		}
 		return
+	case r < 13 && d.bmOrders() < d.c.bareMetal+1:
+		if s, _ := d.orderBareMetal(ctx, "bare-metal order"); s != nil {
+			d.mu.Lock()
+			d.services = append(d.services, s)
+			d.mu.Unlock()
+		}
+		return
 	}
 	s := d.pick()
 	if s == nil {
@@ -248,14 +316,21 @@ func (d *driver) one(ctx context.Context) {
 		d.mu.Unlock()
 		return
 	case "needs_repair", "pending":
+		if s.bm {
+			d.bareMetalRepair(ctx, s, str(svc, "status"))
+			return
+		}
 		if !s.game {
 			d.record("vps repair", d.api.do(ctx, http.MethodPost, "/api/services/"+s.id+"/repair", fmt.Sprintf(`{"templateId":%d}`, d.c.template)))
 			return
 		}
 	}
-	if s.game {
+	switch {
+	case s.bm:
+		d.bareMetalOp(ctx, s)
+	case s.game:
 		d.gameOp(ctx, s)
-	} else {
+	default:
 		d.vpsOp(ctx, s, obj(svc, "plan"))
 	}
 }
@@ -382,6 +457,50 @@ func (d *driver) gameOp(ctx context.Context, s *service) {
 	}
 }
 
+func (d *driver) bmOrders() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bmOrdered
+}
+
+var bareMetalOps = []choice{{"power", 30}, {"bmc power", 20}, {"reinstall", 12}, {"rescue on", 10}, {"rescue off", 8}}
+
+// bareMetalPower are the /action actions; bmcPower Tenantos' own words
+// (POST /bare-metal/power).
+var (
+	bareMetalPower = []choice{{"start", 6}, {"stop", 5}, {"restart", 5}, {"reset", 3}, {"kill", 2}, {"suspend", 2}, {"resume", 3}}
+	bmcPower       = []choice{{"on", 5}, {"off", 4}, {"reset", 3}, {"cycle", 4}}
+)
+
+func (d *driver) bareMetalOp(ctx context.Context, s *service) {
+	path := "/api/services/" + s.id
+	switch d.weighted(bareMetalOps) {
+	case "power":
+		action := d.weighted(bareMetalPower)
+		d.record("bare-metal power", d.api.do(ctx, http.MethodPost, path+"/action", fmt.Sprintf(`{"action":%q}`, action)))
+	case "bmc power":
+		action := d.weighted(bmcPower)
+		d.record("bare-metal bmc power", d.api.do(ctx, http.MethodPost, path+"/bare-metal/power", fmt.Sprintf(`{"action":%q}`, action)))
+	case "reinstall":
+		d.record("bare-metal reinstall", d.api.do(ctx, http.MethodPost, path+"/bare-metal/reinstall",
+			fmt.Sprintf(`{"profileId":%d,"rootPassword":"Chaos-reinstall-%d!"}`, 1+d.intn(3), d.intn(1000))))
+	case "rescue on":
+		d.record("bare-metal rescue on", d.api.do(ctx, http.MethodPost, path+"/bare-metal/rescue", `{"profileId":10}`))
+	case "rescue off":
+		d.record("bare-metal rescue off", d.api.do(ctx, http.MethodDelete, path+"/bare-metal/rescue", ""))
+	}
+}
+
+// bareMetalRepair reinstalls a bare-metal service needing repair (a
+// reinstall is its repair); a pending one is left to its provision.
+func (d *driver) bareMetalRepair(ctx context.Context, s *service, status string) {
+	if status == "pending" {
+		return
+	}
+	d.record("bare-metal repair (reinstall)", d.api.do(ctx, http.MethodPost, "/api/services/"+s.id+"/bare-metal/reinstall",
+		fmt.Sprintf(`{"profileId":1,"rootPassword":"Chaos-repair-%d!"}`, d.intn(1000))))
+}
+
 // cancelJob cancels one of the jobs accepted in the last 20 seconds.
 func (d *driver) cancelJob(ctx context.Context) {
 	d.mu.Lock()
@@ -402,18 +521,22 @@ func (d *driver) cancelJob(ctx context.Context) {
 	d.record("job cancel", d.api.do(ctx, http.MethodPost, "/api/jobs/"+j.id+"/cancel", ""))
 }
 
-// cancelServices cancels some VPS and game servers immediately: they are
+// cancelServices cancels some VPS, game and bare-metal servers immediately: they are
 // suspended now and terminated after CANCEL_GRACE.
 func (d *driver) cancelServices(ctx context.Context) {
 	d.mu.Lock()
 	// The first VPS cancelled was provisioned, the second registered, and
 	// so on alternately; then the game servers.
-	want := map[string]int{"provisioned": (d.c.cancelVPS + 1) / 2, "registered": d.c.cancelVPS / 2, "game": d.c.cancelGames}
+	want := map[string]int{"provisioned": (d.c.cancelVPS + 1) / 2, "registered": d.c.cancelVPS / 2, "game": d.c.cancelGames,
+		"bare metal": d.c.cancelBareMetal}
 	var picked []*service
 	for _, s := range d.services {
 		k := map[bool]string{true: "registered", false: "provisioned"}[s.registered]
-		if s.game {
+		switch {
+		case s.game:
 			k = "game"
+		case s.bm:
+			k = "bare metal"
 		}
 		if !s.out && want[k] > 0 {
 			want[k]--

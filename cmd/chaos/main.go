@@ -1,7 +1,8 @@
 // Command chaos is the chaos suite behind `make chaos`: against a fleet of
 // separate processes (one API, one scheduler, three or more workers, the
 // provider simulators in a providersim process, PostgreSQL and Redis) it
-// drives a mixed stream of jobs on VPS and game servers while the
+// drives a mixed stream of jobs on VPS, game servers and bare-metal servers
+// (Tenantos) while the
 // simulators fail, drop and delay a share of calls, workers are SIGKILLed
 // every 5–10 s, the API and the scheduler are killed once each and Redis
 // loses its data once; then it clears the faults, waits for quiet, runs two
@@ -16,7 +17,8 @@
 //
 // It reads the fleet's configuration from the environment as the fleet
 // does (DATABASE_URL, REDIS_ADDR, HTTP_ADDR, PROXMOX_URL, PTERODACTYL_URL,
-// PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET) and the API keys from CHAOS_KEY
+// TENANTOS_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET, TENANTOS_POOL_TAGS,
+// TENANTOS_WIPE_PROFILE) and the API keys from CHAOS_KEY
 // (the team's) and CHAOS_PLATFORM_KEY;
 // every address must be on 127.0.0.1.
 package main
@@ -50,7 +52,11 @@ type config struct {
 	// cancelVPS and cancelGames are services cancelled immediately
 	// halfway through the chaos (terminated after CANCEL_GRACE).
 	cancelVPS, cancelGames int
-	template               int
+	// bareMetal are bare-metal services ordered at setup (one more may be
+	// ordered during the chaos); cancelBareMetal of them are cancelled
+	// immediately halfway through.
+	bareMetal, cancelBareMetal int
+	template                   int
 
 	bin         string // the provisiond binary
 	servicesSh  string // scripts/services.sh, to restart Redis
@@ -60,8 +66,11 @@ type config struct {
 	api         string // http://HTTP_ADDR
 	proxmoxSim  string // the Proxmox simulator's base URL (no /api2/json)
 	pteroSim    string
-	key         string // the chaos team's
-	platformKey string // for what only the platform may do (see client.do)
+	tenantosSim string   // the Tenantos simulator's base URL (no /api)
+	poolTags    []string // TENANTOS_POOL_TAGS: the tags of a free server
+	wipeProfile int      // TENANTOS_WIPE_PROFILE: terminations wipe with it when set
+	key         string   // the chaos team's
+	platformKey string   // for what only the platform may do (see client.do)
 	databaseURL string
 	pgPort      string
 	redisPort   string
@@ -92,6 +101,7 @@ func run() int {
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	c.vps, c.extraVMs, c.games, c.cancelVPS, c.cancelGames = 6, 2, 3, 2, 1
+	c.bareMetal, c.cancelBareMetal = 3, 1
 	if c.short {
 		if !set["jobs"] {
 			c.jobs = 80
@@ -100,6 +110,7 @@ func run() int {
 			c.duration = 60 * time.Second
 		}
 		c.vps, c.extraVMs, c.games, c.cancelVPS, c.cancelGames = 3, 1, 2, 1, 1
+		c.bareMetal, c.cancelBareMetal = 2, 1
 	}
 	c.template = 9000
 	if err := c.fromEnv(); err != nil {
@@ -154,6 +165,15 @@ func (c *config) fromEnv() error {
 	if c.pteroSim, err = need("PTERODACTYL_URL"); err != nil {
 		return err
 	}
+	if c.tenantosSim, err = need("TENANTOS_URL"); err != nil {
+		return err
+	}
+	c.tenantosSim = strings.TrimSuffix(strings.TrimSuffix(c.tenantosSim, "/"), "/api")
+	c.poolTags = []string{"For Rent"}
+	if v := os.Getenv("TENANTOS_POOL_TAGS"); v != "" {
+		c.poolTags = strings.Split(v, ",")
+	}
+	c.wipeProfile, _ = strconv.Atoi(os.Getenv("TENANTOS_WIPE_PROFILE"))
 	if c.tokenSecret, err = need("PROXMOX_TOKEN_SECRET"); err != nil {
 		return err
 	}
@@ -173,7 +193,7 @@ func (c *config) fromEnv() error {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	c.pgPort = u.Port()
-	for _, addr := range []string{redis, u.Host, c.apiAddr, hostOf(c.proxmoxSim), hostOf(c.pteroSim)} {
+	for _, addr := range []string{redis, u.Host, c.apiAddr, hostOf(c.proxmoxSim), hostOf(c.pteroSim), hostOf(c.tenantosSim)} {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil || host != "127.0.0.1" {
 			return fmt.Errorf("%q: every address must be 127.0.0.1:PORT", addr)
