@@ -103,12 +103,28 @@ func TestEveryRouteDeclaresThePermissionTheDescriptionNames(t *testing.T) {
 }
 
 // matrixFixture is what the matrix's requests name: a service of the team
-// "acme" with a rule, a job and a pending grant to someone else, and a
-// member.
+// "acme" with a rule, a job and a pending grant to someone else, a
+// bare-metal service of the same team (which the bare-metal routes name,
+// and the generic routes that serve bare metal too), and a member.
 type matrixFixture struct {
 	svc             queries.Service
+	bareMetal       queries.Service
 	rule, job       uuid.UUID
 	grant, memberID uuid.UUID
+}
+
+// bareMetalToo are the generic operations that also serve bare metal
+// (through the provider registry): the matrix sends them for the
+// bare-metal service as well.
+var bareMetalToo = map[string]bool{
+	"GET /api/services/{id}":            true,
+	"POST /api/services/{id}/action":    true,
+	"GET /api/services/{id}/status":     true,
+	"GET /api/services/{id}/traffic":    true,
+	"POST /api/services/{id}/reinstall": true,
+	"POST /api/services/{id}/rescue":    true,
+	"DELETE /api/services/{id}/rescue":  true,
+	"POST /api/services/{id}/console":   true,
 }
 
 // TestAccessMatrix sends every documented operation as every actor of
@@ -141,6 +157,13 @@ func TestAccessMatrix(t *testing.T) {
 				if got != want {
 					t.Errorf("%s %s as %s: %s (%s), want %s", op.method, op.path, name, got, detail, want)
 				}
+				if bareMetalToo[op.method+" "+op.path] {
+					bm := f
+					bm.svc = f.bareMetal
+					if got, detail := e.classify(op, bm, key); got != want {
+						t.Errorf("%s %s (bare metal) as %s: %s (%s), want %s", op.method, op.path, name, got, detail, want)
+					}
+				}
 			}
 		})
 	}
@@ -150,7 +173,7 @@ func TestAccessMatrix(t *testing.T) {
 func matrixSetup(t *testing.T, e *env, name string, a actor) (matrixFixture, string) {
 	t.Helper()
 	ctx := context.Background()
-	f := matrixFixture{svc: e.newService(e.team.ID)}
+	f := matrixFixture{svc: e.newService(e.team.ID), bareMetal: e.newBareMetalService(e.team.ID)}
 	rule, err := e.q.CreateAlertRule(ctx, queries.CreateAlertRuleParams{TeamID: e.team.ID, ServiceID: f.svc.ID, MetricType: "cpu",
 		Operator: "gt", Threshold: 90, DurationMinutes: 5, Severity: "warning", Enabled: true, MaxRules: 25})
 	if err != nil {
@@ -177,8 +200,11 @@ func matrixSetup(t *testing.T, e *env, name string, a actor) (matrixFixture, str
 	case a.Person:
 		spec.PersonID = e.member(t, team, name+"@example.test", a.Role)
 	}
-	if len(a.Grant) > 0 {
-		g, err := e.q.CreateGrant(ctx, queries.CreateGrantParams{ServiceID: f.svc.ID, Email: name + "@example.test", Permissions: a.Grant})
+	for _, svc := range []uuid.UUID{f.svc.ID, f.bareMetal.ID} {
+		if len(a.Grant) == 0 {
+			break
+		}
+		g, err := e.q.CreateGrant(ctx, queries.CreateGrantParams{ServiceID: svc, Email: name + "@example.test", Permissions: a.Grant})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,6 +298,8 @@ func (e *env) classify(op operation, f matrixFixture, key string) (string, strin
 	path := op.path
 	id := f.svc.ID.String()
 	switch {
+	case strings.HasPrefix(path, "/api/services/{id}/bare-metal"):
+		id = f.bareMetal.ID.String()
 	case strings.HasPrefix(path, "/api/jobs/{id}"):
 		id = f.job.String()
 	case strings.HasPrefix(path, "/api/permissions/{id}"):
@@ -287,6 +315,8 @@ func (e *env) classify(op operation, f matrixFixture, key string) (string, strin
 	}
 	body := map[string]string{
 		"/api/services/{id}/action":              `{"action":"start"}`,
+		"/api/services/{id}/bare-metal/power":    `{"action":"on"}`, // start
+		"/api/services/{id}/bare-metal/notes":    `{"notes":"rack 4"}`,
 		"/api/permissions":                       `{"resourceId":"` + f.svc.ID.String() + `","email":"new@example.test","permissions":["view"]}`,
 		"/api/permissions/accept":                `{"id":"` + f.grant.String() + `"}`,
 		"/api/permissions/decline":               `{"id":"` + f.grant.String() + `"}`,
@@ -331,8 +361,26 @@ func (e *env) classify(op operation, f matrixFixture, key string) (string, strin
 		return "person", detail
 	case res.StatusCode == http.StatusNotFound && slices.Contains([]string{"Service not found", "Team not found", "Job not found", "Permission not found"}, env.Error):
 		return "not_found", detail
+	case res.StatusCode == http.StatusServiceUnavailable && env.ErrorKey == "provider_unavailable":
+		// No Tenantos here: a bare-metal route that reaches the provider
+		// has got past every refusal.
+		return "allowed", detail
 	case res.StatusCode == http.StatusUnauthorized, res.StatusCode >= 500:
 		return "broken", detail
 	}
 	return "allowed", detail
+}
+
+// newBareMetalService makes an active Tenantos service of the team holding
+// server 7 (no Tenantos is configured: its live reads answer 503).
+func (e *env) newBareMetalService(team uuid.UUID) queries.Service {
+	e.t.Helper()
+	svc, err := e.q.CreateService(context.Background(), queries.CreateServiceParams{
+		TeamID: team, Name: "metal", Provider: "tenantos", ProviderRef: []byte(`{"serverId":7}`),
+		Plan: []byte(`{"tags":["For Rent"]}`), Status: "active",
+	})
+	if err != nil {
+		e.t.Fatalf("create service: %v", err)
+	}
+	return svc
 }

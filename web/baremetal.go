@@ -94,7 +94,7 @@ func (req bareMetalInstallRequest) validate() []string {
 		errs = append(errs, "userProvidedDiskLayout must be at most 65535 characters")
 	}
 	if msg := validatePassword(req.RootPassword); msg != "" {
-		errs = append(errs, "root"+msg)
+		errs = append(errs, "rootP"+strings.TrimPrefix(msg, "p")) // "rootPassword must be …"
 	}
 	if req.Hostname != "" && (len(req.Hostname) > 253 || !hostnameRE.MatchString(req.Hostname)) {
 		errs = append(errs, "hostname must be a valid host name such as web1.example.com")
