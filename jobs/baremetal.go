@@ -583,6 +583,13 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 		}
 		did = append(did, fmt.Sprintf("its installation stopped at step %d (%s)", st.Step, stepName(st)))
 	}
+	if srv.Suspended {
+		// Tenantos refuses a suspended server's installs, the wipe too.
+		none := []int{}
+		if _, err := w.Tenantos.UpdateServer(ctx, srv.ID, tenantos.ServerUpdate{SuspendUserIDs: &none, SuspendPowerAction: "none"}); err != nil {
+			return strings.Join(did, ", "), err
+		}
+	}
 	if wipe {
 		if err := w.wipe(ctx, srv.ID, ownWipe); err != nil {
 			return strings.Join(did, ", "), err

@@ -378,3 +378,20 @@ func TestBareMetalProvisionRefusedByTenantosGivesTheServerBack(t *testing.T) {
 		t.Errorf("service %s ref %s after the refused provision; want pending without a claim", svc.Status, svc.ProviderRef)
 	}
 }
+
+func TestBareMetalTerminationOfASuspendedServiceWipesAndReleasesIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newBareMetalFixture(t, 40*time.Millisecond, jobs.BareMetalPlan{})
+	f.provision(t)
+	if job := f.h.Run(ctx, f.h.Insert(jobs.PowerArgs{ServiceID: f.svc.ID, Action: "suspend"}, f.svc.ID, jobs.Request{}), 5); job.Status != jobs.StatusSucceeded {
+		t.Fatalf("suspend ended %s: %s", job.Status, job.Error)
+	}
+	f.svc = f.service(t)
+	if job := f.h.Run(ctx, terminationJob(t, f.h, f.svc), 5); job.Status != jobs.StatusSucceeded {
+		t.Fatalf("termination ended %s: %s", job.Status, job.Error)
+	}
+	if m := f.server(t, 1); !inPool(m) || len(m.SuspendedUserIDs) > 0 || m.OS != "" {
+		t.Errorf("server after the termination of a suspended service: %+v; want it wiped, unsuspended and in the pool", m)
+	}
+}
