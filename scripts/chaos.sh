@@ -87,11 +87,10 @@ export PTERODACTYL_APPLICATION_KEY=ptla_chaosapplicationkey00000000000000000000
 export PTERODACTYL_CLIENT_KEY=ptlc_chaosclientkey0000000000000000000000000
 # Bare metal: the Tenantos simulator takes TENANTOS_KEY, the fleet sends
 # TENANTOS_API_KEY; free servers carry "For Rent". A terminated service's
-# server goes back to the pool unwiped: with a wipe profile
-# (CHAOS_TENANTOS_WIPE_PROFILE=20, the simulator's disk wipe) the
-# termination of a cancelled, hence suspended, service fails, as the wipe
-# is asked for before the suspension is lifted and Tenantos refuses to
-# install a suspended server (403).
+# server goes back to the pool unwiped unless CHAOS_TENANTOS_WIPE_PROFILE
+# is set (20: the simulator's disk wipe). Not by default yet: a termination
+# retried after its wipe ended (a later call of its release failed) wipes
+# the server again, which invariant 8 reports as an install started twice.
 export TENANTOS_KEY=chaos-tenantos-key TENANTOS_API_KEY=chaos-tenantos-key
 export TENANTOS_URL="http://$TENANTOS_SIM_ADDR" TENANTOS_POLL_INTERVAL=200ms TENANTOS_REQUEST_TIMEOUT=10s
 export TENANTOS_POOL_TAGS="For Rent"
