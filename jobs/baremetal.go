@@ -553,7 +553,7 @@ func (w *BareMetalWorkers) provisionStopped(ctx context.Context, job *Job[BareMe
 	if serr != nil {
 		return stop(fmt.Sprintf("server %d could not be read (%s); cancel the service to give it back", ref.ServerID, failure.UserMessage(serr)))
 	}
-	cond, rerr := w.release(ctx, job.Service, srv, false)
+	cond, rerr := w.release(ctx, job.Service, srv, nil)
 	if rerr != nil {
 		return stop(fmt.Sprintf("server %d: %s; giving it back failed: %s", ref.ServerID, cond, failure.UserMessage(rerr)))
 	}
@@ -565,18 +565,26 @@ func (w *BareMetalWorkers) provisionStopped(ctx context.Context, job *Job[BareMe
 
 // release stops whatever the server runs for the service, powers it off,
 // removes the addresses assigned for the service and gives the server back
-// to the pool without the service's mark; wipe runs the wipe profile
-// first when one is configured. It returns what it did. The mark goes
-// last, so that an interrupted release still finds the server its own.
-func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, srv tenantos.Server, wipe bool) (string, error) {
+// to the pool without the service's mark; with wipe (the step's run) it
+// runs the wipe profile first when one is configured. It returns what it
+// did. The mark goes last, so that an interrupted release still finds the
+// server its own.
+func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, srv tenantos.Server, wipe *Run) (string, error) {
 	var did []string
 	st, err := w.Tenantos.InstallStatus(ctx, srv.ID)
 	if err != nil {
 		return "", err
 	}
-	wipe = wipe && w.WipeProfile > 0
-	// A wipe an interrupted release started is followed, not stopped.
-	ownWipe := wipe && st.Running && st.ProfileID == w.WipeProfile
+	// A wipe this step asked for (running or ended) is followed, not
+	// stopped or asked for again; see startInstall.
+	var before installSig
+	asked := false
+	if wipe != nil && w.WipeProfile > 0 {
+		if asked, err = wipe.Recall("wipe", &before); err != nil {
+			return "", err
+		}
+	}
+	ownWipe := asked && sigOf(st) != before && st.ProfileID == w.WipeProfile
 	if (st.Running && !ownWipe) || srv.RescueBootRunning {
 		if err := w.Tenantos.StopReinstallation(ctx, srv.ID, true); err != nil {
 			return "", err
@@ -590,8 +598,8 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 			return strings.Join(did, ", "), err
 		}
 	}
-	if wipe {
-		if err := w.wipe(ctx, srv.ID, ownWipe); err != nil {
+	if wipe != nil && w.WipeProfile > 0 {
+		if err := w.wipe(ctx, wipe, srv.ID, ownWipe); err != nil {
 			return strings.Join(did, ", "), err
 		}
 		did = append(did, "its disks wiped")
@@ -637,10 +645,19 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 	return strings.Join(append(did, "back in the pool"), ", "), nil
 }
 
-// wipe runs the wipe profile on the server, unless it runs already
-// (running), and waits for it to end.
-func (w *BareMetalWorkers) wipe(ctx context.Context, id int, running bool) error {
-	if !running {
+// wipe runs the wipe profile on the server, unless this step asked for it
+// already (own), and waits for it to end. What Tenantos showed before the
+// request is remembered first, as startInstall does, so that a retry after
+// a lost answer adopts the wipe rather than asking twice.
+func (w *BareMetalWorkers) wipe(ctx context.Context, run *Run, id int, own bool) error {
+	if !own {
+		st, err := w.Tenantos.InstallStatus(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := run.Remember(ctx, "wipe", sigOf(st)); err != nil {
+			return err
+		}
 		if err := w.Tenantos.StartReinstallation(ctx, id, tenantos.Reinstallation{ProfileID: w.WipeProfile}); err != nil {
 			return err
 		}

@@ -395,3 +395,21 @@ func TestBareMetalTerminationOfASuspendedServiceWipesAndReleasesIt(t *testing.T)
 		t.Errorf("server after the termination of a suspended service: %+v; want it wiped, unsuspended and in the pool", m)
 	}
 }
+
+func TestBareMetalTerminationRetriedAfterItsWipeDoesNotWipeTwice(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newBareMetalFixture(t, 40*time.Millisecond, jobs.BareMetalPlan{})
+	f.provision(t)
+	// The wipe runs; the release's last write fails, and the step is retried.
+	f.panel.Inject(simkit.Fault{Op: "servers.update", Status: 500, Times: 1})
+	if job := f.h.Run(ctx, terminationJob(t, f.h, f.svc), 5); job.Status != jobs.StatusSucceeded {
+		t.Fatalf("termination ended %s: %s", job.Status, job.Error)
+	}
+	if n := f.panel.CountInstalls(1); n != 2 {
+		t.Errorf("%d installs on server 1, want 2: the provision's and one wipe", n)
+	}
+	if m := f.server(t, 1); !inPool(m) {
+		t.Errorf("server after the termination: %+v; want it in the pool", m)
+	}
+}

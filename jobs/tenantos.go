@@ -146,7 +146,7 @@ func (w *BareMetalWorkers) Terminate(ctx context.Context, job *Job[TerminationAr
 			if err != nil {
 				return err
 			}
-			did, err := w.release(ctx, svc, srv, true)
+			did, err := w.release(ctx, svc, srv, job.Run)
 			if err == nil {
 				job.Log.Info("server returned to the pool", "server", srv.ID, "done", did)
 			}
@@ -233,7 +233,7 @@ func (w *BareMetalWorkers) Marked(ctx context.Context, log *slog.Logger) ([]Mark
 				if mark, _ := markOf(now); mark != id {
 					return fmt.Errorf("server %d no longer carries the mark of service %s", srv.ID, id)
 				}
-				_, err = w.release(ctx, &queries.Service{ID: id, Provider: tenantos.Provider, Plan: []byte("{}")}, now, false)
+				_, err = w.release(ctx, &queries.Service{ID: id, Provider: tenantos.Provider, Plan: []byte("{}")}, now, nil)
 				return err
 			},
 		})

@@ -11,7 +11,7 @@
 #   scripts/chaos.sh [chaos flags]      # a full run, a few minutes
 #   CHAOS_SHORT=1 scripts/chaos.sh      # a short run, about 2 minutes
 #   CHAOS_KEEP=1 scripts/chaos.sh       # keep the database afterwards, to look into a failure
-#   CHAOS_TENANTOS_WIPE_PROFILE=20 scripts/chaos.sh   # terminations wipe bare metal first
+#   CHAOS_TENANTOS_WIPE_PROFILE=0 scripts/chaos.sh    # terminations give bare metal back unwiped
 #
 # Every process listens on 127.0.0.1 only. Logs stay in .run/chaos-logs.
 set -euo pipefail
@@ -87,14 +87,12 @@ export PTERODACTYL_APPLICATION_KEY=ptla_chaosapplicationkey00000000000000000000
 export PTERODACTYL_CLIENT_KEY=ptlc_chaosclientkey0000000000000000000000000
 # Bare metal: the Tenantos simulator takes TENANTOS_KEY, the fleet sends
 # TENANTOS_API_KEY; free servers carry "For Rent". A terminated service's
-# server goes back to the pool unwiped unless CHAOS_TENANTOS_WIPE_PROFILE
-# is set (20: the simulator's disk wipe). Not by default yet: a termination
-# retried after its wipe ended (a later call of its release failed) wipes
-# the server again, which invariant 8 reports as an install started twice.
+# server is wiped with CHAOS_TENANTOS_WIPE_PROFILE (default 20, the
+# simulator's disk wipe; 0 gives it back unwiped) before the pool has it.
 export TENANTOS_KEY=chaos-tenantos-key TENANTOS_API_KEY=chaos-tenantos-key
 export TENANTOS_URL="http://$TENANTOS_SIM_ADDR" TENANTOS_POLL_INTERVAL=200ms TENANTOS_REQUEST_TIMEOUT=10s
 export TENANTOS_POOL_TAGS="For Rent"
-if [ -n "${CHAOS_TENANTOS_WIPE_PROFILE:-}" ]; then export TENANTOS_WIPE_PROFILE=$CHAOS_TENANTOS_WIPE_PROFILE; fi
+export TENANTOS_WIPE_PROFILE=${CHAOS_TENANTOS_WIPE_PROFILE:-20}
 export SIM_SEED=${CHAOS_SIM_SEED:-7} SIM_TASK_DURATION=300ms
 export SWEEP_INTERVAL=5s SWEEP_GRACE=15s RECONCILE_INTERVAL=30s CANCEL_GRACE=20s ORPHAN_GRACE=24h
 export API_RATE_LIMIT=100000 JOB_RETRY_BASE=1s JOB_RETRY_MAX=10s
