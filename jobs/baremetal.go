@@ -192,21 +192,35 @@ type BareMetalWorkers struct {
 
 func (w *BareMetalWorkers) pollInterval() time.Duration { return cmp.Or(w.PollInterval, 5*time.Second) }
 
+// poolTags are the tags a server must carry to be taken: the provider's
+// pool, narrowed by the plan's tags (a location, a hardware class). A plan
+// never widens the pool: servers outside it are other customers'.
 func (w *BareMetalWorkers) poolTags(plan BareMetalPlan) []string {
-	if len(plan.Tags) > 0 {
-		return plan.Tags
+	tags := slices.Clone(w.PoolTags)
+	if len(tags) == 0 {
+		tags = []string{"For Rent"}
 	}
-	if len(w.PoolTags) > 0 {
-		return w.PoolTags
+	for _, t := range plan.Tags {
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
 	}
-	return []string{"For Rent"}
+	return tags
 }
+
+// pool are the provider's own pool tags, which a server loses when it is
+// taken and gets back when it returns.
+func (w *BareMetalWorkers) pool() []string { return w.poolTags(BareMetalPlan{}) }
 
 // notOwn is the error of a job or read that found the service's server
 // gone or not its own: nothing was changed, and the service needs repair.
-func notOwn(op, msg string) error {
-	return &failure.Error{Class: failure.Permanent, Provider: tenantos.Provider, Op: op, Message: msg, Err: ErrNeedsRepair}
+func notOwn(op, msg string, err error) error {
+	return &failure.Error{Class: failure.Permanent, Provider: tenantos.Provider, Op: op, Message: msg, Err: err}
 }
+
+// errServerGone is wrapped by notOwn's error for a server Tenantos no
+// longer has; it wraps ErrNeedsRepair.
+var errServerGone = fmt.Errorf("the server is gone: %w", ErrNeedsRepair)
 
 // ownServer reads the service's server and checks that it carries the
 // service's mark.
@@ -217,13 +231,13 @@ func (w *BareMetalWorkers) ownServer(ctx context.Context, svc *queries.Service) 
 	}
 	srv, err := w.Tenantos.Server(ctx, ref.ServerID)
 	if errors.Is(err, tenantos.ErrNotFound) {
-		return srv, notOwn("verify", fmt.Sprintf("server %d no longer exists at Tenantos; nothing was changed", ref.ServerID))
+		return srv, notOwn("verify", fmt.Sprintf("server %d no longer exists at Tenantos; nothing was changed", ref.ServerID), errServerGone)
 	}
 	if err != nil {
 		return srv, err
 	}
 	if id, _ := markOf(srv); id != svc.ID {
-		return srv, notOwn("verify", fmt.Sprintf("server %d does not carry this service's mark; nothing was changed", ref.ServerID))
+		return srv, notOwn("verify", fmt.Sprintf("server %d does not carry this service's mark (the tag %s); nothing was changed", ref.ServerID, ServiceMark(svc.ID)), ErrNeedsRepair)
 	}
 	return srv, nil
 }
@@ -250,7 +264,7 @@ func (w *BareMetalWorkers) Provision(ctx context.Context, job *Job[BareMetalProv
 		Step{"mark", func(ctx context.Context) error { return w.mark(ctx, svc, plan) }},
 		Step{"ips", func(ctx context.Context) error { return w.assignIPs(ctx, svc, plan) }},
 		Step{"install", func(ctx context.Context) error {
-			return w.startInstall(ctx, job.Run, svc, job.Args.Install, secrets.Password)
+			return w.startInstall(ctx, job.Run, svc, job.Args.Install, secrets.Password, false)
 		}},
 		Step{"wait", func(ctx context.Context) error {
 			_, err := w.followInstall(ctx, job.Run, svc, job.Args.Install.ProfileID, true)
@@ -303,7 +317,7 @@ func (w *BareMetalWorkers) claim(ctx context.Context, run *Run, svc *queries.Ser
 		if id, marked := markOf(srv); marked && id != svc.ID {
 			continue
 		}
-		if srv.ReinstallationRunning || srv.DiskWipeRunning {
+		if !containsAll(srv.Tags, w.poolTags(plan)) || srv.Suspended || srv.ReinstallationRunning || srv.DiskWipeRunning {
 			continue
 		}
 		n, err := w.Queries.ClaimTenantosServer(ctx, queries.ClaimTenantosServerParams{ID: svc.ID, ServerID: int32(srv.ID)})
@@ -322,11 +336,20 @@ func (w *BareMetalWorkers) claim(ctx context.Context, run *Run, svc *queries.Ser
 		return nil
 	}
 	if plan.ServerID > 0 {
-		return permanent("claim", fmt.Sprintf("server %d is another service's or busy installing", plan.ServerID))
+		return permanent("claim", fmt.Sprintf("server %d is not free: it is not in the pool (tags %q), is another service's, suspended or installing", plan.ServerID, w.poolTags(plan)))
 	}
 	// The pool may fill again (a termination gives a server back).
 	return &failure.Error{Class: failure.Transient, Provider: tenantos.Provider, Op: "claim", RetryAfter: time.Minute,
 		Message: fmt.Sprintf("no free server has the tags %q", w.poolTags(plan))}
+}
+
+func containsAll(have, want []string) bool {
+	for _, t := range want {
+		if !slices.Contains(have, t) {
+			return false
+		}
+	}
+	return true
 }
 
 // mark tags the claimed server as the service's, out of the pool, and
@@ -345,7 +368,7 @@ func (w *BareMetalWorkers) mark(ctx context.Context, svc *queries.Service, plan 
 	}
 	tags := []string{ServiceMark(svc.ID)}
 	for _, t := range srv.Tags {
-		if !slices.Contains(w.poolTags(plan), t) && !strings.HasPrefix(t, markPrefix) {
+		if !slices.Contains(w.pool(), t) && !strings.HasPrefix(t, markPrefix) {
 			tags = append(tags, t)
 		}
 	}
@@ -389,15 +412,51 @@ func (w *BareMetalWorkers) assignIPs(ctx context.Context, svc *queries.Service, 
 	return nil
 }
 
-// installSig identifies an install at Tenantos: its profile and when its
-// first phase began.
+// checkProfile refuses a profile the server does not offer, one of the
+// other kind (a rescue system for an install, or the reverse) and the
+// fleet's wipe profile: each would leave the server in a state the job
+// does not expect.
+func (w *BareMetalWorkers) checkProfile(ctx context.Context, serverID, profileID int, rescue bool) error {
+	ps, err := w.Tenantos.Profiles(ctx, serverID)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(ps, func(p tenantos.Profile) bool { return p.ID == profileID })
+	switch {
+	case i < 0 || (w.WipeProfile > 0 && profileID == w.WipeProfile):
+		return permanent("install", fmt.Sprintf("server %d offers no profile %d", serverID, profileID))
+	case ps[i].Rescue != rescue && rescue:
+		return permanent("install", fmt.Sprintf("profile %d (%s) is not a rescue system", profileID, ps[i].Name))
+	case ps[i].Rescue != rescue:
+		return permanent("install", fmt.Sprintf("profile %d (%s) is a rescue system, not an installation", profileID, ps[i].Name))
+	}
+	return nil
+}
+
+// installSig identifies an install at Tenantos: its profile, when its
+// first phase began (Tenantos says it to the second) and how it stands.
+// The install a step asked for differs from the one Tenantos showed before
+// in one of them: a new install runs, or ended otherwise, or began later.
 type installSig struct {
 	ProfileID int       `json:"profileId"`
 	Started   time.Time `json:"started"`
+	Step      int       `json:"step"`
+	State     string    `json:"state"`
 }
 
 func sigOf(st tenantos.InstallStatus) installSig {
-	return installSig{ProfileID: st.ProfileID, Started: st.Started().UTC()}
+	state := "none"
+	switch {
+	case st.Running:
+		state = "running"
+	case st.Completed:
+		state = "completed"
+	case st.Failed:
+		state = "failed"
+	case st.Cancelled:
+		state = "cancelled"
+	}
+	return installSig{ProfileID: st.ProfileID, Started: st.Started().UTC(), Step: st.Step, State: state}
 }
 
 // startInstall starts a reinstallation once per step. Before asking, it
@@ -405,7 +464,7 @@ func sigOf(st tenantos.InstallStatus) installSig {
 // another one (of the profile asked for) knows its request took, and
 // adopts that install and no other; one that finds the same knows it did
 // not, and asks again.
-func (w *BareMetalWorkers) startInstall(ctx context.Context, run *Run, svc *queries.Service, in BareMetalInstall, password string) error {
+func (w *BareMetalWorkers) startInstall(ctx context.Context, run *Run, svc *queries.Service, in BareMetalInstall, password string, rescue bool) error {
 	srv, err := w.ownServer(ctx, svc)
 	if err != nil {
 		return err
@@ -421,29 +480,39 @@ func (w *BareMetalWorkers) startInstall(ctx context.Context, run *Run, svc *quer
 	}
 	if asked && sigOf(st) != before && st.ProfileID == in.ProfileID {
 		run.log.Info("adopting the installation this step started", "server", srv.ID, "profile", in.ProfileID)
-		return nil
+		return run.Set(ctx, "installBefore", before)
 	}
 	if st.Running {
 		return &failure.Error{Class: failure.Transient, Provider: tenantos.Provider, Op: "install", RetryAfter: time.Minute,
 			Message: fmt.Sprintf("another installation (profile %d) is running on server %d", st.ProfileID, srv.ID)}
 	}
+	if err := w.checkProfile(ctx, srv.ID, in.ProfileID, rescue); err != nil {
+		return err
+	}
 	if !asked {
-		if err := run.Remember(ctx, "before", sigOf(st)); err != nil {
+		before = sigOf(st)
+		if err := run.Remember(ctx, "before", before); err != nil {
 			return err
 		}
 	}
-	return w.Tenantos.StartReinstallation(ctx, srv.ID, tenantos.Reinstallation{
+	if err := w.Tenantos.StartReinstallation(ctx, srv.ID, tenantos.Reinstallation{
 		ProfileID: in.ProfileID, DiskLayoutID: in.DiskLayoutID, UserProvidedDiskLayout: in.UserProvidedDiskLayout,
 		RootPassword: password, Hostname: in.Hostname, SSHKeys: in.SSHKeys, RunScripts: in.RunScripts,
 		ConfigureAllIPv4: in.ConfigureAllIPv4, ConfigureAllIPv6: in.ConfigureAllIPv6, InstallPowerAction: in.InstallPowerAction,
-	})
+	}); err != nil {
+		return err
+	}
+	// The install that follows is the first Tenantos shows after this one.
+	return run.Set(ctx, "installBefore", before)
 }
 
-// followInstall waits until the install of profile ends, recording each
-// phase Tenantos reports in the job's log (once, across attempts). A
-// failed install fails the job in Tenantos' words; one stopped at Tenantos
-// fails it too. An OS install that does not finish leaves the service
-// needing repair (a reinstall).
+// followInstall waits until the install of profile this job started ends,
+// recording each phase Tenantos reports in the job's log (once, across
+// attempts). It succeeds only on an install Tenantos reports completed, on
+// a server still the service's. A failed install fails the job in
+// Tenantos' words; one stopped at Tenantos, replaced by another, or no
+// longer shown at all (Tenantos lost it) fails it too. An OS install that
+// does not finish leaves the service needing repair (a reinstall).
 func (w *BareMetalWorkers) followInstall(ctx context.Context, run *Run, svc *queries.Service, profile int, osInstall bool) (tenantos.InstallStatus, error) {
 	ref, err := TenantosRef(svc)
 	if err != nil {
@@ -453,13 +522,20 @@ func (w *BareMetalWorkers) followInstall(ctx context.Context, run *Run, svc *que
 	if _, err := run.Recall("logged", &logged); err != nil {
 		return tenantos.InstallStatus{}, err
 	}
+	var before installSig
+	if _, err := run.Get("installBefore", &before); err != nil {
+		return tenantos.InstallStatus{}, err
+	}
 	var st tenantos.InstallStatus
 	err = poll(ctx, w.pollInterval(), func(ctx context.Context) (bool, error) {
 		if st, err = w.Tenantos.InstallStatus(ctx, ref.ServerID); err != nil {
 			return false, err
 		}
-		if st.ProfileID != profile && st.ProfileID != 0 {
-			return false, permanent("install", fmt.Sprintf("Tenantos shows an installation of profile %d, not %d: another installation replaced this one", st.ProfileID, profile))
+		switch {
+		case st.Running && st.ProfileID != profile:
+			return false, installEnded("install", fmt.Sprintf("Tenantos shows an installation of profile %d, not %d: another installation replaced this one", st.ProfileID, profile), osInstall)
+		case st.ProfileID != profile || sigOf(st) == before:
+			return false, installEnded("install", fmt.Sprintf("Tenantos no longer shows the installation of profile %d this job started on server %d", profile, ref.ServerID), osInstall)
 		}
 		if n := len(st.Steps); n > logged {
 			for _, s := range st.Steps[logged:] {
@@ -483,6 +559,11 @@ func (w *BareMetalWorkers) followInstall(ctx context.Context, run *Run, svc *que
 		return st, installEnded("install", fmt.Sprintf("Tenantos: %s (at step %d: %s)", msg, st.Step, stepName(st)), osInstall)
 	case st.Cancelled:
 		return st, installEnded("install", fmt.Sprintf("the installation was stopped at Tenantos at step %d (%s)", st.Step, stepName(st)), osInstall)
+	case !st.Completed:
+		return st, installEnded("install", fmt.Sprintf("Tenantos reports the installation of profile %d ended without completing it", profile), osInstall)
+	}
+	if _, err := w.ownServer(ctx, svc); err != nil {
+		return st, err
 	}
 	return st, nil
 }
@@ -625,17 +706,13 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 	if removed > 0 {
 		did = append(did, fmt.Sprintf("%d address(es) removed", removed))
 	}
-	tags := slices.Clone(w.poolTags(BareMetalPlan{}))
-	if plan, err := BareMetalPlanOf(svc); err == nil {
-		tags = slices.Clone(w.poolTags(plan))
-	}
+	tags := w.pool()
 	for _, t := range srv.Tags {
 		if !strings.HasPrefix(t, markPrefix) && !slices.Contains(tags, t) {
 			tags = append(tags, t)
 		}
 	}
-	none := []int{}
-	u := tenantos.ServerUpdate{Tags: &tags, SuspendUserIDs: &none, Hostname: &srv.ServerName}
+	u := tenantos.ServerUpdate{Tags: &tags}
 	if w.PoolUser > 0 {
 		u.UserID = &w.PoolUser
 	}
@@ -706,7 +783,7 @@ func (w *BareMetalWorkers) Reinstall(ctx context.Context, job *Job[BareMetalRein
 	}
 	in := job.Args.Install
 	err := job.Steps(ctx,
-		Step{"install", func(ctx context.Context) error { return w.startInstall(ctx, job.Run, svc, in, secrets.Password) }},
+		Step{"install", func(ctx context.Context) error { return w.startInstall(ctx, job.Run, svc, in, secrets.Password, false) }},
 		Step{"wait", func(ctx context.Context) error {
 			_, err := w.followInstall(ctx, job.Run, svc, in.ProfileID, true)
 			return err
@@ -832,7 +909,7 @@ func (w *BareMetalWorkers) Rescue(ctx context.Context, job *Job[BareMetalRescueA
 			if _, err := job.GetSecret("password", &secrets); err != nil {
 				return err
 			}
-			return w.startInstall(ctx, job.Run, svc, in, secrets.Password)
+			return w.startInstall(ctx, job.Run, svc, in, secrets.Password, true)
 		}},
 		Step{"boot", func(ctx context.Context) error {
 			if _, err := w.followInstall(ctx, job.Run, svc, in.ProfileID, false); err != nil {

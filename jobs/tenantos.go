@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/tenantos"
 	"github.com/hostfleet/provisiond/queries"
 )
@@ -162,20 +163,22 @@ func (w *BareMetalWorkers) Terminate(ctx context.Context, job *Job[TerminationAr
 // Verify implements Verifier: the server must exist, carry the service's
 // mark, be suspended as the service is, and have ended its last install
 // well; the recorded power state follows the server's.
-func (w *BareMetalWorkers) Verify(ctx context.Context, svc *queries.Service, _ *slog.Logger) ([]Drift, error) {
+func (w *BareMetalWorkers) Verify(ctx context.Context, svc *queries.Service, log *slog.Logger) ([]Drift, error) {
 	ref, err := TenantosRef(svc)
-	if err != nil {
-		return nil, nil
+	if err != nil || svc.Status == "pending" {
+		return nil, nil // no server held for good yet: nothing to compare
 	}
-	srv, err := w.Tenantos.Server(ctx, ref.ServerID)
+	// A server gone or not the service's marks the service needs_repair.
+	srv, err := w.serviceServer(ctx, svc, log)
 	switch {
-	case errors.Is(err, tenantos.ErrNotFound):
-		return []Drift{{Kind: DriftMissing, Detail: fmt.Sprintf("server %d no longer exists at Tenantos; terminate the service or order it again", ref.ServerID)}}, nil
+	case errors.Is(err, ErrServiceBusy):
+		return nil, nil // a job is changing it: the next round looks
+	case errors.Is(err, errServerGone):
+		return []Drift{{Kind: DriftMissing, Detail: failure.UserMessage(err)}}, nil
+	case errors.Is(err, ErrNeedsRepair):
+		return []Drift{{Kind: DriftForeign, Detail: failure.UserMessage(err)}}, nil
 	case err != nil:
 		return nil, err
-	}
-	if id, _ := markOf(srv); id != svc.ID {
-		return []Drift{{Kind: DriftForeign, Detail: fmt.Sprintf("server %d does not carry this service's mark; nothing was changed", ref.ServerID)}}, nil
 	}
 	var drift []Drift
 	switch {

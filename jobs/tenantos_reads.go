@@ -165,7 +165,12 @@ func (w *BareMetalWorkers) Profiles(ctx context.Context, svc *queries.Service, l
 	if err != nil {
 		return nil, err
 	}
-	ps, err := w.Tenantos.Profiles(ctx, srv.ID)
+	return w.profilesOf(ctx, srv.ID)
+}
+
+// profilesOf lists the profiles a server offers customers.
+func (w *BareMetalWorkers) profilesOf(ctx context.Context, serverID int) ([]BareMetalProfile, error) {
+	ps, err := w.Tenantos.Profiles(ctx, serverID)
 	if err != nil {
 		return nil, err
 	}
@@ -198,13 +203,43 @@ func (w *BareMetalWorkers) CheckInstall(ctx context.Context, svc *queries.Servic
 	if err != nil {
 		return nil, err
 	}
+	return checkInstall(profiles, in, hasPassword, rescue), nil
+}
+
+// CheckOrder checks a new service's install as CheckInstall does, against
+// the profiles of the server the plan names or of the first free one of
+// its pool; with none free it cannot tell, and the provision checks it.
+func (w *BareMetalWorkers) CheckOrder(ctx context.Context, plan BareMetalPlan, in BareMetalInstall, hasPassword bool) ([]string, error) {
+	id := plan.ServerID
+	if id == 0 {
+		free, err := w.Tenantos.ServersByTags(ctx, w.poolTags(plan))
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(free, func(s tenantos.Server) bool { _, marked := markOf(s); return !marked })
+		if i < 0 {
+			return nil, nil
+		}
+		id = free[i].ID
+	}
+	profiles, err := w.profilesOf(ctx, id)
+	if errors.Is(err, tenantos.ErrNotFound) {
+		return []string{fmt.Sprintf("plan.serverId: Tenantos has no server %d", id)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return checkInstall(profiles, in, hasPassword, false), nil
+}
+
+func checkInstall(profiles []BareMetalProfile, in BareMetalInstall, hasPassword, rescue bool) []string {
 	i := slices.IndexFunc(profiles, func(p BareMetalProfile) bool { return p.ID == in.ProfileID && p.Rescue == rescue })
 	if i < 0 {
 		what := "an installable profile"
 		if rescue {
 			what = "a rescue profile"
 		}
-		return []string{fmt.Sprintf("profileId must name %s of this server (GET /api/services/{id}/bare-metal/profiles lists them)", what)}, nil
+		return []string{fmt.Sprintf("profileId must name %s of this server (GET /api/services/{id}/bare-metal/profiles lists them)", what)}
 	}
 	p := profiles[i]
 	var errs []string
@@ -226,7 +261,7 @@ func (w *BareMetalWorkers) CheckInstall(ctx context.Context, svc *queries.Servic
 	if !p.SSHKeys && len(in.SSHKeys) > 0 {
 		errs = append(errs, "this profile takes no sshKeys")
 	}
-	return errs, nil
+	return errs
 }
 
 // BareMetalStatus is a bare-metal service's live state.

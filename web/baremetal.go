@@ -143,7 +143,7 @@ func validateBareMetalPlan(p jobs.BareMetalPlan) []string {
 		if err == nil && addr.Is6() {
 			bits = 128
 		}
-		if err != nil || addr.Zone() != "" || ip.CIDR < 0 || ip.CIDR > bits {
+		if err != nil || addr.Zone() != "" || addr.Is4In6() || ip.CIDR < 0 || ip.CIDR > bits {
 			errs = append(errs, fmt.Sprintf("plan.ips[%d] must be an IP address with a prefix length (cidr) that fits it", i))
 		}
 		if ip.Gateway != "" {
@@ -156,8 +156,8 @@ func validateBareMetalPlan(p jobs.BareMetalPlan) []string {
 }
 
 // createBareMetalService creates a pending bare-metal service and its
-// provision job. The install is checked against the profiles when the
-// server is known (plan.serverId); from the pool, Tenantos checks it.
+// provision job. The install is checked against the profiles of the server
+// the plan names, or of a free one of its pool.
 func (s *Server) createBareMetalService(w http.ResponseWriter, r *http.Request, body []byte) error {
 	var req bareMetalServiceRequest
 	if aerr := decodeJSON(body, &req); aerr != nil {
@@ -190,8 +190,13 @@ func (s *Server) createBareMetalService(w http.ResponseWriter, r *http.Request, 
 	if s.BareMetal == nil {
 		return providerMissing(jobs.ProviderTenantos)
 	}
-	plan, _ := json.Marshal(req.Plan)
 	in, secrets := req.bareMetalInstallRequest.install()
+	if errs, err := s.BareMetal.CheckOrder(r.Context(), *req.Plan, in, req.RootPassword != ""); err != nil {
+		return providerError(err)
+	} else if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	plan, _ := json.Marshal(req.Plan)
 	return s.createWithJob(w, r, queries.CreateServiceParams{
 		TeamID: team, Name: req.Name, Provider: jobs.ProviderTenantos, Location: req.Location,
 		ProviderRef: []byte("{}"), Plan: plan, Status: "pending", BillingPeriodEnd: end,
@@ -480,8 +485,18 @@ func (s *Server) bareMetalStats(w http.ResponseWriter, r *http.Request) error {
 		}
 		*f.dst = t
 	}
-	if !q.From.IsZero() && !q.To.IsZero() && (q.To.Before(q.From) || q.To.Sub(q.From) > 400*24*time.Hour) {
-		errs = append(errs, "payload.to must follow payload.from, at most 400 days later")
+	// Tenantos computes a point per interval of the range: the range is
+	// bounded on both sides, whichever it names.
+	now := time.Now()
+	earliest, latest := now.AddDate(0, 0, -400), now.Add(24*time.Hour)
+	for _, t := range []time.Time{q.From, q.To} {
+		if !t.IsZero() && (t.Before(earliest) || t.After(latest)) {
+			errs = append(errs, "payload.from and payload.to must lie within the last 400 days")
+			break
+		}
+	}
+	if !q.From.IsZero() && !q.To.IsZero() && q.To.Before(q.From) {
+		errs = append(errs, "payload.to must follow payload.from")
 	}
 	if len(errs) > 0 {
 		return invalid(errs...)

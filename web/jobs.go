@@ -250,10 +250,24 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	taskID := job.ID.String()
 	info, err := s.Inspector.GetTaskInfo(job.Queue, taskID)
 	active := err == nil && info.State == asynq.TaskStateActive
+	if !active && job.Step != "" {
+		// Waiting between attempts with steps done: a worker must meet the
+		// cancellation, between steps, to put back or report what the job
+		// changed (a server it took, an install it started). Its task runs
+		// now; a task lost from Redis comes back with the sweeper.
+		if err == nil && info.State != asynq.TaskStatePending {
+			if rerr := s.Inspector.RunTask(job.Queue, taskID); rerr != nil && !errors.Is(rerr, asynq.ErrTaskNotFound) {
+				log.Warn("could not run the cancelled job's task now", "err", rerr)
+			}
+		}
+		log.Info("job cancellation requested; a worker stops it between steps")
+		ok(w, http.StatusAccepted, "job", toJobJSON(job))
+		return nil
+	}
 	if !active {
-		// Not running now: take the task off its queue and end the job. If a
-		// worker picks the task up meanwhile, it sees the cancellation
-		// request before it does anything.
+		// Not running now, nothing done yet: take the task off its queue and
+		// end the job. If a worker picks the task up meanwhile, it sees the
+		// cancellation request before it does anything.
 		if err == nil {
 			if derr := s.Inspector.DeleteTask(job.Queue, taskID); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
 				log.Warn("could not delete the cancelled job's task", "err", derr)

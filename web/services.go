@@ -475,7 +475,8 @@ func usable(svc queries.Service) *apiError {
 func needsRepair(svc queries.Service) *apiError {
 	how := "POST /api/services/" + svc.ID.String() + "/repair starts one"
 	if svc.Provider == jobs.ProviderTenantos {
-		how = "a reinstall (POST /api/services/" + svc.ID.String() + "/bare-metal/reinstall) repairs it"
+		how = "a reinstall (POST /api/services/" + svc.ID.String() + "/bare-metal/reinstall) repairs an install that did not end; " +
+			"a server gone or without the service's mark needs the provider's operators (put the mark back) or a cancellation"
 	}
 	return &apiError{Status: http.StatusConflict, ErrorKey: "service_needs_repair",
 		Message: "Service needs repair (" + svc.RepairReason + "); " + how}

@@ -15,13 +15,13 @@ type snapshotter interface {
 }
 
 // stateful are the simulators that services in the database point into
-// (VMs, game servers): their state is what must outlive a restart of
+// (VMs, game servers, bare-metal servers): their state is what must outlive a restart of
 // `provisiond dev` for those services to stay meaningful.
 func (f *Fleet) stateful() map[string]snapshotter {
-	return map[string]snapshotter{"proxmox": f.Proxmox, "pterodactyl": f.Pterodactyl}
+	return map[string]snapshotter{"proxmox": f.Proxmox, "pterodactyl": f.Pterodactyl, "tenantos": f.Tenantos}
 }
 
-// SaveState writes the state of the Proxmox and Pterodactyl simulators to
+// SaveState writes the state of the Proxmox, Pterodactyl and Tenantos simulators to
 // dir, one JSON file each; a file is replaced whole (written aside, then
 // renamed), so a crash mid-write leaves the previous one.
 func (f *Fleet) SaveState(dir string) error {

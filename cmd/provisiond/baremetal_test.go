@@ -440,6 +440,31 @@ func TestBareMetalCancelledInstallSaysWhereItLeftTheServer(t *testing.T) {
 	})
 }
 
+// TestBareMetalProvisionCancelledWhileItWaitsGivesTheServerBack cancels a
+// provision waiting to retry its install (Tenantos asked for a minute's
+// patience) after it took and marked a server: a worker meets the
+// cancellation and gives the server back, rather than the job ending with
+// the server still taken.
+func TestBareMetalProvisionCancelledWhileItWaitsGivesTheServerBack(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, systemOpts{})
+	s.tenantos.Inject(simkit.Fault{Op: "provisioning.startReinstallation", Status: 503, RetryAfter: time.Minute})
+	_, id := s.provision(bmOrder("provision pw 7", map[string]any{"serverId": 3}))
+	jobtest.Eventually(t, 10*time.Second, "the provision to wait for its retry", func() bool {
+		return s.job(id)["status"] == "retrying" && hasMark(s.tosServer(3))
+	})
+	if status, resp := s.do("POST", "/api/jobs/"+id+"/cancel", ""); status != http.StatusAccepted {
+		t.Fatalf("cancel: %d %v; want 202, a worker stopping it", status, resp)
+	}
+	job := s.waitJob(id, 30*time.Second)
+	if job["status"] != "cancelled" || !strings.Contains(fmt.Sprint(job["error"]), "given back to the pool") {
+		t.Fatalf("provision ended %s: %v; want cancelled with the server given back", job["status"], job["error"])
+	}
+	if m := s.tosServer(3); !slices.Contains(m.Tags, "For Rent") || hasMark(m) {
+		t.Errorf("server tags %q: want \"For Rent\" back and no mark", m.Tags)
+	}
+}
+
 func TestBareMetalConsoleURLOnlyOpensFromTheBoundIPDuringTheSession(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, systemOpts{consoleTTL: time.Second, env: map[string]string{"TRUSTED_PROXIES": "127.0.0.1/32"}})

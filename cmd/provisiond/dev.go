@@ -104,7 +104,11 @@ func runDev(ctx context.Context, a *app, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	services = append(services, bm)
+	if i := slices.IndexFunc(services, func(s queries.Service) bool { return s.ID == bm.ID }); i >= 0 {
+		services[i] = bm
+	} else {
+		services = append(services, bm)
+	}
 
 	api, err := a.apiHandler(ctx)
 	if err != nil {

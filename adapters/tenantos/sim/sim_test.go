@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -972,5 +973,42 @@ func TestServersAddedOverControlEndpointAreServed(t *testing.T) {
 	res.Body.Close()
 	if srv := getServer(t, url, 50); srv.ServerName != "lab-50" || srv.CachedPowerstatus != "online" || srv.Hardware.CPU.Model == "" {
 		t.Errorf("added server = %+v", srv)
+	}
+}
+
+func TestSaveAndLoadKeepServersAndEndInstallsUnderWay(t *testing.T) {
+	s := sim.New(sim.Config{InstallDuration: time.Hour})
+	for _, m := range sim.DemoServers() {
+		s.AddServer(m)
+	}
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	req, _ := http.NewRequest("POST", ts.URL+"/api/servers/1/provisioning/startReinstallation", strings.NewReader(`{"profileId":2,"rootpassword":"longenough"}`))
+	req.Header.Set("Authorization", "Bearer tenantos-sim-key")
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("startReinstallation: %v %v", res, err)
+	}
+	res.Body.Close()
+	var buf bytes.Buffer
+	if err := s.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.Server(1); m.OS != "Debian 12" {
+		t.Errorf("the live server runs %q after Save; its install must go on", m.OS)
+	}
+	loaded := sim.New(sim.Config{})
+	if err := loaded.Load(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := loaded.Server(1); m.OS != "Ubuntu 24.04" || loaded.CountInstalls(1) != 1 {
+		t.Errorf("loaded server 1 runs %q after %d installs; want the install under way ended: Ubuntu 24.04 after 1", m.OS, loaded.CountInstalls(1))
+	}
+	if got := len(loaded.Servers()); got != len(sim.DemoServers()) {
+		t.Errorf("%d servers loaded, want %d", got, len(sim.DemoServers()))
+	}
+	if err := loaded.Load(strings.NewReader(`{"version":2,"servers":[]}`)); err == nil {
+		t.Error("a snapshot of another version was loaded")
 	}
 }
