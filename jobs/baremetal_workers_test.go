@@ -413,3 +413,74 @@ func TestBareMetalTerminationRetriedAfterItsWipeDoesNotWipeTwice(t *testing.T) {
 		t.Errorf("server after the termination: %+v; want it in the pool", m)
 	}
 }
+
+func TestBareMetalProvisionTakesOnlyFreeServersOfThePool(t *testing.T) {
+	tests := []struct {
+		name string
+		plan jobs.BareMetalPlan
+		want string
+	}{
+		{"a named server another customer rents", jobs.BareMetalPlan{ServerID: 2}, "is not free"},
+		{"a named suspended server outside the pool", jobs.BareMetalPlan{ServerID: 4}, "is not free"},
+		{"a plan naming another customer's tag", jobs.BareMetalPlan{Tags: []string{"Clients"}}, "no free server"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newBareMetalFixture(t, 40*time.Millisecond, tt.plan)
+			job := f.h.Run(context.Background(), f.provisionJob(), 1)
+			if jobs.Finished(job.Status) && job.Status != jobs.StatusFailed || !strings.Contains(job.Error, tt.want) {
+				t.Fatalf("provision %s: %q; want it refused saying %q", job.Status, job.Error, tt.want)
+			}
+			for _, id := range []int{2, 4} {
+				if m := f.server(t, id); hasAnyMark(m) || f.panel.CountInstalls(id) != 0 {
+					t.Errorf("server %d was touched: %+v", id, m)
+				}
+			}
+		})
+	}
+}
+
+func hasAnyMark(m tenantossim.Machine) bool {
+	return slices.ContainsFunc(m.Tags, func(t string) bool { return strings.HasPrefix(t, "provisiond-service:") })
+}
+
+func TestBareMetalProvisionRefusesARescueProfile(t *testing.T) {
+	t.Parallel()
+	f := newBareMetalFixture(t, 40*time.Millisecond, jobs.BareMetalPlan{})
+	job := f.h.Insert(jobs.BareMetalProvisionArgs{ServiceID: f.svc.ID, Install: jobs.BareMetalInstall{ProfileID: 10}}, f.svc.ID,
+		jobs.Request{Secrets: jobs.InstallSecrets{Password: testRootPassword}})
+	job = f.h.Run(context.Background(), job, 5)
+	if job.Status != jobs.StatusFailed || !strings.Contains(job.Error, "is a rescue system") || !strings.Contains(job.Error, "given back") {
+		t.Fatalf("provision ended %s: %q; want failed, the rescue profile refused and the server given back", job.Status, job.Error)
+	}
+	if f.panel.CountInstalls(1) != 0 || !inPool(f.server(t, 1)) {
+		t.Errorf("server 1 after the refusal: %+v, %d installs", f.server(t, 1), f.panel.CountInstalls(1))
+	}
+}
+
+func TestBareMetalInstallTenantosForgotFailsAndNeedsRepair(t *testing.T) {
+	t.Parallel()
+	f := newBareMetalFixture(t, 2*time.Second, jobs.BareMetalPlan{})
+	f.svc.Status = "active"
+	ref := []byte(`{"serverId":1}`)
+	q := queries.New(f.h.Pool)
+	if err := q.SetServiceProvisioned(context.Background(), queries.SetServiceProvisionedParams{ID: f.svc.ID, ProviderRef: ref}); err != nil {
+		t.Fatal(err)
+	}
+	m := f.server(t, 1)
+	m.Tags = []string{"provisiond-service:" + f.svc.ID.String()}
+	f.panel.AddServer(m)
+	job := f.h.Insert(jobs.BareMetalReinstallArgs{ServiceID: f.svc.ID, Install: jobs.BareMetalInstall{ProfileID: 2}}, f.svc.ID,
+		jobs.Request{Secrets: jobs.InstallSecrets{Password: testRootPassword}})
+	done := make(chan queries.Job)
+	go func() { done <- f.h.Run(context.Background(), job, 3) }()
+	jobtest.Eventually(t, 10*time.Second, "the install to run", func() bool { return f.panel.CountInstalls(1) == 1 })
+	f.panel.AddServer(f.server(t, 1)) // Tenantos forgets the install under way
+	if job = <-done; job.Status != jobs.StatusFailed || !strings.Contains(job.Error, "no longer shows the installation") {
+		t.Fatalf("reinstall ended %s: %q; want failed, the install lost", job.Status, job.Error)
+	}
+	if svc := f.service(t); svc.Status != "needs_repair" {
+		t.Errorf("service %s after Tenantos lost its install; want needs_repair", svc.Status)
+	}
+}
