@@ -54,13 +54,8 @@ func (s *Server) liveBareMetal(r *http.Request) (queries.Service, error) {
 // bareMetalServiceRequest orders a dedicated server: one taken from the
 // pool (or the one plan.serverId names) and installed.
 type bareMetalServiceRequest struct {
-	// TeamID is the team the service is for (see Server.newServiceTeam).
-	TeamID           string              `json:"teamId"`
-	Name             string              `json:"name"`
-	Provider         string              `json:"provider"`
-	Location         string              `json:"location"`
-	BillingPeriodEnd string              `json:"billingPeriodEnd"`
-	Plan             *jobs.BareMetalPlan `json:"plan"`
+	serviceOrder
+	Plan *jobs.BareMetalPlan `json:"plan"`
 	bareMetalInstallRequest
 }
 
@@ -164,26 +159,14 @@ func (s *Server) createBareMetalService(w http.ResponseWriter, r *http.Request, 
 		return aerr
 	}
 	team, errs := s.newServiceTeam(r, req.TeamID)
-	if req.Name == "" || len(req.Name) > 100 {
-		errs = append(errs, "name is required and must be at most 100 characters")
-	}
-	if len(req.Location) > 64 {
-		errs = append(errs, "location must be at most 64 characters")
-	}
+	end, oerrs := req.serviceOrder.validate()
+	errs = append(errs, oerrs...)
 	if req.Plan == nil {
 		errs = append(errs, "plan is required")
 	} else {
 		errs = append(errs, validateBareMetalPlan(*req.Plan)...)
 	}
 	errs = append(errs, req.bareMetalInstallRequest.validate()...)
-	var end *time.Time
-	if req.BillingPeriodEnd != "" {
-		t, err := time.Parse(time.RFC3339, req.BillingPeriodEnd)
-		if err != nil {
-			errs = append(errs, "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
-		}
-		end = &t
-	}
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/hostfleet/provisiond/jobs"
@@ -52,13 +51,8 @@ func (s *Server) gameService(r *http.Request) (queries.Service, error) {
 
 // gameServiceRequest orders a game server.
 type gameServiceRequest struct {
-	// TeamID is the team the service is for (see Server.newServiceTeam).
-	TeamID           string         `json:"teamId"`
-	Name             string         `json:"name"`
-	Provider         string         `json:"provider"`
-	Location         string         `json:"location"`
-	BillingPeriodEnd string         `json:"billingPeriodEnd"`
-	Plan             *jobs.GamePlan `json:"plan"`
+	serviceOrder
+	Plan *jobs.GamePlan `json:"plan"`
 }
 
 func validateGamePlan(p jobs.GamePlan) []string {
@@ -109,21 +103,12 @@ func (s *Server) createGameService(w http.ResponseWriter, r *http.Request, body 
 		return aerr
 	}
 	team, errs := s.newServiceTeam(r, req.TeamID)
-	if req.Name == "" || len(req.Name) > 100 {
-		errs = append(errs, "name is required and must be at most 100 characters")
-	}
+	end, oerrs := req.serviceOrder.validate()
+	errs = append(errs, oerrs...)
 	if req.Plan == nil {
 		errs = append(errs, "plan is required")
 	} else {
 		errs = append(errs, validateGamePlan(*req.Plan)...)
-	}
-	var end *time.Time
-	if req.BillingPeriodEnd != "" {
-		t, err := time.Parse(time.RFC3339, req.BillingPeriodEnd)
-		if err != nil {
-			errs = append(errs, "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
-		}
-		end = &t
 	}
 	if len(errs) > 0 {
 		return invalid(errs...)

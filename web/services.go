@@ -160,16 +160,42 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 // adapters.
 var supportedProviders = []string{jobs.ProviderProxmox, jobs.ProviderPterodactyl, jobs.ProviderTenantos}
 
+// serviceOrder is what every new service is ordered with, whatever its
+// provider.
+type serviceOrder struct {
+	// TeamID is the team the service is for (see Server.newServiceTeam).
+	TeamID           string `json:"teamId"`
+	Name             string `json:"name"`
+	Provider         string `json:"provider"`
+	Location         string `json:"location"`
+	BillingPeriodEnd string `json:"billingPeriodEnd"`
+}
+
+// validate checks the order's own fields and returns the period end it
+// names.
+func (o serviceOrder) validate() (*time.Time, []string) {
+	var errs []string
+	if o.Name == "" || len(o.Name) > 100 {
+		errs = append(errs, "name is required and must be at most 100 characters")
+	}
+	if len(o.Location) > 64 {
+		errs = append(errs, "location must be at most 64 characters")
+	}
+	if o.BillingPeriodEnd == "" {
+		return nil, errs
+	}
+	t, err := time.Parse(time.RFC3339, o.BillingPeriodEnd)
+	if err != nil {
+		return nil, append(errs, "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
+	}
+	return &t, errs
+}
+
 // createServiceRequest registers a service the panel has sold.
 type createServiceRequest struct {
-	// TeamID is the team the service is for (see Server.newServiceTeam).
-	TeamID           string     `json:"teamId"`
-	Name             string     `json:"name"`
-	Provider         string     `json:"provider"`
-	Location         string     `json:"location"`
-	BillingPeriodEnd string     `json:"billingPeriodEnd"`
-	Plan             *jobs.Plan `json:"plan"`
-	ProviderRef      *struct {
+	serviceOrder
+	Plan        *jobs.Plan `json:"plan"`
+	ProviderRef *struct {
 		Node string `json:"node"`
 		VMID int    `json:"vmid"`
 	} `json:"providerRef"`
@@ -181,15 +207,9 @@ var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$`)
 
 // validate checks the request and returns the period end it names.
 func (req *createServiceRequest) validate() (*time.Time, []string) {
-	var errs []string
-	if req.Name == "" || len(req.Name) > 100 {
-		errs = append(errs, "name is required and must be at most 100 characters")
-	}
+	end, errs := req.serviceOrder.validate()
 	if !slices.Contains(supportedProviders, req.Provider) {
 		errs = append(errs, oneOf("provider", supportedProviders))
-	}
-	if len(req.Location) > 64 {
-		errs = append(errs, "location must be at most 64 characters")
 	}
 	if req.Plan == nil {
 		errs = append(errs, "plan is required")
@@ -205,15 +225,6 @@ func (req *createServiceRequest) validate() (*time.Time, []string) {
 		}
 	} else if req.Provider == "proxmox" {
 		errs = append(errs, req.installRequest.validate()...)
-	}
-	var end *time.Time
-	if req.BillingPeriodEnd != "" {
-		t, err := time.Parse(time.RFC3339, req.BillingPeriodEnd)
-		if err != nil {
-			errs = append(errs, "billingPeriodEnd must be an RFC 3339 time such as 2026-12-31T00:00:00Z")
-		} else {
-			end = &t
-		}
 	}
 	return end, errs
 }

@@ -15,8 +15,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/hostfleet/provisiond/adapters/httpapi"
 )
 
 // Provider is the provider name used in errors, logs and metrics.
@@ -57,31 +58,11 @@ func New(cfg Config, obs Observer) (*Client, error) {
 	if cfg.URL == "" || cfg.ApplicationKey == "" || cfg.ClientKey == "" {
 		return nil, errors.New("pterodactyl: URL, application key and client key are required")
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("pterodactyl: bad URL %q: want http(s)://host", cfg.URL)
+	base, hc, err := httpapi.NewClient("pterodactyl", cfg.URL, cfg.Transport, cfg.RequestTimeout)
+	if err != nil {
+		return nil, err
 	}
-	next := cfg.Transport
-	if next == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Many jobs poll the same panel at once; the default of two idle
-		// connections per host would open a new one for nearly every call.
-		t.MaxIdleConnsPerHost = 64
-		next = t
-	}
-	timeout := cfg.RequestTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	hc := &http.Client{
-		Transport: next,
-		Timeout:   timeout,
-		// A redirect means the panel did not take the call as an API call
-		// (Laravel sends refused non-JSON calls to /auth/login); followed,
-		// the refusal would turn into a 200 login page.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return &Client{base: strings.TrimRight(cfg.URL, "/"), appKey: cfg.ApplicationKey, clientKey: cfg.ClientKey,
+	return &Client{base: base, appKey: cfg.ApplicationKey, clientKey: cfg.ClientKey,
 		http: hc, obs: obs}, nil
 }
 

@@ -28,9 +28,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
+
+	"github.com/hostfleet/provisiond/adapters/httpapi"
 )
 
 // Provider is the provider name used in errors, logs and metrics.
@@ -67,33 +67,11 @@ func New(cfg Config, obs Observer) (*Client, error) {
 	if cfg.URL == "" || cfg.APIKey == "" {
 		return nil, errors.New("tenantos: URL and API key are required")
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		// The URL, not the key: a URL holds no secret here.
-		return nil, fmt.Errorf("tenantos: bad URL %q: want http(s)://host", cfg.URL)
+	base, hc, err := httpapi.NewClient("tenantos", cfg.URL, cfg.Transport, cfg.RequestTimeout)
+	if err != nil {
+		return nil, err
 	}
-	next := cfg.Transport
-	if next == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Many jobs poll install status on the same panel at once; the
-		// default of two idle connections per host would open a new one
-		// for nearly every call.
-		t.MaxIdleConnsPerHost = 64
-		next = t
-	}
-	timeout := cfg.RequestTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	hc := &http.Client{
-		Transport: next,
-		Timeout:   timeout,
-		// A redirect means the panel did not take the call as an API call
-		// (Laravel sends refused non-JSON calls to its login page);
-		// followed, the refusal would turn into a 200 HTML page.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return &Client{base: strings.TrimRight(cfg.URL, "/"), key: cfg.APIKey, http: hc, obs: obs}, nil
+	return &Client{base: base, key: cfg.APIKey, http: hc, obs: obs}, nil
 }
 
 // call runs one API request, records it and classifies its error. out, when
