@@ -22,7 +22,7 @@ func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) error {
 	}
 	backups, err := s.VPS.Backups(r.Context(), &svc, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "backups", backups)
 	return nil

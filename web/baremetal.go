@@ -198,7 +198,7 @@ func (s *Server) getBareMetal(w http.ResponseWriter, r *http.Request) error {
 	if _, rerr := jobs.TenantosRef(&svc); rerr == nil && (svc.Status == "active" || svc.Status == "suspended") {
 		srv, err := s.BareMetal.Server(r.Context(), &svc, s.logger(r))
 		if err != nil {
-			return vmReadError(&svc, err)
+			return liveReadError(&svc, err)
 		}
 		server = &srv
 	}
@@ -214,7 +214,7 @@ func (s *Server) bareMetalStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := s.BareMetal.Status(r.Context(), &svc, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "status", st)
 	return nil
@@ -233,7 +233,7 @@ func (s *Server) bareMetalTraffic(w http.ResponseWriter, r *http.Request) error 
 	}
 	t, err := s.BareMetal.Traffic(r.Context(), &svc, tf, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "traffic", t)
 	return nil
@@ -248,7 +248,7 @@ func (s *Server) bareMetalProfiles(w http.ResponseWriter, r *http.Request) error
 	}
 	ps, err := s.BareMetal.Profiles(r.Context(), &svc, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "profiles", ps)
 	return nil
@@ -286,7 +286,7 @@ func (s *Server) reinstallBareMetal(w http.ResponseWriter, r *http.Request) erro
 	if svc.Status != "needs_repair" {
 		errs, err := s.BareMetal.CheckInstall(r.Context(), &svc, in, req.RootPassword != "", false, s.logger(r))
 		if err != nil {
-			return vmReadError(&svc, err)
+			return liveReadError(&svc, err)
 		}
 		if len(errs) > 0 {
 			return invalid(errs...)
@@ -329,7 +329,7 @@ func (s *Server) rescueBareMetal(w http.ResponseWriter, r *http.Request) error {
 		// Without one, the server's first rescue profile.
 		ps, err := s.BareMetal.Profiles(r.Context(), &svc, s.logger(r))
 		if err != nil {
-			return vmReadError(&svc, err)
+			return liveReadError(&svc, err)
 		}
 		if i := slices.IndexFunc(ps, func(p jobs.BareMetalProfile) bool { return p.Rescue }); i >= 0 {
 			req.ProfileID = ps[i].ID
@@ -338,7 +338,7 @@ func (s *Server) rescueBareMetal(w http.ResponseWriter, r *http.Request) error {
 	if len(errs) == 0 {
 		perrs, err := s.BareMetal.CheckInstall(r.Context(), &svc, jobs.BareMetalInstall{ProfileID: req.ProfileID}, false, true, s.logger(r))
 		if err != nil {
-			return vmReadError(&svc, err)
+			return liveReadError(&svc, err)
 		}
 		errs = perrs
 	}
@@ -405,7 +405,7 @@ func (s *Server) bareMetalConsole(w http.ResponseWriter, r *http.Request) error 
 	}
 	c, err := s.BareMetal.Console(r.Context(), &svc, ip.String(), req.ConsoleMode, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "console", c)
 	return nil
@@ -486,7 +486,7 @@ func (s *Server) bareMetalStats(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := s.BareMetal.Stats(r.Context(), &svc, req.Category, req.Mode, q, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "stats", st)
 	return nil

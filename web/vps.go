@@ -143,13 +143,13 @@ func (s *Server) liveVPS(r *http.Request) (queries.Service, error) {
 	return svc, nil
 }
 
-// vmReadError answers a live read of the service's VM that failed: the VM
-// being changed by a job, found gone or another's (the service is marked
-// needs_repair), or the provider's error.
-func vmReadError(svc *queries.Service, err error) error {
+// liveReadError answers a live read of the service's VM or server that
+// failed: the resource being changed by a job, found gone or another's
+// (the service is marked needs_repair), or the provider's error.
+func liveReadError(svc *queries.Service, err error) error {
 	switch {
 	case errors.Is(err, jobs.ErrServiceBusy):
-		return &apiError{Status: http.StatusConflict, ErrorKey: "service_busy", Message: "A job is changing the service's VM; try again when it has ended"}
+		return &apiError{Status: http.StatusConflict, ErrorKey: "service_busy", Message: "A job is changing the service's VM or server; try again when it has ended"}
 	case errors.Is(err, jobs.ErrNeedsRepair):
 		return needsRepair(*svc)
 	}
@@ -221,7 +221,7 @@ func (s *Server) serviceStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := s.VPS.Status(r.Context(), &svc, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "status", st)
 	return nil
@@ -240,7 +240,7 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
 	}
 	t, err := s.VPS.Traffic(r.Context(), &svc, tf, s.logger(r))
 	if err != nil {
-		return vmReadError(&svc, err)
+		return liveReadError(&svc, err)
 	}
 	ok(w, http.StatusOK, "traffic", t)
 	return nil
