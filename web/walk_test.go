@@ -69,14 +69,17 @@ func TestEveryRouteRefusesBadInputWithinTheContract(t *testing.T) {
 			if streams(op) || path == "/api/console/{token}" {
 				continue // a stream answers once its id is right: left to the tests that read it
 			}
-			for _, p := range paths(path, ids) {
+			for i, p := range paths(path, ids) {
 				send(method, p, "")
 				for _, q := range queryParams(op, item) {
 					for _, v := range []string{"x", "-1", "0", "99999999999999999999", "%00", "%FF", strings.Repeat("9", 400)} {
 						send(method, p+"?"+q+"="+v, "")
 					}
 				}
-				if op.RequestBody == nil {
+				// Bad bodies go to the path with its right ids and to the one
+				// with an unknown first id: a malformed id is refused before
+				// any body is read, whatever the body.
+				if op.RequestBody == nil || i > 1 {
 					continue
 				}
 				for _, b := range badBodies(op) {
