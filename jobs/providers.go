@@ -20,7 +20,7 @@ const (
 // A Provider is where services live: a hypervisor, a game panel, a
 // bare-metal manager. It says what it supports by implementing the
 // capability interfaces below (PowerController, Terminator, Verifier,
-// UsageReader, WorkerSet); what a provider does not implement, the API
+// UsageReader, Registrar, LiveReader, WorkerSet); what a provider does not implement, the API
 // answers unsupported_provider for, the reconciler and the alert collector
 // leave out, and a job asking for it fails at once.
 //
@@ -108,6 +108,18 @@ type Usage struct {
 type Registrar interface {
 	Provider
 	Register(ctx context.Context, svc queries.Service) error
+}
+
+// LiveReader answers the live reads every service has (GET /status and
+// /traffic), each after checking that the resource is the service's own.
+type LiveReader interface {
+	Provider
+	// LiveStatus reads the resource's state now (power, usage, what it
+	// runs), in the provider's own answer (a VMStatus, a BareMetalStatus).
+	LiveStatus(ctx context.Context, svc *queries.Service, log *slog.Logger) (any, error)
+	// Traffic reads its network traffic over a timeframe, one of
+	// Timeframes.
+	Traffic(ctx context.Context, svc *queries.Service, timeframe string, log *slog.Logger) (Traffic, error)
 }
 
 // WorkerSet adds the provider's own job kinds (a provision, a backup) to

@@ -64,8 +64,13 @@ type UsedTotal struct {
 	TotalBytes uint64 `json:"totalBytes"`
 }
 
-// Status reads the service's VM's power state and usage.
-func (w *VPSWorkers) Status(ctx context.Context, svc *queries.Service, log *slog.Logger) (VMStatus, error) {
+// LiveStatus implements LiveReader: the VM's power state and usage (a
+// VMStatus).
+func (w *VPSWorkers) LiveStatus(ctx context.Context, svc *queries.Service, log *slog.Logger) (any, error) {
+	return w.status(ctx, svc, log)
+}
+
+func (w *VPSWorkers) status(ctx context.Context, svc *queries.Service, log *slog.Logger) (VMStatus, error) {
 	ref, err := ServiceVM(ctx, w.Proxmox, w.Queries, svc, log)
 	if err != nil {
 		return VMStatus{}, err
@@ -101,8 +106,8 @@ type TrafficPoint struct {
 	OutBytesPerSecond float64   `json:"outBytesPerSecond"`
 }
 
-// Traffic reads the service's VM's traffic over the timeframe (one of
-// Timeframes) from Proxmox's RRD.
+// Traffic implements LiveReader: the VM's traffic over the timeframe (one
+// of Timeframes), from Proxmox's RRD.
 func (w *VPSWorkers) Traffic(ctx context.Context, svc *queries.Service, timeframe string, log *slog.Logger) (Traffic, error) {
 	ref, err := ServiceVM(ctx, w.Proxmox, w.Queries, svc, log)
 	if err != nil {

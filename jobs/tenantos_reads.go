@@ -272,22 +272,23 @@ type BareMetalStatus struct {
 	Rescue     bool   `json:"rescue"`
 }
 
-// Status reads the server's power state (from its BMC) and what it runs.
-func (w *BareMetalWorkers) Status(ctx context.Context, svc *queries.Service, log *slog.Logger) (BareMetalStatus, error) {
+// LiveStatus implements LiveReader: the server's power state (from its
+// BMC) and what it runs (a BareMetalStatus).
+func (w *BareMetalWorkers) LiveStatus(ctx context.Context, svc *queries.Service, log *slog.Logger) (any, error) {
 	srv, err := w.serviceServer(ctx, svc, log)
 	if err != nil {
-		return BareMetalStatus{}, err
+		return nil, err
 	}
 	power, err := w.Tenantos.PowerStatus(ctx, srv.ID)
 	if err != nil {
-		return BareMetalStatus{}, err
+		return nil, err
 	}
 	return BareMetalStatus{PowerState: cmp.Or(powerStates[power], "unknown"), Suspended: srv.Suspended,
 		Installing: srv.ReinstallationRunning || srv.DiskWipeRunning, Rescue: srv.RescueBootRunning}, nil
 }
 
-// Traffic reads the server's switch-port traffic over the timeframe (one
-// of Timeframes), summed over its ports.
+// Traffic implements LiveReader: the server's switch-port traffic over the
+// timeframe (one of Timeframes), summed over its ports.
 func (w *BareMetalWorkers) Traffic(ctx context.Context, svc *queries.Service, timeframe string, log *slog.Logger) (Traffic, error) {
 	srv, err := w.serviceServer(ctx, svc, log)
 	if err != nil {

@@ -206,39 +206,6 @@ func (s *Server) getBareMetal(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bareMetalStatus answers the server's power state and what it runs, live.
-func (s *Server) bareMetalStatus(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.liveBareMetal(r)
-	if err != nil {
-		return err
-	}
-	st, err := s.BareMetal.Status(r.Context(), &svc, s.logger(r))
-	if err != nil {
-		return liveReadError(&svc, err)
-	}
-	ok(w, http.StatusOK, "status", st)
-	return nil
-}
-
-// bareMetalTraffic answers the server's switch-port traffic over a
-// timeframe.
-func (s *Server) bareMetalTraffic(w http.ResponseWriter, r *http.Request) error {
-	tf, err := timeframe(r)
-	if err != nil {
-		return err
-	}
-	svc, err := s.liveBareMetal(r)
-	if err != nil {
-		return err
-	}
-	t, err := s.BareMetal.Traffic(r.Context(), &svc, tf, s.logger(r))
-	if err != nil {
-		return liveReadError(&svc, err)
-	}
-	ok(w, http.StatusOK, "traffic", t)
-	return nil
-}
-
 // bareMetalProfiles lists the profiles the server may be installed or
 // rescued with, with their disk layouts and scripts.
 func (s *Server) bareMetalProfiles(w http.ResponseWriter, r *http.Request) error {

@@ -127,10 +127,8 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/services/{id}/renew", "settings", s.renew)
 	route("POST /api/services/{id}/ips/cancel", "settings", s.ipCancellation)
 	route("DELETE /api/services/{id}/ips/cancel", "settings", s.ipCancellation)
-	route("GET /api/services/{id}/status", "view", s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.serviceStatus, jobs.ProviderTenantos: s.bareMetalStatus}))
-	route("GET /api/services/{id}/traffic", "view", s.byProvider(map[string]handlerFunc{
-		jobs.ProviderProxmox: s.traffic, jobs.ProviderTenantos: s.bareMetalTraffic}))
+	route("GET /api/services/{id}/status", "view", s.serviceStatus)
+	route("GET /api/services/{id}/traffic", "view", s.traffic)
 	route("POST /api/services/{id}/repair", "settings", s.repair)
 	route("POST /api/services/{id}/verify", "view", s.verify)
 	route("POST /api/services/{id}/reinstall", "settings", s.unlessSuspended(s.byProvider(map[string]handlerFunc{

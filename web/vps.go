@@ -213,13 +213,41 @@ func (s *Server) repair(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// serviceStatus answers the VM's power state and usage, live from Proxmox.
+// liveReader loads the {id} service for a live read through its
+// provider's LiveReader: one that has no resource yet, or whose reference
+// may name another's resource now (needs_repair), is not read.
+func (s *Server) liveReader(r *http.Request) (queries.Service, jobs.LiveReader, error) {
+	svc, err := s.teamService(r)
+	if err != nil {
+		return svc, nil, err
+	}
+	p, ok := jobs.Capability[jobs.LiveReader](s.Providers, svc.Provider)
+	if _, registered := s.Providers.Lookup(svc.Provider); !registered {
+		return svc, nil, providerMissing(svc.Provider)
+	} else if !ok {
+		return svc, nil, s.unsupported(svc.Provider)
+	}
+	if svc.Status == "needs_repair" || svc.Status == "terminated" {
+		return svc, nil, usable(svc)
+	}
+	linked := svc.Status != "pending"
+	if v, ok := jobs.Capability[jobs.Verifier](s.Providers, svc.Provider); ok && linked {
+		_, linked = v.Resource(&svc)
+	}
+	if !linked {
+		return svc, nil, &apiError{Status: http.StatusConflict, ErrorKey: "service_pending", Message: "Service is not provisioned yet"}
+	}
+	return svc, p, nil
+}
+
+// serviceStatus answers the service's resource's state (power, usage,
+// what it runs), live from its provider.
 func (s *Server) serviceStatus(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.liveVPS(r)
+	svc, p, err := s.liveReader(r)
 	if err != nil {
 		return err
 	}
-	st, err := s.VPS.Status(r.Context(), &svc, s.logger(r))
+	st, err := p.LiveStatus(r.Context(), &svc, s.logger(r))
 	if err != nil {
 		return liveReadError(&svc, err)
 	}
@@ -227,18 +255,18 @@ func (s *Server) serviceStatus(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// traffic answers the VM's network traffic over a timeframe, from Proxmox's
-// RRD.
+// traffic answers the service's network traffic over a timeframe, live
+// from its provider (a VM's RRD, a server's switch ports).
 func (s *Server) traffic(w http.ResponseWriter, r *http.Request) error {
 	tf, err := timeframe(r)
 	if err != nil {
 		return err
 	}
-	svc, err := s.liveVPS(r)
+	svc, p, err := s.liveReader(r)
 	if err != nil {
 		return err
 	}
-	t, err := s.VPS.Traffic(r.Context(), &svc, tf, s.logger(r))
+	t, err := p.Traffic(r.Context(), &svc, tf, s.logger(r))
 	if err != nil {
 		return liveReadError(&svc, err)
 	}
