@@ -50,6 +50,10 @@ type BareMetalIP struct {
 // BareMetalRef is the Tenantos server a service holds.
 type BareMetalRef struct {
 	ServerID int `json:"serverId"`
+	// PoolOwner is the Tenantos user who owned the server in the pool,
+	// recorded before it is given to the plan's user: it gets the server
+	// back (unless PoolUser says otherwise).
+	PoolOwner int `json:"poolOwner,omitempty"`
 }
 
 // BareMetalInstall is what a server is installed with (Tenantos'
@@ -273,7 +277,14 @@ func (w *BareMetalWorkers) Provision(ctx context.Context, job *Job[BareMetalProv
 		Step{"up", func(ctx context.Context) error { return w.waitUp(ctx, svc, job.Args.Install) }},
 	)
 	if err != nil {
-		return w.provisionStopped(ctx, job, err)
+		err = w.provisionStopped(ctx, job, err)
+		var stopped *StoppedError
+		if _, held := TenantosRef(svc); held == nil && ctx.Err() == nil && !errors.As(err, &stopped) && !errors.Is(err, ErrCancelled) {
+			// Should this be its last attempt, the server it holds is left
+			// to repair (a reinstall) or to the service's cancellation.
+			return fmt.Errorf("%w (%w)", err, ErrNeedsRepair)
+		}
+		return err
 	}
 	ref, _ := TenantosRef(svc)
 	b, _ := json.Marshal(ref)
@@ -363,8 +374,23 @@ func (w *BareMetalWorkers) mark(ctx context.Context, svc *queries.Service, plan 
 	if err != nil {
 		return err
 	}
-	if id, marked := markOf(srv); marked && id != svc.ID {
+	id, marked := markOf(srv)
+	switch {
+	case marked && id != svc.ID:
 		return permanent("mark", fmt.Sprintf("server %d was taken by another service meanwhile", ref.ServerID))
+	case !marked && (!containsAll(srv.Tags, w.poolTags(plan)) || srv.Suspended):
+		// Taken out of the pool (by an operator) since the claim.
+		return permanent("mark", fmt.Sprintf("server %d left the pool before it was marked", ref.ServerID))
+	}
+	if !marked && plan.User > 0 && ref.PoolOwner == 0 && srv.UserID != plan.User {
+		// Recorded before the owner changes, so that a retry never
+		// mistakes the customer for the pool's owner.
+		ref.PoolOwner = srv.UserID
+		b, _ := json.Marshal(ref)
+		if err := w.Queries.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: svc.ID, ProviderRef: b}); err != nil {
+			return fmt.Errorf("record the pool's owner: %w", err)
+		}
+		svc.ProviderRef = b
 	}
 	tags := []string{ServiceMark(svc.ID)}
 	for _, t := range srv.Tags {
@@ -621,7 +647,11 @@ func (w *BareMetalWorkers) provisionStopped(ctx context.Context, job *Job[BareMe
 		return stop("no server was taken")
 	}
 	unclaim := func() error {
-		return w.Queries.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: job.Service.ID, ProviderRef: []byte("{}")})
+		err := w.Queries.SetServiceProviderRef(ctx, queries.SetServiceProviderRefParams{ID: job.Service.ID, ProviderRef: []byte("{}")})
+		if err == nil {
+			job.Service.ProviderRef = []byte("{}")
+		}
+		return err
 	}
 	srv, serr := w.ownServer(ctx, job.Service)
 	if errors.Is(serr, ErrNeedsRepair) {
@@ -672,10 +702,21 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 		}
 		did = append(did, fmt.Sprintf("its installation stopped at step %d (%s)", st.Step, stepName(st)))
 	}
-	if srv.Suspended {
-		// Tenantos refuses a suspended server's installs, the wipe too.
-		none := []int{}
-		if _, err := w.Tenantos.UpdateServer(ctx, srv.ID, tenantos.ServerUpdate{SuspendUserIDs: &none, SuspendPowerAction: "none"}); err != nil {
+	// The server goes back to the pool's owner before anything else, so
+	// that the customer never holds it unsuspended, nor meets the wipe;
+	// the suspension is lifted in the same write (Tenantos refuses a
+	// suspended server's installs, the wipe too).
+	ref, _ := TenantosRef(svc)
+	owner := cmp.Or(w.PoolUser, ref.PoolOwner)
+	if u := (tenantos.ServerUpdate{}); (owner > 0 && srv.UserID != owner) || srv.Suspended {
+		if owner > 0 && srv.UserID != owner {
+			u.UserID = &owner
+		}
+		if srv.Suspended {
+			none := []int{}
+			u.SuspendUserIDs, u.SuspendPowerAction = &none, "none"
+		}
+		if _, err := w.Tenantos.UpdateServer(ctx, srv.ID, u); err != nil {
 			return strings.Join(did, ", "), err
 		}
 	}
@@ -712,11 +753,7 @@ func (w *BareMetalWorkers) release(ctx context.Context, svc *queries.Service, sr
 			tags = append(tags, t)
 		}
 	}
-	u := tenantos.ServerUpdate{Tags: &tags}
-	if w.PoolUser > 0 {
-		u.UserID = &w.PoolUser
-	}
-	if _, err := w.Tenantos.UpdateServer(ctx, srv.ID, u); err != nil {
+	if _, err := w.Tenantos.UpdateServer(ctx, srv.ID, tenantos.ServerUpdate{Tags: &tags}); err != nil {
 		return strings.Join(did, ", "), err
 	}
 	return strings.Join(append(did, "back in the pool"), ", "), nil
@@ -743,6 +780,9 @@ func (w *BareMetalWorkers) wipe(ctx context.Context, run *Run, id int, own bool)
 		st, err := w.Tenantos.InstallStatus(ctx, id)
 		if err != nil {
 			return false, err
+		}
+		if st.ProfileID != w.WipeProfile {
+			return false, permanent("wipe", fmt.Sprintf("Tenantos shows an installation of profile %d on server %d, not the wipe", st.ProfileID, id))
 		}
 		if st.Failed || st.Cancelled {
 			return false, permanent("wipe", fmt.Sprintf("the disk wipe of server %d did not finish: %s", id, cmp.Or(st.ErrorMessage, stepName(st))))
@@ -791,7 +831,7 @@ func (w *BareMetalWorkers) Reinstall(ctx context.Context, job *Job[BareMetalRein
 		Step{"up", func(ctx context.Context) error { return w.waitUp(ctx, svc, in) }},
 	)
 	if err != nil {
-		return w.installStopped(ctx, job.Run, svc, err, true)
+		return w.installStopped(ctx, job.Run, svc, err, in.ProfileID, true)
 	}
 	ref, _ := TenantosRef(svc)
 	if svc.Status == "needs_repair" {
@@ -811,46 +851,58 @@ func (w *BareMetalWorkers) Reinstall(ctx context.Context, job *Job[BareMetalRein
 // between steps stops the install it started at Tenantos and records where
 // that left the server (an OS install stopped halfway leaves the service
 // needing repair); anything else is returned as it is.
-func (w *BareMetalWorkers) installStopped(ctx context.Context, run *Run, svc *queries.Service, err error, osInstall bool) error {
+func (w *BareMetalWorkers) installStopped(ctx context.Context, run *Run, svc *queries.Service, err error, profile int, osInstall bool) error {
 	if !errors.Is(err, ErrCancelled) || ctx.Err() != nil {
+		if osInstall && err != nil && slices.Contains(run.cp.Done, "install") && !errors.Is(err, ErrCancelled) {
+			// Should this be its last attempt, an install it started and
+			// did not see end well leaves the service to repair.
+			return fmt.Errorf("%w (%w)", err, ErrNeedsRepair)
+		}
 		return err
 	}
-	// Stopped in the install step, it asked Tenantos only if it remembers
-	// doing so (Recall reads the current step's memory).
-	started := slices.Contains(run.cp.Done, "install")
+	// What Tenantos showed before the install: known job-wide once the
+	// install step asked, and to the install step itself from its memory.
+	var before installSig
+	started, _ := run.Get("installBefore", &before)
 	if !started && run.Step() == "install" {
-		var before installSig
 		started, _ = run.Recall("before", &before)
 	}
 	if !started {
 		return &StoppedError{Err: err, Condition: "the server was not changed"}
 	}
-	ref, rerr := TenantosRef(svc)
-	if rerr != nil {
-		return &StoppedError{Err: err, Condition: "the service has no server"}
-	}
-	st, serr := w.Tenantos.InstallStatus(ctx, ref.ServerID)
+	srv, serr := w.ownServer(ctx, svc)
 	if serr != nil {
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: its installation's state could not be read (%s)", ref.ServerID, failure.UserMessage(serr))}
+		return &StoppedError{Err: err, Condition: "its server was not touched: " + failure.UserMessage(serr)}
 	}
-	if !st.Running {
-		if st.Completed {
-			return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: the installation had finished", ref.ServerID)}
+	st, serr := w.Tenantos.InstallStatus(ctx, srv.ID)
+	if serr != nil {
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: its installation's state could not be read (%s)", srv.ID, failure.UserMessage(serr))}
+	}
+	needsRepair := func(cond string) error {
+		if !osInstall {
+			return &StoppedError{Err: err, Condition: cond}
 		}
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: no installation is running", ref.ServerID)}
-	}
-	if err := w.Tenantos.StopReinstallation(ctx, ref.ServerID, false); err != nil {
-		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: stopping its installation failed (%s); it goes on", ref.ServerID, failure.UserMessage(err))}
-	}
-	cond := fmt.Sprintf("server %d: the installation was stopped at step %d (%s) and the server restarted", ref.ServerID, st.Step, stepName(st))
-	if osInstall {
 		reason := cond + "; it may have no working system: reinstall it"
 		if merr := w.Queries.MarkServiceNeedsRepair(ctx, queries.MarkServiceNeedsRepairParams{ID: svc.ID, RepairReason: reason}); merr != nil {
 			return &StoppedError{Err: err, Condition: cond + "; marking the service needs_repair failed: " + merr.Error()}
 		}
-		cond = reason
+		return &StoppedError{Err: err, Condition: reason}
 	}
-	return &StoppedError{Err: err, Condition: cond}
+	switch ours := st.ProfileID == profile && sigOf(st) != before; {
+	case !ours && st.Running:
+		// Not the install this job asked for: someone else's, left alone.
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: the installation running (profile %d) is not this job's and was left alone", srv.ID, st.ProfileID)}
+	case !ours:
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: Tenantos shows no installation of this job; nothing was stopped", srv.ID)}
+	case st.Completed:
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: the installation had finished", srv.ID)}
+	case !st.Running:
+		return needsRepair(fmt.Sprintf("server %d: the installation had ended without completing at step %d (%s)", srv.ID, st.Step, stepName(st)))
+	}
+	if err := w.Tenantos.StopReinstallation(ctx, srv.ID, false); err != nil {
+		return &StoppedError{Err: err, Condition: fmt.Sprintf("server %d: stopping its installation failed (%s); it goes on", srv.ID, failure.UserMessage(err))}
+	}
+	return needsRepair(fmt.Sprintf("server %d: the installation was stopped at step %d (%s) and the server restarted", srv.ID, st.Step, stepName(st)))
 }
 
 // Rescue implements Worker for BareMetalRescueArgs. Enabling boots the
@@ -872,10 +924,12 @@ func (w *BareMetalWorkers) Rescue(ctx context.Context, job *Job[BareMetalRescueA
 				if err != nil || !srv.RescueBootRunning {
 					return err // not in rescue: nothing to leave
 				}
-				if err := w.Tenantos.StopReinstallation(ctx, srv.ID, false); err != nil {
+				// Set first: a retry after the call waits for the server
+				// even if it no longer sees the rescue system.
+				if err := job.Set(ctx, "left", true); err != nil {
 					return err
 				}
-				return job.Set(ctx, "left", true)
+				return w.Tenantos.StopReinstallation(ctx, srv.ID, false)
 			}},
 			Step{"up", func(ctx context.Context) error {
 				var left bool
@@ -919,7 +973,7 @@ func (w *BareMetalWorkers) Rescue(ctx context.Context, job *Job[BareMetalRescueA
 		}},
 	)
 	if err != nil {
-		return w.installStopped(ctx, job.Run, svc, err, false)
+		return w.installStopped(ctx, job.Run, svc, err, in.ProfileID, false)
 	}
 	if _, err := job.GetSecret("password", &secrets); err != nil {
 		return err

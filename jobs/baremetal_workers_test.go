@@ -484,3 +484,20 @@ func TestBareMetalInstallTenantosForgotFailsAndNeedsRepair(t *testing.T) {
 		t.Errorf("service %s after Tenantos lost its install; want needs_repair", svc.Status)
 	}
 }
+
+func TestBareMetalTerminationGivesTheServerBackToThePoolsOwner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newBareMetalFixture(t, 40*time.Millisecond, jobs.BareMetalPlan{User: 7})
+	before := f.server(t, 1).UserID
+	f.provision(t)
+	if m := f.server(t, 1); m.UserID != 7 {
+		t.Fatalf("server owned by %d after provision, want the plan's user 7", m.UserID)
+	}
+	if job := f.h.Run(ctx, terminationJob(t, f.h, f.svc), 5); job.Status != jobs.StatusSucceeded {
+		t.Fatalf("termination ended %s: %s", job.Status, job.Error)
+	}
+	if m := f.server(t, 1); m.UserID != before || !inPool(m) {
+		t.Errorf("server after termination: owner %d, tags %q; want its pool owner %d back, in the pool", m.UserID, m.Tags, before)
+	}
+}

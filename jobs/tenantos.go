@@ -138,6 +138,10 @@ func (w *BareMetalWorkers) Power(ctx context.Context, job *Job[PowerArgs]) error
 func (w *BareMetalWorkers) Terminate(ctx context.Context, job *Job[TerminationArgs]) error {
 	svc := job.Service
 	if _, err := TenantosRef(svc); err == nil {
+		// Once the release begins (the owner changes, the suspension
+		// lifts, the wipe starts) it is carried through, never cancelled
+		// halfway.
+		job.CommitAt("release")
 		err := job.Steps(ctx, Step{"release", func(ctx context.Context) error {
 			srv, err := w.ownServer(ctx, svc)
 			if errors.Is(err, ErrNeedsRepair) {
