@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -107,19 +106,6 @@ func redact(s string, secrets []string) string {
 		}
 	}
 	return s
-}
-
-// ValidationErrors returns the per-field messages of a 422 (one string per
-// failing field, the provider's wording), or nil for other errors.
-func ValidationErrors(err error) []string {
-	var e *apiError
-	if !errors.As(err, &e) || e.Status != http.StatusUnprocessableEntity {
-		return nil
-	}
-	if len(e.Fields) == 0 {
-		return []string{e.Message}
-	}
-	return slices.Clone(e.Fields)
 }
 
 // decodeError is an answer that could not be read: cut off, or not the
