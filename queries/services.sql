@@ -153,11 +153,6 @@ DELETE FROM orphans WHERE provider = sqlc.arg(provider) AND NOT (resource = ANY(
 UPDATE services SET provider_ref = jsonb_build_object('serverId', sqlc.arg(server_id)::integer), updated_at = now()
 WHERE id = sqlc.arg(id) AND provider = 'tenantos' AND status = 'pending';
 
--- name: TenantosServerHolder :one
--- The live service holding a Tenantos server, if any.
-SELECT id FROM services
-WHERE provider = 'tenantos' AND status <> 'terminated' AND provider_ref ->> 'serverId' = sqlc.arg(server_id)::text;
-
 -- name: MarkServiceNeedsRepair :exec
 -- Marks a service its own job left half-made (a bare-metal install stopped
 -- halfway); the job ends itself, so no running job is waited for.

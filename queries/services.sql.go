@@ -882,16 +882,3 @@ func (q *Queries) SetServiceStatus(ctx context.Context, arg SetServiceStatusPara
 	_, err := q.db.Exec(ctx, setServiceStatus, arg.ID, arg.Status)
 	return err
 }
-
-const tenantosServerHolder = `-- name: TenantosServerHolder :one
-SELECT id FROM services
-WHERE provider = 'tenantos' AND status <> 'terminated' AND provider_ref ->> 'serverId' = $1::text
-`
-
-// The live service holding a Tenantos server, if any.
-func (q *Queries) TenantosServerHolder(ctx context.Context, serverID string) (uuid.UUID, error) {
-	row := q.db.QueryRow(ctx, tenantosServerHolder, serverID)
-	var id uuid.UUID
-	err := row.Scan(&id)
-	return id, err
-}
