@@ -501,3 +501,27 @@ func TestBareMetalTerminationGivesTheServerBackToThePoolsOwner(t *testing.T) {
 		t.Errorf("server after termination: owner %d, tags %q; want its pool owner %d back, in the pool", m.UserID, m.Tags, before)
 	}
 }
+
+func TestBareMetalUsageAndVerifyReadTheServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newBareMetalFixture(t, 40*time.Millisecond, jobs.BareMetalPlan{})
+	f.provision(t)
+	u, err := f.w.Usage(ctx, "", []queries.Service{f.svc})
+	if err != nil || !u[f.svc.ID].Online || u[f.svc.ID].NetIn <= 0 || u[f.svc.ID].NetOut <= 0 {
+		t.Errorf("usage %+v, %v: want the server online with the month's traffic", u, err)
+	}
+	if drift, err := f.w.Verify(ctx, &f.svc, jobtest.Logger(t)); err != nil || len(drift) != 0 {
+		t.Errorf("drift of a sound server: %+v, %v", drift, err)
+	}
+	m := f.server(t, 1)
+	m.Tags = []string{"hand-edited"}
+	f.panel.AddServer(m)
+	drift, err := f.w.Verify(ctx, &f.svc, jobtest.Logger(t))
+	if err != nil || len(drift) != 1 || drift[0].Kind != jobs.DriftForeign {
+		t.Fatalf("drift of a server without the mark: %+v, %v; want it foreign", drift, err)
+	}
+	if svc := f.service(t); svc.Status != "needs_repair" {
+		t.Errorf("service %s after its server lost the mark; want needs_repair", svc.Status)
+	}
+}
