@@ -114,11 +114,20 @@ func failureOf(t *testing.T, err error) *failure.Error {
 // shows the token.
 func noToken(t *testing.T, err error) {
 	t.Helper()
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		for _, text := range []string{e.Error(), fmt.Sprintf("%+v", e), fmt.Sprintf("%#v", e)} {
-			if strings.Contains(text, token) {
-				t.Errorf("error text shows the token: %s", text)
-			}
+	if err == nil {
+		return
+	}
+	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
+		if strings.Contains(text, token) {
+			t.Errorf("error text shows the token: %s", text)
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		noToken(t, u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			noToken(t, e)
 		}
 	}
 }
