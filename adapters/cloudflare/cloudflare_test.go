@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/cloudflare"
 	"github.com/hostfleet/provisiond/adapters/cloudflare/sim"
 	"github.com/hostfleet/provisiond/adapters/failure"
@@ -83,29 +84,11 @@ func (o *observer) count(op string) int {
 	return n
 }
 
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // failureOf returns err as a *failure.Error, failing the test otherwise,
 // and checks that the token appears nowhere in it.
 func failureOf(t *testing.T, err error) *failure.Error {
 	t.Helper()
-	var fe *failure.Error
-	if !errors.As(err, &fe) {
-		t.Fatalf("error %v (%T) is not a *failure.Error", err, err)
-	}
-	if fe.Provider != cloudflare.Provider {
-		t.Errorf("provider %q, want %q", fe.Provider, cloudflare.Provider)
-	}
+	fe := adaptertest.FailureOf(t, err, cloudflare.Provider)
 	noToken(t, err)
 	return fe
 }
@@ -388,7 +371,7 @@ func TestRefusals(t *testing.T) {
 				t.Errorf("errors.Is(ErrNotFound) = %v, want %v", !tt.notFound, tt.notFound)
 			}
 			// The SDK retries nothing: each failure is one request.
-			eventually(t, "the calls to finish", func() bool {
+			adaptertest.Eventually(t, "the calls to finish", func() bool {
 				calls := a.sim.Calls()
 				return len(calls) == tt.ops && !slices.ContainsFunc(calls, func(c simkit.Call) bool { return c.Status == 0 })
 			})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
@@ -90,18 +91,6 @@ func (p *panel) server(t *testing.T, id int) sim.GameServer {
 	return g
 }
 
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // completedBackup creates a backup on the server and waits until it ends.
 func completedBackup(t *testing.T, p *panel, identifier string) pterodactyl.Backup {
 	t.Helper()
@@ -110,24 +99,11 @@ func completedBackup(t *testing.T, p *panel, identifier string) pterodactyl.Back
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the backup to complete", func() bool {
+	adaptertest.Eventually(t, "the backup to complete", func() bool {
 		b, err = p.c.Backup(ctx, identifier, b.UUID)
 		return err == nil && b.CompletedAt != nil
 	})
 	return b
-}
-
-// failureOf returns err as a *failure.Error, failing the test otherwise.
-func failureOf(t *testing.T, err error) *failure.Error {
-	t.Helper()
-	var fe *failure.Error
-	if !errors.As(err, &fe) {
-		t.Fatalf("error %v (%T) is not a *failure.Error", err, err)
-	}
-	if fe.Provider != pterodactyl.Provider {
-		t.Errorf("provider %q, want %q", fe.Provider, pterodactyl.Provider)
-	}
-	return fe
 }
 
 // paperServer is a valid NewServer for a Paper server of alice's on
@@ -335,7 +311,7 @@ func TestClientCallsChangeTheServer(t *testing.T) {
 			if err := p.c.Power(ctx, p.ids[2], "start"); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "server 2 running", func() bool { return p.server(t, 2).State == sim.StateRunning })
+			adaptertest.Eventually(t, "server 2 running", func() bool { return p.server(t, 2).State == sim.StateRunning })
 		}},
 		{"kill", nil, func(t *testing.T, p *panel) {
 			if err := p.c.Power(ctx, p.ids[1], "kill"); err != nil {
@@ -448,7 +424,7 @@ func TestClientCallsChangeTheServer(t *testing.T) {
 			if g := p.server(t, 1); g.Status != sim.StatusRestoringBackup {
 				t.Errorf("status %q, want restoring_backup", g.Status)
 			}
-			eventually(t, "the restore to end", func() bool { return p.server(t, 1).Status == "" })
+			adaptertest.Eventually(t, "the restore to end", func() bool { return p.server(t, 1).Status == "" })
 		}},
 		{"delete backup", nil, func(t *testing.T, p *panel) {
 			b := completedBackup(t, p, p.ids[1])
@@ -553,7 +529,7 @@ func TestValidationErrorsKeepThePanelsWording(t *testing.T) {
 			if got := pterodactyl.ValidationErrors(err); !slices.Equal(got, tt.want) {
 				t.Errorf("ValidationErrors = %q, want %q (err %v)", got, tt.want, err)
 			}
-			if fe := failureOf(t, err); fe.Class != failure.Permanent || fe.Status != http.StatusUnprocessableEntity ||
+			if fe := adaptertest.FailureOf(t, err, pterodactyl.Provider); fe.Class != failure.Permanent || fe.Status != http.StatusUnprocessableEntity ||
 				fe.Message != strings.Join(tt.want, " ") {
 				t.Errorf("failure %+v, want a permanent 422 saying %q", fe, tt.want)
 			}
@@ -604,7 +580,7 @@ func TestStateConflictsAreTransientOnlyWhenTheyClear(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fe := failureOf(t, tt.call(t, newPanel(t)))
+			fe := adaptertest.FailureOf(t, tt.call(t, newPanel(t)), pterodactyl.Provider)
 			if fe.Class != tt.class || fe.Status != http.StatusConflict || fe.Message != tt.msg {
 				t.Errorf("failure %+v, want a %v 409 saying %q", fe, tt.class, tt.msg)
 			}
@@ -699,7 +675,7 @@ func TestProviderTroubleIsTransient(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPanel(t)
 			p.sim.Inject(tt.fault)
-			fe := failureOf(t, tt.call(p))
+			fe := adaptertest.FailureOf(t, tt.call(p), pterodactyl.Provider)
 			if fe.Class != failure.Transient || fe.Status != tt.fault.Status || fe.RetryAfter != tt.retry || fe.Message == "" {
 				t.Errorf("failure %+v, want transient %d with RetryAfter %v", fe, tt.fault.Status, tt.retry)
 			}
@@ -727,7 +703,7 @@ func TestDroppedConnectionIsTransient(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPanel(t)
 			p.sim.Inject(simkit.Fault{Op: tt.op, Times: 1, Drop: true})
-			fe := failureOf(t, tt.call(p))
+			fe := adaptertest.FailureOf(t, tt.call(p), pterodactyl.Provider)
 			if fe.Class != failure.Transient || fe.Status != 0 {
 				t.Errorf("failure %+v, want transient without a status", fe)
 			}
@@ -743,7 +719,7 @@ func TestHungCallTimesOutTransient(t *testing.T) {
 	p.sim.Inject(simkit.Fault{Op: "client.resources", Hang: true})
 	c := p.client(t, func(cfg *pterodactyl.Config) { cfg.RequestTimeout = 100 * time.Millisecond })
 	_, err := c.Resources(context.Background(), p.ids[1])
-	if fe := failureOf(t, err); fe.Class != failure.Transient || fe.Status != 0 {
+	if fe := adaptertest.FailureOf(t, err, pterodactyl.Provider); fe.Class != failure.Transient || fe.Status != 0 {
 		t.Errorf("failure %+v, want transient without a status", fe)
 	}
 }
@@ -781,7 +757,7 @@ func TestBadKeysArePermanent(t *testing.T) {
 	p := newPanel(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fe := failureOf(t, tt.call(p.client(t, tt.mod), p))
+			fe := adaptertest.FailureOf(t, tt.call(p.client(t, tt.mod), p), pterodactyl.Provider)
 			if fe.Class != failure.Permanent || fe.Status != tt.status || fe.Message != tt.msg {
 				t.Errorf("failure %+v, want permanent %d saying %q", fe, tt.status, tt.msg)
 			}
@@ -888,7 +864,7 @@ func TestRedirectIsPermanentAndNotFollowed(t *testing.T) {
 	t.Cleanup(front.Close)
 	c := p.client(t, func(c *pterodactyl.Config) { c.URL = front.URL })
 	_, err := c.Server(context.Background(), 1)
-	fe := failureOf(t, err)
+	fe := adaptertest.FailureOf(t, err, pterodactyl.Provider)
 	if fe.Class != failure.Permanent || fe.Status != http.StatusMovedPermanently || !strings.Contains(fe.Message, p.url) {
 		t.Errorf("failure %+v, want a permanent 301 naming where it leads", fe)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/failure"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/adapters/tenantos"
@@ -76,31 +77,6 @@ func (p *panel) machine(t *testing.T, id int) sim.Machine {
 		t.Fatalf("server %d is gone", id)
 	}
 	return m
-}
-
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// failureOf returns err as a *failure.Error, failing the test otherwise.
-func failureOf(t *testing.T, err error) *failure.Error {
-	t.Helper()
-	var fe *failure.Error
-	if !errors.As(err, &fe) {
-		t.Fatalf("error %v (%T) is not a *failure.Error", err, err)
-	}
-	if fe.Provider != tenantos.Provider {
-		t.Errorf("provider %q, want %q", fe.Provider, tenantos.Provider)
-	}
-	return fe
 }
 
 func ids(servers []tenantos.Server) []int {
@@ -208,7 +184,7 @@ func TestSuspensionWithPowerOffAndLift(t *testing.T) {
 	if _, err := p.c.UpdateServer(ctx, 2, tenantos.ServerUpdate{SuspendUserIDs: &[]int{8}, SuspendPowerAction: "setPowerOff"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "power off after suspension", func() bool {
+	adaptertest.Eventually(t, "power off after suspension", func() bool {
 		st, err := p.c.PowerStatus(ctx, 2)
 		return err == nil && st == "offline"
 	})
@@ -278,7 +254,7 @@ func TestPowerActionsChangeTheState(t *testing.T) {
 			if err := p.c.Power(ctx, tt.id, tt.method); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "power "+tt.want, func() bool {
+			adaptertest.Eventually(t, "power "+tt.want, func() bool {
 				st, err := p.c.PowerStatus(ctx, tt.id)
 				s, serr := p.c.Server(ctx, tt.id)
 				return err == nil && serr == nil && st == tt.want && s.Power == tt.want
@@ -390,7 +366,7 @@ func TestReinstallationRunsThroughItsSteps(t *testing.T) {
 	if s, err := p.c.Server(ctx, 3); err != nil || !s.ReinstallationRunning {
 		t.Errorf("server while installing = %+v, %v", s, err)
 	}
-	eventually(t, "the install to complete", func() bool {
+	adaptertest.Eventually(t, "the install to complete", func() bool {
 		st, err = p.c.InstallStatus(ctx, 3)
 		return err == nil && !st.Running
 	})
@@ -418,7 +394,7 @@ func TestFailedInstallCarriesThePanelsMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st tenantos.InstallStatus
-	eventually(t, "the install to end", func() bool {
+	adaptertest.Eventually(t, "the install to end", func() bool {
 		var err error
 		st, err = p.c.InstallStatus(ctx, 3)
 		return err == nil && !st.Running
@@ -460,7 +436,7 @@ func TestStopReinstallationCancelsIt(t *testing.T) {
 				t.Errorf("status after stop = %+v, %v", st, err)
 			}
 			if !tt.withoutPowerReset {
-				eventually(t, "the reset to switch the server on", func() bool { return p.machine(t, 3).Power == "online" })
+				adaptertest.Eventually(t, "the reset to switch the server on", func() bool { return p.machine(t, 3).Power == "online" })
 			}
 			// Nothing left to stop: it succeeds all the same.
 			if err := c.StopReinstallation(ctx, 3, tt.withoutPowerReset); err != nil {
@@ -594,7 +570,7 @@ func TestMissingThingsWrapErrNotFound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.call(p.c)
-			if fe := failureOf(t, err); !errors.Is(err, tenantos.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) ||
+			if fe := adaptertest.FailureOf(t, err, tenantos.Provider); !errors.Is(err, tenantos.ErrNotFound) || !errors.Is(err, failure.ErrNotFound) ||
 				fe.Class != failure.Permanent || fe.Status != http.StatusNotFound || fe.Message == "" {
 				t.Errorf("err = %v, want a permanent 404 ErrNotFound", err)
 			}
@@ -636,7 +612,7 @@ func TestRefusedInputKeepsThePanelsWordingPerField(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.call(p.c)
-			if fe := failureOf(t, err); fe.Class != failure.Permanent || fe.Status != http.StatusUnprocessableEntity ||
+			if fe := adaptertest.FailureOf(t, err, tenantos.Provider); fe.Class != failure.Permanent || fe.Status != http.StatusUnprocessableEntity ||
 				fe.Message != strings.Join(tt.want, " ") {
 				t.Errorf("failure %+v, want a permanent 422 saying %q", fe, tt.want)
 			}
@@ -675,7 +651,7 @@ func TestRefusalsArePermanentInThePanelsWords(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fe := failureOf(t, tt.call(t, newPanel(t)))
+			fe := adaptertest.FailureOf(t, tt.call(t, newPanel(t)), tenantos.Provider)
 			if fe.Class != failure.Permanent || fe.Status != tt.status || fe.Message != tt.msg || fe.RetryAfter != 0 {
 				t.Errorf("failure %+v, want permanent %d saying %q", fe, tt.status, tt.msg)
 			}
@@ -711,7 +687,7 @@ func TestProviderTroubleIsTransient(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPanel(t)
 			p.sim.Inject(tt.fault)
-			fe := failureOf(t, tt.call(p.c))
+			fe := adaptertest.FailureOf(t, tt.call(p.c), tenantos.Provider)
 			if fe.Class != failure.Transient || fe.Status != tt.fault.Status || fe.RetryAfter != tt.retry || fe.Message == "" {
 				t.Errorf("failure %+v, want transient %d with RetryAfter %v", fe, tt.fault.Status, tt.retry)
 			}
@@ -745,7 +721,7 @@ func TestDroppedAnswerIsTransient(t *testing.T) {
 		{"power", "power.setPowerOff",
 			func(c *tenantos.Client) error { return c.Power(ctx, 1, tenantos.PowerOff) },
 			func(t *testing.T, p *panel) bool {
-				eventually(t, "the server off", func() bool { return p.machine(t, 1).Power == "offline" })
+				adaptertest.Eventually(t, "the server off", func() bool { return p.machine(t, 1).Power == "offline" })
 				return true
 			}},
 		{"read", "servers.get",
@@ -756,7 +732,7 @@ func TestDroppedAnswerIsTransient(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPanel(t)
 			p.sim.Inject(simkit.Fault{Op: tt.op, Times: 1, Drop: true})
-			fe := failureOf(t, tt.call(p.c))
+			fe := adaptertest.FailureOf(t, tt.call(p.c), tenantos.Provider)
 			if fe.Class != failure.Transient || fe.Status != 0 || fe.Message == "" {
 				t.Errorf("failure %+v, want transient without a status", fe)
 			}
@@ -772,7 +748,7 @@ func TestHungCallTimesOutTransient(t *testing.T) {
 	p.sim.Inject(simkit.Fault{Op: "provisioning.getInstallStatus", Hang: true})
 	c := p.client(t, func(cfg *tenantos.Config) { cfg.RequestTimeout = 100 * time.Millisecond })
 	_, err := c.InstallStatus(context.Background(), 1)
-	if fe := failureOf(t, err); fe.Class != failure.Transient || fe.Status != 0 {
+	if fe := adaptertest.FailureOf(t, err, tenantos.Provider); fe.Class != failure.Transient || fe.Status != 0 {
 		t.Errorf("failure %+v, want transient without a status", fe)
 	}
 }
@@ -786,7 +762,7 @@ func TestRefusedConnectionIsTransient(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.Servers(context.Background())
-	if fe := failureOf(t, err); fe.Class != failure.Transient || fe.Status != 0 {
+	if fe := adaptertest.FailureOf(t, err, tenantos.Provider); fe.Class != failure.Transient || fe.Status != 0 {
 		t.Errorf("failure %+v, want transient without a status", fe)
 	}
 }
@@ -917,7 +893,7 @@ func TestRedirectIsPermanentAndNotFollowed(t *testing.T) {
 	t.Cleanup(front.Close)
 	c := p.client(t, func(c *tenantos.Config) { c.URL = front.URL })
 	_, err := c.Server(context.Background(), 1)
-	fe := failureOf(t, err)
+	fe := adaptertest.FailureOf(t, err, tenantos.Provider)
 	if fe.Class != failure.Permanent || fe.Status != http.StatusMovedPermanently || !strings.Contains(fe.Message, p.url) {
 		t.Errorf("failure %+v, want a permanent 301 naming where it leads", fe)
 	}

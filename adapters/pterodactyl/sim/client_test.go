@@ -9,6 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 )
@@ -51,7 +52,7 @@ func TestPowerSignalsMoveThroughStates(t *testing.T) {
 			if got := currentState(t, base); got != tt.during {
 				t.Errorf("right after %s: %s, want %s", tt.signal, got, tt.during)
 			}
-			eventually(t, tt.after, func() bool { return currentState(t, base) == tt.after })
+			adaptertest.Eventually(t, tt.after, func() bool { return currentState(t, base) == tt.after })
 			if tt.after == "running" {
 				res := get(t, base+"/resources", aliceKey)
 				if path(res, "attributes", "resources", "memory_bytes").(float64) <= 0 {
@@ -197,7 +198,7 @@ func TestBackupCompletesAfterItsTask(t *testing.T) {
 	if b["completed_at"] != nil || b["is_successful"] != false || b["name"] != "before update" || path(b, "ignored_files", 1) != "*.tmp" {
 		t.Errorf("new backup = %v", b)
 	}
-	eventually(t, "the backup", func() bool {
+	adaptertest.Eventually(t, "the backup", func() bool {
 		return path(get(t, base+"/backups/"+b["uuid"].(string), aliceKey), "attributes", "completed_at") != nil
 	})
 	done := get(t, base+"/backups/"+b["uuid"].(string), aliceKey)["attributes"]
@@ -239,7 +240,7 @@ func completedBackup(t *testing.T, base string) string {
 	t.Helper()
 	r := do(t, "POST", base+"/backups", aliceKey, nil)
 	id := path(r.json(t), "attributes", "uuid").(string)
-	eventually(t, "the backup", func() bool {
+	adaptertest.Eventually(t, "the backup", func() bool {
 		return path(get(t, base+"/backups/"+id, aliceKey), "attributes", "completed_at") != nil
 	})
 	return id
@@ -286,7 +287,7 @@ func TestRestoreOfAFailedBackupIsAccepted(t *testing.T) {
 	s.Inject(simkit.Fault{Op: "backups.create", Times: 1, TaskError: "disk full"})
 	base := clientURL(t, s, url, 1)
 	id := path(do(t, "POST", base+"/backups", aliceKey, nil).json(t), "attributes", "uuid").(string)
-	eventually(t, "the failed backup", func() bool {
+	adaptertest.Eventually(t, "the failed backup", func() bool {
 		return path(get(t, base+"/backups/"+id, aliceKey), "attributes", "completed_at") != nil
 	})
 	if r := do(t, "POST", base+"/backups/"+id+"/restore", aliceKey, map[string]any{"truncate": false}); r.status != 204 {
@@ -295,7 +296,7 @@ func TestRestoreOfAFailedBackupIsAccepted(t *testing.T) {
 	if g := mustServer(t, s, 1); g.Status != sim.StatusRestoringBackup {
 		t.Errorf("server restoring a failed backup is %q", g.Status)
 	}
-	eventually(t, "the restore", func() bool { return mustServer(t, s, 1).Status == "" })
+	adaptertest.Eventually(t, "the restore", func() bool { return mustServer(t, s, 1).Status == "" })
 }
 
 func TestRestoreRunsAsATask(t *testing.T) {
@@ -310,7 +311,7 @@ func TestRestoreRunsAsATask(t *testing.T) {
 	}
 	wantError(t, do(t, "POST", base+"/power", aliceKey, map[string]any{"signal": "start"}), 409, "ServerStateConflictException",
 		"This server is currently restoring from a backup, please try again later.")
-	eventually(t, "the restore", func() bool { return mustServer(t, s, 1).Status == "" })
+	adaptertest.Eventually(t, "the restore", func() bool { return mustServer(t, s, 1).Status == "" })
 }
 
 func TestDownloadURLWorksOnceAndExpires(t *testing.T) {
@@ -353,7 +354,7 @@ func TestStartOnCompletionBootsTheInstalledServer(t *testing.T) {
 	body["start_on_completion"] = true
 	r := do(t, "POST", url+"/api/application/servers", appKey, body)
 	id := int(path(r.json(t), "attributes", "id").(float64))
-	eventually(t, "the server to run", func() bool { return mustServer(t, s, id).State == sim.StateRunning })
+	adaptertest.Eventually(t, "the server to run", func() bool { return mustServer(t, s, id).State == sim.StateRunning })
 }
 
 func TestAddedUserAndServerAreReachableWithItsKey(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 )
@@ -94,7 +95,7 @@ func TestHangLastsUntilTheClientGivesUp(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the client's deadline", err)
 	}
-	eventually(t, "the hung call in the log", func() bool { return s.CountCalls("client.resources", "") == 1 })
+	adaptertest.Eventually(t, "the hung call in the log", func() bool { return s.CountCalls("client.resources", "") == 1 })
 }
 
 func TestTaskErrorFailsTheInstall(t *testing.T) {
@@ -105,7 +106,7 @@ func TestTaskErrorFailsTheInstall(t *testing.T) {
 		t.Fatalf("create: %d %s", r.status, r.body)
 	}
 	id := int(path(r.json(t), "attributes", "id").(float64))
-	eventually(t, "the failed install", func() bool { g, _ := s.Server(id); return g.Status == sim.StatusInstallFailed })
+	adaptertest.Eventually(t, "the failed install", func() bool { g, _ := s.Server(id); return g.Status == sim.StatusInstallFailed })
 	got := get(t, url+"/api/application/servers/external/order-42", appKey)
 	if path(got, "attributes", "status") != "install_failed" || path(got, "attributes", "container", "installed") != 0.0 {
 		t.Errorf("failed install shows %v", got["attributes"])
@@ -123,7 +124,7 @@ func TestTaskErrorFailsTheReinstall(t *testing.T) {
 	if r := do(t, "POST", url+"/api/application/servers/2/reinstall", appKey, nil); r.status != http.StatusNoContent {
 		t.Fatalf("reinstall: %d %s", r.status, r.body)
 	}
-	eventually(t, "the failed reinstall", func() bool { return mustServer(t, s, 2).Status == sim.StatusReinstallFailed })
+	adaptertest.Eventually(t, "the failed reinstall", func() bool { return mustServer(t, s, 2).Status == sim.StatusReinstallFailed })
 	got := get(t, url+"/api/application/servers/2", appKey)
 	if path(got, "attributes", "status") != "reinstall_failed" || path(got, "attributes", "container", "installed") != 1.0 {
 		t.Errorf("failed reinstall shows %v", got["attributes"])
@@ -139,7 +140,7 @@ func TestTaskErrorFailsTheBackup(t *testing.T) {
 	base := clientURL(t, s, url, 1)
 	r := do(t, "POST", base+"/backups", aliceKey, map[string]any{"is_locked": true})
 	id := path(r.json(t), "attributes", "uuid").(string)
-	eventually(t, "the failed backup", func() bool {
+	adaptertest.Eventually(t, "the failed backup", func() bool {
 		return path(get(t, base+"/backups/"+id, aliceKey), "attributes", "completed_at") != nil
 	})
 	b := get(t, base+"/backups/"+id, aliceKey)["attributes"]
@@ -156,7 +157,7 @@ func TestTaskErrorFailsTheStart(t *testing.T) {
 	s.Inject(simkit.Fault{Op: "client.power", Times: 1, TaskError: "container exited with code 137"})
 	base := clientURL(t, s, url, 2)
 	do(t, "POST", base+"/power", aliceKey, map[string]any{"signal": "start"})
-	eventually(t, "the failed start", func() bool { return mustServer(t, s, 2).State == sim.StateOffline })
+	adaptertest.Eventually(t, "the failed start", func() bool { return mustServer(t, s, 2).State == sim.StateOffline })
 	if n := s.CountCalls("client.power", mustServer(t, s, 2).Identifier); n != 1 {
 		t.Errorf("logged %d power calls", n)
 	}

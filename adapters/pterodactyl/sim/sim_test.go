@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 )
 
@@ -161,18 +162,6 @@ func wantError(t *testing.T, r response, status int, code, detail string) {
 	}
 }
 
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // newServerBody is a valid create request for a Paper server on
 // allocation 3.
 func newServerBody() map[string]any {
@@ -200,7 +189,7 @@ func TestCreatedServerInstallsThenIsReady(t *testing.T) {
 		t.Errorf("created server = %v", attrs)
 	}
 	id := int(attrs["id"].(float64))
-	eventually(t, "the install", func() bool {
+	adaptertest.Eventually(t, "the install", func() bool {
 		g, _ := s.Server(id)
 		return g.Status == ""
 	})
@@ -420,7 +409,7 @@ func TestReinstallBlocksTheServerUntilItEnds(t *testing.T) {
 	}
 	wantError(t, do(t, "POST", url+"/api/client/servers/"+g.Identifier+"/power", aliceKey, map[string]any{"signal": "start"}),
 		409, "ServerStateConflictException", "This server has not yet completed its installation process, please try again later.")
-	eventually(t, "the reinstall", func() bool { g, _ := s.Server(1); return g.Status == "" })
+	adaptertest.Eventually(t, "the reinstall", func() bool { g, _ := s.Server(1); return g.Status == "" })
 }
 
 func TestEggIncludesItsVariableRules(t *testing.T) {

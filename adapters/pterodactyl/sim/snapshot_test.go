@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 )
@@ -152,16 +153,16 @@ func TestSnapshotRoundTripKeepsEverythingTheAPIsShow(t *testing.T) {
 	r = post(t, url1+"/api/application/servers", appKey, body, http.StatusCreated)
 	created := path(r.json(t), "attributes").(map[string]any)
 	id, identifier := int(created["id"].(float64)), created["identifier"].(string)
-	eventually(t, "the install", func() bool { return appServer(t, url1, id)["status"] == nil })
+	adaptertest.Eventually(t, "the install", func() bool { return appServer(t, url1, id)["status"] == nil })
 	carol := url1 + "/api/client/servers/" + identifier
 	if r := do(t, "PUT", carol+"/startup/variable", carolKey, map[string]any{"key": "MINECRAFT_VERSION", "value": "1.20.4"}); r.status != http.StatusOK {
 		t.Fatalf("set variable: %d %s", r.status, r.body)
 	}
 	post(t, carol+"/power", carolKey, map[string]any{"signal": "start"}, http.StatusNoContent)
-	eventually(t, "the start", func() bool { return stateOf(t, url1, identifier) == "running" })
+	adaptertest.Eventually(t, "the start", func() bool { return stateOf(t, url1, identifier) == "running" })
 	r = post(t, carol+"/backups", carolKey, map[string]any{"name": "nightly", "ignored": "logs", "is_locked": true}, http.StatusOK)
 	backup := path(r.json(t), "attributes", "uuid").(string)
-	eventually(t, "the backup", func() bool {
+	adaptertest.Eventually(t, "the backup", func() bool {
 		return path(get(t, carol+"/backups/"+backup, carolKey), "attributes", "completed_at") != nil
 	})
 	// A second server suspended.
@@ -174,7 +175,7 @@ func TestSnapshotRoundTripKeepsEverythingTheAPIsShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the next second", func() bool { return time.Now().Truncate(time.Second).After(booted) })
+	adaptertest.Eventually(t, "the next second", func() bool { return time.Now().Truncate(time.Second).After(booted) })
 	snap := save(t, s1)
 	var head map[string]any
 	if err := json.Unmarshal(snap, &head); err != nil || head["version"] != 1.0 {
@@ -221,7 +222,7 @@ func TestSnapshotRoundTripKeepsEverythingTheAPIsShow(t *testing.T) {
 
 	// The backup restores.
 	post(t, carol+"/backups/"+backup+"/restore", carolKey, map[string]any{"truncate": false}, http.StatusNoContent)
-	eventually(t, "the restore", func() bool {
+	adaptertest.Eventually(t, "the restore", func() bool {
 		return path(get(t, carol, carolKey), "attributes", "status") == nil && stateOf(t, url2, identifier) == "offline"
 	})
 }
@@ -231,7 +232,7 @@ func TestRecordsCreatedAfterLoadGetFreshIDs(t *testing.T) {
 	r := post(t, url1+"/api/application/servers", appKey, newServerBody(), http.StatusCreated)
 	first := path(r.json(t), "attributes").(map[string]any)
 	base := url1 + "/api/client/servers/" + first["identifier"].(string)
-	eventually(t, "the install", func() bool { return appServer(t, url1, 4)["status"] == nil })
+	adaptertest.Eventually(t, "the install", func() bool { return appServer(t, url1, 4)["status"] == nil })
 	old := completedBackup(t, base)
 	_, url2 := loaded(t, cfg, save(t, s1))
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 )
@@ -197,7 +198,7 @@ func runFanout(tb testing.TB, servers, viewers, rate int, window, record time.Du
 	h := wings.NewHub(wings.Config{Origin: panelURL, Log: discard(), BackoffMin: 10 * time.Millisecond})
 	tb.Cleanup(h.Close)
 	f.watch(h, viewers)
-	eventually(tb, "every upstream to connect", func() bool {
+	adaptertest.Eventually(tb, "every upstream to connect", func() bool {
 		return f.w.CountCalls("ws.connect", "") == 2*servers
 	})
 	time.Sleep(window / 2) // past the replay of Wings' recent lines

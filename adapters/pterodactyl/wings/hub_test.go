@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/sim"
 	"github.com/hostfleet/provisiond/adapters/pterodactyl/wings"
 	"github.com/hostfleet/provisiond/adapters/simkit"
@@ -235,7 +236,7 @@ func (r *recorder) index(from int, match func(wings.Event) bool) int {
 func (r *recorder) await(t testing.TB, what string, from int, match func(wings.Event) bool) int {
 	t.Helper()
 	i := -1
-	eventually(t, what, func() bool { i = r.index(from, match); return i >= 0 })
+	adaptertest.Eventually(t, what, func() bool { i = r.index(from, match); return i >= 0 })
 	return i
 }
 
@@ -254,18 +255,6 @@ func is(typ, data string) func(wings.Event) bool {
 }
 
 func isConsole(ev wings.Event) bool { return ev.Type == wings.TypeConsole }
-
-// eventually polls cond until it holds, failing after waitFor.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // checkSeqsIncrease fails unless the events' Seqs strictly increase, and
 // from position from on without gaps.
@@ -297,7 +286,7 @@ func TestFiftyViewersShareOneUpstreamAndSeeTheSameEvents(t *testing.T) {
 	var want []wings.Event
 	for i, r := range recs {
 		m := r.await(t, "the marker", 0, is(wings.TypeConsole, "> say marker"))
-		eventually(t, "events after the marker", func() bool { return len(r.events()) >= m+n })
+		adaptertest.Eventually(t, "events after the marker", func() bool { return len(r.events()) >= m+n })
 		got := r.events()[m : m+n]
 		checkSeqsIncrease(t, got, 0)
 		if i == 0 {
@@ -356,10 +345,10 @@ func TestNewViewerGetsTheRecentLinesFirst(t *testing.T) {
 	c := w.creds(t, 1)
 	first := watch(t, h, c.id, c.fetch)
 	conn := first.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
-	eventually(t, "console lines", func() bool { return len(first.events()) > conn+20 })
+	adaptertest.Eventually(t, "console lines", func() bool { return len(first.events()) > conn+20 })
 	joined := time.Now()
 	second := watch(t, h, c.id, c.fetch)
-	eventually(t, "the replay and a live line", func() bool {
+	adaptertest.Eventually(t, "the replay and a live line", func() bool {
 		evs := second.events()
 		return len(evs) > 0 && evs[len(evs)-1].At.After(joined)
 	})
@@ -409,9 +398,9 @@ func TestTokenExpiringIsRenewedOnTheSameConnection(t *testing.T) {
 	c := w.creds(t, 1)
 	r := watch(t, h, c.id, c.fetch)
 	conn := r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
-	eventually(t, "two renewals", func() bool { return c.calls.Load() >= 3 })
+	adaptertest.Eventually(t, "two renewals", func() bool { return c.calls.Load() >= 3 })
 	n := len(r.events())
-	eventually(t, "lines after the renewals", func() bool { return len(r.events()) > n+10 })
+	adaptertest.Eventually(t, "lines after the renewals", func() bool { return len(r.events()) > n+10 })
 	checkNoReconnect(t, w, r, c.id)
 	checkSeqsIncrease(t, r.events(), conn)
 }
@@ -423,7 +412,7 @@ func TestTokenExpiredIsRenewedOnTheSameConnection(t *testing.T) {
 	r := watch(t, h, c.id, c.fetch)
 	r.await(t, "connected", 0, is(wings.TypeConnection, wings.Connected))
 	w.AdvanceClock(11 * time.Minute) // past the token's 10 minutes, skipping "expiring"
-	eventually(t, "a renewal", func() bool { return c.calls.Load() >= 2 })
+	adaptertest.Eventually(t, "a renewal", func() bool { return c.calls.Load() >= 2 })
 	n := len(r.events())
 	r.await(t, "lines after the renewal", n, isConsole)
 	checkNoReconnect(t, w, r, c.id)
@@ -507,7 +496,7 @@ func TestUpstreamIsLostAfterRepeatedFailures(t *testing.T) {
 	if err := r.v.Err(); !errors.Is(err, wings.ErrLost) || !strings.Contains(err.Error(), "500") {
 		t.Errorf("Err() = %v, want ErrLost with the panel's answer", err)
 	}
-	eventually(t, "the upstream to close", func() bool { return obs.closed.Load() == 1 })
+	adaptertest.Eventually(t, "the upstream to close", func() bool { return obs.closed.Load() == 1 })
 
 	w.ClearFaults()
 	again := watch(t, h, c.id, c.fetch)
@@ -557,7 +546,7 @@ func TestSlowViewerIsDroppedAlone(t *testing.T) {
 		fast = append(fast, watch(t, h, c.id, c.fetch))
 	}
 	for _, r := range fast {
-		eventually(t, "100 events", func() bool { return len(r.events()) >= 100 })
+		adaptertest.Eventually(t, "100 events", func() bool { return len(r.events()) >= 100 })
 	}
 	if err := slow.Err(); !errors.Is(err, wings.ErrSlowViewer) {
 		t.Fatalf("slow viewer's Err() = %v, want ErrSlowViewer", err)
@@ -601,7 +590,7 @@ func TestUpstreamClosesWhenIdleAndReopens(t *testing.T) {
 	if err := v.Err(); !errors.Is(err, wings.ErrClosed) {
 		t.Errorf("Err() after Close = %v, want ErrClosed", err)
 	}
-	eventually(t, "the idle upstream to close", func() bool { return obs.closed.Load() == 1 })
+	adaptertest.Eventually(t, "the idle upstream to close", func() bool { return obs.closed.Load() == 1 })
 
 	again := watch(t, h, c.id, c.fetch)
 	again.await(t, "connected again", 0, is(wings.TypeConnection, wings.Connected))
@@ -687,8 +676,8 @@ func TestSendWithoutViewersOpensTheUpstreamUntilIdle(t *testing.T) {
 	if err := h.Send(ctx, c.id, c.fetch, "set state", "start"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the server to run", func() bool { g, _ := w.Server.Server(2); return g.State == sim.StateRunning })
-	eventually(t, "the idle upstream to close", func() bool { return obs.closed.Load() == 1 })
+	adaptertest.Eventually(t, "the server to run", func() bool { g, _ := w.Server.Server(2); return g.State == sim.StateRunning })
+	adaptertest.Eventually(t, "the idle upstream to close", func() bool { return obs.closed.Load() == 1 })
 }
 
 func TestSendRefusesOtherEvents(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostfleet/provisiond/adapters/adaptertest"
 	"github.com/hostfleet/provisiond/adapters/simkit"
 	"github.com/hostfleet/provisiond/adapters/tenantos/sim"
 )
@@ -158,17 +159,6 @@ func getStatus(t *testing.T, url string, id int) installStatus {
 	return result[installStatus](t, call(t, "GET", fmt.Sprintf("%s/api/servers/%d/provisioning/getInstallStatus", url, id), nil))
 }
 
-// eventually polls cond until it holds, for at most 3 seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("%s never happened", what)
-}
-
 func reinstall(id int, body map[string]any) (string, string, map[string]any) {
 	return "POST", fmt.Sprintf("/api/servers/%d/provisioning/startReinstallation", id), body
 }
@@ -226,7 +216,7 @@ func TestUpdatedServerKeepsItsChanges(t *testing.T) {
 func TestSuspendPowerActionIsCarriedOut(t *testing.T) {
 	_, url := newSim(t)
 	call(t, "PUT", url+"/api/servers/2", map[string]any{"suspendUserIds": []int{8}, "suspendPowerAction": "setPowerOff"})
-	eventually(t, "power off after suspension", func() bool { return getServer(t, url, 2).CachedPowerstatus == "offline" })
+	adaptertest.Eventually(t, "power off after suspension", func() bool { return getServer(t, url, 2).CachedPowerstatus == "offline" })
 }
 
 func TestGetByTagsMatchesAllTags(t *testing.T) {
@@ -494,7 +484,7 @@ func TestPowerActionsChangeStateAfterTaskDuration(t *testing.T) {
 			if got := powerStatus(t, url, tt.id); got != tt.during {
 				t.Errorf("right after: %s, want %s", got, tt.during)
 			}
-			eventually(t, "power "+tt.after, func() bool {
+			adaptertest.Eventually(t, "power "+tt.after, func() bool {
 				return powerStatus(t, url, tt.id) == tt.after && getServer(t, url, tt.id).CachedPowerstatus == tt.after
 			})
 		})
@@ -514,7 +504,7 @@ func TestReinstallRunsThroughPhasesAndInstallsTheOS(t *testing.T) {
 	}
 	steps := map[int]bool{}
 	var st installStatus
-	eventually(t, "install completed", func() bool {
+	adaptertest.Eventually(t, "install completed", func() bool {
 		st = getStatus(t, url, 3)
 		if st.Running == 1 {
 			steps[st.Step] = true
@@ -585,12 +575,12 @@ func TestRescueRunsUntilTheNextReset(t *testing.T) {
 	if srv := getServer(t, url, 1); srv.RescueBootRunning != 1 || srv.ReinstallationRunning != 0 {
 		t.Errorf("while booting: rescue %d, reinstall %d", srv.RescueBootRunning, srv.ReinstallationRunning)
 	}
-	eventually(t, "rescue booted", func() bool { return getStatus(t, url, 1).Completed == 1 })
+	adaptertest.Eventually(t, "rescue booted", func() bool { return getStatus(t, url, 1).Completed == 1 })
 	if srv := getServer(t, url, 1); srv.RescueBootRunning != 1 || srv.OS != "Debian 12" {
 		t.Errorf("in rescue: %+v, want rescue running and the OS untouched", srv)
 	}
 	result[string](t, call(t, "GET", url+"/api/servers/1/power/setPowerReset", nil))
-	eventually(t, "rescue left", func() bool { return getServer(t, url, 1).RescueBootRunning == 0 })
+	adaptertest.Eventually(t, "rescue left", func() bool { return getServer(t, url, 1).RescueBootRunning == 0 })
 }
 
 func TestDiskWipeErasesAndPowersOff(t *testing.T) {
@@ -600,7 +590,7 @@ func TestDiskWipeErasesAndPowersOff(t *testing.T) {
 	if srv := getServer(t, url, 1); srv.DiskwipeRunning != 1 {
 		t.Errorf("diskwipeRunning = %d while wiping", srv.DiskwipeRunning)
 	}
-	eventually(t, "wipe done", func() bool { return getStatus(t, url, 1).Completed == 1 })
+	adaptertest.Eventually(t, "wipe done", func() bool { return getStatus(t, url, 1).Completed == 1 })
 	if srv := getServer(t, url, 1); srv.OS != "" || srv.CachedPowerstatus != "offline" || srv.DiskwipeRunning != 0 {
 		t.Errorf("wiped server = %+v", srv)
 	}
@@ -886,7 +876,7 @@ func TestTaskErrorFaultFailsTheReinstallAtAPhase(t *testing.T) {
 	method, path, body := reinstall(3, map[string]any{"profileId": 2, "rootpassword": "secret123"})
 	result[string](t, call(t, method, url+path, body))
 	var st installStatus
-	eventually(t, "install failed", func() bool { st = getStatus(t, url, 3); return st.Running == 0 })
+	adaptertest.Eventually(t, "install failed", func() bool { st = getStatus(t, url, 3); return st.Running == 0 })
 	if st.Failed != 1 || st.Completed != 0 || st.ErrorMessage != "disk /dev/sda not found" || st.Step != 4 ||
 		st.Progress[3].Status != "failed" || st.Progress[3].Description != "Partitioning disks" {
 		t.Errorf("status = %+v", st)
